@@ -1,0 +1,29 @@
+"""The exception hierarchy for problems a user can fix.
+
+Every message is one sentence that names the thing, what was expected, what came and what to do.
+The CLI prints ``str(error)`` without a traceback and exits with a non-zero code.
+"""
+
+from __future__ import annotations
+
+
+class Int8kitError(Exception):
+    """Base class for every error caused by the user's input, not by a bug in int8kit."""
+
+    exit_code = 2
+
+
+class ModelError(Int8kitError):
+    """A model file is missing, unreadable, corrupt or structurally unsupported."""
+
+
+class DataError(Int8kitError):
+    """Calibration or test data does not fit the model (shape, dtype, count, NaN/Inf)."""
+
+
+class ConfigError(Int8kitError):
+    """An option, config key, overrides file entry or layer name is invalid."""
+
+
+class CalibrationError(Int8kitError):
+    """Statistics are unusable: wrong file, other model, non-finite activations."""

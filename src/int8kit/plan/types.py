@@ -1,0 +1,58 @@
+"""The quantization plan: what the planner decides and the emitter and record writers read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "int8": (-128, 127),
+    "uint8": (0, 255),
+    "int16": (-32768, 32767),
+    "uint16": (0, 65535),
+    "int32": (-(2**31), 2**31 - 1),
+}
+
+
+@dataclass
+class TensorQuant:
+    """How one tensor is quantized.
+
+    ``scale``/``zero_point`` are scalars (per-tensor) or 1-D arrays along ``axis`` (per-channel).
+    ``values`` holds the already-quantized integers for weights and biases (``None`` for
+    activations, which are quantized at run time by QuantizeLinear).
+    """
+
+    name: str
+    kind: str  # "activation" | "weight" | "bias"
+    dtype: str  # key of INT_RANGES
+    scale: np.ndarray
+    zero_point: np.ndarray
+    axis: int | None = None
+    method: str = ""
+    lo: float = 0.0  # clipping range chosen
+    hi: float = 0.0
+    min: float = 0.0  # observed extremes
+    max: float = 0.0
+    values: np.ndarray | None = None
+
+    @property
+    def threshold(self) -> float:
+        """The symmetric threshold the vendor tools print: ``max(|lo|, |hi|)``."""
+        return float(max(abs(self.lo), abs(self.hi)))
+
+
+@dataclass
+class QuantPlan:
+    """Per-tensor decisions for one model.
+
+    ``tensors`` maps tensor names to their quantization; a tensor absent from it stays float.
+    ``fused`` maps the name of a removed Relu/Clip node to the tensor it read (its effect is the
+    saturation of that tensor's QuantizeLinear). ``float_nodes`` lists nodes kept in float by
+    rule or by the user, with the reason, for the report.
+    """
+
+    tensors: dict[str, TensorQuant] = field(default_factory=dict)
+    fused: dict[str, str] = field(default_factory=dict)
+    float_nodes: dict[str, str] = field(default_factory=dict)
