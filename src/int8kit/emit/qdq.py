@@ -1,0 +1,155 @@
+"""Write a QDQ ONNX model from a QuantPlan. Reads only the plan and the model.
+
+Layout produced (onnxruntime fuses these patterns into real INT8 kernels)::
+
+    weight:      W_quantized(int8) ─DQ─▶ W            (consumers keep reading "W")
+    activation:  producer ─▶ t_float ─Q─▶ t_quantized ─DQ─▶ t   (consumers keep reading "t")
+    model input: x ─Q─▶ x_quantized ─DQ─▶ x_dequantized         (consumers rewired)
+    fused Relu:  Conv ─▶ y ─Relu─▶ r   becomes   Conv ─▶ r_float ─Q(range ≥ 0)─▶ … ─DQ─▶ r
+
+Keeping every original tensor name means graph outputs, per-layer names and value_info stay valid.
+"""
+
+from __future__ import annotations
+
+import copy
+import heapq
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from int8kit.errors import ModelError
+from int8kit.plan.types import QuantPlan, TensorQuant
+
+_NP_DTYPES = {"int8": np.int8, "uint8": np.uint8, "int16": np.int16, "uint16": np.uint16, "int32": np.int32}
+_MIN_OPSET = 13  # per-axis QuantizeLinear/DequantizeLinear
+_CONTRIB = "com.microsoft"  # 16-bit Q/DQ in onnxruntime without bumping the model's opset
+
+
+def emit_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
+    """Return a new model with QuantizeLinear/DequantizeLinear inserted as ``plan`` says."""
+    model = _with_min_opset(copy.deepcopy(model))
+    graph = model.graph
+    nodes = list(graph.node)
+    new_inits: list[onnx.TensorProto] = []
+    qdq_nodes: list[onnx.NodeProto] = []
+    uses_contrib = False
+
+    nodes = _remove_fused(nodes, plan)
+    producer = {o: (n, k) for n in nodes for k, o in enumerate(n.output)}
+    graph_inputs = {i.name for i in graph.input}
+    init_names = {t.name for t in graph.initializer}
+
+    constant_names = {tq.name for tq in plan.tensors.values() if tq.values is not None}
+    kept_inits = [t for t in graph.initializer if t.name not in constant_names]
+    kept_inputs = [i for i in graph.input if i.name not in constant_names]
+
+    for tq in plan.tensors.values():
+        scale, zp = _param_inits(tq)
+        new_inits += [scale, zp]
+        contrib = tq.dtype in ("int16", "uint16")
+        uses_contrib |= contrib
+        if tq.values is not None:
+            if tq.name not in init_names:
+                raise ModelError(f"planned constant '{tq.name}' is not an initializer of the model; re-run the optimizer.")
+            qname = tq.name + "_quantized"
+            new_inits.append(numpy_helper.from_array(np.asarray(tq.values, dtype=_NP_DTYPES[tq.dtype]), qname))
+            qdq_nodes.append(_dq(qname, scale.name, zp.name, tq.name, tq.axis, contrib))
+            continue
+        if tq.name in graph_inputs:
+            qname, dqname = tq.name + "_quantized", tq.name + "_dequantized"
+            for node in nodes:
+                for i, inp in enumerate(node.input):
+                    if inp == tq.name:
+                        node.input[i] = dqname
+            qdq_nodes.append(_q(tq.name, scale.name, zp.name, qname, contrib))
+            qdq_nodes.append(_dq(qname, scale.name, zp.name, dqname, None, contrib))
+            continue
+        if tq.name not in producer:
+            raise ModelError(f"planned tensor '{tq.name}' has no producer in the model; the plan does not match the model.")
+        node, k = producer[tq.name]
+        fname, qname = tq.name + "_float", tq.name + "_quantized"
+        node.output[k] = fname
+        qdq_nodes.append(_q(fname, scale.name, zp.name, qname, contrib))
+        qdq_nodes.append(_dq(qname, scale.name, zp.name, tq.name, None, contrib))
+
+    del graph.initializer[:]
+    graph.initializer.extend(kept_inits + new_inits)
+    del graph.input[:]
+    graph.input.extend(kept_inputs)
+    del graph.node[:]
+    graph.node.extend(_topological(nodes + qdq_nodes, {i.name for i in graph.input} | {t.name for t in graph.initializer}))
+    if uses_contrib and not any(o.domain == _CONTRIB for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(_CONTRIB, 1))
+    return model
+
+
+def _remove_fused(nodes: list[onnx.NodeProto], plan: QuantPlan) -> list[onnx.NodeProto]:
+    """Drop fused Relu/Clip nodes; their producer writes the activation's output name instead."""
+    if not plan.fused:
+        return nodes
+    by_name = {n.name: n for n in nodes}
+    for act_name, src in plan.fused.items():
+        act = by_name[act_name]
+        for node in nodes:
+            for k, out in enumerate(node.output):
+                if out == src:
+                    node.output[k] = act.output[0]
+    return [n for n in nodes if n.name not in plan.fused]
+
+
+def _param_inits(tq: TensorQuant) -> tuple[onnx.TensorProto, onnx.TensorProto]:
+    scale = numpy_helper.from_array(np.asarray(tq.scale, dtype=np.float32), tq.name + "_scale")
+    zp = numpy_helper.from_array(np.asarray(tq.zero_point, dtype=_NP_DTYPES[tq.dtype]), tq.name + "_zero_point")
+    return scale, zp
+
+
+def _q(x: str, scale: str, zp: str, out: str, contrib: bool) -> onnx.NodeProto:
+    return helper.make_node("QuantizeLinear", [x, scale, zp], [out], name=out + "_QuantizeLinear", domain=_CONTRIB if contrib else "")
+
+
+def _dq(x: str, scale: str, zp: str, out: str, axis: int | None, contrib: bool) -> onnx.NodeProto:
+    kwargs = {"axis": axis} if axis is not None else {}
+    return helper.make_node(
+        "DequantizeLinear", [x, scale, zp], [out], name=out + "_DequantizeLinear", domain=_CONTRIB if contrib else "", **kwargs
+    )
+
+
+def _with_min_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+    version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if version is not None and version < _MIN_OPSET:
+        try:
+            return onnx.version_converter.convert_version(model, _MIN_OPSET)
+        except Exception as exc:
+            raise ModelError(
+                f"the model uses opset {version} and could not be converted to opset {_MIN_OPSET} ({exc}); "
+                "re-export it with opset 13 or newer."
+            ) from None
+    return model
+
+
+def _topological(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.NodeProto]:
+    """Order nodes so each runs after its inputs exist (Kahn's algorithm, stable)."""
+    waiting: dict[str, list[int]] = {}
+    missing = [0] * len(nodes)
+    for idx, node in enumerate(nodes):
+        for inp in set(i for i in node.input if i and i not in available):
+            waiting.setdefault(inp, []).append(idx)
+            missing[idx] += 1
+    ready = [i for i, m in enumerate(missing) if m == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        idx = heapq.heappop(ready)
+        order.append(idx)
+        for out in nodes[idx].output:
+            for j in waiting.pop(out, []):
+                missing[j] -= 1
+                if missing[j] == 0:
+                    heapq.heappush(ready, j)
+    if len(order) != len(nodes):
+        done = set(order)
+        stuck = [nodes[i].name for i in range(len(nodes)) if i not in done][:5]
+        raise ModelError(f"the quantized graph has a cycle or a dangling input near nodes {stuck}; this is a bug, please report it.")
+    return [nodes[i] for i in order]

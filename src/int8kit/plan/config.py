@@ -1,0 +1,131 @@
+"""Typed quantization configuration: global options plus per-layer overrides.
+
+Round-trips through JSON (with a version) and validates every key: a typo fails loudly with
+the key, what was expected and what came, instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from int8kit.errors import ConfigError
+
+CONFIG_VERSION = 1
+
+
+def _unknown_key(where: str, key: str, allowed: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else f"; accepted keys: {', '.join(sorted(allowed))}."
+    return ConfigError(f"{where} has an unknown key '{key}'{hint}")
+
+
+@dataclass
+class LayerOverride:
+    """Per-tensor or per-layer settings (the manual's th_strategy / th_scale / threshold / forward_with_float).
+
+    Keys may name a tensor or a node; for a node they apply to its output tensors.
+    """
+
+    th_method: str | None = None
+    th_scale: float = 1.0
+    threshold: float | None = None
+    float: bool = False
+
+    @classmethod
+    def from_dict(cls, name: str, raw: Any) -> "LayerOverride":
+        if not isinstance(raw, dict):
+            raise ConfigError(f"override for '{name}' must be an object like {{\"th_method\": \"max\"}}, got {type(raw).__name__}.")
+        allowed = [f.name for f in fields(cls)]
+        for key in raw:
+            if key not in allowed:
+                raise _unknown_key(f"override for '{name}'", key, allowed)
+        out = cls(**raw)
+        if not isinstance(out.th_scale, (int, float)) or out.th_scale <= 0:
+            raise ConfigError(f"override for '{name}': th_scale must be a positive number, got {out.th_scale!r}.")
+        if out.threshold is not None and (not isinstance(out.threshold, (int, float)) or out.threshold <= 0):
+            raise ConfigError(f"override for '{name}': threshold must be a positive number, got {out.threshold!r}.")
+        if not isinstance(out.float, bool):
+            raise ConfigError(f"override for '{name}': float must be true or false, got {out.float!r}.")
+        return out
+
+
+@dataclass
+class QuantConfig:
+    """Everything the planner needs besides the model and the statistics."""
+
+    th_method: str = "kl"
+    th_params: dict[str, Any] = field(default_factory=dict)
+    bins: int = 2048
+    per_channel: bool = False
+    activation_offset: bool = False
+    bitwidth: int = 8
+    conv_group: bool = False
+    fold_concat_scale: bool = False
+    accuracy_opt: bool = False
+    fp_inputs: tuple[str, ...] = ()
+    fp_outputs: tuple[str, ...] = ()
+    fp_blocks: tuple[str, ...] = ()
+    fp_layers: tuple[str, ...] = ()
+    fp_op_types: tuple[str, ...] = ()
+    overrides: dict[str, LayerOverride] = field(default_factory=dict)
+    version: int = CONFIG_VERSION
+
+    def __post_init__(self) -> None:
+        for name in ("fp_inputs", "fp_outputs", "fp_blocks", "fp_layers", "fp_op_types"):
+            setattr(self, name, tuple(getattr(self, name) or ()))
+        self.validate()
+
+    def validate(self) -> None:
+        """Check value ranges; raise ConfigError naming the option."""
+        if self.bitwidth not in (8, 16):
+            raise ConfigError(
+                f"--bitwidth must be 8 or 16, got {self.bitwidth}; ONNX QuantizeLinear saturates only to whole 8/16-bit types."
+            )
+        if self.bins < 512 or self.bins > 4096 or self.bins & (self.bins - 1):
+            raise ConfigError(f"--th-binnum must be a power of two between 512 and 4096, got {self.bins}.")
+        if self.version != CONFIG_VERSION:
+            raise ConfigError(f"config version {self.version} is not supported; expected {CONFIG_VERSION}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["overrides"] = {k: {kk: vv for kk, vv in asdict(v).items()} for k, v in self.overrides.items()}
+        for key in ("fp_inputs", "fp_outputs", "fp_blocks", "fp_layers", "fp_op_types"):
+            out[key] = list(out[key])
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "QuantConfig":
+        allowed = [f.name for f in fields(cls)]
+        for key in raw:
+            if key not in allowed:
+                raise _unknown_key("quantization config", key, allowed)
+        raw = dict(raw)
+        raw["overrides"] = {k: LayerOverride.from_dict(k, v) for k, v in (raw.get("overrides") or {}).items()}
+        return cls(**raw)
+
+
+def load_overrides(path: str | os.PathLike) -> dict[str, LayerOverride]:
+    """Read a per-layer overrides JSON file: ``{"layers": {"conv1": {"th_method": "max"}, ...}}``.
+
+    A bare mapping of names to settings is accepted too.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"overrides file '{path}' does not exist; check the path.")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"overrides file '{path}' is not valid JSON ({exc}); expected {{\"layers\": {{NAME: {{...}}}}}}.") from None
+    if isinstance(raw, dict) and "layers" in raw:
+        extra = set(raw) - {"layers", "version"}
+        if extra:
+            raise _unknown_key(f"overrides file '{path}'", sorted(extra)[0], ["layers", "version"])
+        raw = raw["layers"]
+    if not isinstance(raw, dict):
+        raise ConfigError(f"overrides file '{path}' must hold an object of layer names, got {type(raw).__name__}.")
+    return {name: LayerOverride.from_dict(name, value) for name, value in raw.items()}

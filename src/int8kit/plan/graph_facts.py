@@ -1,0 +1,162 @@
+"""Facts about a model graph that the planner needs: producers, consumers, which tensors carry
+float activations, and which nodes the user's mixed-precision options keep in float."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import onnx
+from onnx import TensorProto
+
+from int8kit.errors import ConfigError
+from int8kit.graph.ops import COMPUTE, op_info
+
+_FLOATS = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
+
+
+@dataclass
+class GraphFacts:
+    """Read-only views of one graph, built once per plan."""
+
+    nodes: list[onnx.NodeProto]
+    producer: dict[str, onnx.NodeProto] = field(default_factory=dict)
+    consumers: dict[str, list[onnx.NodeProto]] = field(default_factory=dict)
+    initializers: dict[str, onnx.TensorProto] = field(default_factory=dict)
+    graph_inputs: list[str] = field(default_factory=list)
+    graph_outputs: set[str] = field(default_factory=set)
+    elem_type: dict[str, int] = field(default_factory=dict)
+    activations: set[str] = field(default_factory=set)  # float tensors computed from float model inputs
+
+    @classmethod
+    def of(cls, model: onnx.ModelProto) -> "GraphFacts":
+        graph = model.graph
+        facts = cls(nodes=list(graph.node))
+        facts.initializers = {t.name: t for t in graph.initializer}
+        facts.graph_inputs = [i.name for i in graph.input if i.name not in facts.initializers]
+        facts.graph_outputs = {o.name for o in graph.output}
+        for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
+            if vi.type.HasField("tensor_type"):
+                facts.elem_type[vi.name] = vi.type.tensor_type.elem_type
+        for node in graph.node:
+            for out in node.output:
+                if out:
+                    facts.producer[out] = node
+            for inp in node.input:
+                if inp:
+                    facts.consumers.setdefault(inp, []).append(node)
+        facts.activations = facts._float_activations()
+        return facts
+
+    def _float_activations(self) -> set[str]:
+        # A tensor is an activation when it depends on a float model input. Tensors derived only
+        # from integer inputs (attention masks, ids) or constants are not: their ranges are
+        # data-independent and often extreme (-1e4 / -inf mask values) and must stay float.
+        tainted = {n for n in self.graph_inputs if self.elem_type.get(n) in _FLOATS}
+        for node in self.nodes:
+            if node.op_type in ("Shape", "Size"):
+                continue
+            if any(i in tainted for i in node.input if i):
+                for out in node.output:
+                    if out and self.elem_type.get(out, TensorProto.FLOAT) in _FLOATS:
+                        tainted.add(out)
+        return tainted
+
+    def node_names(self) -> set[str]:
+        return {n.name for n in self.nodes}
+
+    def is_depthwise(self, node: onnx.NodeProto) -> bool:
+        if node.op_type != "Conv":
+            return False
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        w = self.initializers.get(node.input[1]) if len(node.input) > 1 else None
+        return group > 1 and w is not None and w.dims[1] == 1
+
+    def ancestors(self, node: onnx.NodeProto) -> set[str]:
+        seen: set[str] = set()
+        stack = [node]
+        while stack:
+            cur = stack.pop()
+            for inp in cur.input:
+                prod = self.producer.get(inp)
+                if prod is not None and prod.name not in seen:
+                    seen.add(prod.name)
+                    stack.append(prod)
+        return seen
+
+    def descendants(self, node: onnx.NodeProto) -> set[str]:
+        seen: set[str] = set()
+        stack = [node]
+        while stack:
+            cur = stack.pop()
+            for out in cur.output:
+                for cons in self.consumers.get(out, []):
+                    if cons.name not in seen:
+                        seen.add(cons.name)
+                        stack.append(cons)
+        return seen
+
+    def block_until_compute(self, node: onnx.NodeProto) -> set[str]:
+        """The node and everything after it up to (not including) the next compute layer."""
+        seen = {node.name}
+        stack = [node]
+        while stack:
+            cur = stack.pop()
+            for out in cur.output:
+                for cons in self.consumers.get(out, []):
+                    info = op_info(cons.op_type)
+                    if cons.name in seen or (info is not None and info.role == COMPUTE):
+                        continue
+                    seen.add(cons.name)
+                    stack.append(cons)
+        return seen
+
+
+def resolve_names(facts: GraphFacts, names: Iterable[str], option: str) -> list[onnx.NodeProto]:
+    """Map layer names to nodes; an unknown name is a ConfigError with the closest match."""
+    by_name = {n.name: n for n in facts.nodes}
+    # Users often know a layer by its output tensor (Caffe top names); accept those too.
+    out_to_node = {o: n for n in facts.nodes for o in n.output}
+    found = []
+    for name in names:
+        node = by_name.get(name) or out_to_node.get(name)
+        if node is None:
+            close = difflib.get_close_matches(name, list(by_name), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else "; run 'int8kit inspect MODEL' to list layer names."
+            raise ConfigError(f"{option} names layer '{name}', which is not in the model{hint}")
+        found.append(node)
+    return found
+
+
+def float_nodes(facts: GraphFacts, config) -> dict[str, str]:
+    """Nodes the user's options keep in float, with the reason (for the report)."""
+    out: dict[str, str] = {}
+    for node in resolve_names(facts, config.fp_layers, "--fp-layers"):
+        out[node.name] = "--fp-layers"
+    known_types = {n.op_type for n in facts.nodes}
+    for op_type in config.fp_op_types:
+        if op_type not in known_types:
+            raise ConfigError(
+                f"--fp-op-types names op type '{op_type}', which no node of the model has; "
+                f"the model's op types are: {', '.join(sorted(known_types))}."
+            )
+        out.update({n.name: "--fp-op-types" for n in facts.nodes if n.op_type == op_type})
+    for node in resolve_names(facts, config.fp_inputs, "--fp-inputs"):
+        out.update({name: "--fp-inputs" for name in facts.ancestors(node) | {node.name}})
+    for node in resolve_names(facts, config.fp_outputs, "--fp-outputs"):
+        out.update({name: "--fp-outputs" for name in facts.descendants(node) | {node.name}})
+    for node in resolve_names(facts, config.fp_blocks, "--fp-blocks"):
+        out.update({name: "--fp-blocks" for name in facts.block_until_compute(node)})
+    if config.accuracy_opt:
+        out.update({n.name: "--accuracy-opt (depthwise)" for n in facts.nodes if facts.is_depthwise(n)})
+    tensor_names = set(facts.producer) | set(facts.graph_inputs)
+    node_by_name = {n.name: n for n in facts.nodes}
+    for name, ov in config.overrides.items():
+        if name not in node_by_name and name not in tensor_names:
+            resolve_names(facts, [name], "overrides file")  # raises with a hint
+        if ov.float:
+            node = node_by_name.get(name) or facts.producer.get(name)
+            if node is not None:
+                out[node.name] = "overrides: float"
+    return out

@@ -1,0 +1,95 @@
+"""Turn one tensor's statistics or values into its TensorQuant entry."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from int8kit.calib.histogram import Histogram
+from int8kit.numerics import scale_zero_point
+from int8kit.plan.types import TensorQuant
+from int8kit.thresholds import Target, compute_range
+from int8kit.weights.arq import quantize_bias, quantize_weight
+from int8kit.weights.conv_group import group_channel_scales
+
+
+def activation_dtype(lo: float, bits: int, symmetric: bool) -> str:
+    """Unsigned when the range starts at 0 (post-ReLU) or an offset is used; signed otherwise."""
+    unsigned = (not symmetric) or lo >= 0.0
+    return ("uint" if unsigned else "int") + str(bits)
+
+
+def activation_quant(
+    name: str,
+    hist: Histogram,
+    *,
+    method: str,
+    params: dict,
+    bits: int,
+    symmetric: bool,
+    th_scale: float = 1.0,
+    threshold: float | None = None,
+) -> TensorQuant:
+    """Clipping range from the threshold method (or a user threshold), then scale/zero point."""
+    if threshold is not None:
+        lo, hi = (0.0 if hist.min >= 0 else -threshold), threshold
+        method = "user"
+    else:
+        lo, hi = compute_range(method, hist, Target(bits=bits, symmetric=symmetric), **params)
+    lo, hi = lo * th_scale, hi * th_scale
+    if symmetric and hist.min < 0:
+        t = max(abs(lo), abs(hi))
+        lo, hi = -t, t
+    dtype = activation_dtype(lo, bits, symmetric)
+    scale, zp = scale_zero_point(lo, hi, dtype, symmetric)
+    return TensorQuant(
+        name=name,
+        kind="activation",
+        dtype=dtype,
+        scale=np.asarray(scale, dtype=np.float32),
+        zero_point=np.asarray(zp),
+        method=method,
+        lo=float(lo),
+        hi=float(hi),
+        min=float(hist.min),
+        max=float(hist.max),
+    )
+
+
+def weight_quant(name: str, w: np.ndarray, *, axis: int | None, bits: int, conv_group: bool) -> TensorQuant:
+    """Symmetric signed weights, per tensor or per output channel (optionally grouped)."""
+    channel_scales = group_channel_scales(w, axis=axis) if (conv_group and axis is not None) else None
+    q, scale = quantize_weight(w, axis=axis, bits=bits, channel_scales=channel_scales)
+    return TensorQuant(
+        name=name,
+        kind="weight",
+        dtype=f"int{bits}",
+        scale=np.asarray(scale, dtype=np.float32),
+        zero_point=np.zeros(np.shape(scale), dtype=np.int8),
+        axis=axis,
+        method="conv_group" if channel_scales is not None else ("per_channel" if axis is not None else "per_tensor"),
+        lo=float(w.min()),
+        hi=float(w.max()),
+        min=float(w.min()),
+        max=float(w.max()),
+        values=q,
+    )
+
+
+def bias_quant(name: str, b: np.ndarray, input_scale: float, weight_scale: np.ndarray) -> TensorQuant:
+    """INT32 bias with scale = input scale x weight scale (what the INT8 kernels accumulate in)."""
+    q, scale = quantize_bias(b, input_scale, np.asarray(weight_scale))
+    per_channel = np.ndim(scale) > 0 and np.size(scale) > 1
+    return TensorQuant(
+        name=name,
+        kind="bias",
+        dtype="int32",
+        scale=np.asarray(scale, dtype=np.float32),
+        zero_point=np.zeros(np.shape(scale), dtype=np.int32),
+        axis=0 if per_channel else None,
+        method="bias",
+        lo=float(b.min()) if b.size else 0.0,
+        hi=float(b.max()) if b.size else 0.0,
+        min=float(b.min()) if b.size else 0.0,
+        max=float(b.max()) if b.size else 0.0,
+        values=q.reshape(-1),  # 1-D: Conv/Gemm both broadcast it over the output channels
+    )

@@ -1,0 +1,302 @@
+"""plan(): statistics + weights + config → QuantPlan. Pure: no I/O, no inference session.
+
+Two phases, as in the best QDQ quantizers: first decide which nodes run in INT8 and which tensors
+must therefore be quantized (walking the op table), then compute each tensor's parameters
+(activation ranges from the threshold methods, weights and biases quantized here).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from int8kit.errors import CalibrationError
+from int8kit.graph.ops import BINARY, COMPUTE, FUSABLE, SHARED, UNARY, VARIADIC, op_info
+from int8kit.plan.config import LayerOverride, QuantConfig
+from int8kit.plan.graph_facts import GraphFacts, float_nodes
+from int8kit.plan.params import activation_quant, bias_quant, weight_quant
+from int8kit.plan.types import QuantPlan
+
+log = logging.getLogger(__name__)
+
+# Outputs of these ops are bounded by construction; clipping them loses meaning, not noise.
+_BOUNDED_OUTPUT_OPS = {"Softmax", "Sigmoid", "HardSigmoid", "Tanh"}
+
+
+def candidate_tensors(model: onnx.ModelProto) -> list[str]:
+    """Every tensor that some configuration could quantize: calibration taps exactly these,
+    so one pass serves every later re-plan (automatic search, overrides)."""
+    facts = GraphFacts.of(model)
+    wanted: list[str] = []
+    seen: set[str] = set()
+
+    def add(name: str) -> None:
+        if name and name in facts.activations and name not in seen:
+            seen.add(name)
+            wanted.append(name)
+
+    for node in facts.nodes:
+        info = op_info(node.op_type)
+        if info is None:
+            continue
+        inputs = node.input if info.role in (VARIADIC, SHARED) else [node.input[i] for i in info.activation_inputs if i < len(node.input)]
+        for name in list(inputs[:1] if info.role == SHARED else inputs) + list(node.output):
+            add(name)
+    return wanted
+
+
+def plan(model: onnx.ModelProto, stats, config: QuantConfig) -> QuantPlan:
+    """Decide, for every tensor, how it is quantized (or that it stays float)."""
+    facts = GraphFacts.of(model)
+    result = QuantPlan()
+    forced_float = float_nodes(facts, config)
+    result.float_nodes.update(forced_float)
+
+    quantized = _choose_nodes(facts, forced_float, result)
+    need, fused_from = _tensors_to_quantize(facts, quantized, forced_float, result)
+    shared_src = _shared_sources(facts, quantized, need)
+
+    # Activation parameters: own statistics, or the source tensor's for scale-sharing ops.
+    for name in _topological_tensors(facts, need):
+        if name in shared_src:
+            continue
+        stat_name = fused_from.get(name, name)
+        result.tensors[name] = _activation(facts, stats, config, name, stat_name)
+    for name, src in shared_src.items():
+        root = src
+        while root in shared_src:
+            root = shared_src[root]
+        if root in result.tensors:
+            tq = result.tensors[root]
+            result.tensors[name] = type(tq)(**{**tq.__dict__, "name": name})
+    if config.fold_concat_scale:
+        _fold_concat(facts, quantized, result)
+
+    # Weights and biases of compute nodes.
+    for node in facts.nodes:
+        if node.name not in quantized or op_info(node.op_type).role != COMPUTE:
+            continue
+        _plan_weights(facts, node, config, result)
+    return result
+
+
+def _choose_nodes(facts: GraphFacts, forced: dict[str, str], result: QuantPlan) -> set[str]:
+    quantized: set[str] = set()
+    for node in facts.nodes:
+        info = op_info(node.op_type)
+        if info is None or info.role == FUSABLE or node.name in forced:
+            continue
+        acts = [node.input[i] for i in info.activation_inputs if i < len(node.input)]
+        if info.role == COMPUTE:
+            if node.input[0] not in facts.activations:
+                continue
+            w = node.input[info.weight_input]
+            if w in facts.initializers:
+                if not _weight_supported(facts, node):
+                    result.float_nodes[node.name] = "weight layout not supported for INT8"
+                    continue
+            elif not (node.op_type == "MatMul" and w in facts.activations):
+                result.float_nodes[node.name] = "weight is neither a constant nor an activation"
+                continue
+            if not _bias_supported(facts, node):
+                result.float_nodes[node.name] = "bias shape not supported for INT8"
+                continue
+        elif info.role == BINARY:
+            if not all(a in facts.activations for a in acts):
+                # e.g. the attention-mask Add: one side is a constant or mask-derived tensor
+                result.float_nodes[node.name] = "an input is not a calibrated activation (constant or mask)"
+                continue
+        elif info.role in (UNARY, SHARED):
+            if node.input[0] not in facts.activations:
+                continue
+        elif info.role == VARIADIC:
+            if not all(i in facts.activations for i in node.input if i):
+                continue
+        quantized.add(node.name)
+    return quantized
+
+
+def _weight_supported(facts: GraphFacts, node: onnx.NodeProto) -> bool:
+    w = facts.initializers[node.input[op_info(node.op_type).weight_input]]
+    if node.op_type == "MatMul":
+        return len(w.dims) == 2
+    if node.op_type == "Gemm":
+        return len(w.dims) == 2
+    return len(w.dims) >= 3
+
+
+def _bias_supported(facts: GraphFacts, node: onnx.NodeProto) -> bool:
+    info = op_info(node.op_type)
+    if info.bias_input is None or len(node.input) <= info.bias_input or not node.input[info.bias_input]:
+        return True
+    bias = facts.initializers.get(node.input[info.bias_input])
+    if bias is None:
+        return False
+    if node.op_type == "Gemm":
+        return len(bias.dims) == 1 or (len(bias.dims) == 2 and bias.dims[0] == 1)
+    return len(bias.dims) == 1
+
+
+def _fusable_activation(facts: GraphFacts, tensor: str, forced: dict[str, str]) -> onnx.NodeProto | None:
+    """The Relu/Clip(min=0) that alone consumes ``tensor``, if its effect can be a Q saturation."""
+    consumers = facts.consumers.get(tensor, [])
+    if len(consumers) != 1 or tensor in facts.graph_outputs:
+        return None
+    act = consumers[0]
+    if act.name in forced:
+        return None
+    if act.op_type == "Relu":
+        return act
+    if act.op_type == "Clip" and len(act.input) > 1 and act.input[1] in facts.initializers:
+        lo = numpy_helper.to_array(facts.initializers[act.input[1]])
+        hi_ok = len(act.input) < 3 or not act.input[2] or act.input[2] in facts.initializers
+        if lo.size == 1 and float(lo) == 0.0 and hi_ok:
+            return act
+    return None
+
+
+def _tensors_to_quantize(facts, quantized, forced, result):
+    need: set[str] = set()
+    fused_from: dict[str, str] = {}  # fused activation output -> (unused) original producer output
+    for node in facts.nodes:
+        if node.name not in quantized:
+            continue
+        info = op_info(node.op_type)
+        if info.role == COMPUTE:
+            need.add(node.input[0])
+            if node.op_type == "MatMul" and node.input[1] in facts.activations:
+                need.add(node.input[1])
+        elif info.role == BINARY:
+            need.update(node.input[:2])
+        elif info.role == VARIADIC:
+            need.update(i for i in node.input if i)
+        elif info.role == UNARY:
+            need.add(node.input[0])
+        if info.role in (COMPUTE, BINARY, VARIADIC, UNARY):
+            out = node.output[0]
+            act = _fusable_activation(facts, out, forced) if info.role in (COMPUTE, BINARY) else None
+            if act is not None:
+                result.fused[act.name] = out
+                need.add(act.output[0])
+            elif out not in facts.graph_outputs or info.role != COMPUTE:
+                need.add(out)
+            # A compute op whose only use is a model output keeps a float output (QGemm /
+            # MatMulIntegerToFloat): precision where the user reads the result.
+    # Scale-sharing ops pass the need backwards: if a Reshape's output is needed, so is its input.
+    for node in reversed(facts.nodes):
+        if node.name in quantized and op_info(node.op_type).role == SHARED:
+            if any(o in need for o in node.output):
+                need.add(node.input[0])
+    return need, fused_from
+
+
+def _shared_sources(facts, quantized, need) -> dict[str, str]:
+    """Outputs of scale-sharing ops, mapped to the tensor whose parameters they reuse."""
+    out: dict[str, str] = {}
+    for node in facts.nodes:
+        if node.name in quantized and op_info(node.op_type).role == SHARED:
+            for o in node.output:
+                if o in need:
+                    out[o] = node.input[0]
+    return out
+
+
+def _topological_tensors(facts: GraphFacts, names: set[str]) -> list[str]:
+    order = [n for n in facts.graph_inputs if n in names]
+    for node in facts.nodes:
+        order.extend(o for o in node.output if o in names)
+    return order
+
+
+def _override_for(facts: GraphFacts, config: QuantConfig, tensor: str) -> LayerOverride | None:
+    ov = config.overrides.get(tensor)
+    if ov is None:
+        producer = facts.producer.get(tensor)
+        if producer is not None:
+            ov = config.overrides.get(producer.name)
+    return ov
+
+
+def _activation(facts, stats, config: QuantConfig, name: str, stat_name: str):
+    tstats = stats.tensors.get(stat_name)
+    if tstats is None:
+        raise CalibrationError(
+            f"the statistics have no entry for tensor '{stat_name}'; expected statistics collected on this "
+            "model (re-run 'int8kit calibrate' on the same model, or quantize with --data)."
+        )
+    ov = _override_for(facts, config, stat_name) or _override_for(facts, config, name)
+    method, params = config.th_method, dict(config.th_params)
+    producer = facts.producer.get(stat_name)
+    if producer is not None and producer.op_type in _BOUNDED_OUTPUT_OPS:
+        method, params = "max", {}
+    if ov is not None and ov.th_method:
+        method, params = ov.th_method, {}
+    return activation_quant(
+        name,
+        tstats.hist,
+        method=method,
+        params=params,
+        bits=config.bitwidth,
+        symmetric=not config.activation_offset,
+        th_scale=ov.th_scale if ov else 1.0,
+        threshold=ov.threshold if ov else None,
+    )
+
+
+def _fold_concat(facts: GraphFacts, quantized: set[str], result: QuantPlan) -> None:
+    """--fold-concat-scale: give each Concat input the Concat output's scale, so the Concat
+    is a plain copy; only for inputs that nothing else reads."""
+    for node in facts.nodes:
+        if node.name not in quantized or node.op_type != "Concat":
+            continue
+        out = result.tensors.get(node.output[0])
+        if out is None:
+            continue
+        for inp in node.input:
+            if inp in result.tensors and len(facts.consumers.get(inp, [])) == 1 and inp not in facts.graph_inputs:
+                result.tensors[inp] = type(out)(**{**out.__dict__, "name": inp})
+
+
+def _plan_weights(facts: GraphFacts, node: onnx.NodeProto, config: QuantConfig, result: QuantPlan) -> None:
+    info = op_info(node.op_type)
+    w_name = node.input[info.weight_input]
+    if w_name not in facts.initializers:
+        return  # activation x activation MatMul: both inputs are planned as activations
+    w = numpy_helper.to_array(facts.initializers[w_name]).astype(np.float32)
+    axis = _weight_axis(node, w)
+    per_channel = config.per_channel or config.conv_group
+    if node.op_type == "ConvTranspose" and _group(node) > 1:
+        per_channel = False  # axis-1 channels repeat across groups: one scale per tensor
+    tq = weight_quant(
+        w_name,
+        w,
+        axis=axis if per_channel else None,
+        bits=8,
+        conv_group=config.conv_group,
+    )
+    result.tensors[w_name] = tq
+    if info.bias_input is not None and len(node.input) > info.bias_input and node.input[info.bias_input]:
+        b_name = node.input[info.bias_input]
+        x = result.tensors.get(node.input[0])
+        if x is None:
+            return
+        b = numpy_helper.to_array(facts.initializers[b_name]).astype(np.float32).reshape(-1)
+        result.tensors[b_name] = bias_quant(b_name, b, float(x.scale), tq.scale)
+
+
+def _group(node: onnx.NodeProto) -> int:
+    return next((a.i for a in node.attribute if a.name == "group"), 1)
+
+
+def _weight_axis(node: onnx.NodeProto, w: np.ndarray) -> int:
+    if node.op_type == "Conv":
+        return 0
+    if node.op_type == "ConvTranspose":
+        return 1
+    if node.op_type == "Gemm":
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        return 0 if trans_b else 1
+    return w.ndim - 1  # MatMul: columns of B are the output channels
