@@ -1,0 +1,275 @@
+"""The Python API: one keyword-only function per CLI verb.
+
+    import int8kit
+    result = int8kit.quantize("model.onnx", "calib.npy", output_dir="out", th_method="kl", per_channel=True)
+    print(result.int8_model, result.timings)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from int8kit.calib.collect import collect
+from int8kit.calib.stats import Stats, model_fingerprint
+from int8kit.emit.qdq import emit_qdq
+from int8kit.emit.records import write_calibration_table, write_quant_json, write_tensorrt_cache
+from int8kit.errors import ConfigError
+from int8kit.graph.io import as_model, save_model
+from int8kit.graph.optimize import optimize_model
+from int8kit.plan.config import LayerOverride, QuantConfig, load_overrides
+from int8kit.plan.planner import candidate_tensors, plan
+from int8kit.plan.types import QuantPlan
+
+ModelLike = onnx.ModelProto | str | os.PathLike
+
+
+@dataclass
+class OptimizeResult:
+    """What ``optimize`` did."""
+
+    model: onnx.ModelProto
+    path: Path | None
+    log: list[str]
+
+
+@dataclass
+class CalibrateResult:
+    """Statistics of one calibration pass, and where they were saved."""
+
+    stats: Stats
+    path: Path | None
+    seconds: float
+
+
+@dataclass
+class QuantizeResult:
+    """Paths of everything ``quantize`` wrote, the plan, and how long each stage took."""
+
+    int8_model: Path
+    fp32_optimized_model: Path
+    quant_json: Path
+    calibration_table: Path
+    tensorrt_cache: Path
+    plan: QuantPlan
+    config: QuantConfig
+    timings: dict[str, float] = field(default_factory=dict)
+    optimize_log: list[str] = field(default_factory=list)
+
+    def parameters(self) -> dict[str, dict[str, Any]]:
+        """Per-tensor quantization parameters as plain Python values."""
+        out = {}
+        for name, tq in self.plan.tensors.items():
+            out[name] = {
+                "kind": tq.kind,
+                "dtype": tq.dtype,
+                "scale": tq.scale.tolist(),
+                "zero_point": tq.zero_point.tolist(),
+                "axis": tq.axis,
+                "method": tq.method,
+                "threshold": tq.threshold,
+                "min": tq.min,
+                "max": tq.max,
+            }
+        return out
+
+
+def _stem(model: ModelLike) -> str:
+    return "model" if isinstance(model, onnx.ModelProto) else Path(model).stem
+
+
+def optimize(model: ModelLike, *, output: str | os.PathLike | None = None, no_fuse: Collection[str] = ()) -> OptimizeResult:
+    """Fold BatchNorm/affine layers, drop Identity/Dropout, fold constants (the manual's graph_transform).
+
+    Writes ``output`` when given (atomically); the input file is never touched.
+    """
+    optimized, log = optimize_model(as_model(model), no_fuse=no_fuse)
+    path = save_model(optimized, output) if output is not None else None
+    return OptimizeResult(optimized, path, log)
+
+
+def calibrate(
+    model: ModelLike,
+    data: Any,
+    *,
+    output: str | os.PathLike | None = None,
+    iterations: int | None = None,
+    bins: int = 2048,
+    batch_size: int | None = None,
+    no_fuse: Collection[str] = (),
+    progress: bool = True,
+) -> CalibrateResult:
+    """One streaming pass over ``data``; statistics for every tensor any plan could quantize.
+
+    The model is optimized first (the statistics are keyed by the optimized graph, exactly as
+    ``quantize`` sees it); ``output`` saves them for ``quantize(stats=...)`` (``-dump_dist``).
+    """
+    optimized, _ = optimize_model(as_model(model), no_fuse=no_fuse)
+    QuantConfig(bins=bins)  # validates bins with the same message as quantize
+    start = time.perf_counter()
+    stats = _collect(optimized, data, bins=bins, iterations=iterations, batch_size=batch_size, progress=progress)
+    seconds = time.perf_counter() - start
+    path = None
+    if output is not None:
+        path = Path(output)
+        stats.save(path)
+    return CalibrateResult(stats, path, seconds)
+
+
+def quantize(
+    model: ModelLike,
+    data: Any = None,
+    *,
+    stats: str | os.PathLike | Stats | None = None,
+    output_dir: str | os.PathLike = "int8kit-out",
+    th_method: str = "kl",
+    th_params: Mapping[str, Any] | None = None,
+    per_channel: bool = False,
+    activation_offset: bool = False,
+    bitwidth: int = 8,
+    bins: int = 2048,
+    conv_group: bool = False,
+    fold_concat_scale: bool = False,
+    accuracy_opt: bool = False,
+    fp_inputs: Collection[str] = (),
+    fp_outputs: Collection[str] = (),
+    fp_blocks: Collection[str] = (),
+    fp_layers: Collection[str] = (),
+    fp_op_types: Collection[str] = (),
+    overrides: str | os.PathLike | Mapping[str, Any] | None = None,
+    iterations: int | None = None,
+    batch_size: int | None = None,
+    no_fuse: Collection[str] = (),
+    dump_stats: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> QuantizeResult:
+    """Optimize, calibrate (or load ``stats``), plan and emit a QDQ INT8 model plus its records.
+
+    Writes into ``output_dir``: ``<stem>_int8.onnx``, ``<stem>_fp32_optimized.onnx``,
+    ``<stem>_quant.json``, ``<stem>_calibration_table.txt`` and ``<stem>_trt_calib.cache``.
+    """
+    if data is None and stats is None:
+        raise ConfigError("quantize needs calibration data (--data) or saved statistics (--stats); got neither.")
+    config = QuantConfig(
+        th_method=th_method,
+        th_params=dict(th_params or {}),
+        bins=bins,
+        per_channel=per_channel,
+        activation_offset=activation_offset,
+        bitwidth=bitwidth,
+        conv_group=conv_group,
+        fold_concat_scale=fold_concat_scale,
+        accuracy_opt=accuracy_opt,
+        fp_inputs=tuple(fp_inputs),
+        fp_outputs=tuple(fp_outputs),
+        fp_blocks=tuple(fp_blocks),
+        fp_layers=tuple(fp_layers),
+        fp_op_types=tuple(fp_op_types),
+        overrides=_overrides(overrides),
+    )
+    _check_method(config)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    source = as_model(model)
+    optimized, opt_log = optimize_model(source, no_fuse=no_fuse)
+    timings["optimize"] = time.perf_counter() - start
+
+    if stats is not None:
+        start = time.perf_counter()
+        stats = stats if isinstance(stats, Stats) else Stats.load(stats, model_id=model_fingerprint(optimized))
+        timings["load_stats"] = time.perf_counter() - start
+    else:
+        start = time.perf_counter()
+        stats = _collect(optimized, data, bins=bins, iterations=iterations, batch_size=batch_size, progress=progress)
+        timings["calibrate"] = time.perf_counter() - start
+        if dump_stats is not None:
+            stats.save(dump_stats)
+
+    start = time.perf_counter()
+    quant_plan = plan(optimized, stats, config)
+    timings["plan"] = time.perf_counter() - start
+    start = time.perf_counter()
+    int8 = emit_qdq(optimized, quant_plan)
+    timings["emit"] = time.perf_counter() - start
+
+    out = Path(output_dir)
+    stem = _stem(model)
+    order = _tensor_order(optimized)
+    result = QuantizeResult(
+        int8_model=save_model(int8, out / f"{stem}_int8.onnx"),
+        fp32_optimized_model=save_model(optimized, out / f"{stem}_fp32_optimized.onnx"),
+        quant_json=write_quant_json(quant_plan, out / f"{stem}_quant.json", model_name=stem, config=config.to_dict(), order=order),
+        calibration_table=write_calibration_table(quant_plan, out / f"{stem}_calibration_table.txt", order=order),
+        tensorrt_cache=write_tensorrt_cache(quant_plan, out / f"{stem}_trt_calib.cache"),
+        plan=quant_plan,
+        config=config,
+        timings=timings,
+        optimize_log=opt_log,
+    )
+    return result
+
+
+def evaluate(
+    fp32_model: ModelLike,
+    int8_model: ModelLike,
+    data: Any,
+    *,
+    labels: Any = None,
+    output: str | None = None,
+    batch_size: int | None = None,
+    threads: int | None = None,
+    latency: bool = True,
+    progress: bool = True,
+):
+    """FP32 vs INT8 on the same data: accuracy, agreement, cosine, latency (an ``EvalResult``)."""
+    from int8kit.evaluate.compare import compare_models
+
+    return compare_models(
+        fp32_model,
+        int8_model,
+        data,
+        labels=labels,
+        output=output,
+        batch_size=batch_size,
+        threads=threads,
+        latency=latency,
+        progress=progress,
+    )
+
+
+def _collect(optimized: onnx.ModelProto, data: Any, **kwargs: Any) -> Stats:
+    """Tap exactly the tensors some plan could quantize, so one pass serves every re-plan."""
+    return collect(optimized, data, tensors=candidate_tensors(optimized), **kwargs)
+
+
+def _overrides(raw: str | os.PathLike | Mapping[str, Any] | None) -> dict[str, LayerOverride]:
+    if raw is None:
+        return {}
+    if isinstance(raw, Mapping):
+        layers = raw.get("layers", raw)
+        return {k: v if isinstance(v, LayerOverride) else LayerOverride.from_dict(k, v) for k, v in layers.items()}
+    return load_overrides(raw)
+
+
+def _check_method(config: QuantConfig) -> None:
+    """Fail before the calibration pass, not after it, on a misspelt method."""
+    from int8kit.thresholds import resolve_method
+
+    resolve_method(config.th_method)
+    for name, ov in config.overrides.items():
+        if ov.th_method:
+            resolve_method(ov.th_method)
+
+
+def _tensor_order(model: onnx.ModelProto) -> list[str]:
+    order = [i.name for i in model.graph.input]
+    for node in model.graph.node:
+        order.extend(i for i in node.input if i)
+        order.extend(node.output)
+    return list(dict.fromkeys(order))

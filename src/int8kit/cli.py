@@ -1,0 +1,217 @@
+"""``int8kit`` command line: a thin shell over ``int8kit.api`` (one verb, one function)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from int8kit import __version__
+from int8kit.errors import ConfigError, Int8kitError
+
+log = logging.getLogger("int8kit")
+
+
+def _names(text: str | None) -> tuple[str, ...]:
+    return tuple(n.strip() for n in (text or "").split(",") if n.strip())
+
+
+def _th_params(pairs: list[str], percentile: float | None) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ConfigError(f"--th-param expects KEY=VALUE (e.g. search_step=0.01), got '{pair}'.")
+        key, value = pair.split("=", 1)
+        try:
+            params[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key.strip()] = value
+    if percentile is not None:
+        params["percentile"] = percentile
+    return params
+
+
+def _add_model_data(p: argparse.ArgumentParser, data_required: bool) -> None:
+    p.add_argument("model", help="FP32 ONNX model")
+    p.add_argument("--data", required=data_required, help=".npy (one input) or .npz (one array per input name)")
+    p.add_argument("--iterations", type=int, help="number of calibration samples to use (default: all)")
+    p.add_argument("--batch", type=int, dest="batch_size", help="batch size for models with a dynamic batch axis")
+    p.add_argument("--th-binnum", type=int, default=2048, dest="bins", help="histogram bins per side, power of two 512-4096")
+    p.add_argument("--no-fuse", default="", help="comma-separated layer names the optimizer must not fold")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="int8kit", description="Post-training INT8 quantization of ONNX models.")
+    parser.add_argument("--version", action="version", version=f"int8kit {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what each stage does")
+    sub = parser.add_subparsers(dest="verb", required=True)
+
+    p = sub.add_parser("demo", help="quantize the bundled MNIST model and print FP32 vs INT8")
+    p.add_argument("-o", "--output-dir", default="int8kit-demo")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("optimize", help="fold BatchNorm/Scale into convs, drop Identity/Dropout, fold constants")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", help="output path (default: <stem>_optimized.onnx beside the input)")
+    p.add_argument("--no-fuse", default="", help="comma-separated layer names not to fold")
+
+    p = sub.add_parser("calibrate", help="one streaming pass: save activation statistics")
+    _add_model_data(p, data_required=True)
+    p.add_argument("-o", "--output", help="statistics file (default: <stem>_stats.npz)")
+
+    p = sub.add_parser("quantize", help="calibrate, choose thresholds and write a QDQ INT8 model")
+    _add_model_data(p, data_required=False)
+    p.add_argument("--stats", help="statistics from 'int8kit calibrate' (no inference pass)")
+    p.add_argument("-o", "--output-dir", default="int8kit-out")
+    p.add_argument("--th-method", default="kl", help="max, percentile, kl (default), symkl, jsd, mse, admm, aciq_laplace, aciq_gauss, ifmr")
+    p.add_argument("--percentile", type=float, help="percentile for --th-method percentile (default 99.99)")
+    p.add_argument("--th-param", action="append", default=[], metavar="KEY=VALUE", help="extra method parameter, repeatable")
+    p.add_argument("--per-channel", action="store_true", help="one weight scale per output channel")
+    p.add_argument("--activation-offset", action="store_true", help="asymmetric activations (zero point)")
+    p.add_argument("--bitwidth", type=int, default=8, help="activation bits: 8 (default) or 16")
+    p.add_argument("--conv-group", action="store_true", help="group output channels of similar range, one scale per group")
+    p.add_argument("--fold-concat-scale", action="store_true", help="give Concat inputs the output's scale")
+    p.add_argument("--accuracy-opt", action="store_true", help="keep depthwise convolutions in float")
+    p.add_argument("--fp-inputs", default="", help="these layers and all before them stay float")
+    p.add_argument("--fp-outputs", default="", help="these layers and all after them stay float")
+    p.add_argument("--fp-blocks", default="", help="from each layer to the next compute layer stays float")
+    p.add_argument("--fp-layers", default="", help="these layers stay float")
+    p.add_argument("--fp-op-types", default="", help="all layers of these op types stay float")
+    p.add_argument("--overrides", help="JSON file of per-layer th_method / th_scale / threshold / float")
+    p.add_argument("--dump-stats", help="also save the statistics of this pass (the manual's -dump_dist)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    p = sub.add_parser("eval", help="FP32 vs INT8: accuracy, agreement, cosine, latency")
+    p.add_argument("fp32_model")
+    p.add_argument("int8_model")
+    p.add_argument("--data", required=True)
+    p.add_argument("--labels", help=".npy of integer class labels")
+    p.add_argument("--output", help="model output to compare (default: the first)")
+    p.add_argument("--batch", type=int, dest="batch_size")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--no-latency", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("inspect", help="list the model's layers (names for the per-layer options)")
+    p.add_argument("model")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="int8kit: %(message)s")
+    try:
+        return _run(args)
+    except Int8kitError as exc:
+        print(f"int8kit: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("int8kit: interrupted; no partial output was left behind.", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    from int8kit import api
+
+    if args.verb == "demo":
+        from int8kit.demo import run_demo
+
+        print(run_demo(output_dir=args.output_dir, progress=not args.no_progress))
+        return 0
+    if args.verb == "inspect":
+        from int8kit.describe import describe
+
+        print(describe(args.model))
+        return 0
+    if args.verb == "optimize":
+        out = args.output or str(Path(args.model).with_name(Path(args.model).stem + "_optimized.onnx"))
+        result = api.optimize(args.model, output=out, no_fuse=_names(args.no_fuse))
+        for line in result.log:
+            print(line)
+        print(f"wrote {result.path}")
+        return 0
+    if args.verb == "calibrate":
+        out = args.output or str(Path(args.model).with_name(Path(args.model).stem + "_stats.npz"))
+        result = api.calibrate(
+            args.model,
+            args.data,
+            output=out,
+            iterations=args.iterations,
+            bins=args.bins,
+            batch_size=args.batch_size,
+            no_fuse=_names(args.no_fuse),
+            progress=not args.no_progress,
+        )
+        print(f"calibrated {len(result.stats.tensors)} tensors on {result.stats.samples} samples in {result.seconds:.1f} s; wrote {result.path}")
+        return 0
+    if args.verb == "quantize":
+        return _quantize(api, args)
+    if args.verb == "eval":
+        result = api.evaluate(
+            args.fp32_model,
+            args.int8_model,
+            args.data,
+            labels=args.labels,
+            output=args.output,
+            batch_size=args.batch_size,
+            threads=args.threads,
+            latency=not args.no_latency,
+            progress=not args.no_progress,
+        )
+        print(json.dumps(result.to_dict(), indent=2) if args.json else result.to_table())
+        return 0
+    raise ConfigError(f"unknown verb '{args.verb}'")
+
+
+def _quantize(api, args: argparse.Namespace) -> int:
+    result = api.quantize(
+        args.model,
+        args.data,
+        stats=args.stats,
+        output_dir=args.output_dir,
+        th_method=args.th_method,
+        th_params=_th_params(args.th_param, args.percentile),
+        per_channel=args.per_channel,
+        activation_offset=args.activation_offset,
+        bitwidth=args.bitwidth,
+        bins=args.bins,
+        conv_group=args.conv_group,
+        fold_concat_scale=args.fold_concat_scale,
+        accuracy_opt=args.accuracy_opt,
+        fp_inputs=_names(args.fp_inputs),
+        fp_outputs=_names(args.fp_outputs),
+        fp_blocks=_names(args.fp_blocks),
+        fp_layers=_names(args.fp_layers),
+        fp_op_types=_names(args.fp_op_types),
+        overrides=args.overrides,
+        iterations=args.iterations,
+        batch_size=args.batch_size,
+        no_fuse=_names(args.no_fuse),
+        dump_stats=args.dump_stats,
+        progress=not args.no_progress,
+    )
+    summary = {
+        "int8_model": str(result.int8_model),
+        "fp32_optimized_model": str(result.fp32_optimized_model),
+        "quant_json": str(result.quant_json),
+        "calibration_table": str(result.calibration_table),
+        "tensorrt_cache": str(result.tensorrt_cache),
+        "quantized_tensors": sum(1 for t in result.plan.tensors.values() if t.kind == "activation"),
+        "float_nodes": len(result.plan.float_nodes),
+        "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        for key, value in summary.items():
+            print(f"{key:22s} {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
