@@ -14,6 +14,7 @@ from int8kit.errors import ConfigError
 from int8kit.graph.ops import COMPUTE, op_info
 
 _FLOATS = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
+_LOOKUPS = {"Gather", "GatherElements", "GatherND"}
 
 
 @dataclass
@@ -50,12 +51,17 @@ class GraphFacts:
         return facts
 
     def _float_activations(self) -> set[str]:
-        # A tensor is an activation when it depends on a float model input. Tensors derived only
-        # from integer inputs (attention masks, ids) or constants are not: their ranges are
+        # A tensor is an activation when it depends on a float model input or an embedding
+        # lookup. Tensors derived only from integer inputs (attention masks, ids) or constants are not: their ranges are
         # data-independent and often extreme (-1e4 / -inf mask values) and must stay float.
         tainted = {n for n in self.graph_inputs if self.elem_type.get(n) in _FLOATS}
         for node in self.nodes:
             if node.op_type in ("Shape", "Size"):
+                continue
+            if node.op_type in _LOOKUPS and node.input[0] in self.initializers:
+                # An embedding lookup turns token ids into activations.
+                if self.initializers[node.input[0]].data_type in _FLOATS:
+                    tainted.add(node.output[0])
                 continue
             if any(i in tainted for i in node.input if i):
                 for out in node.output:

@@ -56,15 +56,14 @@ def plan(model: onnx.ModelProto, stats, config: QuantConfig) -> QuantPlan:
     result.float_nodes.update(forced_float)
 
     quantized = _choose_nodes(facts, forced_float, result)
-    need, fused_from = _tensors_to_quantize(facts, quantized, forced_float, result)
+    need = _tensors_to_quantize(facts, quantized, forced_float, result)
     shared_src = _shared_sources(facts, quantized, need)
 
     # Activation parameters: own statistics, or the source tensor's for scale-sharing ops.
     for name in _topological_tensors(facts, need):
         if name in shared_src:
             continue
-        stat_name = fused_from.get(name, name)
-        result.tensors[name] = _activation(facts, stats, config, name, stat_name)
+        result.tensors[name] = _activation(facts, stats, config, name)
     for name, src in shared_src.items():
         root = src
         while root in shared_src:
@@ -116,7 +115,32 @@ def _choose_nodes(facts: GraphFacts, forced: dict[str, str], result: QuantPlan) 
             if not all(i in facts.activations for i in node.input if i):
                 continue
         quantized.add(node.name)
+    return _drop_unneeded(facts, quantized)
+
+
+def _drop_unneeded(facts: GraphFacts, quantized: set[str]) -> set[str]:
+    """Keep a cheap op (Add, Concat, pooling, reshapes...) in INT8 only when a quantized consumer
+    reads its output; otherwise it would only add a rounding step in front of float ops (e.g. the
+    residual Add before a transformer's LayerNorm). Compute ops always stay: their speed-up is
+    worth an output quantizer."""
+    for node in reversed(facts.nodes):
+        if node.name not in quantized or op_info(node.op_type).role == COMPUTE:
+            continue
+        if not any(c.name in quantized for c in _consumers_through_activations(facts, node.output[0])):
+            quantized.discard(node.name)
     return quantized
+
+
+def _consumers_through_activations(facts: GraphFacts, tensor: str) -> list[onnx.NodeProto]:
+    """Consumers of ``tensor``, looking through Relu/Clip that may be fused into its producer."""
+    out = []
+    for cons in facts.consumers.get(tensor, []):
+        info = op_info(cons.op_type)
+        if info is not None and info.role == FUSABLE:
+            out.extend(_consumers_through_activations(facts, cons.output[0]))
+        else:
+            out.append(cons)
+    return out
 
 
 def _weight_supported(facts: GraphFacts, node: onnx.NodeProto) -> bool:
@@ -158,9 +182,8 @@ def _fusable_activation(facts: GraphFacts, tensor: str, forced: dict[str, str]) 
     return None
 
 
-def _tensors_to_quantize(facts, quantized, forced, result):
+def _tensors_to_quantize(facts: GraphFacts, quantized: set[str], forced: dict[str, str], result: QuantPlan) -> set[str]:
     need: set[str] = set()
-    fused_from: dict[str, str] = {}  # fused activation output -> (unused) original producer output
     for node in facts.nodes:
         if node.name not in quantized:
             continue
@@ -190,7 +213,7 @@ def _tensors_to_quantize(facts, quantized, forced, result):
         if node.name in quantized and op_info(node.op_type).role == SHARED:
             if any(o in need for o in node.output):
                 need.add(node.input[0])
-    return need, fused_from
+    return need
 
 
 def _shared_sources(facts, quantized, need) -> dict[str, str]:
@@ -220,16 +243,16 @@ def _override_for(facts: GraphFacts, config: QuantConfig, tensor: str) -> LayerO
     return ov
 
 
-def _activation(facts, stats, config: QuantConfig, name: str, stat_name: str):
-    tstats = stats.tensors.get(stat_name)
+def _activation(facts: GraphFacts, stats, config: QuantConfig, name: str):
+    tstats = stats.tensors.get(name)
     if tstats is None:
         raise CalibrationError(
-            f"the statistics have no entry for tensor '{stat_name}'; expected statistics collected on this "
+            f"the statistics have no entry for tensor '{name}'; expected statistics collected on this "
             "model (re-run 'int8kit calibrate' on the same model, or quantize with --data)."
         )
-    ov = _override_for(facts, config, stat_name) or _override_for(facts, config, name)
+    ov = _override_for(facts, config, name)
     method, params = config.th_method, dict(config.th_params)
-    producer = facts.producer.get(stat_name)
+    producer = facts.producer.get(name)
     if producer is not None and producer.op_type in _BOUNDED_OUTPUT_OPS:
         method, params = "max", {}
     if ov is not None and ov.th_method:

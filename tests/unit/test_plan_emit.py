@@ -1,0 +1,173 @@
+"""Planner + QDQ emitter on tiny models: INT8 kernels actually run, outputs stay close to FP32."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from int8kit.calib.collect import collect
+from int8kit.emit.qdq import emit_qdq
+from int8kit.errors import ConfigError
+from int8kit.plan.config import LayerOverride, QuantConfig
+from int8kit.plan.planner import candidate_tensors, plan
+
+RNG = np.random.default_rng(0)
+
+
+def _init(name: str, shape: tuple[int, ...], scale: float = 0.3) -> onnx.TensorProto:
+    return numpy_helper.from_array((RNG.standard_normal(shape) * scale).astype(np.float32), name)
+
+
+def small_cnn() -> onnx.ModelProto:
+    """conv-relu → conv → add(residual) → relu → maxpool → concat → gap → flatten → gemm."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c2", "r1"], ["a1"], name="add1"),
+        helper.make_node("Relu", ["a1"], ["r2"], name="relu2"),
+        helper.make_node("MaxPool", ["r2"], ["p1"], name="pool1", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["p1", "w3"], ["c3"], name="dwconv", group=8, pads=[1, 1, 1, 1]),
+        helper.make_node("Clip", ["c3", "zero", "six"], ["r3"], name="relu6"),
+        helper.make_node("Concat", ["p1", "r3"], ["cat"], name="concat", axis=1),
+        helper.make_node("GlobalAveragePool", ["cat"], ["gap"], name="gap"),
+        helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "wf", "bf"], ["logits"], name="fc", transB=1),
+    ]
+    inits = [
+        _init("w1", (8, 3, 3, 3)),
+        _init("b1", (8,), 0.1),
+        _init("w2", (8, 8, 3, 3), 0.2),
+        _init("b2", (8,), 0.1),
+        _init("w3", (8, 1, 3, 3), 0.5),
+        numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+        numpy_helper.from_array(np.array(6.0, np.float32), "six"),
+        _init("wf", (10, 16), 0.5),
+        _init("bf", (10,), 0.1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "small_cnn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def _run(model: onnx.ModelProto, x: np.ndarray, optimized_path: str | None = None) -> np.ndarray:
+    opts = ort.SessionOptions()
+    if optimized_path:
+        opts.optimized_model_filepath = optimized_path
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x})[0]
+
+
+@pytest.fixture(scope="module")
+def model_and_stats():
+    model = small_cnn()
+    data = RNG.standard_normal((64, 3, 16, 16)).astype(np.float32)
+    stats = collect(model, data, tensors=candidate_tensors(model), progress=False)
+    return model, stats, data
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("offset", [False, True])
+def test_int8_model_runs_int8_kernels_and_matches_fp32(model_and_stats, tmp_path, per_channel, offset):
+    model, stats, data = model_and_stats
+    qplan = plan(model, stats, QuantConfig(th_method="max", per_channel=per_channel, activation_offset=offset))
+    qmodel = emit_qdq(model, qplan)
+    onnx.checker.check_model(qmodel)
+
+    # Relu and Clip(0, 6) after convs are realised by the output quantizer's saturation.
+    assert set(qplan.fused) == {"relu1", "relu2", "relu6"}
+    types = [n.op_type for n in qmodel.graph.node]
+    assert "Relu" not in types and "Clip" not in types
+    int8_inits = [t for t in qmodel.graph.initializer if t.data_type == TensorProto.INT8 and t.name.startswith("w")]
+    assert len(int8_inits) == 4
+
+    optimized = tmp_path / "ort_optimized.onnx"
+    y_q = _run(qmodel, data[:16], str(optimized))
+    y = _run(model, data[:16])
+    fused_types = {n.op_type for n in onnx.load(str(optimized)).graph.node}
+    # onnxruntime turned the QDQ pattern into integer kernels
+    assert "QLinearConv" in fused_types
+    assert "QLinearAdd" in fused_types
+    assert "Conv" not in fused_types
+    cos = np.sum(y * y_q, axis=1) / (np.linalg.norm(y, axis=1) * np.linalg.norm(y_q, axis=1))
+    assert cos.mean() > 0.99
+    assert (y.argmax(1) == y_q.argmax(1)).mean() >= 0.8
+
+
+def test_weights_per_channel_have_one_scale_per_output_channel(model_and_stats):
+    model, stats, _ = model_and_stats
+    qplan = plan(model, stats, QuantConfig(th_method="max", per_channel=True))
+    assert qplan.tensors["w1"].scale.shape == (8,)
+    assert qplan.tensors["w1"].axis == 0
+    assert qplan.tensors["wf"].scale.shape == (10,)
+    assert qplan.tensors["wf"].axis == 0  # Gemm with transB=1: rows are output channels
+    # bias scale = input scale x weight scale, int32
+    b1 = qplan.tensors["b1"]
+    assert b1.dtype == "int32"
+    np.testing.assert_allclose(b1.scale, qplan.tensors["x"].scale * qplan.tensors["w1"].scale, rtol=1e-6)
+
+
+def test_scale_sharing_ops_reuse_input_parameters(model_and_stats):
+    model, stats, _ = model_and_stats
+    qplan = plan(model, stats, QuantConfig(th_method="kl"))
+    assert float(qplan.tensors["p1"].scale) == float(qplan.tensors["r2"].scale)
+    assert float(qplan.tensors["flat"].scale) == float(qplan.tensors["gap"].scale)
+    # the relu output is non-negative: unsigned with zero point 0
+    assert qplan.tensors["r1"].dtype == "uint8" and int(qplan.tensors["r1"].zero_point) == 0
+    # the model output of the final Gemm stays float for precision
+    assert "logits" not in qplan.tensors
+
+
+def test_fold_concat_scale_gives_inputs_the_output_scale(model_and_stats):
+    model, stats, _ = model_and_stats
+    qplan = plan(model, stats, QuantConfig(th_method="max", fold_concat_scale=True))
+    assert float(qplan.tensors["r3"].scale) == float(qplan.tensors["cat"].scale)
+
+
+def test_mixed_precision_options(model_and_stats):
+    model, stats, data = model_and_stats
+    qplan = plan(model, stats, QuantConfig(th_method="max", fp_outputs=("gap",)))
+    assert {"gap", "flatten", "fc"} <= set(qplan.float_nodes)
+    assert "wf" not in qplan.tensors
+    qplan = plan(model, stats, QuantConfig(th_method="max", fp_inputs=("conv1",)))
+    assert "w1" not in qplan.tensors and "w2" in qplan.tensors
+    qplan = plan(model, stats, QuantConfig(th_method="max", accuracy_opt=True))
+    assert "dwconv" in qplan.float_nodes and "w3" not in qplan.tensors
+    qplan = plan(model, stats, QuantConfig(th_method="max", fp_op_types=("Add",)))
+    assert "add1" in qplan.float_nodes
+    qplan = plan(model, stats, QuantConfig(th_method="max", fp_blocks=("relu2",)))
+    assert {"relu2", "pool1"} <= set(qplan.float_nodes) and "dwconv" not in qplan.float_nodes
+    # the float model still runs and stays close
+    y_q = _run(emit_qdq(model, qplan), data[:8])
+    assert np.isfinite(y_q).all()
+
+
+def test_overrides_threshold_and_scale(model_and_stats):
+    model, stats, _ = model_and_stats
+    base = plan(model, stats, QuantConfig(th_method="max"))
+    over = plan(
+        model,
+        stats,
+        QuantConfig(th_method="max", overrides={"conv2": LayerOverride(th_scale=0.5), "x": LayerOverride(threshold=1.0)}),
+    )
+    assert over.tensors["x"].threshold == pytest.approx(1.0)
+    assert over.tensors["c2"].threshold == pytest.approx(0.5 * base.tensors["c2"].threshold, rel=1e-5)
+
+
+def test_unknown_layer_names_are_config_errors(model_and_stats):
+    model, stats, _ = model_and_stats
+    with pytest.raises(ConfigError, match="conv9"):
+        plan(model, stats, QuantConfig(fp_layers=("conv9",)))
+    with pytest.raises(ConfigError, match="Softmax"):
+        plan(model, stats, QuantConfig(fp_op_types=("Softmax",)))
+    with pytest.raises(ConfigError, match="nope"):
+        plan(model, stats, QuantConfig(overrides={"nope": LayerOverride(float=True)}))
