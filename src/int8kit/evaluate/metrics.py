@@ -1,0 +1,91 @@
+"""Pure metric functions on numpy arrays: accuracy against labels and FP32-vs-INT8 similarity.
+
+All functions take the batch axis first and return plain Python floats.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from int8kit.errors import DataError
+
+
+def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cast two outputs to float64 and check they have the same shape."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise DataError(
+            f"outputs to compare have shapes {a.shape} and {b.shape}; expected equal shapes; "
+            "compare the same output of two models run on the same data."
+        )
+    return a, b
+
+
+def topk_accuracy(scores: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
+    """Fraction of samples whose label is among the ``k`` highest scores.
+
+    ``scores`` is (N, C) class scores, ``labels`` is (N,) integer class indices. ``k`` larger than
+    C counts every sample as correct. Ties are broken by ``np.argpartition`` order.
+    """
+    scores = np.asarray(scores)
+    labels = np.asarray(labels).reshape(-1)
+    if scores.ndim != 2:
+        raise DataError(
+            f"scores have shape {scores.shape}; expected (samples, classes) for top-k accuracy; "
+            "pick a class-score output."
+        )
+    if len(labels) != len(scores):
+        raise DataError(
+            f"labels have {len(labels)} entries but scores have {len(scores)} samples; expected one "
+            "label per sample; pass the labels that belong to this data."
+        )
+    if k < 1:
+        raise DataError(f"top-k got k={k}; expected k >= 1; pass a positive k.")
+    if len(labels) == 0:
+        return float("nan")
+    k = min(k, scores.shape[1])
+    # argpartition puts the k largest in the last k columns without a full sort.
+    top = np.argpartition(scores, -k, axis=1)[:, -k:]
+    return float(np.mean(np.any(top == labels[:, None], axis=1)))
+
+
+def top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Fraction of samples where two (N, C) score arrays pick the same class."""
+    a, b = _pair(a, b)
+    if a.ndim != 2:
+        raise DataError(
+            f"scores have shape {a.shape}; expected (samples, classes) for top-1 agreement; "
+            "pick a class-score output."
+        )
+    if len(a) == 0:
+        return float("nan")
+    return float(np.mean(a.argmax(axis=1) == b.argmax(axis=1)))
+
+
+def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean over samples of the cosine similarity of each sample's flattened outputs.
+
+    A sample where both vectors are all zeros counts as 1 (identical); where exactly one is zero,
+    as 0.
+    """
+    a, b = _pair(a, b)
+    if a.size == 0:
+        return float("nan")
+    a = a.reshape(len(a), -1) if a.ndim > 0 else a.reshape(1, 1)
+    b = b.reshape(len(b), -1) if b.ndim > 0 else b.reshape(1, 1)
+    na = np.linalg.norm(a, axis=1)
+    nb = np.linalg.norm(b, axis=1)
+    dot = np.sum(a * b, axis=1)
+    denom = na * nb
+    cos = np.where(denom > 0, dot / np.where(denom > 0, denom, 1.0), 0.0)
+    cos = np.where((na == 0) & (nb == 0), 1.0, cos)
+    return float(np.mean(np.clip(cos, -1.0, 1.0)))
+
+
+def max_abs_error(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest absolute element-wise difference between two outputs (0 for empty arrays)."""
+    a, b = _pair(a, b)
+    if a.size == 0:
+        return 0.0
+    return float(np.max(np.abs(a - b)))

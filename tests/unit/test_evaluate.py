@@ -1,0 +1,182 @@
+"""Tests for int8kit.evaluate: metric functions and compare_models on tiny in-code models."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from int8kit.errors import DataError
+from int8kit.evaluate.compare import EvalResult, compare_models, load_labels, measure_latency
+from int8kit.evaluate.metrics import max_abs_error, mean_cosine, top1_agreement, topk_accuracy
+
+# ---- metrics ---------------------------------------------------------------------------------
+
+SCORES = np.array(
+    [
+        [0.1, 0.7, 0.2],  # top-1 = 1, top-2 = {1, 2}
+        [0.5, 0.3, 0.2],  # top-1 = 0, top-2 = {0, 1}
+        [0.2, 0.3, 0.5],  # top-1 = 2, top-2 = {2, 1}
+        [0.6, 0.1, 0.3],  # top-1 = 0, top-2 = {0, 2}
+    ]
+)
+
+
+def test_topk_accuracy_hand_computed() -> None:
+    labels = np.array([1, 1, 0, 2])
+    assert topk_accuracy(SCORES, labels, 1) == pytest.approx(0.25)  # only sample 0
+    assert topk_accuracy(SCORES, labels, 2) == pytest.approx(0.75)  # samples 0, 1, 3
+    assert topk_accuracy(SCORES, labels, 3) == pytest.approx(1.0)
+    assert topk_accuracy(SCORES, labels, 10) == pytest.approx(1.0)  # k > classes
+
+
+def test_topk_accuracy_rejects_wrong_inputs() -> None:
+    with pytest.raises(DataError, match="one label per sample"):
+        topk_accuracy(SCORES, np.array([0, 1]), 1)
+    with pytest.raises(DataError, match="classes"):
+        topk_accuracy(np.zeros((4, 3, 2)), np.zeros(4, dtype=int), 1)
+    with pytest.raises(DataError, match="k >= 1"):
+        topk_accuracy(SCORES, np.zeros(4, dtype=int), 0)
+
+
+def test_top1_agreement_hand_computed() -> None:
+    other = SCORES.copy()
+    other[0] = [0.9, 0.0, 0.1]  # flips sample 0 from class 1 to class 0
+    assert top1_agreement(SCORES, SCORES) == 1.0
+    assert top1_agreement(SCORES, other) == pytest.approx(0.75)
+
+
+def test_mean_cosine_hand_computed() -> None:
+    a = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
+    b = np.array([[0.0, 1.0], [2.0, 2.0], [0.0, 0.0]])
+    # cosines: 0 (orthogonal), 1 (parallel), 1 (both zero) -> mean 2/3
+    assert mean_cosine(a, b) == pytest.approx(2.0 / 3.0)
+    assert mean_cosine(a[:2], -a[:2]) == pytest.approx(-1.0)
+    # per-sample flattening of higher-rank outputs
+    c = np.arange(24, dtype=np.float32).reshape(2, 3, 4) + 1
+    assert mean_cosine(c, c * 3) == pytest.approx(1.0)
+
+
+def test_max_abs_error_hand_computed() -> None:
+    a = np.array([[1.0, -2.0], [3.0, 4.0]])
+    b = np.array([[1.5, -2.0], [3.0, 1.0]])
+    assert max_abs_error(a, b) == pytest.approx(3.0)
+    assert max_abs_error(a, a) == 0.0
+    with pytest.raises(DataError, match="shapes"):
+        max_abs_error(a, a[:1])
+
+
+# ---- compare_models ---------------------------------------------------------------------------
+
+
+def _tiny_model(weight: np.ndarray) -> onnx.ModelProto:
+    """x (N,4) -> MatMul(W 4x6) -> scores (N,6); also Relu(x) -> feat (N,4)."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "W"], ["scores"]),
+            helper.make_node("Relu", ["x"], ["feat"]),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 6]),
+            helper.make_tensor_value_info("feat", TensorProto.FLOAT, ["N", 4]),
+        ],
+        [numpy_helper.from_array(weight.astype(np.float32), "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.fixture()
+def tiny() -> tuple[onnx.ModelProto, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(4, 6))
+    x = rng.normal(size=(20, 4)).astype(np.float32)
+    labels = (x @ weight).argmax(axis=1)
+    return _tiny_model(weight), x, labels
+
+
+def test_compare_model_with_itself(tiny) -> None:
+    model, x, labels = tiny
+    res = compare_models(model, model, {"x": x}, labels=labels, batch_size=8, latency=False, progress=False)
+    assert isinstance(res, EvalResult)
+    assert res.samples == 20 and res.output == "scores"
+    assert res.top1_agreement == 1.0
+    assert res.fp32_top1 == 1.0 and res.int8_top1 == 1.0
+    assert res.fp32_top5 is not None and res.fp32_top5 >= res.fp32_top1
+    sims = {s.name: s for s in res.outputs}
+    assert set(sims) == {"scores", "feat"}
+    for sim in sims.values():
+        assert sim.mean_cosine == pytest.approx(1.0)
+        assert sim.max_abs_error == 0.0
+    assert res.fp32_latency_ms is None and res.fp32_size_bytes is None
+
+
+def test_compare_model_with_perturbed_copy(tiny, tmp_path) -> None:
+    model, x, labels = tiny
+    w = numpy_helper.to_array(model.graph.initializer[0])
+    noisy = _tiny_model(w + np.random.default_rng(1).normal(scale=0.5, size=w.shape))
+    fp_path, q_path = tmp_path / "fp.onnx", tmp_path / "q.onnx"
+    onnx.save(model, fp_path)
+    onnx.save(noisy, q_path)
+    np.save(tmp_path / "labels.npy", labels)
+    res = compare_models(
+        fp_path, q_path, x, labels=tmp_path / "labels.npy", latency=True, progress=False, threads=1
+    )
+    sims = {s.name: s for s in res.outputs}
+    assert sims["scores"].mean_cosine < 0.9999
+    assert sims["scores"].max_abs_error > 0.0
+    assert sims["feat"].mean_cosine == pytest.approx(1.0)  # the Relu branch is untouched
+    assert res.int8_top1 <= 1.0 and res.fp32_top1 == 1.0
+    assert res.fp32_size_bytes == fp_path.stat().st_size
+    assert res.fp32_latency_ms > 0 and res.int8_latency_ms > 0 and res.latency_ratio > 0
+    payload = json.loads(json.dumps(res.to_dict()))
+    assert payload["outputs"][0]["name"] == "scores"
+    table = res.to_table()
+    assert "FP32" in table and "INT8" in table and "top-1 accuracy" in table
+
+
+def test_compare_chosen_output_without_class_axis_semantics(tiny) -> None:
+    model, x, _ = tiny
+    batches = [{"x": x[:7]}, {"x": x[7:]}]
+    res = compare_models(model, model, batches, output="feat", latency=False, progress=False)
+    assert res.output == "feat" and res.samples == 20
+    assert res.fp32_top1 is None  # no labels given
+
+
+def test_compare_label_length_mismatch(tiny) -> None:
+    model, x, labels = tiny
+    with pytest.raises(DataError, match="labels have 19 entries but the data has 20 samples"):
+        compare_models(model, model, {"x": x}, labels=labels[:19], latency=False, progress=False)
+    # Unknown length up front (an iterable of batches): detected after the pass.
+    with pytest.raises(DataError, match="labels have 21 entries"):
+        compare_models(
+            model, model, [{"x": x}], labels=np.append(labels, 0), latency=False, progress=False
+        )
+
+
+def test_compare_unknown_output(tiny) -> None:
+    model, x, _ = tiny
+    with pytest.raises(DataError, match="not an output"):
+        compare_models(model, model, {"x": x}, output="nope", latency=False, progress=False)
+
+
+def test_load_labels_forms(tmp_path) -> None:
+    (tmp_path / "l.txt").write_text("3\n1\n2\n")
+    assert load_labels(tmp_path / "l.txt").tolist() == [3, 1, 2]
+    assert load_labels(np.eye(3)[[2, 0]]).tolist() == [2, 0]  # one-hot
+    with pytest.raises(DataError, match="does not exist"):
+        load_labels(tmp_path / "missing.npy")
+    with pytest.raises(DataError, match="non-integer"):
+        load_labels(np.array([0.5, 1.0]))
+
+
+def test_measure_latency_positive(tiny) -> None:
+    model, x, _ = tiny
+    ms = measure_latency(model, {"x": x[:1]}, warmup=1, runs=5)
+    assert 0.0 < ms < 1000.0
