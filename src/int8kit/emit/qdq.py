@@ -74,8 +74,10 @@ def emit_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
         qdq_nodes.append(_q(fname, scale.name, zp.name, qname, contrib))
         qdq_nodes.append(_dq(qname, scale.name, zp.name, tq.name, None, contrib))
 
+    used = {i for n in nodes + qdq_nodes for i in n.input} | {o.name for o in graph.output}
     del graph.initializer[:]
-    graph.initializer.extend(kept_inits + new_inits)
+    # constants only the removed Relu/Clip nodes read (Clip bounds) go away with them
+    graph.initializer.extend(t for t in kept_inits + new_inits if t.name in used)
     del graph.input[:]
     graph.input.extend(kept_inputs)
     del graph.node[:]

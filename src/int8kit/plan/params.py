@@ -57,7 +57,7 @@ def activation_quant(
 
 def weight_quant(name: str, w: np.ndarray, *, axis: int | None, bits: int, conv_group: bool) -> TensorQuant:
     """Symmetric signed weights, per tensor or per output channel (optionally grouped)."""
-    channel_scales = group_channel_scales(w, axis=axis) if (conv_group and axis is not None) else None
+    channel_scales = group_channel_scales(w, axis=axis, bits=bits) if (conv_group and axis is not None) else None
     q, scale = quantize_weight(w, axis=axis, bits=bits, channel_scales=channel_scales)
     return TensorQuant(
         name=name,
@@ -77,7 +77,7 @@ def weight_quant(name: str, w: np.ndarray, *, axis: int | None, bits: int, conv_
 
 def bias_quant(name: str, b: np.ndarray, input_scale: float, weight_scale: np.ndarray) -> TensorQuant:
     """INT32 bias with scale = input scale x weight scale (what the INT8 kernels accumulate in)."""
-    q, scale = quantize_bias(b, input_scale, np.asarray(weight_scale))
+    q, scale = quantize_bias(b, input_scale, np.asarray(weight_scale), name=name)
     per_channel = np.ndim(scale) > 0 and np.size(scale) > 1
     return TensorQuant(
         name=name,
