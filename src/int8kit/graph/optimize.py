@@ -1,0 +1,89 @@
+"""Graph optimisation before quantization (the vendor manual's ``graph_transform``).
+
+``optimize_model`` runs, in order: node naming, Constant nodes to initializers, Identity/Dropout
+removal, constant folding, BatchNorm folding, Scale/Bias (Mul/Add) folding, dead-code removal and
+shape inference. Folding BN and Scale layers into the convolution before it matters for INT8: the
+folded weights get their own per-channel ranges, and one fewer activation has to be quantized.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Collection
+
+import onnx
+
+from int8kit.errors import ConfigError
+from int8kit.graph.passes.cleanup import remove_dead
+from int8kit.graph.passes.const_fold import fold_constants as fold_constant_nodes
+from int8kit.graph.passes.constants import constants_to_initializers
+from int8kit.graph.passes.fold_bn import fold_batchnorm
+from int8kit.graph.passes.fuse_affine import fuse_affine
+from int8kit.graph.passes.identity import remove_identities
+from int8kit.graph.passes.naming import name_nodes
+
+logger = logging.getLogger(__name__)
+
+
+def _check_no_fuse(model: onnx.ModelProto, no_fuse: Collection[str]) -> set[str]:
+    if isinstance(no_fuse, str):  # a bare string would be split into letters
+        no_fuse = [no_fuse]
+    names = {n.name for n in model.graph.node}
+    for name in no_fuse:
+        if name not in names:
+            sample = ", ".join(sorted(names)[:5])
+            raise ConfigError(
+                f"no_fuse layer '{name}' is not a node of the model; expected a node name "
+                f"(for example {sample}), check the spelling against the model's node names."
+            )
+    return set(no_fuse)
+
+
+def infer_shapes(model: onnx.ModelProto, log: list[str]) -> onnx.ModelProto:
+    """Refresh value_info with onnx shape inference; on failure log it and return ``model``."""
+    stale = onnx.ModelProto()
+    stale.CopyFrom(model)
+    del stale.graph.value_info[:]  # drop entries for tensors renamed or removed by the passes
+    try:
+        return onnx.shape_inference.infer_shapes(stale)
+    except Exception as exc:  # shape inference raises for custom ops, >2 GB models, bad shapes
+        line = f"shape inference failed, value_info left as it was ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        if line not in log:
+            logger.warning(line)
+            log.append(line)
+        return model
+
+
+def optimize_model(
+    model: onnx.ModelProto,
+    *,
+    no_fuse: Collection[str] = (),
+    fold_constants: bool = True,
+) -> tuple[onnx.ModelProto, list[str]]:
+    """Return an optimised copy of ``model`` and a log of what was done, one line per change.
+
+    ``no_fuse`` names nodes (a Conv/Gemm/MatMul or the BatchNormalization/Mul/Add after it) that
+    must not be folded together; names are those after unnamed nodes got ``<OpType>_<index>``
+    names. An unknown name raises ``ConfigError``. ``fold_constants=False`` keeps constant
+    sub-expressions as nodes. The input proto is never modified; graph input and output names
+    are kept.
+    """
+    out = copy.deepcopy(model)
+    log: list[str] = []
+    name_nodes(out, log)
+    blocked = _check_no_fuse(out, no_fuse)
+    constants_to_initializers(out, log)
+    remove_identities(out, log)
+    if fold_constants:
+        fold_constant_nodes(out, log)
+    # Shape information tells which MatMul outputs are 2-D (needed to fold BN after MatMul).
+    out = infer_shapes(out, log)
+    fold_batchnorm(out, log, blocked)
+    fuse_affine(out, log, blocked)
+    remove_dead(out, log)
+    out = infer_shapes(out, log)
+    for line in log:
+        logger.info(line)
+    return out, log
+
