@@ -296,3 +296,18 @@ def test_input_model_is_not_modified() -> None:
     out, _ = optimize_model(model)
     assert model.SerializeToString() == before
     assert _ops(out) == Counter({"Conv": 1})
+
+
+def test_convtranspose_add_then_bn_folds_completely() -> None:
+    # Paddle exports the deconv bias as a separate Add before the BN.
+    inits = [_init("W", (4, 4, 2, 2)), _init("b", (1, 4, 1, 1))] + _bn_inits("bn", 4)
+    nodes = [
+        helper.make_node("ConvTranspose", ["x", "W"], ["c"], name="up", strides=[2, 2]),
+        helper.make_node("Add", ["c", "b"], ["a"], name="bias"),
+        _bn("bn", "a", "y"),
+    ]
+    model = _model(nodes, inits, [("x", [1, 4, 3, 3])], ["y"])
+    out, log = optimize_model(model, no_fuse=())
+    assert _ops(out) == Counter({"ConvTranspose": 1})
+    assert len(log) == len(set(log))
+    _assert_same(model, out, {"x": (1, 4, 3, 3)})

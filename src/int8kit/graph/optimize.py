@@ -79,8 +79,9 @@ def optimize_model(
         fold_constant_nodes(out, log)
     # Shape information tells which MatMul outputs are 2-D (needed to fold BN after MatMul).
     out = infer_shapes(out, log)
-    fold_batchnorm(out, log, blocked)
-    fuse_affine(out, log, blocked)
+    # Alternate until stable: Conv -> Add -> BN folds the BN only once the Add is gone.
+    while fold_batchnorm(out, log, blocked) + fuse_affine(out, log, blocked):
+        pass
     remove_dead(out, log)
     out = infer_shapes(out, log)
     for line in log:

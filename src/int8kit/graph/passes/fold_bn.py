@@ -48,7 +48,9 @@ def fold_batchnorm(model: onnx.ModelProto, log: list[str], no_fuse: Collection[s
             continue
         blocked = [n for n in unit.names() + [bn.name] if n in no_fuse]
         if blocked:
-            log.append(f"kept BatchNormalization '{bn.name}' after {unit.kind} '{unit.node.name}' (no_fuse: {blocked[0]})")
+            line = f"kept BatchNormalization '{bn.name}' after {unit.kind} '{unit.node.name}' (no_fuse: {blocked[0]})"
+            if line not in log:  # the caller may run this pass several times
+                log.append(line)
             continue
         view.remove_node(bn)
         fold_affine(view, unit, scale, shift, bn.output[0])

@@ -49,7 +49,6 @@ def fuse_affine(model: onnx.ModelProto, log: list[str], no_fuse: Collection[str]
     Runs until nothing changes, so ``Conv -> Mul -> Add`` folds both layers.
     """
     total = 0
-    reported: set[str] = set()
     while True:
         view = GraphView(model.graph)
         folded = 0
@@ -60,9 +59,9 @@ def fuse_affine(model: onnx.ModelProto, log: list[str], no_fuse: Collection[str]
             unit, scale, shift = found
             blocked = [n for n in unit.names() + [node.name] if n in no_fuse]
             if blocked:
-                if node.name not in reported:  # report once, not on every round
-                    reported.add(node.name)
-                    log.append(f"kept {node.op_type} '{node.name}' after {unit.kind} '{unit.node.name}' (no_fuse: {blocked[0]})")
+                line = f"kept {node.op_type} '{node.name}' after {unit.kind} '{unit.node.name}' (no_fuse: {blocked[0]})"
+                if line not in log:  # the caller may run this pass several times
+                    log.append(line)
                 continue
             view.remove_node(node)
             fold_affine(view, unit, scale, shift, node.output[0])
