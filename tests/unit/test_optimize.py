@@ -311,3 +311,17 @@ def test_convtranspose_add_then_bn_folds_completely() -> None:
     assert _ops(out) == Counter({"ConvTranspose": 1})
     assert len(log) == len(set(log))
     _assert_same(model, out, {"x": (1, 4, 3, 3)})
+
+
+def test_shape_inference_failure_is_logged_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(model, *args, **kwargs):
+        raise onnx.shape_inference.InferenceError("[ShapeInferenceError] custom op")
+
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes", broken)
+    nodes = [helper.make_node("Relu", ["x"], ["a"], name="r"), helper.make_node("Identity", ["a"], ["y"], name="i")]
+    model = _model(nodes, [], [("x", [2, 3])], ["y"])
+    model.graph.value_info.append(helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 3]))
+    out, log = optimize_model(model)
+    assert sum(line.startswith("shape inference failed") for line in log) == 1
+    assert "a" not in {vi.name for vi in out.graph.value_info}  # renamed away by Identity removal
+    assert _ops(out) == Counter({"Relu": 1})

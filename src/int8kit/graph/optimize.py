@@ -41,14 +41,21 @@ def _check_no_fuse(model: onnx.ModelProto, no_fuse: Collection[str]) -> set[str]
 
 
 def infer_shapes(model: onnx.ModelProto, log: list[str]) -> onnx.ModelProto:
-    """Refresh value_info with onnx shape inference; on failure log it and return ``model``."""
-    stale = onnx.ModelProto()
-    stale.CopyFrom(model)
-    del stale.graph.value_info[:]  # drop entries for tensors renamed or removed by the passes
+    """Drop value_info of tensors that no longer exist, then add onnx shape inference results.
+
+    On failure (custom ops, >2 GB models, inconsistent shapes) the line is logged and the pruned
+    model is returned as it is.
+    """
+    graph = model.graph
+    alive = {o for n in graph.node for o in n.output}
+    keep = [vi for vi in graph.value_info if vi.name in alive]
+    if len(keep) != len(graph.value_info):
+        del graph.value_info[:]
+        graph.value_info.extend(keep)
     try:
-        return onnx.shape_inference.infer_shapes(stale)
-    except Exception as exc:  # shape inference raises for custom ops, >2 GB models, bad shapes
-        line = f"shape inference failed, value_info left as it was ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        return onnx.shape_inference.infer_shapes(model)
+    except Exception as exc:  # the C++ checker raises several types
+        line = f"shape inference failed, value_info not refreshed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
         if line not in log:
             logger.warning(line)
             log.append(line)
