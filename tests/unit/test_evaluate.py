@@ -180,3 +180,13 @@ def test_measure_latency_positive(tiny) -> None:
     model, x, _ = tiny
     ms = measure_latency(model, {"x": x[:1]}, warmup=1, runs=5)
     assert 0.0 < ms < 1000.0
+
+
+def test_compare_fixed_batch_model_latency(tiny) -> None:
+    model, x, _ = tiny
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    fixed.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 4  # batch fixed to 4
+    res = compare_models(fixed, fixed, {"x": x}, progress=False)
+    assert res.samples == 20
+    assert res.fp32_latency_ms is not None and res.fp32_latency_ms > 0

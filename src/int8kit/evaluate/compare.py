@@ -272,7 +272,10 @@ def compare_models(
     if output not in names:
         raise DataError(f"output '{output}' is not an output of the model; expected one of {names}; pick one of those.")
     label_arr = load_labels(labels) if labels is not None else None
-    source = batches_from(data, model_input_specs(fp_proto), batch_size=batch_size)
+    specs = model_input_specs(fp_proto)
+    source = batches_from(data, specs, batch_size=batch_size)
+    # Latency runs at batch 1 unless the model fixes its batch size.
+    latency_rows = 1 if all(s.batch_dim is None for s in specs) else None
     # A fixed-batch model may skip a tail of samples; labels must still match the whole data.
     total = _count_samples(data) or source.num_samples
     if label_arr is not None and total is not None and total != len(label_arr):
@@ -283,7 +286,7 @@ def compare_models(
     with tqdm(total=source.num_samples, unit="sample", desc="evaluate", disable=not progress) as bar:
         for feed in source:
             if first_feed is None:
-                first_feed = {k: v[:1] for k, v in feed.items()}
+                first_feed = {k: v[:latency_rows] for k, v in feed.items()}
             fp_out = dict(zip(names, fp_sess.run(names, feed)))
             q_out = dict(zip(names, q_sess.run(names, feed)))
             bar.update(acc.add(fp_out, q_out))
