@@ -1,0 +1,91 @@
+"""``ifmr``: Huawei AMCT's IFMR activation calibration, on the histogram.
+
+IFMR starts from a percentile range and scales it. ``max_percentile`` picks the start of the upper
+bound: with the values sorted from large to small, the value after the top
+``1 - max_percentile`` share (``1.0`` = the maximum); ``min_percentile`` does the same for the
+lower bound from the small end. Both start bounds are widened to include zero, because the
+quantized range must represent it. Every factor ``f`` in ``search_range`` (both ends included)
+with spacing ``search_step`` scales the start range, and the factor whose quantized tensor has the
+smallest expected squared error wins (see :mod:`int8kit.thresholds._error`; the error counts
+rounding and clipping for the target's exact grid).
+
+* Asymmetric target ("with offset" in AMCT): candidates ``(f * min0, f * max0)`` with
+  ``2**bits`` levels.
+* Symmetric target: ``T = f * max(|min0|, |max0|)`` (``f * max0`` for unsigned tensors).
+
+Candidates beyond the observed extremes are clamped to them before evaluation, since levels
+outside the data are wasted.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from int8kit.calib.histogram import Histogram
+from int8kit.errors import ConfigError
+from int8kit.thresholds._error import edge_weights, expected_error
+from int8kit.thresholds.base import Target, finish, is_unsigned, qmax, register
+from int8kit.thresholds.simple import quantile
+
+
+@register("ifmr", aliases=("ifmr_quantize", "amct"))
+def ifmr(
+    hist: Histogram,
+    target: Target,
+    *,
+    max_percentile: float = 0.999999,
+    min_percentile: float = 0.999999,
+    search_range: tuple[float, float] = (0.7, 1.3),
+    search_step: float = 0.01,
+) -> tuple[float, float]:
+    """Scale a percentile range by the factor (from ``search_range``) with least quantization MSE."""
+    factors = _factors(max_percentile, min_percentile, search_range, search_step)
+    max0 = max(quantile(hist.counts, -hist.edge, hist.width, max_percentile), 0.0)
+    min0 = min(quantile(hist.counts, -hist.edge, hist.width, 1.0 - min_percentile), 0.0)
+    max0, min0 = min(max0, max(hist.max, 0.0)), max(min0, min(hist.min, 0.0))
+    if target.symmetric:
+        start = max0 if is_unsigned(hist) else max(-min0, max0)
+        limit = hist.max if is_unsigned(hist) else hist.absmax
+        t = np.minimum(factors * start, limit)
+        if not start > 0.0:
+            return finish(0.0, 0.0, hist, target)
+        edges, weights = edge_weights(hist.abs_counts(), 0.0, hist.width)
+        err = expected_error(edges, weights, np.zeros_like(t), t, qmax(hist, target))
+        return finish(0.0, float(t[int(np.argmin(err))]), hist, target)
+    lo = np.maximum(factors * min0, min(hist.min, 0.0))
+    hi = np.minimum(factors * max0, max(hist.max, 0.0))
+    if not max0 - min0 > 0.0:
+        return finish(0.0, 0.0, hist, target)
+    edges, weights = edge_weights(hist.counts, -hist.edge, hist.width)
+    err = expected_error(edges, weights, lo, hi, 2 ** int(target.bits) - 1)
+    best = int(np.argmin(err))
+    return finish(float(lo[best]), float(hi[best]), hist, target)
+
+
+def _factors(
+    max_percentile: float, min_percentile: float, search_range: object, search_step: float
+) -> np.ndarray:
+    """Validate the AMCT parameters and list the scale factors to try."""
+    for name, value in (("max_percentile", max_percentile), ("min_percentile", min_percentile)):
+        if not isinstance(value, (int, float)) or not 0.5 < float(value) <= 1.0:
+            raise ConfigError(
+                f"ifmr {name} must be a number in (0.5, 1], got {value!r}; the default is 0.999999."
+            )
+    try:
+        start, end = (float(v) for v in search_range)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        start, end = math.nan, math.nan
+    if not 0.0 < start < end:
+        raise ConfigError(
+            f"ifmr search_range must be two numbers 0 < start < end, got {search_range!r}; "
+            "the default is (0.7, 1.3)."
+        )
+    if not isinstance(search_step, (int, float)) or not 0.0 < search_step <= end - start:
+        raise ConfigError(
+            f"ifmr search_step must be in (0, {end - start:g}] for search_range {search_range!r}, "
+            f"got {search_step!r}; the default is 0.01."
+        )
+    count = int(math.floor((end - start) / search_step + 1e-9)) + 1
+    return start + np.arange(count) * float(search_step)
