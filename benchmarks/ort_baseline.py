@@ -6,7 +6,9 @@ Run as a module to quantize in a fresh process (so its peak RSS is its own):
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -35,35 +37,41 @@ class Measured:
         return self.returncode == 0
 
 
-def run_measured(cmd: list[str], env: dict[str, str] | None = None, timeout_s: float | None = None) -> Measured:
-    """Run ``cmd``; return its wall time and peak RSS (its own plus waited-for descendants).
+# Runs inside a tiny wrapper interpreter. A child's ru_maxrss starts from the RSS of the
+# process it was forked from (Linux records the old mm's high-water mark at exec), so forking
+# straight from this big benchmark process would inflate every number; the wrapper is small.
+_WRAPPER = """
+import os, subprocess, sys, json
+p = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(p.pid, 0)
+with open(sys.argv[1], "w") as f:
+    json.dump({"rc": os.waitstatus_to_exitcode(status), "maxrss_kib": usage.ru_maxrss}, f)
+"""
 
-    os.wait4 gives the rusage of exactly this child, so nothing else running on the
-    machine (or earlier children of this process) pollutes the number.
-    """
+
+def run_measured(cmd: list[str], env: dict[str, str] | None = None, timeout_s: float | None = None) -> Measured:
+    """Run ``cmd``; return its wall time and peak RSS (its own plus waited-for descendants)."""
     full_env = dict(os.environ, **(env or {}))
     # Subprocesses import int8kit from src/ and benchmarks from the repo root.
     extra = [str(REPO_ROOT / "src"), str(REPO_ROOT)]
     full_env["PYTHONPATH"] = os.pathsep.join(extra + [p for p in [full_env.get("PYTHONPATH")] if p])
-    with tempfile.TemporaryFile(mode="w+") as log:
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env)
-        deadline = None if timeout_s is None else start + timeout_s
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG if deadline else 0)
-            if pid:
-                break
-            if time.perf_counter() > deadline:
-                proc.kill()
-                pid, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.05)
-        wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)  # keep Popen from waiting again
-        log.seek(0)
-        output = log.read()
+    with tempfile.TemporaryDirectory() as tmp:
+        report, log_path = Path(tmp) / "rusage.json", Path(tmp) / "log.txt"
+        with open(log_path, "w") as log:
+            start = time.perf_counter()
+            # Own session, so a timeout kills the wrapper and the measured command together.
+            proc = subprocess.Popen([sys.executable, "-c", _WRAPPER, str(report), *cmd], stdout=log,
+                                    stderr=subprocess.STDOUT, env=full_env, start_new_session=True)
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            wall = time.perf_counter() - start
+        output = log_path.read_text(errors="replace")
+        info = json.loads(report.read_text()) if report.exists() else {"rc": -9, "maxrss_kib": 0}
     # Linux reports ru_maxrss in KiB.
-    return Measured(cmd, proc.returncode, wall, usage.ru_maxrss * 1024 / 1e9, output)
+    return Measured(cmd, info["rc"], wall, info["maxrss_kib"] * 1024 / 1e9, output)
 
 
 def ort_quantize_measured(model: Path, calib_npz: Path, out: Path, method: str,
