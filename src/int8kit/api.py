@@ -26,6 +26,7 @@ from int8kit.graph.optimize import optimize_model
 from int8kit.plan.config import LayerOverride, QuantConfig, load_overrides
 from int8kit.plan.planner import candidate_tensors, plan
 from int8kit.plan.types import QuantPlan
+from int8kit.thresholds import resolve
 
 ModelLike = onnx.ModelProto | str | os.PathLike
 
@@ -259,12 +260,10 @@ def _overrides(raw: str | os.PathLike | Mapping[str, Any] | None) -> dict[str, L
 
 def _check_method(config: QuantConfig) -> None:
     """Fail before the calibration pass, not after it, on a misspelt method."""
-    from int8kit.thresholds import resolve_method
-
-    resolve_method(config.th_method)
-    for name, ov in config.overrides.items():
+    resolve(config.th_method)
+    for ov in config.overrides.values():
         if ov.th_method:
-            resolve_method(ov.th_method)
+            resolve(ov.th_method)
 
 
 def _tensor_order(model: onnx.ModelProto) -> list[str]:

@@ -87,7 +87,7 @@ def test_int8_model_runs_int8_kernels_and_matches_fp32(model_and_stats, tmp_path
     assert set(qplan.fused) == {"relu1", "relu2", "relu6"}
     types = [n.op_type for n in qmodel.graph.node]
     assert "Relu" not in types and "Clip" not in types
-    int8_inits = [t for t in qmodel.graph.initializer if t.data_type == TensorProto.INT8 and t.name.startswith("w")]
+    int8_inits = [t for t in qmodel.graph.initializer if t.data_type == TensorProto.INT8 and t.name.endswith("_quantized")]
     assert len(int8_inits) == 4
 
     optimized = tmp_path / "ort_optimized.onnx"
