@@ -134,6 +134,14 @@ def test_kl_is_optimal_under_loop_reference(kind: str, iso: bool) -> None:
     assert _best_matching(t, curve, levels, h) <= curve.min() + 1e-12
 
 
+@pytest.mark.parametrize("kind", ["laplace", "outliers"])
+def test_kl_wide_target_coarse_search_is_near_optimal(kind: str) -> None:
+    h = HISTS[kind]  # 10 bits: 512 levels x 1537 cuts is searched coarse-to-fine
+    curve = _curve([h.abs_counts()], 512, True, "kl")
+    _, t = compute_range("kl", h, Target(bits=10))
+    assert _best_matching(t, curve, 512, h) <= curve.min() * 1.05 + 1e-9
+
+
 def test_kl_isolate_zero_keeps_relu_range() -> None:
     h = HISTS["relu"]
     # TensorRT's grouping smears the spike of zeros and clips a ReLU'd Gaussian near 2 sigma

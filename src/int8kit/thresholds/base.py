@@ -41,6 +41,7 @@ ThresholdFn = Callable[..., tuple[float, float]]
 METHODS: dict[str, ThresholdFn] = {}
 _ALIASES: dict[str, str] = {}
 _PARAMS: dict[str, tuple[str, ...]] = {}
+_OPEN: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -76,11 +77,11 @@ def register(name: str, aliases: tuple[str, ...] = ()) -> Callable[[ThresholdFn]
         if canonical in METHODS or canonical in _ALIASES:
             raise ValueError(f"threshold method {canonical!r} is registered twice")
         METHODS[canonical] = fn
-        _PARAMS[canonical] = tuple(
-            p.name
-            for p in inspect.signature(fn).parameters.values()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY
-        )
+        params = inspect.signature(fn).parameters.values()
+        # a function taking **params validates its own params; keyword-only ones are checked here
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            _OPEN.add(canonical)
+        _PARAMS[canonical] = tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
         for alias in aliases:
             _ALIASES[_normalise(alias)] = canonical
         return fn
@@ -140,7 +141,7 @@ def compute_range(method: str, hist: Histogram, target: Target, **params: object
     """
     canonical, implied = resolve(method)
     allowed = _PARAMS[canonical]
-    unknown = sorted(set(params) - set(allowed))
+    unknown = [] if canonical in _OPEN else sorted(set(params) - set(allowed))
     if unknown:
         accepted = ", ".join(allowed) if allowed else "none"
         raise ConfigError(

@@ -25,7 +25,8 @@ histogram cannot see any quantization loss and the observed maximum is returned.
 candidate where ``P > 0`` but ``Q = 0`` (the last group is empty yet receives outliers) has
 infinite divergence and is never chosen. It is fully vectorised: per group only sums of ``h``,
 ``h log h`` and of the non-zero count are needed, so prefix sums give every candidate in
-O(L) each.
+O(L) each. Every cut is tried while candidates x ``L`` stays below 500k (all 8-bit and 9-bit
+signed cases); wider targets use the coarse-to-fine search described for ``jsd``.
 
 ``symkl`` (the vendor's SYMKL; no public description of it exists, so this is our definition)
 keeps the sign: ``P`` and ``Q`` are built on the *signed* histogram over ``[-T, T]``, each side
@@ -62,6 +63,8 @@ from int8kit.thresholds.base import (
 )
 
 log = logging.getLogger(__name__)
+
+_EXHAUSTIVE = 500_000  # candidates x levels up to which KL tries every cut
 
 
 def _xlogx(h: np.ndarray) -> np.ndarray:
@@ -172,7 +175,8 @@ def _search(
         log.debug("%d levels exceed %d histogram bins; keeping the observed maximum", levels, n_bins)
         return None
     cands = np.arange(levels, n_bins + 1)
-    if not coarse or cands.size <= 96:
+    # exhaustive while cheap (every 8-bit case); wide targets (10+ bits) go coarse-to-fine
+    if (not coarse and cands.size * levels <= _EXHAUSTIVE) or cands.size <= 96:
         return int(cands[int(np.argmin(curve(cands)))])
     stride = -(-cands.size // 64)
     first = cands[::stride]
