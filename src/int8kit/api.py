@@ -229,7 +229,7 @@ def evaluate(
     progress: bool = True,
 ):
     """FP32 vs INT8 on the same data: accuracy, agreement, cosine, latency (an ``EvalResult``)."""
-    from int8kit.evaluate.compare import compare_models
+    from int8kit.evaluation.compare import compare_models
 
     return compare_models(
         fp32_model,

@@ -10,8 +10,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from int8kit.errors import DataError
-from int8kit.evaluate.compare import EvalResult, compare_models, load_labels, measure_latency
-from int8kit.evaluate.metrics import max_abs_error, mean_cosine, top1_agreement, topk_accuracy
+from int8kit.evaluation.compare import EvalResult, compare_models, load_labels, measure_latency
+from int8kit.evaluation.metrics import max_abs_error, mean_cosine, top1_agreement, topk_accuracy
 
 # ---- metrics ---------------------------------------------------------------------------------
 

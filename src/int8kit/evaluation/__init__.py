@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from int8kit.evaluate.compare import EvalResult, OutputSimilarity, compare_models, load_labels, measure_latency
-from int8kit.evaluate.metrics import max_abs_error, mean_cosine, top1_agreement, topk_accuracy
+from int8kit.evaluation.compare import EvalResult, OutputSimilarity, compare_models, load_labels, measure_latency
+from int8kit.evaluation.metrics import max_abs_error, mean_cosine, top1_agreement, topk_accuracy
 
 __all__ = [
     "EvalResult",
