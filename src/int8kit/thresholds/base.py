@@ -156,7 +156,8 @@ def compute_range(method: str, hist: Histogram, target: Target, **params: object
             )
     check_hist(hist)
     lo, hi = METHODS[canonical](hist, target, **{**implied, **params})
-    return float(lo), float(hi)
+    # idempotent for the built-in methods; enforces the range rules on third-party ones
+    return finish(float(lo), float(hi), hist, target)
 
 
 def check_hist(hist: Histogram) -> None:
