@@ -253,7 +253,9 @@ def _activation(facts: GraphFacts, stats, config: QuantConfig, name: str):
     ov = _override_for(facts, config, name)
     method, params = config.th_method, dict(config.th_params)
     producer = facts.producer.get(name)
-    if producer is not None and producer.op_type in _BOUNDED_OUTPUT_OPS:
+    if producer is None or producer.op_type in _BOUNDED_OUTPUT_OPS:
+        # Model inputs are bounded by the user's preprocessing, and bounded outputs are bounded
+        # by construction: clipping either loses signal, not outliers (KL clips MNIST strokes).
         method, params = "max", {}
     if ov is not None and ov.th_method:
         method, params = ov.th_method, {}
