@@ -1,0 +1,300 @@
+"""Streaming calibration: tap activations, run the model batch by batch, keep only running state.
+
+Each batch is reduced at once into a per-tensor ``_Running`` state (histogram, min/max, per-channel
+extremes), so memory is O(tensors x bins) whatever the number of samples. The reduction of batch k
+runs in a worker thread while onnxruntime (which releases the GIL) computes batch k+1.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import onnx
+from tqdm import tqdm
+
+from int8kit.calib.histogram import Histogram, edge_for
+from int8kit.calib.stats import Stats, TensorStats, model_fingerprint, widen_counts
+from int8kit.calib.taps import activation_tensors, resolve_tensors, tap_model
+from int8kit.data.sources import DataSource, batches_from, model_input_specs
+from int8kit.errors import CalibrationError, ConfigError, DataError
+from int8kit.graph.io import as_model
+from int8kit.runtime.session import make_session
+
+log = logging.getLogger(__name__)
+
+# Smallest edge: keeps bins/edge finite in float32 for all-zero tensors.
+_MIN_EDGE = 2.0**-100
+# Elements histogrammed per step: small enough that the float and index buffers stay in cache.
+_CHUNK = 1 << 16
+# Bytes of tapped activations one session run may return (sub-batches keep memory flat).
+_RUN_BYTES = 256 << 20
+
+
+def _edge_covering(lo: float, hi: float) -> float:
+    """Smallest power-of-two edge with ``-edge <= lo`` and ``hi < edge``.
+
+    ``hi`` must stay strictly below the edge: bins are half-open, and a value equal to the edge
+    would have to be clipped into the last bin, which breaks exact re-binning when the edge doubles.
+    """
+    edge = max(edge_for(max(-lo, hi, 0.0)), _MIN_EDGE)
+    return edge * 2.0 if hi >= edge else edge
+
+
+class _Running:
+    """Running statistics of one tensor, updated batch by batch."""
+
+    def __init__(self, name: str, bins: int, axis: int | None):
+        self.name = name
+        self.bins = bins
+        self.axis = axis
+        self.counts = np.zeros(2 * bins, dtype=np.int64)
+        self.edge: float | None = None
+        self.lo = np.inf
+        self.hi = -np.inf
+        self.cmin: np.ndarray | None = None
+        self.cmax: np.ndarray | None = None
+        self.channels_ok = axis is not None
+
+    def update(self, x: np.ndarray, batch: int, bufs: "_Buffers") -> None:
+        """Fold one batch in, block by block: each block is read from memory once, for extremes and histogram."""
+        if x.size == 0:
+            return
+        exact = x.dtype == np.float32
+        if not exact:  # float16/64: histogram the float32 values, keep the exact extremes
+            lo, hi = float(x.min()), float(x.max())
+            self._check_finite(lo, hi, batch, x)
+            self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
+            x = x.astype(np.float32)
+        x = np.ascontiguousarray(x)
+        rows = self._channel_rows(x)
+        if rows is None:
+            flat = x.reshape(-1)
+            for start in range(0, flat.size, _CHUNK):
+                block = flat[start : start + _CHUNK]
+                self._fold(block, float(block.min()), float(block.max()), exact, batch, x, bufs)
+            return
+        rmin = np.empty(rows.shape[0], dtype=np.float32)
+        rmax = np.empty(rows.shape[0], dtype=np.float32)
+        step = max(1, _CHUNK // rows.shape[1])
+        for start in range(0, rows.shape[0], step):
+            block = rows[start : start + step]
+            lo_rows = np.min(block, axis=1, out=rmin[start : start + step])
+            hi_rows = np.max(block, axis=1, out=rmax[start : start + step])
+            self._fold(block, float(lo_rows.min()), float(hi_rows.max()), exact, batch, x, bufs)
+        c = x.shape[self.axis]  # type: ignore[index]
+        # Row r of the (outer*C, inner) view belongs to channel r % C.
+        self._fold_channels(rmin.reshape(-1, c).min(axis=0), rmax.reshape(-1, c).max(axis=0))
+
+    def _fold(
+        self, block: np.ndarray, lo: float, hi: float, exact: bool, batch: int, x: np.ndarray, bufs: "_Buffers"
+    ) -> None:
+        self._check_finite(lo, hi, batch, x)
+        if exact:
+            self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
+        need = _edge_covering(lo, hi)
+        if self.edge is None:
+            self.edge = need
+        elif need > self.edge:
+            # Doubling merges bin pairs exactly, so growing mid-batch gives the same counts as one big edge.
+            self.counts = widen_counts(self.counts, int(round(np.log2(need / self.edge))))
+            self.edge = need
+        self.counts += bufs.histogram(block.reshape(-1), self.bins, self.edge)
+
+    def _check_finite(self, lo: float, hi: float, batch: int, x: np.ndarray) -> None:
+        if np.isfinite(lo) and np.isfinite(hi):
+            return
+        bad = x.size - int(np.count_nonzero(np.isfinite(x)))
+        raise CalibrationError(
+            f"tensor '{self.name}' has {bad} NaN/Inf values in batch {batch}; expected finite activations, "
+            "check the input data (scaling, NaN) or the model (overflow)."
+        )
+
+    def _channel_rows(self, x: np.ndarray) -> np.ndarray | None:
+        """A (outer*C, inner) view when per-channel extremes can ride along the blocks, else ``None``.
+
+        Short rows (channel-last tensors such as (N, C) matmul outputs) get their per-channel
+        extremes from one extra pass here instead; those tensors are small.
+        """
+        axis = self.axis
+        if not self.channels_ok or axis is None:
+            return None
+        if x.ndim < 2 or axis >= x.ndim or (self.cmin is not None and self.cmin.shape != (x.shape[axis],)):
+            log.debug("tensor '%s' has no stable channel axis %s; per-channel ranges dropped", self.name, axis)
+            self.channels_ok, self.cmin, self.cmax = False, None, None
+            return None
+        inner = int(np.prod(x.shape[axis + 1 :]))
+        if inner >= 64:
+            return x.reshape(-1, inner)
+        x3 = x.reshape(-1, x.shape[axis], inner)
+        self._fold_channels(x3.min(axis=(0, 2)), x3.max(axis=(0, 2)))
+        return None
+
+    def _fold_channels(self, cmin: np.ndarray, cmax: np.ndarray) -> None:
+        if self.cmin is None or self.cmax is None:
+            self.cmin, self.cmax = cmin.copy(), cmax.copy()
+        else:
+            np.minimum(self.cmin, cmin, out=self.cmin)
+            np.maximum(self.cmax, cmax, out=self.cmax)
+
+    def result(self) -> TensorStats:
+        if self.edge is None:  # the tensor was always empty
+            hist = Histogram(counts=self.counts, edge=edge_for(0.0), min=0.0, max=0.0)
+        else:
+            hist = Histogram(counts=self.counts, edge=self.edge, min=float(self.lo), max=float(self.hi))
+        keep = self.channels_ok and self.cmin is not None
+        return TensorStats(hist, self.cmin if keep else None, self.cmax if keep else None)
+
+
+class _Buffers:
+    """Scratch buffers of the reducing thread (reused: no allocation per block)."""
+
+    def __init__(self) -> None:
+        self.f = np.empty(_CHUNK, dtype=np.float32)
+        self.i = np.empty(_CHUNK, dtype=np.int32)
+        self._offsets: dict[int, np.ndarray] = {}
+
+    def _offset(self, bins: int) -> np.ndarray:
+        # bins + 0 for even positions, bins + 2*bins for odd ones: two interleaved histograms, so
+        # runs of equal values (the zeros after ReLU) do not serialise bincount's increments.
+        if bins not in self._offsets:
+            self._offsets[bins] = (bins + (np.arange(_CHUNK) % 2) * 2 * bins).astype(np.float32)
+        return self._offsets[bins]
+
+    def histogram(self, flat: np.ndarray, bins: int, edge: float) -> np.ndarray:
+        """Counts of ``flat`` in ``2*bins`` bins over ``[-edge, edge)``.
+
+        Index = floor(x * bins/edge) + bins: the scale is a power of two, so the product and the
+        floor are exact and a value lands in the same bin whatever edge it was binned at (up to
+        the exact pair merge). Adding the offset after the floor is exact too; before it would round.
+        """
+        scale = np.float32(bins / edge)
+        offset = self._offset(bins)
+        total = np.zeros(4 * bins, dtype=np.int64)
+        for start in range(0, flat.size, _CHUNK):
+            part = flat[start : start + _CHUNK]
+            y = self.f[: part.size]
+            np.multiply(part, scale, out=y)
+            np.floor(y, out=y)
+            np.add(y, offset[: part.size], out=y)
+            idx = self.i[: part.size]
+            # float32 -> int32 is a fast SIMD cast (float32 -> intp is ~10x slower).
+            np.copyto(idx, y, casting="unsafe")
+            total += np.bincount(idx, minlength=4 * bins)
+        return total[: 2 * bins] + total[2 * bins :]
+
+
+def _check_bins(bins: int) -> None:
+    if not isinstance(bins, (int, np.integer)) or bins < 512 or bins > 4096 or bins & (bins - 1):
+        raise ConfigError(f"histogram bins must be a power of two between 512 and 4096, got {bins!r}; use e.g. 2048.")
+
+
+def collect(
+    model: onnx.ModelProto,
+    data: Any,
+    *,
+    tensors: Sequence[str] | None = None,
+    bins: int = 2048,
+    iterations: int | None = None,
+    batch_size: int | None = None,
+    per_channel_axis: int | None = 1,
+    progress: bool = True,
+) -> Stats:
+    """Run the model over the calibration data once and return statistics of the tapped tensors.
+
+    ``tensors=None`` taps every float activation (float graph inputs and float node outputs).
+    ``data`` is anything ``batches_from`` accepts, or a ``DataSource``. ``bins`` is per side.
+    ``per_channel_axis`` (``None`` to disable) gives per-channel min/max for rank >= 2 tensors.
+    """
+    _check_bins(bins)
+    if per_channel_axis is not None and (not isinstance(per_channel_axis, int) or per_channel_axis < 0):
+        raise ConfigError(f"per_channel_axis must be a non-negative integer or None, got {per_channel_axis!r}.")
+    model = as_model(model)
+    specs = model_input_specs(model)
+    source = data if isinstance(data, DataSource) else batches_from(
+        data, specs, batch_size=batch_size, iterations=iterations
+    )
+    known = activation_tensors(model)
+    names = list(known) if tensors is None else resolve_tensors(model, tensors, known)
+    input_names = {s.name for s in specs}
+    tapped, fetch = tap_model(model, [n for n in names if n not in input_names], known)
+    session = make_session(tapped)
+    fetch = _float_outputs(session, fetch, strict=tensors is not None)
+    names = [n for n in names if n in input_names or n in fetch]
+    states = {n: _Running(n, bins, per_channel_axis) for n in names}
+
+    splittable = all(s.batch_dim is None for s in specs)
+    samples = _run(session, source, fetch, states, input_names, splittable, progress, iterations)
+    if samples == 0:
+        raise DataError("the calibration data yielded no samples; expected at least one batch.")
+    return Stats({n: s.result() for n, s in states.items()}, samples, model_fingerprint(model), bins)
+
+
+def _float_outputs(session: Any, fetch: list[str], *, strict: bool) -> list[str]:
+    """Keep the fetched outputs onnxruntime reports as float (types unknown before the session)."""
+    types = {o.name: o.type for o in session.get_outputs()}
+    keep = []
+    for name in fetch:
+        t = types.get(name, "")
+        if t in ("tensor(float)", "tensor(float16)", "tensor(double)", "tensor(bfloat16)"):
+            keep.append(name)
+        elif strict:
+            raise ConfigError(f"tensor '{name}' has type {t or 'unknown'}; expected a float activation to calibrate, drop it from the list.")
+    return keep
+
+
+def _pieces(batch: dict[str, np.ndarray], rows: int | None) -> list[dict[str, np.ndarray]]:
+    """Split a batch into sub-batches of at most ``rows`` samples (views, no copies)."""
+    n = next(iter(batch.values())).shape[0] if batch else 0
+    if rows is None or n <= rows:
+        return [batch]
+    return [{k: v[i : i + rows] for k, v in batch.items()} for i in range(0, n, rows)]
+
+
+def _run(
+    session: Any,
+    source: DataSource,
+    fetch: list[str],
+    states: dict[str, _Running],
+    inputs: set[str],
+    splittable: bool,
+    progress: bool,
+    iterations: int | None,
+) -> int:
+    """Run every batch and reduce it in a worker thread while the next one runs; returns the sample count."""
+    bufs = _Buffers()
+    total = source.num_samples if source.num_samples is not None else iterations
+    bar = tqdm(total=total, unit="sample", desc="calibrate", file=sys.stderr, disable=not progress, leave=False)
+    samples, rows = 0, None
+    pending: Future | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="int8kit-calib") as pool:
+        try:
+            for k, batch in enumerate(source):
+                for piece in _pieces(batch, rows):
+                    outs = session.run(fetch, piece) if fetch else []
+                    if pending is not None:
+                        pending.result()  # at most two pieces of activations alive: memory stays bounded
+                    arrays = dict(zip(fetch, outs))
+                    arrays.update({n: piece[n] for n in inputs if n in states})
+                    pending = pool.submit(_reduce, states, arrays, k, bufs)
+                    n = next(iter(piece.values())).shape[0] if piece else 0
+                    samples += n
+                    bar.update(n)
+                    if splittable and rows is None and n:
+                        # Activations of big batches at high resolution take GBs; bound them per run.
+                        per_sample = sum(o.nbytes for o in outs) / n
+                        rows = max(1, int(_RUN_BYTES // max(per_sample, 1.0)))
+            if pending is not None:
+                pending.result()
+        finally:
+            bar.close()
+    return samples
+
+
+def _reduce(states: dict[str, _Running], arrays: dict[str, np.ndarray], batch: int, bufs: _Buffers) -> None:
+    for name, x in arrays.items():
+        states[name].update(x, batch, bufs)

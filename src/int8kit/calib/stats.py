@@ -1,0 +1,213 @@
+"""Calibration statistics: per-tensor histograms and ranges, exact merging, and the statistics file.
+
+The file is a versioned ``.npz`` (the ``-dump_dist`` / ``-load_dist`` of the vendor tools). Tensor
+names are stored in one array and each tensor's arrays under an index, so any name is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from int8kit.calib.histogram import Histogram
+from int8kit.errors import CalibrationError
+from int8kit.graph.io import write_bytes_atomic
+
+FORMAT_NAME = "int8kit-stats"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class TensorStats:
+    """What calibration keeps of one tensor: its histogram (with exact min/max) and per-channel extremes."""
+
+    hist: Histogram
+    channel_min: np.ndarray | None = None
+    channel_max: np.ndarray | None = None
+
+    @property
+    def min(self) -> float:
+        return self.hist.min
+
+    @property
+    def max(self) -> float:
+        return self.hist.max
+
+
+def widen_counts(counts: np.ndarray, doublings: int) -> np.ndarray:
+    """Counts of the same values on a range ``2**doublings`` times wider (exact: sums bin pairs).
+
+    Bin ``i`` of ``[-e, e)`` lies inside bin ``bins/2 + i//2`` of ``[-2e, 2e)``, because every edge is a
+    power of two and ``bins`` is even.
+    """
+    out = counts
+    bins = counts.size // 2
+    for _ in range(doublings):
+        wider = np.zeros_like(out)
+        wider[bins // 2 : bins // 2 + bins] = out.reshape(bins, 2).sum(axis=1)
+        out = wider
+        if out[bins - 1] + out[bins] == out.sum():
+            # Everything sits in the two central bins: further doublings do not move it.
+            break
+    return out
+
+
+def merge_histograms(a: Histogram, b: Histogram) -> Histogram:
+    """Exact sum of two histograms of the same tensor, on the larger of the two edges."""
+    if a.counts.size != b.counts.size:
+        raise CalibrationError(
+            f"cannot merge histograms with {a.bins} and {b.bins} bins per side; expected equal --th-binnum, re-run calibrate."
+        )
+    edge = max(a.edge, b.edge)
+    ca = widen_counts(a.counts, _doublings(a.edge, edge))
+    cb = widen_counts(b.counts, _doublings(b.edge, edge))
+    return Histogram(counts=ca + cb, edge=edge, min=min(a.min, b.min), max=max(a.max, b.max))
+
+
+def _doublings(small: float, big: float) -> int:
+    return int(round(np.log2(big / small))) if big > small else 0
+
+
+def _merge_channels(x: np.ndarray | None, y: np.ndarray | None, op: np.ufunc) -> np.ndarray | None:
+    if x is None or y is None or x.shape != y.shape:
+        return None
+    return op(x, y)
+
+
+@dataclass
+class Stats:
+    """Statistics of every tapped tensor of one model over ``samples`` calibration samples."""
+
+    tensors: dict[str, TensorStats]
+    samples: int
+    model_id: str
+    bins: int
+    meta: dict[str, str] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> TensorStats:
+        return self.tensors[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.tensors
+
+    def merge(self, other: "Stats") -> "Stats":
+        """Statistics of both sample sets together; merging disjoint halves equals one pass over all."""
+        if other.model_id != self.model_id:
+            raise CalibrationError(
+                f"cannot merge statistics of model {other.model_id} into statistics of model {self.model_id}; "
+                "expected statistics of the same model, re-run calibrate on one model."
+            )
+        if other.bins != self.bins:
+            raise CalibrationError(
+                f"cannot merge statistics with {other.bins} bins into statistics with {self.bins} bins; "
+                "expected the same --th-binnum, re-run calibrate with one value."
+            )
+        if set(other.tensors) != set(self.tensors):
+            diff = sorted(set(other.tensors) ^ set(self.tensors))[:5]
+            raise CalibrationError(
+                f"cannot merge statistics over different tensors (e.g. {diff}); expected the same tensor list, "
+                "re-run calibrate with the same tensors."
+            )
+        merged = {}
+        for name, a in self.tensors.items():
+            b = other.tensors[name]
+            merged[name] = TensorStats(
+                merge_histograms(a.hist, b.hist),
+                _merge_channels(a.channel_min, b.channel_min, np.minimum),
+                _merge_channels(a.channel_max, b.channel_max, np.maximum),
+            )
+        return Stats(merged, self.samples + other.samples, self.model_id, self.bins, dict(self.meta))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the statistics file atomically (temp file + rename)."""
+        names = list(self.tensors)
+        arrays: dict[str, np.ndarray] = {
+            "format": np.array(FORMAT_NAME),
+            "version": np.array(FORMAT_VERSION, dtype=np.int64),
+            "model_id": np.array(self.model_id),
+            "samples": np.array(self.samples, dtype=np.int64),
+            "bins": np.array(self.bins, dtype=np.int64),
+            "names": np.array(names, dtype=str) if names else np.zeros(0, dtype="<U1"),
+            "meta_keys": np.array(list(self.meta), dtype=str) if self.meta else np.zeros(0, dtype="<U1"),
+            "meta_values": np.array(list(self.meta.values()), dtype=str) if self.meta else np.zeros(0, dtype="<U1"),
+        }
+        for i, name in enumerate(names):
+            t = self.tensors[name]
+            arrays[f"t{i}.counts"] = t.hist.counts.astype(np.int64, copy=False)
+            arrays[f"t{i}.range"] = np.array([t.hist.edge, t.hist.min, t.hist.max], dtype=np.float64)
+            if t.channel_min is not None and t.channel_max is not None:
+                arrays[f"t{i}.cmin"] = t.channel_min
+                arrays[f"t{i}.cmax"] = t.channel_max
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        return write_bytes_atomic(path, buf.getvalue())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, model_id: str | None = None) -> "Stats":
+        """Read a statistics file; ``model_id`` (from ``model_fingerprint``) checks it belongs to that model."""
+        path = Path(path)
+        if not path.is_file():
+            raise CalibrationError(f"statistics file '{path}' does not exist; check the path or run calibrate first.")
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                data = {k: npz[k] for k in npz.files}
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError):
+            raise CalibrationError(
+                f"file '{path}' is not an int8kit statistics file; expected the .npz written by calibrate, re-run calibrate."
+            ) from None
+        if "format" not in data or str(data["format"]) != FORMAT_NAME:
+            raise CalibrationError(
+                f"file '{path}' is not an int8kit statistics file; expected the .npz written by calibrate, re-run calibrate."
+            )
+        version = int(data.get("version", -1))
+        if version != FORMAT_VERSION:
+            raise CalibrationError(
+                f"statistics file '{path}' has format version {version}, this int8kit reads version {FORMAT_VERSION}; "
+                "re-run calibrate to write it again."
+            )
+        file_model = str(data["model_id"])
+        if model_id is not None and file_model != model_id:
+            raise CalibrationError(
+                f"statistics file '{path}' was collected on another model ({file_model[:12]}, this one is {model_id[:12]}); "
+                "re-run calibrate on this model."
+            )
+        try:
+            return cls._from_arrays(data, file_model)
+        except KeyError as exc:
+            raise CalibrationError(
+                f"statistics file '{path}' is incomplete (missing {exc}); expected a file written by calibrate, re-run calibrate."
+            ) from None
+
+    @classmethod
+    def _from_arrays(cls, data: dict[str, np.ndarray], file_model: str) -> "Stats":
+        tensors = {}
+        for i, name in enumerate(data["names"].tolist()):
+            edge, lo, hi = (float(v) for v in data[f"t{i}.range"])
+            hist = Histogram(counts=data[f"t{i}.counts"].astype(np.int64), edge=edge, min=lo, max=hi)
+            tensors[str(name)] = TensorStats(hist, data.get(f"t{i}.cmin"), data.get(f"t{i}.cmax"))
+        meta = dict(zip(map(str, data["meta_keys"].tolist()), map(str, data["meta_values"].tolist())))
+        return cls(tensors, int(data["samples"]), file_model, int(data["bins"]), meta)
+
+
+def model_fingerprint(model: onnx.ModelProto) -> str:
+    """A stable id of the graph's structure: op types and tensor names (unchanged by re-saving)."""
+    h = hashlib.sha1()
+    g = model.graph
+    for vi in g.input:
+        h.update(b"i:" + vi.name.encode() + b"\0")
+    for node in g.node:
+        h.update(f"n:{node.domain}:{node.op_type}\0".encode())
+        for name in node.input:
+            h.update(b"<" + name.encode() + b"\0")
+        for name in node.output:
+            h.update(b">" + name.encode() + b"\0")
+    for vi in g.output:
+        h.update(b"o:" + vi.name.encode() + b"\0")
+    return h.hexdigest()

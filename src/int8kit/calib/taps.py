@@ -1,0 +1,112 @@
+"""Which tensors calibration taps, and the copy of the model that exposes them as outputs."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from collections.abc import Sequence
+
+import onnx
+
+from int8kit.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+FLOAT_TYPES = {
+    onnx.TensorProto.FLOAT,
+    onnx.TensorProto.FLOAT16,
+    onnx.TensorProto.DOUBLE,
+    onnx.TensorProto.BFLOAT16,
+}
+UNKNOWN = 0
+
+
+def _inferred_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element type of every tensor shape inference can type (0 where it cannot)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception as exc:  # custom ops or >2 GB models: fall back to the declared types
+        log.debug("shape inference failed (%s); using declared types only", exc)
+        inferred = model
+    g = inferred.graph
+    types: dict[str, int] = {}
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+            types[vi.name] = vi.type.tensor_type.elem_type
+    return types
+
+
+def _constant_tensors(model: onnx.ModelProto) -> set[str]:
+    """Initializers, Constant outputs and everything computed only from them (folded shapes, weights)."""
+    g = model.graph
+    const = {t.name for t in g.initializer}
+    const.add("")  # an omitted optional input does not make a node variable
+    for node in g.node:
+        if node.op_type == "Constant" or (node.input and all(i in const for i in node.input)):
+            const.update(node.output)
+    const.discard("")
+    return const
+
+
+def activation_tensors(model: onnx.ModelProto) -> dict[str, int]:
+    """Float activations in graph order: float graph inputs, then float outputs of every node.
+
+    Values are ONNX element types; ``0`` marks a tensor whose type shape inference could not tell
+    (the session reports its real type and non-float ones are dropped then).
+    """
+    types = _inferred_types(model)
+    const = _constant_tensors(model)
+    out: dict[str, int] = {}
+    for vi in model.graph.input:
+        if vi.name not in const and types.get(vi.name, UNKNOWN) in FLOAT_TYPES:
+            out[vi.name] = types[vi.name]
+    for node in model.graph.node:
+        for name in node.output:
+            if not name or name in const or name in out:
+                continue
+            t = types.get(name, UNKNOWN)
+            if t in FLOAT_TYPES or t == UNKNOWN:
+                out[name] = t
+    return out
+
+
+def resolve_tensors(model: onnx.ModelProto, tensors: Sequence[str], known: dict[str, int]) -> list[str]:
+    """Check a user's tensor list: every name must be a float activation of the model."""
+    if isinstance(tensors, str):
+        tensors = [tensors]
+    inits = {t.name for t in model.graph.initializer}
+    every = {vi.name for vi in model.graph.input} | {o for n in model.graph.node for o in n.output if o}
+    result: list[str] = []
+    for name in tensors:
+        if name in result:
+            continue
+        if name in known:
+            result.append(name)
+            continue
+        if name in inits:
+            raise ConfigError(f"tensor '{name}' is a weight (initializer), not an activation; drop it from the tensor list.")
+        if name in every:
+            raise ConfigError(
+                f"tensor '{name}' is not a float activation (integer or constant); expected float tensors, drop it from the list."
+            )
+        close = difflib.get_close_matches(name, list(known), n=3)
+        hint = f" (did you mean {close}?)" if close else ""
+        raise ConfigError(f"tensor '{name}' is not in the model{hint}; expected names of node outputs or graph inputs.")
+    return result
+
+
+def tap_model(model: onnx.ModelProto, names: Sequence[str], known: dict[str, int]) -> tuple[onnx.ModelProto, list[str]]:
+    """A copy of ``model`` whose graph outputs also include ``names``; returns it and the names to fetch."""
+    tapped = onnx.ModelProto()
+    tapped.CopyFrom(model)
+    existing = {o.name for o in tapped.graph.output}
+    for name in names:
+        if name in existing:
+            continue
+        vi = onnx.ValueInfoProto(name=name)
+        if known.get(name, UNKNOWN) != UNKNOWN:
+            # Type without shape: symbolic shapes from inference may disagree with the runtime's.
+            vi.type.tensor_type.elem_type = known[name]
+        # An untyped output is accepted by onnxruntime, which reports the type it computes.
+        tapped.graph.output.append(vi)
+    return tapped, list(names)

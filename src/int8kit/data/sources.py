@@ -1,0 +1,327 @@
+"""Calibration data sources: arrays, .npy/.npz files and iterables of batches, validated against the model.
+
+Every source yields ``{input_name: array}`` batches ready for onnxruntime: the model's dtypes,
+C-contiguous, batch size fixed by the model when its batch dimension is fixed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from int8kit.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH = 32
+Batch = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input: name, numpy dtype and shape (``None`` for a dynamic dim; shape ``None`` if unknown)."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int | None, ...] | None
+
+    @property
+    def is_float(self) -> bool:
+        return np.issubdtype(self.dtype, np.floating)
+
+    @property
+    def batch_dim(self) -> int | None:
+        """Fixed size of the first (batch) dim, or ``None`` when dynamic or unknown."""
+        return self.shape[0] if self.shape else None
+
+    @property
+    def sample_shape(self) -> tuple[int | None, ...] | None:
+        return None if self.shape is None or not self.shape else self.shape[1:]
+
+
+def model_input_specs(model: onnx.ModelProto) -> list[InputSpec]:
+    """The model's real inputs (initializers listed as graph inputs are left out)."""
+    inits = {t.name for t in model.graph.initializer}
+    specs = []
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        tt = vi.type.tensor_type
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)) if tt.elem_type else np.dtype(np.float32)
+        shape = None
+        if tt.HasField("shape"):
+            shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tt.shape.dim)
+        specs.append(InputSpec(vi.name, dtype, shape))
+    return specs
+
+
+def _fmt(shape: tuple[int | None, ...]) -> str:
+    inner = ", ".join("?" if d is None else str(d) for d in shape)
+    return f"({inner},)" if len(shape) == 1 else f"({inner})"
+
+
+def _check_shape(spec: InputSpec, got: tuple[int, ...], *, what: str) -> None:
+    """Compare a sample (or batch) shape with the model's fixed dims."""
+    want = spec.sample_shape if what == "samples" else spec.shape
+    if want is None:
+        return
+    if len(got) != len(want) or any(w is not None and w != g for w, g in zip(want, got)):
+        hint = f"reshape it to (N, {_fmt(want)[1:]}" if what == "samples" and want else "fix the data's layout"
+        raise DataError(
+            f"input '{spec.name}' expects {what} of shape {_fmt(want)}, got {_fmt(got)}; {hint}."
+        )
+
+
+def _convert(spec: InputSpec, arr: Any, *, where: str) -> np.ndarray:
+    """Bring data to the input's dtype: cast ints/bools to float inputs, refuse floats for int inputs."""
+    arr = np.asarray(arr)
+    if arr.dtype == spec.dtype:
+        return arr
+    if spec.is_float:
+        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+            raise DataError(f"input '{spec.name}' expects {spec.dtype} data, got {arr.dtype} in {where}; provide numeric arrays.")
+        return arr.astype(spec.dtype)
+    if np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise DataError(
+            f"input '{spec.name}' expects integer ({spec.dtype}) data such as token ids or masks, got {arr.dtype} "
+            f"in {where}; save it with the integer dtype instead of floats."
+        )
+    if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
+        raise DataError(f"input '{spec.name}' expects {spec.dtype} data, got {arr.dtype} in {where}; provide numeric arrays.")
+    return arr.astype(spec.dtype)
+
+
+def _check_finite(spec: InputSpec, arr: np.ndarray, *, where: str, chunk: int = 1 << 20) -> None:
+    """Count NaN/Inf in chunks so memory-mapped data is never materialised at once."""
+    if not np.issubdtype(arr.dtype, np.floating):
+        return
+    flat = arr.reshape(-1) if arr.flags.c_contiguous else np.ravel(arr)
+    bad = 0
+    for start in range(0, flat.size, chunk):
+        part = flat[start : start + chunk]
+        bad += part.size - int(np.count_nonzero(np.isfinite(part)))
+    if bad:
+        raise DataError(
+            f"input '{spec.name}' has {bad} NaN/Inf values in {where}; expected finite numbers, clean the data first."
+        )
+
+
+class DataSource:
+    """An iterable of ``{input_name: array}`` batches.
+
+    ``num_samples`` is the number of samples it yields, or ``None`` when unknown (plain iterables).
+    """
+
+    num_samples: int | None = None
+    batch_size: int | None = None
+
+    def __iter__(self) -> Iterator[Batch]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class ArraySource(DataSource):
+    """Whole arrays (first axis = samples) sliced into batches; can be iterated any number of times."""
+
+    def __init__(self, arrays: Mapping[str, np.ndarray], specs: list[InputSpec], batch_size: int, num_samples: int):
+        self.arrays = dict(arrays)
+        self.specs = specs
+        self.batch_size = batch_size
+        self.num_samples = num_samples
+
+    def __iter__(self) -> Iterator[Batch]:
+        for start in range(0, self.num_samples, self.batch_size):
+            stop = min(start + self.batch_size, self.num_samples)
+            # _convert casts only this batch, so int8 images never become a full float copy.
+            yield {
+                s.name: np.ascontiguousarray(_convert(s, self.arrays[s.name][start:stop], where="the data"))
+                for s in self.specs
+            }
+
+
+class IterableSource(DataSource):
+    """A user iterable of batches, validated batch by batch and capped at ``iterations`` samples."""
+
+    def __init__(self, data: Iterable[Any], specs: list[InputSpec], iterations: int | None):
+        self.data = data
+        self.specs = specs
+        self.iterations = iterations
+        self.num_samples = None
+        # A one-shot iterator (generator) can be consumed once only.
+        self._one_shot = iter(data) is data
+        self._consumed = False
+
+    def _validate(self, raw: Any, index: int) -> Batch:
+        where = f"batch {index}"
+        if isinstance(raw, np.ndarray) and len(self.specs) == 1:
+            raw = {self.specs[0].name: raw}
+        if not isinstance(raw, Mapping):
+            raise DataError(
+                f"{where} of the data iterable is a {type(raw).__name__}; expected a dict of input name to array."
+            )
+        names = [s.name for s in self.specs]
+        missing = [n for n in names if n not in raw]
+        extra = [k for k in raw if k not in names]
+        if missing or extra:
+            raise DataError(
+                f"{where} has keys {sorted(map(str, raw))} but the model's inputs are {names}; "
+                f"{'add ' + str(missing) if missing else 'remove ' + str(extra)}."
+            )
+        out: Batch = {}
+        sizes = set()
+        for spec in self.specs:
+            arr = _convert(spec, raw[spec.name], where=where)
+            if arr.ndim == 0:
+                raise DataError(f"input '{spec.name}' in {where} is a scalar; expected a batch array.")
+            _check_shape(spec, arr.shape, what="batches")
+            _check_finite(spec, arr, where=where)
+            sizes.add(arr.shape[0])
+            out[spec.name] = np.ascontiguousarray(arr)
+        if len(sizes) > 1:
+            raise DataError(f"{where} mixes batch sizes {sorted(sizes)} across inputs; expected one batch size.")
+        return out
+
+    def __iter__(self) -> Iterator[Batch]:
+        if self._one_shot and self._consumed:
+            raise DataError("the data iterable was already consumed; pass a list or arrays to iterate it again.")
+        self._consumed = True
+        seen = 0
+        for index, raw in enumerate(self.data):
+            if self.iterations is not None and seen >= self.iterations:
+                break
+            batch = self._validate(raw, index)
+            n = next(iter(batch.values())).shape[0] if batch else 0
+            if self.iterations is not None and seen + n > self.iterations:
+                keep = self.iterations - seen
+                batch = {k: v[:keep] for k, v in batch.items()}
+                n = keep
+            seen += n
+            yield batch
+        if self.iterations is not None and seen < self.iterations:
+            log.warning("the data iterable ran out after %d samples, fewer than the %d iterations asked", seen, self.iterations)
+
+
+def _load_file(path: Path, specs: list[InputSpec]) -> dict[str, np.ndarray]:
+    if not path.exists():
+        raise DataError(f"data file '{path}' does not exist; check the path.")
+    ext = path.suffix.lower()
+    if ext == ".npy":
+        if len(specs) != 1:
+            names = [s.name for s in specs]
+            raise DataError(
+                f"data file '{path}' is a single .npy array but the model has {len(specs)} inputs {names}; "
+                "use an .npz file with one array per input name."
+            )
+        try:
+            # mmap keeps a large file on disk; batches are read slice by slice.
+            return {specs[0].name: np.load(path, mmap_mode="r", allow_pickle=False)}
+        except (ValueError, OSError) as exc:
+            raise DataError(f"data file '{path}' is not a readable .npy array ({exc}); re-save it with numpy.save.") from None
+    if ext == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        except (ValueError, OSError) as exc:
+            raise DataError(f"data file '{path}' is not a readable .npz archive ({exc}); re-save it with numpy.savez.") from None
+        return arrays
+    raise DataError(f"data file '{path}' has extension '{path.suffix}'; expected .npy or .npz.")
+
+
+def _resolve_batch(specs: list[InputSpec], batch_size: int | None) -> int:
+    fixed = {s.batch_dim for s in specs if s.batch_dim is not None}
+    if fixed:
+        size = min(fixed)
+        if batch_size is not None and batch_size != size:
+            log.warning("the model's batch dimension is fixed to %d; ignoring batch size %d", size, batch_size)
+        return size
+    return batch_size if batch_size is not None else DEFAULT_BATCH
+
+
+def _array_source(
+    arrays: Mapping[str, Any], specs: list[InputSpec], origin: str, batch_size: int | None, iterations: int | None
+) -> ArraySource:
+    names = [s.name for s in specs]
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise DataError(
+            f"{origin} has no array for input(s) {missing}; it holds {sorted(arrays)}, expected one array per model input {names}."
+        )
+    extra = [k for k in arrays if k not in names]
+    if extra:
+        raise DataError(f"{origin} holds arrays {extra} that are not model inputs {names}; remove them or rename them.")
+    counts: dict[str, int] = {}
+    converted: dict[str, np.ndarray] = {}
+    for spec in specs:
+        arr = np.asarray(arrays[spec.name]) if not isinstance(arrays[spec.name], np.ndarray) else arrays[spec.name]
+        if arr.ndim == 0:
+            raise DataError(f"input '{spec.name}' in {origin} is a scalar; expected an array whose first axis is samples.")
+        _check_shape(spec, arr.shape[1:], what="samples")
+        _convert(spec, arr[:1], where=origin)  # dtype check only; the cast happens per batch
+        counts[spec.name] = arr.shape[0]
+        converted[spec.name] = arr
+    if len(set(counts.values())) > 1:
+        raise DataError(f"{origin} has different sample counts per input {counts}; expected the same number for every input.")
+    total = next(iter(counts.values()))
+    if total == 0:
+        raise DataError(f"{origin} holds 0 samples; expected at least one.")
+    n = total
+    if iterations is not None:
+        if iterations > total:
+            raise DataError(
+                f"{origin} has {total} samples but {iterations} iterations were asked; "
+                f"lower --iterations to {total} or provide more data."
+            )
+        n = iterations
+    for spec in specs:
+        _check_finite(spec, converted[spec.name][:n], where=origin)
+    bs = _resolve_batch(specs, batch_size)
+    if specs and any(s.batch_dim is not None for s in specs) and n % bs:
+        dropped = n % bs
+        log.warning("the model's batch size is fixed to %d; the last %d samples do not fill a batch and are skipped", bs, dropped)
+        n -= dropped
+        if n == 0:
+            raise DataError(f"{origin} has {total} samples, fewer than the model's fixed batch size {bs}; provide more data.")
+    return ArraySource(converted, specs, bs, n)
+
+
+def batches_from(
+    data: Any, specs: list[InputSpec], *, batch_size: int | None = None, iterations: int | None = None
+) -> DataSource:
+    """Turn user data into a validated ``DataSource`` for the model inputs ``specs``.
+
+    ``data``: a path to .npy (single-input models) or .npz (arrays keyed by input name), an array,
+    a dict name→array (first axis = samples), an iterable of ``{name: batch}`` dicts, or a
+    ``DataSource`` (returned as is). ``iterations`` caps the number of samples used.
+    """
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ConfigError(f"batch size must be a positive integer, got {batch_size!r}; pass e.g. 32.")
+    if iterations is not None and (not isinstance(iterations, int) or iterations < 1):
+        raise ConfigError(f"iterations must be a positive integer, got {iterations!r}; pass the number of samples to use.")
+    if not specs:
+        raise DataError("the model has no inputs to feed; expected at least one non-initializer graph input.")
+    if isinstance(data, DataSource):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        path = Path(data)
+        return _array_source(_load_file(path, specs), specs, f"data file '{path}'", batch_size, iterations)
+    if isinstance(data, np.ndarray):
+        if len(specs) != 1:
+            raise DataError(
+                f"a single array was given but the model has {len(specs)} inputs {[s.name for s in specs]}; "
+                "pass a dict of input name to array."
+            )
+        return _array_source({specs[0].name: data}, specs, "the data array", batch_size, iterations)
+    if isinstance(data, Mapping):
+        return _array_source(data, specs, "the data dict", batch_size, iterations)
+    if isinstance(data, Iterable):
+        return IterableSource(data, specs, iterations)
+    raise DataError(
+        f"calibration data of type {type(data).__name__} is not supported; expected a .npy/.npz path, an array, "
+        "a dict of arrays or an iterable of batches."
+    )
