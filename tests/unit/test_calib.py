@@ -1,0 +1,251 @@
+"""Streaming calibration: histograms against a NumPy reference, exact merging, the stats file, errors."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from int8kit.calib.collect import collect
+from int8kit.calib.histogram import Histogram
+from int8kit.calib.stats import FORMAT_VERSION, Stats, merge_histograms, model_fingerprint
+from int8kit.data.sources import batches_from, model_input_specs
+from int8kit.errors import CalibrationError, ConfigError
+
+BINS = 512
+OPSET = [helper.make_opsetid("", 17)]
+
+
+def _conv_model() -> onnx.ModelProto:
+    """image -> Conv -> Relu -> Reshape -> MatMul -> y."""
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "W"),
+        numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "B"),
+        numpy_helper.from_array(rng.standard_normal((144, 5)).astype(np.float32), "M"),
+        numpy_helper.from_array(np.array([-1, 144], np.int64), "shape"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["image", "W", "B"], ["conv"]),
+        helper.make_node("Relu", ["conv"], ["relu"]),
+        helper.make_node("Reshape", ["relu", "shape"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "M"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "conv", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 5])], inits,
+    )
+    return helper.make_model(graph, opset_imports=OPSET)
+
+
+def _two_input_model() -> onnx.ModelProto:
+    """ids (int64) -> Cast ; feat -> Add(ids_f, feat) -> Sqrt(Abs) -> y."""
+    nodes = [
+        helper.make_node("Cast", ["ids"], ["ids_f"], to=TensorProto.FLOAT),
+        helper.make_node("Add", ["ids_f", "feat"], ["sum"]),
+        helper.make_node("Shape", ["sum"], ["shp"]),
+        helper.make_node("Sqrt", ["sum"], ["y"]),
+    ]
+    inputs = [
+        helper.make_tensor_value_info("ids", TensorProto.INT64, ["n", 6]),
+        helper.make_tensor_value_info("feat", TensorProto.FLOAT, ["n", 6]),
+    ]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 6]), helper.make_tensor_value_info("shp", TensorProto.INT64, [2])]
+    return helper.make_model(helper.make_graph(nodes, "two", inputs, outputs), opset_imports=OPSET)
+
+
+def _images(n: int, seed: int = 1, scale: float = 1.0) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, 3, 8, 8)).astype(np.float32)
+    # Growing scale across samples makes the histogram edge double during one pass.
+    return x * (scale * np.linspace(0.1, 3.0, n, dtype=np.float32)[:, None, None, None])
+
+
+def _reference(model: onnx.ModelProto, feeds: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+    """Every named tensor over all samples, from a separate plain onnxruntime run."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    del m.graph.output[:]
+    m.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in feeds)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    out = dict(zip([o.name for o in m.graph.output], sess.run(None, feeds)))
+    out.update({n: feeds[n] for n in names if n in feeds})
+    return out
+
+
+def _ref_hist(values: np.ndarray, bins: int) -> Histogram:
+    """Independent float64 reference: edge = smallest power of two with -edge <= min and max < edge."""
+    v = values.astype(np.float64).ravel()
+    lo, hi = v.min(), v.max()
+    edge = 2.0 ** np.ceil(np.log2(max(-lo, hi)))
+    if hi >= edge:
+        edge *= 2
+    idx = np.floor(v * (bins / edge)).astype(np.int64) + bins
+    return Histogram(np.bincount(idx, minlength=2 * bins), edge, float(lo), float(hi))
+
+
+def test_histograms_and_ranges_match_numpy_reference() -> None:
+    model = _conv_model()
+    x = _images(50)
+    stats = collect(model, x, bins=BINS, batch_size=8, progress=False)
+    names = ["image", "conv", "relu", "flat", "y"]
+    assert list(stats.tensors) == names
+    assert stats.samples == 50 and stats.bins == BINS and stats.model_id == model_fingerprint(model)
+    ref = _reference(model, {"image": x}, names)
+    for name in names:
+        got, want = stats[name].hist, _ref_hist(ref[name], BINS)
+        assert got.edge == want.edge, name
+        np.testing.assert_array_equal(got.counts, want.counts, err_msg=name)
+        assert (got.min, got.max) == (want.min, want.max), name
+        assert got.count == ref[name].size
+    conv = ref["conv"]
+    np.testing.assert_array_equal(stats["conv"].channel_min, conv.min(axis=(0, 2, 3)))
+    np.testing.assert_array_equal(stats["conv"].channel_max, conv.max(axis=(0, 2, 3)))
+    np.testing.assert_array_equal(stats["y"].channel_max, ref["y"].max(axis=0))  # rank 2: (N, C)
+
+
+def test_per_channel_disabled_and_tensor_subset() -> None:
+    model = _conv_model()
+    stats = collect(model, _images(9), tensors=["relu", "image"], bins=BINS, per_channel_axis=None, progress=False)
+    assert list(stats.tensors) == ["relu", "image"]
+    assert stats["relu"].channel_min is None and stats["relu"].min == 0.0
+
+
+def test_unknown_or_non_activation_tensor_is_config_error() -> None:
+    model = _conv_model()
+    with pytest.raises(ConfigError, match="tensor 'rleu' is not in the model.*relu"):
+        collect(model, _images(4), tensors=["rleu"], progress=False)
+    with pytest.raises(ConfigError, match="'W' is a weight"):
+        collect(model, _images(4), tensors=["W"], progress=False)
+
+
+@pytest.mark.parametrize("bins", [256, 1000, 8192])
+def test_bins_must_be_power_of_two_in_range(bins: int) -> None:
+    with pytest.raises(ConfigError, match="power of two between 512 and 4096"):
+        collect(_conv_model(), _images(4), bins=bins, progress=False)
+
+
+def test_merge_of_halves_is_bit_exact() -> None:
+    model = _conv_model()
+    a, b = _images(24, seed=2), _images(40, seed=3, scale=7.0)  # b has a 4-8x larger range
+    whole = collect(model, np.concatenate([a, b]), bins=BINS, batch_size=16, progress=False)
+    merged = collect(model, a, bins=BINS, batch_size=5, progress=False).merge(
+        collect(model, b, bins=BINS, batch_size=7, progress=False)
+    )
+    assert merged.samples == whole.samples == 64
+    for name, w in whole.tensors.items():
+        m = merged[name]
+        assert m.hist.edge == w.hist.edge
+        np.testing.assert_array_equal(m.hist.counts, w.hist.counts, err_msg=name)
+        assert (m.min, m.max) == (w.min, w.max)
+        np.testing.assert_array_equal(m.channel_min, w.channel_min)
+        np.testing.assert_array_equal(m.channel_max, w.channel_max)
+
+
+def test_merge_histograms_brings_edges_together() -> None:
+    small = Histogram(np.bincount([600, 700, 1023], minlength=1024).astype(np.int64), 0.25, -0.1, 0.24)
+    big = Histogram(np.zeros(1024, np.int64), 2.0, -1.0, 1.0)
+    out = merge_histograms(small, big)
+    assert out.edge == 2.0 and out.count == 3 and (out.min, out.max) == (-1.0, 1.0)
+    # [-0.25, 0.25) lies in the central eighth of [-2, 2): bins 448..575.
+    assert out.counts[448:576].sum() == 3
+
+
+def test_merge_refuses_other_model_or_bins() -> None:
+    s = collect(_conv_model(), _images(4), bins=BINS, progress=False)
+    other = Stats(dict(s.tensors), 4, "0" * 40, BINS)
+    with pytest.raises(CalibrationError, match="same model"):
+        s.merge(other)
+    with pytest.raises(CalibrationError, match="bins"):
+        s.merge(Stats(dict(s.tensors), 4, s.model_id, 1024))
+
+
+def test_save_load_round_trip_and_errors(tmp_path) -> None:
+    model = _conv_model()
+    stats = collect(model, _images(12), bins=BINS, progress=False)
+    path = stats.save(tmp_path / "stats.npz")
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    back = Stats.load(path, model_id=model_fingerprint(model))
+    assert list(back.tensors) == list(stats.tensors) and back.samples == 12 and back.bins == BINS
+    for name, t in stats.tensors.items():
+        np.testing.assert_array_equal(back[name].hist.counts, t.hist.counts)
+        assert (back[name].hist.edge, back[name].min, back[name].max) == (t.hist.edge, t.min, t.max)
+        np.testing.assert_array_equal(back[name].channel_max, t.channel_max)
+    with pytest.raises(CalibrationError, match="another model.*re-run calibrate"):
+        Stats.load(path, model_id=model_fingerprint(_two_input_model()))
+    with np.load(path) as npz:
+        data = dict(npz)
+    data["version"] = np.array(FORMAT_VERSION + 1)
+    np.savez(tmp_path / "future.npz", **data)
+    with pytest.raises(CalibrationError, match="format version 2.*re-run calibrate"):
+        Stats.load(tmp_path / "future.npz")
+    np.savez(tmp_path / "other.npz", a=np.zeros(3))
+    (tmp_path / "text.npz").write_text("hello")
+    for bad in ("other.npz", "text.npz"):
+        with pytest.raises(CalibrationError, match="not an int8kit statistics file"):
+            Stats.load(tmp_path / bad)
+    with pytest.raises(CalibrationError, match="does not exist"):
+        Stats.load(tmp_path / "missing.npz")
+
+
+def test_fingerprint_stable_across_resave(tmp_path) -> None:
+    model = _conv_model()
+    onnx.save(model, tmp_path / "m.onnx")
+    assert model_fingerprint(onnx.load(tmp_path / "m.onnx")) == model_fingerprint(model)
+    assert model_fingerprint(_two_input_model()) != model_fingerprint(model)
+
+
+def test_multi_input_model_with_int64_input() -> None:
+    model = _two_input_model()
+    rng = np.random.default_rng(4)
+    feeds = {"ids": rng.integers(0, 50, (20, 6)), "feat": rng.random((20, 6)).astype(np.float32)}
+    stats = collect(model, feeds, bins=BINS, batch_size=6, progress=False)
+    assert list(stats.tensors) == ["feat", "ids_f", "sum", "y"]  # int input and Shape output skipped
+    ref = _reference(model, feeds, list(stats.tensors))
+    for name in stats.tensors:
+        np.testing.assert_array_equal(stats[name].hist.counts, _ref_hist(ref[name], BINS).counts)
+
+
+def test_nan_activation_names_tensor_and_batch() -> None:
+    model = _two_input_model()
+    feeds = {"ids": np.zeros((8, 6), np.int64), "feat": np.ones((8, 6), np.float32)}
+    feeds["feat"][5, 0] = -3.0  # Sqrt of a negative sum gives NaN in batch 1 (batch size 4)
+    with pytest.raises(CalibrationError, match="tensor 'y' has 1 NaN/Inf values in batch 1.*check the input data"):
+        collect(model, feeds, bins=BINS, batch_size=4, progress=False)
+
+
+def test_accepts_data_source_and_iterable() -> None:
+    model = _conv_model()
+    x = _images(10)
+    src = batches_from(x, model_input_specs(model), batch_size=3)
+    a = collect(model, src, bins=BINS, progress=False)
+    b = collect(model, [{"image": x[:6]}, {"image": x[6:]}], bins=BINS, progress=False)
+    np.testing.assert_array_equal(a["relu"].hist.counts, b["relu"].hist.counts)
+    assert a.samples == b.samples == 10
+
+
+def test_progress_bar_on_stderr(capsys) -> None:
+    collect(_conv_model(), _images(6), bins=BINS, progress=True)
+    assert "sample" in capsys.readouterr().err
+    collect(_conv_model(), _images(6), bins=BINS, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def _peak_bytes(n: int) -> int:
+    model = _conv_model()
+    x = _images(n)
+    data = ({"image": x[i : i + 16]} for i in range(0, n, 16))
+    tracemalloc.start()
+    try:
+        collect(model, data, bins=BINS, progress=False)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_memory_does_not_grow_with_samples() -> None:
+    small, large = _peak_bytes(64), _peak_bytes(512)
+    assert large <= small * 1.10, (small, large)
