@@ -254,7 +254,9 @@ def _float_outputs(session: Any, fetch: list[str], *, strict: bool) -> list[str]
         if t in ("tensor(float)", "tensor(float16)", "tensor(double)", "tensor(bfloat16)"):
             keep.append(name)
         elif strict:
-            raise ConfigError(f"tensor '{name}' has type {t or 'unknown'}; expected a float activation to calibrate, drop it from the list.")
+            raise ConfigError(
+                f"tensor '{name}' has type {t or 'unknown'}; expected a float activation to calibrate, drop it from the list."
+            )
     return keep
 
 

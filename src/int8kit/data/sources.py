@@ -250,7 +250,8 @@ def _array_source(
     missing = [n for n in names if n not in arrays]
     if missing:
         raise DataError(
-            f"{origin} has no array for input(s) {missing}; it holds {sorted(arrays)}, expected one array per model input {names}."
+            f"{origin} has no array for input(s) {missing}; it holds {sorted(arrays)}, "
+            f"expected one array per model input {names}."
         )
     extra = [k for k in arrays if k not in names]
     if extra:
