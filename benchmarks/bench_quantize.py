@@ -84,7 +84,8 @@ def _headline(case: Case) -> str:
 
 def print_main_table(case: Case, rows: list[dict]) -> None:
     """Per-model table with ratios vs onnxruntime Entropy and MinMax."""
-    refs = {name: next((r for r in rows if r["tool"] == f"ort {name}"), None) for name in ("Entropy", "MinMax")}
+    refs = {name: next((r for r in rows if r["tool"].startswith(f"ort {name}") and "error" not in r), None)
+            for name in ("Entropy", "MinMax")}
     metric = "accuracy" if case.kind == "labels" else "agreement"
     table = []
     for r in rows:
@@ -114,8 +115,9 @@ def bench_model(name: str, args: argparse.Namespace) -> None:
         m, out = _run_int8kit(case, case.calib_npz, method, method)
         rows.append(bench.row(f"int8kit {method}", m, out))
     for method in args.ort_methods:
-        m, out = _run_ort(case, method)
-        rows.append(bench.row(f"ort {method}", m, out))
+        limit = args.ort_hist_calib if method in ("Entropy", "Percentile") else None
+        m, out = _run_ort(case, method, limit=limit)
+        rows.append(bench.row(f"ort {method}" + (f" (n={limit})" if limit else ""), m, out))
     print_main_table(case, rows)
     fp32_row = ev.compare(case, bench.fp32, bench.fp32)
     extra = f", FP32 accuracy {fp32_row['accuracy']:.4f}" if "accuracy" in fp32_row else ""
@@ -164,6 +166,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="onnxruntime CalibrationMethods to run, comma-separated")
     ap.add_argument("--skip-ort-entropy", action="store_true",
                     help="skip onnxruntime Entropy (and Percentile): ~16 GB on 256 EfficientNet samples")
+    ap.add_argument("--ort-hist-calib", type=int,
+                    help="calibration samples for onnxruntime Entropy/Percentile only (memory cap)")
     ap.add_argument("--quick", action="store_true", help="64 calib / 128 test, no growth or method tables")
     args = ap.parse_args(argv)
     args.methods = [m for m in (args.methods or "").split(",") if m]
