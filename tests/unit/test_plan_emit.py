@@ -171,3 +171,19 @@ def test_unknown_layer_names_are_config_errors(model_and_stats):
         plan(model, stats, QuantConfig(fp_op_types=("Softmax",)))
     with pytest.raises(ConfigError, match="nope"):
         plan(model, stats, QuantConfig(overrides={"nope": LayerOverride(float=True)}))
+
+
+@pytest.mark.parametrize("config", [{"accuracy_opt": True}, {"fp_layers": ("conv2",)}, {"fp_layers": ("fc",)}])
+def test_float_layers_stay_float_under_onnxruntime_optimizations(model_and_stats, config):
+    """onnxruntime quantizes a float Conv/Gemm's weights per tensor by itself when its input comes
+    straight from a DequantizeLinear; the emitter must prevent that, so optimized and unoptimized
+    sessions agree and float layers keep their float weights."""
+    model, stats, data = model_and_stats
+    qmodel = emit_qdq(model, plan(model, stats, QuantConfig(th_method="max", per_channel=True, **config)))
+    outs = []
+    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = level
+        sess = ort.InferenceSession(qmodel.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        outs.append(sess.run(None, {"x": data[:16]})[0])
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-3, atol=1e-3 * float(np.abs(outs[0]).max()))

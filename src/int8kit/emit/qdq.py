@@ -20,6 +20,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from int8kit.errors import ModelError
+from int8kit.graph.ops import SHARED, op_info
 from int8kit.plan.types import QuantPlan, TensorQuant
 
 _NP_DTYPES = {"int8": np.int8, "uint8": np.uint8, "int16": np.int16, "uint16": np.uint16, "int32": np.int32}
@@ -36,9 +37,10 @@ def emit_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
     qdq_nodes: list[onnx.NodeProto] = []
     uses_contrib = False
 
-    nodes = _remove_fused(nodes, plan)
+    nodes, fused_acts = _remove_fused(nodes, plan)
     producer = {o: (n, k) for n in nodes for k, o in enumerate(n.output)}
     graph_inputs = {i.name for i in graph.input}
+    float_reads = _float_compute_reads(nodes, producer, plan)
     init_names = {t.name for t in graph.initializer}
 
     constant_names = {tq.name for tq in plan.tensors.values() if tq.values is not None}
@@ -74,6 +76,18 @@ def emit_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
         qdq_nodes.append(_q(fname, scale.name, zp.name, qname, contrib))
         qdq_nodes.append(_dq(qname, scale.name, zp.name, tq.name, None, contrib))
 
+    for node, idx, tensor in float_reads:
+        source = tensor if tensor in graph_inputs else tensor + "_float"
+        act = fused_acts.get(tensor)
+        if act is not None:
+            # the float source of a fused activation is its pre-activation input: apply it again
+            again = copy.deepcopy(act)
+            again.name = act.name + "_for_float"
+            again.input[0] = source
+            source = tensor + "_float_activated"
+            again.output[0] = source
+            nodes.append(again)
+        node.input[idx] = source
     used = {i for n in nodes + qdq_nodes for i in n.input} | {o.name for o in graph.output}
     del graph.initializer[:]
     # constants only the removed Relu/Clip nodes read (Clip bounds) go away with them
@@ -87,18 +101,51 @@ def emit_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
     return model
 
 
-def _remove_fused(nodes: list[onnx.NodeProto], plan: QuantPlan) -> list[onnx.NodeProto]:
-    """Drop fused Relu/Clip nodes; their producer writes the activation's output name instead."""
+def _remove_fused(nodes: list[onnx.NodeProto], plan: QuantPlan) -> tuple[list[onnx.NodeProto], dict[str, onnx.NodeProto]]:
+    """Drop fused Relu/Clip nodes; their producer writes the activation's output name instead.
+
+    Returns the remaining nodes and the removed activations keyed by their output name.
+    """
     if not plan.fused:
-        return nodes
+        return nodes, {}
     by_name = {n.name: n for n in nodes}
+    removed = {by_name[name].output[0]: copy.deepcopy(by_name[name]) for name in plan.fused}
     for act_name, src in plan.fused.items():
         act = by_name[act_name]
         for node in nodes:
             for k, out in enumerate(node.output):
                 if out == src:
                     node.output[k] = act.output[0]
-    return [n for n in nodes if n.name not in plan.fused]
+    return [n for n in nodes if n.name not in plan.fused], removed
+
+
+def _float_compute_reads(nodes, producer, plan: QuantPlan) -> list[tuple[onnx.NodeProto, int, str]]:
+    """Where a float Conv/ConvTranspose/Gemm must read the unquantized source of its input.
+
+    onnxruntime quantizes the float weights of such a node per tensor by itself when its input
+    comes straight from a DequantizeLinear (its WeightBiasQuantization pass), which silently
+    turns a layer the user kept in float into a badly quantized one (depthwise convs lose all
+    accuracy). Feeding it the float tensor keeps it float, with full-precision input. Chains of
+    unquantized scale-sharing ops (Pad, Reshape...) in between are followed, since onnxruntime
+    fuses a Pad into the Conv.
+    """
+    reads = []
+    for node in nodes:
+        if node.op_type not in ("Conv", "ConvTranspose", "Gemm") or len(node.input) < 2:
+            continue
+        if node.input[1] in plan.tensors:
+            continue  # a quantized layer
+        reader, tensor = node, node.input[0]
+        while tensor not in plan.tensors and tensor in producer:
+            prev = producer[tensor][0]
+            info = op_info(prev.op_type)
+            if info is None or info.role != SHARED or len(prev.output) != 1:
+                break
+            reader, tensor = prev, prev.input[0]
+        tq = plan.tensors.get(tensor)
+        if tq is not None and tq.values is None:
+            reads.append((reader, 0, tensor))
+    return reads
 
 
 def _param_inits(tq: TensorQuant) -> tuple[onnx.TensorProto, onnx.TensorProto]:

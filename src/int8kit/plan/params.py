@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from int8kit.calib.histogram import Histogram
-from int8kit.numerics import scale_zero_point
+from int8kit.numerics import quantize, scale_zero_point
 from int8kit.plan.types import TensorQuant
 from int8kit.thresholds import Target, compute_range
 from int8kit.weights.arq import quantize_bias, quantize_weight
@@ -55,10 +55,29 @@ def activation_quant(
     )
 
 
-def weight_quant(name: str, w: np.ndarray, *, axis: int | None, bits: int, conv_group: bool) -> TensorQuant:
-    """Symmetric signed weights, per tensor or per output channel (optionally grouped)."""
+def weight_quant(
+    name: str,
+    w: np.ndarray,
+    *,
+    axis: int | None,
+    bits: int,
+    conv_group: bool,
+    min_scale: np.ndarray | None = None,
+) -> TensorQuant:
+    """Symmetric signed weights, per tensor or per output channel (optionally grouped).
+
+    ``min_scale`` (per output channel) raises scales that are too small for the layer's INT32
+    bias: a channel with near-zero weights but a large folded bias would otherwise saturate.
+    """
     channel_scales = group_channel_scales(w, axis=axis, bits=bits) if (conv_group and axis is not None) else None
     q, scale = quantize_weight(w, axis=axis, bits=bits, channel_scales=channel_scales)
+    if min_scale is not None and np.any(scale < min_scale):
+        if axis is None:
+            scale = np.asarray(max(float(scale), float(np.max(min_scale))), dtype=np.float32)
+            qmax = 2 ** (bits - 1) - 1
+            q = np.clip(quantize(w, scale, 0, "int8" if bits <= 8 else "int16"), -qmax, qmax).astype(q.dtype)
+        else:
+            q, scale = quantize_weight(w, axis=axis, bits=bits, channel_scales=np.maximum(scale, min_scale))
     return TensorQuant(
         name=name,
         kind="weight",
@@ -73,6 +92,15 @@ def weight_quant(name: str, w: np.ndarray, *, axis: int | None, bits: int, conv_
         max=float(w.max()),
         values=q,
     )
+
+
+# Largest |bias| / (input scale x weight scale) we accept: int32 with headroom for the accumulator.
+BIAS_QMAX = 2.0**30
+
+
+def bias_min_weight_scale(b: np.ndarray, input_scale: float) -> np.ndarray:
+    """Smallest weight scale per channel that keeps the INT32 bias unsaturated."""
+    return (np.abs(b) / (input_scale * BIAS_QMAX)).astype(np.float32)
 
 
 def bias_quant(name: str, b: np.ndarray, input_scale: float, weight_scale: np.ndarray) -> TensorQuant:

@@ -17,7 +17,7 @@ from int8kit.errors import CalibrationError
 from int8kit.graph.ops import BINARY, COMPUTE, FUSABLE, SHARED, UNARY, VARIADIC, op_info
 from int8kit.plan.config import LayerOverride, QuantConfig
 from int8kit.plan.graph_facts import GraphFacts, float_nodes
-from int8kit.plan.params import activation_quant, bias_quant, weight_quant
+from int8kit.plan.params import activation_quant, bias_min_weight_scale, bias_quant, weight_quant
 from int8kit.plan.types import QuantPlan
 
 log = logging.getLogger(__name__)
@@ -253,9 +253,13 @@ def _activation(facts: GraphFacts, stats, config: QuantConfig, name: str):
     ov = _override_for(facts, config, name)
     method, params = config.th_method, dict(config.th_params)
     producer = facts.producer.get(name)
-    if producer is None or producer.op_type in _BOUNDED_OUTPUT_OPS:
-        # Model inputs are bounded by the user's preprocessing, and bounded outputs are bounded
-        # by construction: clipping either loses signal, not outliers (KL clips MNIST strokes).
+    symmetric = not config.activation_offset
+    if producer is None:
+        # Model inputs: bounded by the user's preprocessing, so clipping loses signal (KL clips
+        # MNIST strokes). Asymmetric min/max maps 8-bit pixel data onto the INT8 grid exactly:
+        # (p - 127) / 128 has 256 values in steps of 1/128 = (max - min) / 255.
+        method, params, symmetric = "max", {}, False
+    elif producer.op_type in _BOUNDED_OUTPUT_OPS:
         method, params = "max", {}
     if ov is not None and ov.th_method:
         method, params = ov.th_method, {}
@@ -265,7 +269,7 @@ def _activation(facts: GraphFacts, stats, config: QuantConfig, name: str):
         method=method,
         params=params,
         bits=config.bitwidth,
-        symmetric=not config.activation_offset,
+        symmetric=symmetric,
         th_scale=ov.th_scale if ov else 1.0,
         threshold=ov.threshold if ov else None,
     )
@@ -295,20 +299,22 @@ def _plan_weights(facts: GraphFacts, node: onnx.NodeProto, config: QuantConfig, 
     per_channel = config.per_channel or config.conv_group
     if node.op_type == "ConvTranspose" and _group(node) > 1:
         per_channel = False  # axis-1 channels repeat across groups: one scale per tensor
+    x = result.tensors.get(node.input[0])
+    has_bias = info.bias_input is not None and len(node.input) > info.bias_input and bool(node.input[info.bias_input])
+    b = None
+    if has_bias and x is not None:
+        b_name = node.input[info.bias_input]
+        b = numpy_helper.to_array(facts.initializers[b_name]).astype(np.float32).reshape(-1)
     tq = weight_quant(
         w_name,
         w,
         axis=axis if per_channel else None,
         bits=8,
         conv_group=config.conv_group,
+        min_scale=bias_min_weight_scale(b, float(x.scale)) if b is not None else None,
     )
     result.tensors[w_name] = tq
-    if info.bias_input is not None and len(node.input) > info.bias_input and node.input[info.bias_input]:
-        b_name = node.input[info.bias_input]
-        x = result.tensors.get(node.input[0])
-        if x is None:
-            return
-        b = numpy_helper.to_array(facts.initializers[b_name]).astype(np.float32).reshape(-1)
+    if b is not None:
         result.tensors[b_name] = bias_quant(b_name, b, float(x.scale), tq.scale)
 
 
