@@ -105,6 +105,9 @@ def test_histograms_and_ranges_match_numpy_reference() -> None:
     np.testing.assert_array_equal(stats["conv"].channel_min, conv.min(axis=(0, 2, 3)))
     np.testing.assert_array_equal(stats["conv"].channel_max, conv.max(axis=(0, 2, 3)))
     np.testing.assert_array_equal(stats["y"].channel_max, ref["y"].max(axis=0))  # rank 2: (N, C)
+    # per-channel means (bias correction reads them)
+    np.testing.assert_allclose(stats["conv"].channel_mean, conv.astype(np.float64).mean(axis=(0, 2, 3)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stats["y"].channel_mean, ref["y"].astype(np.float64).mean(axis=0), rtol=1e-5, atol=1e-6)
 
 
 def test_per_channel_disabled_and_tensor_subset() -> None:
@@ -142,6 +145,8 @@ def test_merge_of_halves_is_bit_exact() -> None:
         np.testing.assert_array_equal(m.hist.counts, w.hist.counts, err_msg=name)
         assert (m.min, m.max) == (w.min, w.max)
         np.testing.assert_array_equal(m.channel_min, w.channel_min)
+        if w.channel_sum is not None:
+            np.testing.assert_allclose(m.channel_sum, w.channel_sum, rtol=1e-6)
         np.testing.assert_array_equal(m.channel_max, w.channel_max)
 
 

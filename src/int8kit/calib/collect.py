@@ -59,6 +59,7 @@ class _Running:
         self.hi = -np.inf
         self.cmin: np.ndarray | None = None
         self.cmax: np.ndarray | None = None
+        self.csum: np.ndarray | None = None
         self.channels_ok = axis is not None
 
     def update(self, x: np.ndarray, batch: int, bufs: "_Buffers") -> None:
@@ -81,15 +82,19 @@ class _Running:
             return
         rmin = np.empty(rows.shape[0], dtype=np.float32)
         rmax = np.empty(rows.shape[0], dtype=np.float32)
+        rsum = np.empty(rows.shape[0], dtype=np.float32)
         step = max(1, _CHUNK // rows.shape[1])
         for start in range(0, rows.shape[0], step):
             block = rows[start : start + step]
             lo_rows = np.min(block, axis=1, out=rmin[start : start + step])
             hi_rows = np.max(block, axis=1, out=rmax[start : start + step])
+            np.sum(block, axis=1, out=rsum[start : start + step])
             self._fold(block, float(lo_rows.min()), float(hi_rows.max()), exact, batch, x, bufs)
         c = x.shape[self.axis]  # type: ignore[index]
         # Row r of the (outer*C, inner) view belongs to channel r % C.
-        self._fold_channels(rmin.reshape(-1, c).min(axis=0), rmax.reshape(-1, c).max(axis=0))
+        self._fold_channels(
+            rmin.reshape(-1, c).min(axis=0), rmax.reshape(-1, c).max(axis=0), rsum.reshape(-1, c).sum(axis=0, dtype=np.float64)
+        )
 
     def _fold(
         self, block: np.ndarray, lo: float, hi: float, exact: bool, batch: int, x: np.ndarray, bufs: "_Buffers"
@@ -126,21 +131,22 @@ class _Running:
             return None
         if x.ndim < 2 or axis >= x.ndim or (self.cmin is not None and self.cmin.shape != (x.shape[axis],)):
             log.debug("tensor '%s' has no stable channel axis %s; per-channel ranges dropped", self.name, axis)
-            self.channels_ok, self.cmin, self.cmax = False, None, None
+            self.channels_ok, self.cmin, self.cmax, self.csum = False, None, None, None
             return None
         inner = int(np.prod(x.shape[axis + 1 :]))
         if inner >= 64:
             return x.reshape(-1, inner)
         x3 = x.reshape(-1, x.shape[axis], inner)
-        self._fold_channels(x3.min(axis=(0, 2)), x3.max(axis=(0, 2)))
+        self._fold_channels(x3.min(axis=(0, 2)), x3.max(axis=(0, 2)), x3.sum(axis=(0, 2), dtype=np.float64))
         return None
 
-    def _fold_channels(self, cmin: np.ndarray, cmax: np.ndarray) -> None:
-        if self.cmin is None or self.cmax is None:
-            self.cmin, self.cmax = cmin.copy(), cmax.copy()
+    def _fold_channels(self, cmin: np.ndarray, cmax: np.ndarray, csum: np.ndarray) -> None:
+        if self.cmin is None or self.cmax is None or self.csum is None:
+            self.cmin, self.cmax, self.csum = cmin.copy(), cmax.copy(), csum.astype(np.float64)
         else:
             np.minimum(self.cmin, cmin, out=self.cmin)
             np.maximum(self.cmax, cmax, out=self.cmax)
+            self.csum += csum
 
     def result(self) -> TensorStats:
         if self.edge is None:  # the tensor was always empty
@@ -148,7 +154,9 @@ class _Running:
         else:
             hist = Histogram(counts=self.counts, edge=self.edge, min=float(self.lo), max=float(self.hi))
         keep = self.channels_ok and self.cmin is not None
-        return TensorStats(hist, self.cmin if keep else None, self.cmax if keep else None)
+        if not keep:
+            return TensorStats(hist)
+        return TensorStats(hist, self.cmin, self.cmax, self.csum)
 
 
 class _Buffers:

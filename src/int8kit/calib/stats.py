@@ -31,6 +31,15 @@ class TensorStats:
     hist: Histogram
     channel_min: np.ndarray | None = None
     channel_max: np.ndarray | None = None
+    channel_sum: np.ndarray | None = None  # float64 sum per channel (means for bias correction)
+
+    @property
+    def channel_mean(self) -> np.ndarray | None:
+        """Mean of every channel, or ``None`` when the tensor has no stable channel axis."""
+        if self.channel_sum is None or self.channel_sum.size == 0 or self.hist.count == 0:
+            return None
+        per_channel = self.hist.count / self.channel_sum.size
+        return self.channel_sum / per_channel
 
     @property
     def min(self) -> float:
@@ -122,6 +131,7 @@ class Stats:
                 merge_histograms(a.hist, b.hist),
                 _merge_channels(a.channel_min, b.channel_min, np.minimum),
                 _merge_channels(a.channel_max, b.channel_max, np.maximum),
+                _merge_channels(a.channel_sum, b.channel_sum, np.add),
             )
         return Stats(merged, self.samples + other.samples, self.model_id, self.bins, dict(self.meta))
 
@@ -145,6 +155,8 @@ class Stats:
             if t.channel_min is not None and t.channel_max is not None:
                 arrays[f"t{i}.cmin"] = t.channel_min
                 arrays[f"t{i}.cmax"] = t.channel_max
+            if t.channel_sum is not None:
+                arrays[f"t{i}.csum"] = t.channel_sum
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
         return write_bytes_atomic(path, buf.getvalue())
@@ -191,7 +203,7 @@ class Stats:
         for i, name in enumerate(data["names"].tolist()):
             edge, lo, hi = (float(v) for v in data[f"t{i}.range"])
             hist = Histogram(counts=data[f"t{i}.counts"].astype(np.int64), edge=edge, min=lo, max=hi)
-            tensors[str(name)] = TensorStats(hist, data.get(f"t{i}.cmin"), data.get(f"t{i}.cmax"))
+            tensors[str(name)] = TensorStats(hist, data.get(f"t{i}.cmin"), data.get(f"t{i}.cmax"), data.get(f"t{i}.csum"))
         meta = dict(zip(map(str, data["meta_keys"].tolist()), map(str, data["meta_values"].tolist())))
         return cls(tensors, int(data["samples"]), file_model, int(data["bins"]), meta)
 
