@@ -67,6 +67,7 @@ class QuantConfig:
     conv_group: bool = False
     fold_concat_scale: bool = False
     accuracy_opt: bool = False
+    bias_correction: bool = True
     fp_inputs: tuple[str, ...] = ()
     fp_outputs: tuple[str, ...] = ()
     fp_blocks: tuple[str, ...] = ()

@@ -17,6 +17,7 @@ from int8kit.errors import CalibrationError
 from int8kit.graph.ops import BINARY, COMPUTE, FUSABLE, SHARED, UNARY, VARIADIC, op_info
 from int8kit.plan.config import LayerOverride, QuantConfig
 from int8kit.plan.graph_facts import GraphFacts, float_nodes
+from int8kit.plan.bias_correction import weight_error_shift
 from int8kit.plan.params import activation_quant, bias_min_weight_scale, bias_quant, weight_quant
 from int8kit.plan.types import QuantPlan
 
@@ -78,7 +79,7 @@ def plan(model: onnx.ModelProto, stats, config: QuantConfig) -> QuantPlan:
     for node in facts.nodes:
         if node.name not in quantized or op_info(node.op_type).role != COMPUTE:
             continue
-        _plan_weights(facts, node, config, result)
+        _plan_weights(facts, node, config, result, stats)
     return result
 
 
@@ -289,7 +290,12 @@ def _fold_concat(facts: GraphFacts, quantized: set[str], result: QuantPlan) -> N
                 result.tensors[inp] = type(out)(**{**out.__dict__, "name": inp})
 
 
-def _plan_weights(facts: GraphFacts, node: onnx.NodeProto, config: QuantConfig, result: QuantPlan) -> None:
+def _input_mean(facts: GraphFacts, stats, node: onnx.NodeProto) -> np.ndarray | None:
+    tstats = stats.tensors.get(node.input[0])
+    return None if tstats is None else tstats.channel_mean
+
+
+def _plan_weights(facts: GraphFacts, node: onnx.NodeProto, config: QuantConfig, result: QuantPlan, stats) -> None:
     info = op_info(node.op_type)
     w_name = node.input[info.weight_input]
     if w_name not in facts.initializers:
@@ -314,6 +320,8 @@ def _plan_weights(facts: GraphFacts, node: onnx.NodeProto, config: QuantConfig, 
         min_scale=bias_min_weight_scale(b, float(x.scale)) if b is not None else None,
     )
     result.tensors[w_name] = tq
+    if b is not None and config.bias_correction:
+        b = b - weight_error_shift(node, w, tq, _input_mean(facts, stats, node))
     if b is not None:
         result.tensors[b_name] = bias_quant(b_name, b, float(x.scale), tq.scale)
 
