@@ -29,24 +29,34 @@ _BOUNDED_OUTPUT_OPS = {"Softmax", "Sigmoid", "HardSigmoid", "Tanh"}
 
 def candidate_tensors(model: onnx.ModelProto) -> list[str]:
     """Every tensor that some configuration could quantize: calibration taps exactly these,
-    so one pass serves every later re-plan (automatic search, overrides)."""
+    so one pass serves every later re-plan (automatic search, overrides).
+
+    Mixed-precision options only ever remove nodes from INT8, so the nodes chosen with no option
+    set cover every configuration. Tensors no rule would quantize are not tapped at all (e.g. an
+    attention-mask Add whose output holds -inf).
+    """
     facts = GraphFacts.of(model)
-    wanted: list[str] = []
-    seen: set[str] = set()
-
-    def add(name: str) -> None:
-        if name and name in facts.activations and name not in seen:
-            seen.add(name)
-            wanted.append(name)
-
+    quantized = _choose_nodes(facts, {}, QuantPlan())
+    wanted: dict[str, None] = {}
     for node in facts.nodes:
         info = op_info(node.op_type)
         if info is None:
             continue
-        inputs = node.input if info.role in (VARIADIC, SHARED) else [node.input[i] for i in info.activation_inputs if i < len(node.input)]
-        for name in list(inputs[:1] if info.role == SHARED else inputs) + list(node.output):
-            add(name)
-    return wanted
+        if node.name in quantized:
+            names = list(node.input[:1]) if info.role == SHARED else _activation_inputs(node, info)
+            names += list(node.output)
+        elif info.role == FUSABLE and facts.producer.get(node.input[0]) is not None and facts.producer[node.input[0]].name in quantized:
+            names = list(node.output)
+        else:
+            continue
+        wanted.update((n, None) for n in names if n and n in facts.activations)
+    return list(wanted)
+
+
+def _activation_inputs(node: onnx.NodeProto, info) -> list[str]:
+    if info.role == VARIADIC:
+        return [i for i in node.input if i]
+    return [node.input[i] for i in info.activation_inputs if i < len(node.input) and node.input[i]]
 
 
 def plan(model: onnx.ModelProto, stats, config: QuantConfig) -> QuantPlan:
@@ -205,16 +215,29 @@ def _tensors_to_quantize(facts: GraphFacts, quantized: set[str], forced: dict[st
             if act is not None:
                 result.fused[act.name] = out
                 need.add(act.output[0])
-            elif out not in facts.graph_outputs or info.role != COMPUTE:
+            elif info.role != COMPUTE or _output_needed(facts, node, quantized):
                 need.add(out)
-            # A compute op whose only use is a model output keeps a float output (QGemm /
-            # MatMulIntegerToFloat): precision where the user reads the result.
     # Scale-sharing ops pass the need backwards: if a Reshape's output is needed, so is its input.
     for node in reversed(facts.nodes):
         if node.name in quantized and op_info(node.op_type).role == SHARED:
             if any(o in need for o in node.output):
                 need.add(node.input[0])
     return need
+
+
+def _output_needed(facts: GraphFacts, node: onnx.NodeProto, quantized: set[str]) -> bool:
+    """Whether a quantized compute op's output gets a QuantizeLinear.
+
+    Conv needs one to run as QLinearConv. MatMul and Gemm run as MatMulIntegerToFloat / QGemm
+    with a float output, so they quantize their output only for a quantized reader: a float
+    reader then gets full precision (the FFN output of BERT-like encoders holds outliers 60x
+    beyond its 99.99th percentile that any INT8 range would destroy), and so does the model's
+    output.
+    """
+    out = node.output[0]
+    if node.op_type in ("MatMul", "Gemm") or out in facts.graph_outputs:
+        return any(c.name in quantized for c in _consumers_through_activations(facts, out))
+    return True
 
 
 def _shared_sources(facts, quantized, need) -> dict[str, str]:
