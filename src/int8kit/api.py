@@ -227,11 +227,21 @@ def evaluate(
     threads: int | None = None,
     latency: bool = True,
     progress: bool = True,
+    per_layer: bool = False,
+    report: str | os.PathLike | None = None,
+    quant_json: str | os.PathLike | None = None,
+    stats: str | os.PathLike | Stats | None = None,
 ):
-    """FP32 vs INT8 on the same data: accuracy, agreement, cosine, latency (an ``EvalResult``)."""
+    """FP32 vs INT8 on the same data: accuracy, agreement, cosine, latency (an ``EvalResult``).
+
+    ``per_layer`` (or ``report``) also compares every tensor on up to 32 samples (``result.layers``).
+    ``report`` writes a self-contained HTML report there; ``quant_json`` (default: the
+    ``<stem>_quant.json`` beside a ``<stem>_int8.onnx``) and ``stats`` add clipping ranges and
+    calibration histograms to it.
+    """
     from int8kit.evaluation.compare import compare_models
 
-    return compare_models(
+    result = compare_models(
         fp32_model,
         int8_model,
         data,
@@ -242,6 +252,16 @@ def evaluate(
         latency=latency,
         progress=progress,
     )
+    if per_layer or report is not None:
+        from int8kit.evaluation.layerwise import layer_errors
+
+        result.layers = layer_errors(fp32_model, int8_model, data, max_samples=32, batch_size=batch_size)
+    if report is not None:
+        from int8kit.evaluation.report import report_for_models
+
+        report_for_models(report, fp32_model, data, eval_result=result, layer_errors=result.layers, int8_model=int8_model,
+                          quant_json=quant_json, stats=stats, batch_size=batch_size)
+    return result
 
 
 def _collect(optimized: onnx.ModelProto, data: Any, **kwargs: Any) -> Stats:

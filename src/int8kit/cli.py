@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-latency", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--per-layer", action="store_true", help="also compare every tensor; print the 20 worst")
+    p.add_argument("--report", metavar="HTML", help="write a self-contained HTML report (plots need matplotlib)")
+    p.add_argument("--quant-json", help="the quantize record for the report (default: <stem>_quant.json beside <stem>_int8.onnx)")
+    p.add_argument("--stats", help="calibration statistics for the report's histograms (calibrate / --dump-stats)")
 
     p = sub.add_parser("inspect", help="list the model's layers (names for the per-layer options)")
     p.add_argument("model")
@@ -162,8 +166,22 @@ def _run(args: argparse.Namespace) -> int:
             threads=args.threads,
             latency=not args.no_latency,
             progress=not args.no_progress,
+            per_layer=args.per_layer,
+            report=args.report,
+            quant_json=args.quant_json,
+            stats=args.stats,
         )
-        print(json.dumps(result.to_dict(), indent=2) if args.json else result.to_table())
+        payload = result.to_dict()
+        if not args.per_layer:
+            payload.pop("layers", None)
+        print(json.dumps(payload, indent=2) if args.json else result.to_table())
+        if args.per_layer and not args.json:
+            from int8kit.evaluation.layerwise import layer_table
+
+            print(f"\nworst {min(20, len(result.layers))} of {len(result.layers)} tensors (relative error, up to 32 samples)")
+            print(layer_table(result.layers, worst=20))
+        if args.report:
+            print(f"wrote {args.report}", file=sys.stderr if args.json else sys.stdout)
         return 0
     raise ConfigError(f"unknown verb '{args.verb}'")
 

@@ -61,10 +61,14 @@ class EvalResult:
     latency_ratio: float | None = None
     fp32_size_bytes: int | None = None
     int8_size_bytes: int | None = None
+    layers: list[Any] | None = None  # per-tensor ``layerwise.LayerError``s when asked for (evaluate(per_layer=True))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict; non-finite floats become ``None``."""
-        return _finite(dataclasses.asdict(self))
+        """Plain JSON-ready dict; non-finite floats become ``None`` (``layers`` only when measured)."""
+        d = _finite(dataclasses.asdict(self))
+        if self.layers is None:
+            d.pop("layers")
+        return d
 
     def to_table(self) -> str:
         """A human-readable FP32-vs-INT8 table."""
