@@ -187,3 +187,62 @@ def test_float_layers_stay_float_under_onnxruntime_optimizations(model_and_stats
         sess = ort.InferenceSession(qmodel.SerializeToString(), opts, providers=["CPUExecutionProvider"])
         outs.append(sess.run(None, {"x": data[:16]})[0])
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-3, atol=1e-3 * float(np.abs(outs[0]).max()))
+
+
+def _matmul_model() -> onnx.ModelProto:
+    """x -> MatMul(W) -> Relu -> MatMul(W2) -> y: a tiny FFN."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+        helper.make_node("Relu", ["h"], ["r"], name="act"),
+        helper.make_node("MatMul", ["r", "w2"], ["y"], name="fc2"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "ffn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])],
+        [_init("w1", (16, 32)), _init("w2", (32, 8))],
+    )
+    return onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+def test_outlier_inputs_keep_matmul_float():
+    model = _matmul_model()
+    x = RNG.standard_normal((4096, 16)).astype(np.float32)
+    x[::1024, 5] = 60.0  # rare huge outliers in one channel (0.006 %), as in BERT FFN inputs
+    stats = collect(model, x, tensors=candidate_tensors(model), progress=False)
+    qplan = plan(model, stats, QuantConfig(th_method="mse"))
+    assert "fc1" in qplan.float_nodes and "outliers" in qplan.float_nodes["fc1"]
+    assert "fc2" not in qplan.float_nodes
+    relaxed = plan(model, stats, QuantConfig(th_method="mse", outlier_ratio=0))
+    assert "fc1" not in relaxed.float_nodes
+
+
+
+def test_skewed_tensors_get_a_zero_point():
+    nodes = [helper.make_node("Add", ["x", "x"], ["s"], name="double"), helper.make_node("MatMul", ["s", "w1"], ["y"], name="fc")]
+    graph = helper.make_graph(
+        nodes,
+        "skew",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 32])],
+        [_init("w1", (16, 32))],
+    )
+    model = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    x = RNG.standard_normal((512, 16)).astype(np.float32) * 0.2 + 2.0  # like a GELU output: a small negative tail
+    x[:, 0] = -0.3
+    stats = collect(model, x, tensors=candidate_tensors(model), progress=False)
+    skew = plan(model, stats, QuantConfig(th_method="max")).tensors["s"]
+    assert skew.dtype == "uint8" and int(skew.zero_point) > 0
+    assert skew.lo == pytest.approx(-0.6, rel=1e-3)
+    sym = plan(model, stats, QuantConfig(th_method="max", skew_ratio=0)).tensors["s"]
+    assert sym.dtype == "int8" and int(sym.zero_point) == 0
+
+
+def test_probability_like_tensors_are_never_clipped():
+    model = _matmul_model()
+    x = np.abs(RNG.standard_normal((256, 16)).astype(np.float32)) ** 4
+    x /= x.max()  # within [0, 1], heavy tail
+    stats = collect(model, x, tensors=candidate_tensors(model), progress=False)
+    qplan = plan(model, stats, QuantConfig(th_method="kl", outlier_ratio=0))
+    assert qplan.tensors["x"].hi == pytest.approx(float(x.max()), rel=1e-3)

@@ -68,6 +68,8 @@ class QuantConfig:
     fold_concat_scale: bool = False
     accuracy_opt: bool = False
     bias_correction: bool = True
+    outlier_ratio: float = 2.0
+    skew_ratio: float = 0.5
     fp_inputs: tuple[str, ...] = ()
     fp_outputs: tuple[str, ...] = ()
     fp_blocks: tuple[str, ...] = ()
@@ -89,6 +91,10 @@ class QuantConfig:
             )
         if self.bins < 512 or self.bins > 4096 or self.bins & (self.bins - 1):
             raise ConfigError(f"--th-binnum must be a power of two between 512 and 4096, got {self.bins}.")
+        for name in ("outlier_ratio", "skew_ratio"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"{name} must be a number >= 0 (0 disables the rule), got {value!r}.")
         if self.version != CONFIG_VERSION:
             raise ConfigError(f"config version {self.version} is not supported; expected {CONFIG_VERSION}.")
 

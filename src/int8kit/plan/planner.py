@@ -20,6 +20,7 @@ from int8kit.plan.graph_facts import GraphFacts, float_nodes
 from int8kit.plan.bias_correction import weight_error_shift
 from int8kit.plan.params import activation_quant, bias_min_weight_scale, bias_quant, weight_quant
 from int8kit.plan.types import QuantPlan
+from int8kit.thresholds import Target, compute_range
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ def plan(model: onnx.ModelProto, stats, config: QuantConfig) -> QuantPlan:
     facts = GraphFacts.of(model)
     result = QuantPlan()
     forced_float = float_nodes(facts, config)
+    forced_float.update(_outlier_inputs(facts, stats, config))
     result.float_nodes.update(forced_float)
 
     quantized = _choose_nodes(facts, forced_float, result)
@@ -91,6 +93,28 @@ def plan(model: onnx.ModelProto, stats, config: QuantConfig) -> QuantPlan:
             continue
         _plan_weights(facts, node, config, result, stats)
     return result
+
+
+def _outlier_inputs(facts: GraphFacts, stats, config: QuantConfig) -> dict[str, str]:
+    """MatMul/Gemm whose activation input holds extreme outliers stay float.
+
+    One per-tensor INT8 scale cannot hold both the bulk and outliers many times beyond it: the
+    FFN down-projection input of BERT-like encoders has a max 5-7x its 99.99th percentile, and
+    either clipping or covering those outliers costs far more accuracy than the layer's
+    speed-up is worth. ``outlier_ratio`` (0 disables) sets the limit.
+    """
+    out: dict[str, str] = {}
+    if not config.outlier_ratio:
+        return out
+    for node in facts.nodes:
+        if node.op_type not in ("MatMul", "Gemm") or node.input[0] not in stats.tensors:
+            continue
+        hist = stats.tensors[node.input[0]].hist
+        lo, hi = compute_range("percentile", hist, Target(), percentile=99.99)
+        bulk = max(abs(lo), abs(hi))
+        if bulk > 0 and hist.absmax > config.outlier_ratio * bulk:
+            out[node.name] = f"input outliers: max {hist.absmax:.3g} > {config.outlier_ratio:g} x 99.99th percentile {bulk:.3g}"
+    return out
 
 
 def _choose_nodes(facts: GraphFacts, forced: dict[str, str], result: QuantPlan) -> set[str]:
@@ -277,13 +301,15 @@ def _activation(facts: GraphFacts, stats, config: QuantConfig, name: str):
     ov = _override_for(facts, config, name)
     method, params = config.th_method, dict(config.th_params)
     producer = facts.producer.get(name)
-    symmetric = not config.activation_offset
+    symmetric = not config.activation_offset and not _skewed(tstats.hist, config.skew_ratio)
     if producer is None:
         # Model inputs: bounded by the user's preprocessing, so clipping loses signal (KL clips
         # MNIST strokes). Asymmetric min/max maps 8-bit pixel data onto the INT8 grid exactly:
         # (p - 127) / 128 has 256 values in steps of 1/128 = (max - min) / 255.
         method, params, symmetric = "max", {}, False
-    elif producer.op_type in _BOUNDED_OUTPUT_OPS:
+    elif producer.op_type in _BOUNDED_OUTPUT_OPS or (tstats.hist.min >= 0.0 and tstats.hist.max <= 1.0):
+        # Probabilities and gates (Softmax, also after a masking Where): the rare large values
+        # carry the meaning, so they are never clipped.
         method, params = "max", {}
     if ov is not None and ov.th_method:
         method, params = ov.th_method, {}
@@ -297,6 +323,15 @@ def _activation(facts: GraphFacts, stats, config: QuantConfig, name: str):
         th_scale=ov.th_scale if ov else 1.0,
         threshold=ov.threshold if ov else None,
     )
+
+
+def _skewed(hist, ratio: float) -> bool:
+    """A mostly one-sided signed tensor (LayerNorm or GELU/Swish outputs): a symmetric range would
+    waste most of the negative codes, so it gets a zero point (uint8) instead."""
+    if not ratio or hist.min >= 0 or hist.max <= 0:
+        return False
+    small, large = sorted((-hist.min, hist.max))
+    return small < ratio * large
 
 
 def _fold_concat(facts: GraphFacts, quantized: set[str], result: QuantPlan) -> None:
