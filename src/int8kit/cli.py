@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conv-group", action="store_true", help="group output channels of similar range, one scale per group")
     p.add_argument("--fold-concat-scale", action="store_true", help="give Concat inputs the output's scale")
     p.add_argument("--accuracy-opt", action="store_true", help="keep depthwise convolutions in float")
+    p.add_argument("--no-bias-correction", action="store_true", help="do not correct the mean shift of weight rounding")
+    p.add_argument("--outlier-ratio", type=float, default=4.0,
+                   help="MatMul/Gemm whose input max exceeds this many 99.99th percentiles stay float (0: off)")
+    p.add_argument("--skew-ratio", type=float, default=0.5,
+                   help="signed tensors with |min|/max (or max/|min|) below this get a zero point (0: off)")
     p.add_argument("--fp-inputs", default="", help="these layers and all before them stay float")
     p.add_argument("--fp-outputs", default="", help="these layers and all after them stay float")
     p.add_argument("--fp-blocks", default="", help="from each layer to the next compute layer stays float")
@@ -201,6 +206,9 @@ def _quantize(api, args: argparse.Namespace) -> int:
         conv_group=args.conv_group,
         fold_concat_scale=args.fold_concat_scale,
         accuracy_opt=args.accuracy_opt,
+        bias_correction=not args.no_bias_correction,
+        outlier_ratio=args.outlier_ratio,
+        skew_ratio=args.skew_ratio,
         fp_inputs=_names(args.fp_inputs),
         fp_outputs=_names(args.fp_outputs),
         fp_blocks=_names(args.fp_blocks),
