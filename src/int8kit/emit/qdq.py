@@ -8,6 +8,11 @@ Layout produced (onnxruntime fuses these patterns into real INT8 kernels)::
     fused Relu:  Conv ─▶ y ─Relu─▶ r   becomes   Conv ─▶ r_float ─Q(range ≥ 0)─▶ … ─DQ─▶ r
 
 Keeping every original tensor name means graph outputs, per-layer names and value_info stay valid.
+
+8-bit activations are always written as uint8: a planned int8 grid (zero point z) becomes the
+identical uint8 grid with zero point z + 128. onnxruntime fuses DQ -> Conv -> Q (and Add) only when
+input and output share one type, so a uint8 ReLU output feeding a Conv with a signed output stayed
+float; and U8S8 is onnxruntime's fast x86 kernel.
 """
 
 from __future__ import annotations
@@ -150,7 +155,11 @@ def _float_compute_reads(nodes, producer, plan: QuantPlan) -> list[tuple[onnx.No
 
 def _param_inits(tq: TensorQuant) -> tuple[onnx.TensorProto, onnx.TensorProto]:
     scale = numpy_helper.from_array(np.asarray(tq.scale, dtype=np.float32), tq.name + "_scale")
-    zp = numpy_helper.from_array(np.asarray(tq.zero_point, dtype=_NP_DTYPES[tq.dtype]), tq.name + "_zero_point")
+    dtype, zero_point = tq.dtype, np.asarray(tq.zero_point)
+    if tq.values is None and dtype == "int8":
+        # same grid, unsigned: q + 128 with zero point + 128 (see the module docstring)
+        dtype, zero_point = "uint8", zero_point.astype(np.int32) + 128
+    zp = numpy_helper.from_array(np.asarray(zero_point, dtype=_NP_DTYPES[dtype]), tq.name + "_zero_point")
     return scale, zp
 
 

@@ -1,7 +1,7 @@
 """Graph optimisation before quantization (the vendor manual's ``graph_transform``).
 
 ``optimize_model`` runs, in order: node naming, Constant nodes to initializers, Identity/Dropout
-removal, constant folding, BatchNorm folding, Scale/Bias (Mul/Add) folding, dead-code removal and
+removal, constant folding, static Pad folding into Conv, BatchNorm folding, Scale/Bias (Mul/Add) folding, dead-code removal and
 shape inference. Folding BN and Scale layers into the convolution before it matters for INT8: the
 folded weights get their own per-channel ranges, and one fewer activation has to be quantized.
 """
@@ -19,6 +19,7 @@ from int8kit.graph.passes.cleanup import remove_dead
 from int8kit.graph.passes.const_fold import fold_constants as fold_constant_nodes
 from int8kit.graph.passes.constants import constants_to_initializers
 from int8kit.graph.passes.fold_bn import fold_batchnorm
+from int8kit.graph.passes.fold_pad import fold_pads
 from int8kit.graph.passes.fuse_affine import fuse_affine
 from int8kit.graph.passes.identity import remove_identities
 from int8kit.graph.passes.naming import name_nodes
@@ -84,6 +85,8 @@ def optimize_model(
     remove_identities(out, log)
     if fold_constants:
         fold_constant_nodes(out, log)
+    # TF "same" padding (Pad -> Conv) becomes Conv pads: a Pad between Q/DQ blocks QLinearConv fusion.
+    fold_pads(out, log, blocked)
     # Shape information tells which MatMul outputs are 2-D (needed to fold BN after MatMul).
     out = infer_shapes(out, log)
     # Alternate until stable: Conv -> Add -> BN folds the BN only once the Add is gone.
