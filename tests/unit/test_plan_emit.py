@@ -21,7 +21,7 @@ def _init(name: str, shape: tuple[int, ...], scale: float = 0.3) -> onnx.TensorP
     return numpy_helper.from_array((RNG.standard_normal(shape) * scale).astype(np.float32), name)
 
 
-def small_cnn() -> onnx.ModelProto:
+def small_cnn(in_channels: int = 6) -> onnx.ModelProto:
     """conv-relu → conv → add(residual) → relu → maxpool → concat → gap → flatten → gemm."""
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
@@ -38,7 +38,7 @@ def small_cnn() -> onnx.ModelProto:
         helper.make_node("Gemm", ["flat", "wf", "bf"], ["logits"], name="fc", transB=1),
     ]
     inits = [
-        _init("w1", (8, 3, 3, 3)),
+        _init("w1", (8, in_channels, 3, 3)),
         _init("b1", (8,), 0.1),
         _init("w2", (8, 8, 3, 3), 0.2),
         _init("b2", (8,), 0.1),
@@ -51,7 +51,7 @@ def small_cnn() -> onnx.ModelProto:
     graph = helper.make_graph(
         nodes,
         "small_cnn",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", in_channels, 16, 16])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
         inits,
     )
@@ -70,7 +70,7 @@ def _run(model: onnx.ModelProto, x: np.ndarray, optimized_path: str | None = Non
 @pytest.fixture(scope="module")
 def model_and_stats():
     model = small_cnn()
-    data = RNG.standard_normal((64, 3, 16, 16)).astype(np.float32)
+    data = RNG.standard_normal((64, 6, 16, 16)).astype(np.float32)
     stats = collect(model, data, tensors=candidate_tensors(model), progress=False)
     return model, stats, data
 
@@ -246,3 +246,16 @@ def test_probability_like_tensors_are_never_clipped():
     stats = collect(model, x, tensors=candidate_tensors(model), progress=False)
     qplan = plan(model, stats, QuantConfig(th_method="kl", outlier_ratio=0))
     assert qplan.tensors["x"].hi == pytest.approx(float(x.max()), rel=1e-3)
+
+
+def test_rgb_stem_conv_stays_float_unless_asked():
+    model = small_cnn(in_channels=3)
+    data = RNG.standard_normal((32, 3, 16, 16)).astype(np.float32)
+    stats = collect(model, data, tensors=candidate_tensors(model), progress=False)
+    qplan = plan(model, stats, QuantConfig(th_method="max"))
+    assert "stem" in qplan.float_nodes["conv1"] and "w1" not in qplan.tensors and "w2" in qplan.tensors
+    assert "x" not in qplan.tensors  # nothing quantized reads the model input any more
+    assert "w1" in plan(model, stats, QuantConfig(th_method="max", stem_float=False)).tensors
+    y = _run(model, data[:8])
+    y_q = _run(emit_qdq(model, qplan), data[:8])
+    assert np.isfinite(y_q).all() and np.corrcoef(y.ravel(), y_q.ravel())[0, 1] > 0.99

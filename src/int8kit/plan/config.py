@@ -68,6 +68,7 @@ class QuantConfig:
     fold_concat_scale: bool = False
     accuracy_opt: bool = False
     bias_correction: bool = True
+    stem_float: bool = True
     outlier_ratio: float = 2.0
     skew_ratio: float = 0.5
     fp_inputs: tuple[str, ...] = ()

@@ -154,6 +154,8 @@ def float_nodes(facts: GraphFacts, config) -> dict[str, str]:
         out.update({name: "--fp-outputs" for name in facts.descendants(node) | {node.name}})
     for node in resolve_names(facts, config.fp_blocks, "--fp-blocks"):
         out.update({name: "--fp-blocks" for name in facts.block_until_compute(node)})
+    if config.stem_float:
+        out.update({n.name: "stem conv on the model input (few channels: no INT8 speed-up, large accuracy cost)" for n in _stem_convs(facts)})
     if config.accuracy_opt:
         out.update({n.name: "--accuracy-opt (depthwise)" for n in facts.nodes if facts.is_depthwise(n)})
     tensor_names = set(facts.producer) | set(facts.graph_inputs)
@@ -166,3 +168,20 @@ def float_nodes(facts: GraphFacts, config) -> dict[str, str]:
             if node is not None:
                 out[node.name] = "overrides: float"
     return out
+
+
+def _stem_convs(facts: GraphFacts) -> list[onnx.NodeProto]:
+    """Convs that read a model input directly and have at most 4 input channels (RGB images).
+
+    With so few input channels the INT8 kernel is no faster than float, while its weight
+    rounding error reaches every later layer (EfficientNet-Lite0: top-1 agreement 0.918 -> 0.944).
+    """
+    stems = []
+    for node in facts.nodes:
+        if node.op_type != "Conv" or node.input[0] not in facts.graph_inputs:
+            continue
+        w = facts.initializers.get(node.input[1])
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        if w is not None and len(w.dims) >= 2 and w.dims[1] * group <= 4:
+            stems.append(node)
+    return stems
