@@ -140,7 +140,7 @@ def quantize(
     accuracy_opt: bool = False,
     bias_correction: bool = True,
     stem_float: bool = True,
-    outlier_ratio: float = 4.0,
+    outlier_ratio: float = 2.0,
     skew_ratio: float = 0.5,
     fp_inputs: Collection[str] = (),
     fp_outputs: Collection[str] = (),

@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-bias-correction", action="store_true", help="do not correct the mean shift of weight rounding")
     p.add_argument("--quantize-stem", action="store_true",
                    help="also quantize a first conv with <= 4 input channels (float by default: no speed-up, costly)")
-    p.add_argument("--outlier-ratio", type=float, default=4.0,
+    p.add_argument("--outlier-ratio", type=float, default=2.0,
                    help="MatMul/Gemm whose input max exceeds this many 99.99th percentiles stay float (0: off)")
     p.add_argument("--skew-ratio", type=float, default=0.5,
                    help="signed tensors with |min|/max (or max/|min|) below this get a zero point (0: off)")
