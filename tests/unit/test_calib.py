@@ -254,3 +254,50 @@ def _peak_bytes(n: int) -> int:
 def test_memory_does_not_grow_with_samples() -> None:
     small, large = _peak_bytes(64), _peak_bytes(512)
     assert large <= small * 1.10, (small, large)
+
+
+def test_capped_histogram_reads_a_fixed_subset_of_every_sample() -> None:
+    """hist_per_sample: histograms exact over every stride-th value of each sample (each channel row);
+    extremes, per-channel statistics and means still over all values; halves still merge exactly."""
+    model = _conv_model()
+    x = _images(30)
+    cap = 50  # conv/relu: 4x6x6 = 144 per sample -> stride 3 per 36-value channel row; image 192 -> stride 4
+    stats = collect(model, x, bins=BINS, batch_size=8, progress=False, hist_per_sample=cap)
+    ref = _reference(model, {"image": x}, ["image", "conv", "relu", "y"])
+    for name in ("image", "conv", "relu"):
+        v = ref[name]
+        per = v[0].size
+        stride = -(-per // cap)
+        rows = v.reshape(-1, v.shape[2] * v.shape[3])[:, ::stride]
+        want = _ref_hist(v, BINS)  # edge and extremes from all values
+        got = stats[name]
+        assert got.hist.edge == want.edge and (got.min, got.max) == (want.min, want.max), name
+        sub_counts = np.bincount(
+            np.floor(rows.astype(np.float64).ravel() * (BINS / want.edge)).astype(np.int64) + BINS, minlength=2 * BINS
+        )
+        np.testing.assert_array_equal(got.hist.counts, sub_counts, err_msg=name)
+        np.testing.assert_array_equal(got.channel_max, v.max(axis=(0, 2, 3)))
+        np.testing.assert_allclose(got.channel_mean, v.astype(np.float64).mean(axis=(0, 2, 3)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(stats["y"].hist.counts, _ref_hist(ref["y"], BINS).counts)  # 5 per sample: all
+    whole = collect(model, x, bins=BINS, batch_size=16, progress=False, hist_per_sample=cap)
+    merged = collect(model, x[:11], bins=BINS, batch_size=5, progress=False, hist_per_sample=cap).merge(
+        collect(model, x[11:], bins=BINS, batch_size=7, progress=False, hist_per_sample=cap)
+    )
+    for name, w in whole.tensors.items():
+        assert merged[name].hist.edge == w.hist.edge
+        np.testing.assert_array_equal(merged[name].hist.counts, w.hist.counts, err_msg=name)
+        np.testing.assert_array_equal(merged[name].hist.counts, stats[name].hist.counts, err_msg=name)
+    with pytest.raises(ConfigError, match="hist_per_sample"):
+        collect(model, x, bins=BINS, progress=False, hist_per_sample=0)
+
+
+def test_capped_histogram_without_channels_strides_each_sample() -> None:
+    model = _conv_model()
+    x = _images(12)
+    stats = collect(model, x, tensors=["relu"], bins=BINS, batch_size=5, progress=False, hist_per_sample=40, per_channel_axis=None)
+    v = _reference(model, {"image": x}, ["relu"])["relu"]
+    want = _ref_hist(v, BINS)
+    sub = v.reshape(12, -1)[:, ::4].astype(np.float64).ravel()  # 144 per sample, cap 40 -> stride 4
+    counts = np.bincount(np.floor(sub * (BINS / want.edge)).astype(np.int64) + BINS, minlength=2 * BINS)
+    np.testing.assert_array_equal(stats["relu"].hist.counts, counts)
+    assert stats["relu"].hist.edge == want.edge and stats["relu"].max == want.max
