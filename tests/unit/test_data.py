@@ -177,3 +177,27 @@ def test_generator_consumed_once() -> None:
     assert len(list(src)) == 2
     with pytest.raises(DataError, match="already consumed"):
         list(src)
+
+
+def test_large_npz_and_npy_files_are_read_batch_by_batch(tmp_path):
+    """Uncompressed .npz members and .npy files are read slice by slice: iterating a 32 MB file
+    never allocates more than a few batches, and the batches equal the array."""
+    import tracemalloc
+
+    from int8kit.data.sources import InputSpec, batches_from
+
+    data = np.random.default_rng(0).standard_normal((512, 4, 64, 64)).astype(np.float32)  # 32 MiB
+    np.savez(tmp_path / "big.npz", x=data)
+    np.save(tmp_path / "big.npy", data)
+    spec = [InputSpec("x", np.dtype(np.float32), (None, 4, 64, 64))]
+    for name in ("big.npz", "big.npy"):
+        tracemalloc.start()
+        seen = []
+        for batch in batches_from(tmp_path / name, spec, batch_size=16):
+            seen.append(float(batch["x"].sum()))
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < data.nbytes / 4, f"{name}: peak {peak} bytes for a {data.nbytes}-byte file"
+        np.testing.assert_allclose(seen, data.reshape(32, -1).sum(axis=1), rtol=1e-4)
+    np.savez_compressed(tmp_path / "small.npz", x=data[:8])  # compressed: loaded whole, still works
+    assert sum(len(b["x"]) for b in batches_from(tmp_path / "small.npz", spec, batch_size=4)) == 8

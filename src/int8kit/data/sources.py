@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zipfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from int8kit.data.filearray import FileArray, open_npy, open_npz
 from int8kit.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -101,6 +103,11 @@ def _convert(spec: InputSpec, arr: Any, *, where: str) -> np.ndarray:
 def _check_finite(spec: InputSpec, arr: np.ndarray, *, where: str, chunk: int = 1 << 20) -> None:
     """Count NaN/Inf in chunks so memory-mapped data is never materialised at once."""
     if not np.issubdtype(arr.dtype, np.floating):
+        return
+    if isinstance(arr, FileArray):
+        rows = max(1, chunk // max(1, int(np.prod(arr.shape[1:], dtype=np.int64))))
+        for start in range(0, arr.shape[0], rows):
+            _check_finite(spec, arr[start : start + rows], where=where, chunk=chunk)
         return
     flat = arr.reshape(-1) if arr.flags.c_contiguous else np.ravel(arr)
     bad = 0
@@ -219,15 +226,15 @@ def _load_file(path: Path, specs: list[InputSpec]) -> dict[str, np.ndarray]:
                 "use an .npz file with one array per input name."
             )
         try:
-            # mmap keeps a large file on disk; batches are read slice by slice.
-            return {specs[0].name: np.load(path, mmap_mode="r", allow_pickle=False)}
+            # read slice by slice: memory holds one batch, whatever the file size
+            lazy = open_npy(path)
+            return {specs[0].name: lazy if lazy is not None else np.load(path, allow_pickle=False)}
         except (ValueError, OSError) as exc:
             raise DataError(f"data file '{path}' is not a readable .npy array ({exc}); re-save it with numpy.save.") from None
     if ext == ".npz":
         try:
-            with np.load(path, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-        except (ValueError, OSError) as exc:
+            arrays = open_npz(path)
+        except (ValueError, OSError, zipfile.BadZipFile) as exc:
             raise DataError(f"data file '{path}' is not a readable .npz archive ({exc}); re-save it with numpy.savez.") from None
         return arrays
     raise DataError(f"data file '{path}' has extension '{path.suffix}'; expected .npy or .npz.")
@@ -259,7 +266,9 @@ def _array_source(
     counts: dict[str, int] = {}
     converted: dict[str, np.ndarray] = {}
     for spec in specs:
-        arr = np.asarray(arrays[spec.name]) if not isinstance(arrays[spec.name], np.ndarray) else arrays[spec.name]
+        arr = arrays[spec.name]
+        if not isinstance(arr, (np.ndarray, FileArray)):
+            arr = np.asarray(arr)
         if arr.ndim == 0:
             raise DataError(f"input '{spec.name}' in {origin} is a scalar; expected an array whose first axis is samples.")
         _check_shape(spec, arr.shape[1:], what="samples")
@@ -280,7 +289,8 @@ def _array_source(
             )
         n = iterations
     for spec in specs:
-        _check_finite(spec, converted[spec.name][:n], where=origin)
+        arr = converted[spec.name]
+        _check_finite(spec, arr.head(n) if isinstance(arr, FileArray) else arr[:n], where=origin)
     bs = _resolve_batch(specs, batch_size)
     if specs and any(s.batch_dim is not None for s in specs) and n % bs:
         dropped = n % bs
