@@ -72,6 +72,7 @@ class _Running:
         self.cmin: np.ndarray | None = None
         self.cmax: np.ndarray | None = None
         self.csum: np.ndarray | None = None
+        self.values = 0  # every value seen (min/max/sums read all; the histogram may read a subset)
         self.channels_ok = axis is not None
 
     def update(self, x: np.ndarray, batch: int, bufs: "_Buffers") -> None:
@@ -83,6 +84,7 @@ class _Running:
         """
         if x.size == 0:
             return
+        self.values += x.size
         exact = x.dtype == np.float32
         if not exact:  # float16/64: histogram the float32 values, keep the exact extremes
             lo, hi = float(x.min()), float(x.max())
@@ -129,10 +131,6 @@ class _Running:
             self._fold(sub, lo, hi, exact, batch, x, bufs)
         c = x.shape[self.axis]  # type: ignore[index]
         csum = rsum.reshape(-1, c).sum(axis=0, dtype=np.float64)
-        if stride > 1:
-            # channel_mean divides the sums by the histogram count / C: scale them by the fraction
-            # histogrammed so that the means stay those of all values.
-            csum *= (rows.shape[0] * width) / rows.size
         # Row r of the (outer*C, inner) view belongs to channel r % C.
         self._fold_channels(rmin.reshape(-1, c).min(axis=0), rmax.reshape(-1, c).max(axis=0), csum)
 
@@ -179,9 +177,6 @@ class _Running:
             return x.reshape(-1, inner)
         x3 = x.reshape(-1, x.shape[axis], inner)
         csum = x3.sum(axis=(0, 2), dtype=np.float64)
-        if stride > 1:  # see update(): the flat path histograms every stride-th value of each sample
-            n = x.shape[0]
-            csum *= (n * -(-(x.size // n) // stride)) / x.size
         self._fold_channels(x3.min(axis=(0, 2)), x3.max(axis=(0, 2)), csum)
         return None
 
@@ -200,8 +195,8 @@ class _Running:
             hist = Histogram(counts=self.counts, edge=self.edge, min=float(self.lo), max=float(self.hi))
         keep = self.channels_ok and self.cmin is not None
         if not keep:
-            return TensorStats(hist)
-        return TensorStats(hist, self.cmin, self.cmax, self.csum)
+            return TensorStats(hist, values=self.values)
+        return TensorStats(hist, self.cmin, self.cmax, self.csum, values=self.values)
 
 
 class _Buffers:

@@ -32,14 +32,15 @@ class TensorStats:
     channel_min: np.ndarray | None = None
     channel_max: np.ndarray | None = None
     channel_sum: np.ndarray | None = None  # float64 sum per channel (means for bias correction)
+    values: int = 0  # values seen; the histogram may count a strided subset of them
 
     @property
     def channel_mean(self) -> np.ndarray | None:
         """Mean of every channel, or ``None`` when the tensor has no stable channel axis."""
-        if self.channel_sum is None or self.channel_sum.size == 0 or self.hist.count == 0:
+        total = self.values or self.hist.count
+        if self.channel_sum is None or self.channel_sum.size == 0 or total == 0:
             return None
-        per_channel = self.hist.count / self.channel_sum.size
-        return self.channel_sum / per_channel
+        return self.channel_sum / (total / self.channel_sum.size)
 
     @property
     def min(self) -> float:
@@ -132,6 +133,7 @@ class Stats:
                 _merge_channels(a.channel_min, b.channel_min, np.minimum),
                 _merge_channels(a.channel_max, b.channel_max, np.maximum),
                 _merge_channels(a.channel_sum, b.channel_sum, np.add),
+                a.values + b.values,
             )
         return Stats(merged, self.samples + other.samples, self.model_id, self.bins, dict(self.meta))
 
@@ -152,6 +154,7 @@ class Stats:
             t = self.tensors[name]
             arrays[f"t{i}.counts"] = t.hist.counts.astype(np.int64, copy=False)
             arrays[f"t{i}.range"] = np.array([t.hist.edge, t.hist.min, t.hist.max], dtype=np.float64)
+            arrays[f"t{i}.values"] = np.array(t.values, dtype=np.int64)
             if t.channel_min is not None and t.channel_max is not None:
                 arrays[f"t{i}.cmin"] = t.channel_min
                 arrays[f"t{i}.cmax"] = t.channel_max
@@ -203,7 +206,9 @@ class Stats:
         for i, name in enumerate(data["names"].tolist()):
             edge, lo, hi = (float(v) for v in data[f"t{i}.range"])
             hist = Histogram(counts=data[f"t{i}.counts"].astype(np.int64), edge=edge, min=lo, max=hi)
-            tensors[str(name)] = TensorStats(hist, data.get(f"t{i}.cmin"), data.get(f"t{i}.cmax"), data.get(f"t{i}.csum"))
+            tensors[str(name)] = TensorStats(
+                hist, data.get(f"t{i}.cmin"), data.get(f"t{i}.cmax"), data.get(f"t{i}.csum"), int(data.get(f"t{i}.values", 0))
+            )
         meta = dict(zip(map(str, data["meta_keys"].tolist()), map(str, data["meta_values"].tolist())))
         return cls(tensors, int(data["samples"]), file_model, int(data["bins"]), meta)
 
