@@ -22,7 +22,7 @@ ORIENTATION_LABELS = ("0", "90", "180", "270")
 _ROT90_K_FOR_LABEL = {0: 0, 1: 3, 2: 2, 3: 1}
 _FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
 _FONTS = ("DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf", "DejaVuSans-Bold.ttf",
-          "DejaVuSansCondensed.ttf", "DejaVuSerif-Italic.ttf")
+          "DejaVuSans-Oblique.ttf", "DejaVuSerif-Italic.ttf")
 
 
 def orientation_onnx() -> Path:
@@ -56,12 +56,20 @@ def orientation_preprocess(rgb: np.ndarray) -> np.ndarray:
 
 
 def _font(name: str, size: int):
-    """A DejaVu TrueType font, or PIL's built-in font scaled to ``size`` when DejaVu is absent."""
+    """A DejaVu TrueType font: matplotlib's bundled copy first (the same on every machine), then
+    the system's, else PIL's built-in font scaled to ``size``."""
     from PIL import ImageFont
 
-    path = _FONT_DIR / name
-    if path.exists():
-        return ImageFont.truetype(str(path), size)
+    dirs = [_FONT_DIR]
+    try:
+        import matplotlib
+
+        dirs.insert(0, Path(matplotlib.__file__).parent / "mpl-data" / "fonts" / "ttf")
+    except ImportError:
+        pass
+    for folder in dirs:
+        if (folder / name).exists():
+            return ImageFont.truetype(str(folder / name), size)
     return ImageFont.load_default(size=size)
 
 
