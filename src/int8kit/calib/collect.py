@@ -9,6 +9,10 @@ default 65536 values per sample; ``None`` reads all): bincount costs ~1.2 ns a v
 made cheaper in NumPy, and EfficientNet-Lite0 taps ~18M values per sample. Min/max, per-channel
 extremes and means still read every value; the subset depends only on the sample, so merging stays
 exact. Measured (256 samples, 2 shared cores): 19-31 s -> 10-15 s.
+
+Float32 tensors of static shape whose histogram reads a subset are reduced inside onnxruntime
+(``taps.add_reductions``: row min/max/sum and the strided subset as extra outputs), so only small
+arrays leave the session and NumPy just bincounts the subset: 10.4-10.8 s -> 5.9-6.1 s, same stats.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from tqdm import tqdm
 
 from int8kit.calib.histogram import Histogram, edge_for
 from int8kit.calib.stats import Stats, TensorStats, model_fingerprint, widen_counts
-from int8kit.calib.taps import activation_tensors, resolve_tensors, tap_model
+from int8kit.calib.taps import activation_tensors, add_reductions, default_opset, resolve_tensors, static_shapes, tap_model
 from int8kit.data.sources import DataSource, batches_from, model_input_specs
 from int8kit.errors import CalibrationError, ConfigError, DataError
 from int8kit.graph.io import as_model
@@ -150,12 +154,32 @@ class _Running:
             self.edge = need
         self.counts += bufs.histogram(values.reshape(-1), self.bins, self.edge)
 
+    def update_reduced(
+        self, rmin: np.ndarray, rmax: np.ndarray, rsum: np.ndarray, sub: np.ndarray, per_sample: int, batch: int, bufs: "_Buffers"
+    ) -> None:
+        """Fold one batch reduced inside onnxruntime (see ``taps.add_reductions``): row minima, maxima
+        and sums over every value, and the same histogram subset ``update`` would read."""
+        n = rmin.shape[0]
+        if n == 0 or per_sample == 0:
+            return
+        self.values += n * per_sample
+        lo, hi = float(rmin.min()), float(rmax.max())
+        # onnxruntime's ReduceMin/Max skip NaN; the row sums do not.
+        if not (np.isfinite(lo) and np.isfinite(hi)) or bool(np.isnan(rsum).any()):
+            self._raise_non_finite(None, batch)
+        self._fold(np.ascontiguousarray(sub), lo, hi, True, batch, sub, bufs)
+        if rmin.ndim == 2 and self.channels_ok:
+            self._fold_channels(rmin.min(axis=0), rmax.max(axis=0), rsum.sum(axis=0, dtype=np.float64))
+
     def _check_finite(self, lo: float, hi: float, batch: int, x: np.ndarray) -> None:
         if np.isfinite(lo) and np.isfinite(hi):
             return
-        bad = x.size - int(np.count_nonzero(np.isfinite(x)))
+        self._raise_non_finite(x.size - int(np.count_nonzero(np.isfinite(x))), batch)
+
+    def _raise_non_finite(self, bad: int | None, batch: int) -> None:
+        count = "" if bad is None else f"{bad} "
         raise CalibrationError(
-            f"tensor '{self.name}' has {bad} NaN/Inf values in batch {batch}; expected finite activations, "
+            f"tensor '{self.name}' has {count}NaN/Inf values in batch {batch}; expected finite activations, "
             "check the input data (scaling, NaN) or the model (overflow)."
         )
 
@@ -284,20 +308,61 @@ def collect(
     known = activation_tensors(model)
     names = list(known) if tensors is None else resolve_tensors(model, tensors, known)
     input_names = {s.name for s in specs}
-    tapped, fetch = tap_model(model, [n for n in names if n not in input_names], known)
+    if hist_per_sample is not None and (not isinstance(hist_per_sample, (int, np.integer)) or hist_per_sample < 1):
+        raise ConfigError(f"hist_per_sample must be a positive integer or None, got {hist_per_sample!r}.")
+    plans = _plans(model, names, input_names, known, per_channel_axis, hist_per_sample)
+    tapped, fetch = tap_model(model, [n for n in names if n not in input_names and n not in plans], known)
+    reduced = {n: (add_reductions(tapped, n, *plans[n][:4]), plans[n][4]) for n in plans}
     # no arena: its high-water mark would otherwise stay resident for the whole pass
     session = make_session(tapped, threads=_session_threads(), arena=True)
     fetch = _float_outputs(session, fetch, strict=tensors is not None)
-    names = [n for n in names if n in input_names or n in fetch]
-    if hist_per_sample is not None and (not isinstance(hist_per_sample, (int, np.integer)) or hist_per_sample < 1):
-        raise ConfigError(f"hist_per_sample must be a positive integer or None, got {hist_per_sample!r}.")
+    names = [n for n in names if n in input_names or n in fetch or n in reduced]
+    fetch = fetch + [o for outs, _ in reduced.values() for o in outs]
     states = {n: _Running(n, bins, per_channel_axis, hist_per_sample) for n in names}
 
     splittable = all(s.batch_dim is None for s in specs)
-    samples = _run(session, source, fetch, states, input_names, splittable, progress, iterations)
+    samples = _run(session, source, fetch, states, input_names, splittable, progress, iterations, reduced)
     if samples == 0:
         raise DataError("the calibration data yielded no samples; expected at least one batch.")
     return Stats({n: s.result() for n, s in states.items()}, samples, model_fingerprint(model), bins)
+
+
+def _plans(
+    model: onnx.ModelProto,
+    names: list[str],
+    inputs: set[str],
+    known: dict[str, int],
+    axis: int | None,
+    cap: int | None,
+) -> dict[str, tuple[int | None, int, int, bool, int]]:
+    """Tensors to reduce inside onnxruntime: ``(channels, inner, stride, rows, per_sample)`` by name.
+
+    Only float32 node outputs of static shape (but the batch dim) whose histogram reads a strided
+    subset: onnxruntime then returns row extremes/sums and the subset instead of the whole tensor.
+    ``rows`` and ``stride`` follow ``_Running.update`` exactly (per channel row when ``inner >= 64``,
+    else per flattened sample), so the statistics are the same.
+    """
+    if cap is None or axis not in (None, 1) or default_opset(model) < 13:
+        return {}
+    shapes = static_shapes(model)
+    plans: dict[str, tuple[int | None, int, int, bool, int]] = {}
+    for name in names:
+        shape = shapes.get(name)
+        if name in inputs or known.get(name) != onnx.TensorProto.FLOAT or shape is None or len(shape) < 2:
+            continue
+        if any(d is None for d in shape[1:]):
+            continue
+        per_sample = int(np.prod(shape[1:]))
+        if per_sample <= cap:
+            continue  # the whole tensor is histogrammed: nothing to save
+        stride = _stride(per_sample, cap)
+        if axis is None:
+            plans[name] = (None, per_sample, stride, False, per_sample)
+        else:
+            c = int(shape[1])  # type: ignore[arg-type]
+            inner = per_sample // c
+            plans[name] = (c, inner, stride, inner >= 64, per_sample)
+    return plans
 
 
 def _session_threads() -> int:
@@ -334,9 +399,14 @@ def _run(
     splittable: bool,
     progress: bool,
     iterations: int | None,
+    reduced: dict[str, tuple[list[str], int]] | None = None,
 ) -> int:
     """Run every batch and reduce it in a worker thread while the next one runs; returns the sample count."""
     bufs = _Buffers()
+    reduced = reduced or {}
+    outputs = {o for outs, _ in reduced.values() for o in outs}
+    # Activation bytes per sample of the reduced tensors (float32): pieces keep the same size.
+    reduced_bytes = sum(4 * per for _, per in reduced.values())
     total = source.num_samples if source.num_samples is not None else iterations
     bar = tqdm(total=total, unit="sample", desc="calibrate", file=sys.stderr, disable=not progress, leave=False)
     # When the batch dim is dynamic, the first run takes one sample to measure the activation
@@ -357,10 +427,11 @@ def _run(
                         pending.result()  # at most two pieces of activations alive: memory stays bounded
                     arrays = dict(zip(fetch, outs))
                     arrays.update({n: piece[n] for n in inputs if n in states})
-                    pending = pool.submit(_reduce, states, arrays, k, bufs)
+                    pending = pool.submit(_reduce, states, arrays, k, bufs, reduced, outputs)
                     got = min(step, size - start)
                     if not sized and got:
-                        per_sample = sum(o.nbytes for o in outs) / got
+                        plain = sum(o.nbytes for n, o in zip(fetch, outs) if n not in outputs)
+                        per_sample = plain / got + reduced_bytes
                         rows, sized = max(1, int(_RUN_BYTES // max(per_sample, 1.0))), True
                     start += got
                     samples += got
@@ -372,6 +443,17 @@ def _run(
     return samples
 
 
-def _reduce(states: dict[str, _Running], arrays: dict[str, np.ndarray], batch: int, bufs: _Buffers) -> None:
-    for name, x in arrays.items():
-        states[name].update(x, batch, bufs)
+def _reduce(
+    states: dict[str, _Running],
+    arrays: dict[str, np.ndarray],
+    batch: int,
+    bufs: _Buffers,
+    reduced: dict[str, tuple[list[str], int]],
+    outputs: set[str],
+) -> None:
+    for name, state in states.items():
+        if name in reduced:
+            outs, per_sample = reduced[name]
+            state.update_reduced(*(arrays[o] for o in outs), per_sample, batch, bufs)
+        elif name in arrays:
+            state.update(arrays[name], batch, bufs)

@@ -110,3 +110,84 @@ def tap_model(model: onnx.ModelProto, names: Sequence[str], known: dict[str, int
         # An untyped output is accepted by onnxruntime, which reports the type it computes.
         tapped.graph.output.append(vi)
     return tapped, list(names)
+
+
+def static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
+    """Shape of every tensor shape inference can tell (``None`` for a symbolic or unknown dim)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception as exc:  # custom ops or >2 GB models: no static shapes
+        log.debug("shape inference failed (%s); no in-graph reductions", exc)
+        return {}
+    g = inferred.graph
+    shapes: dict[str, tuple[int | None, ...]] = {}
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        t = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
+        if t is None or not t.HasField("shape"):
+            continue
+        shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in t.shape.dim)
+    return shapes
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            return int(o.version)
+    return 0
+
+
+def add_reductions(
+    model: onnx.ModelProto, name: str, channels: int | None, inner: int, stride: int, rows: bool
+) -> list[str]:
+    """Append to ``model`` (in place) nodes that reduce float tensor ``name`` inside onnxruntime.
+
+    The tensor is viewed as (N, C, inner) (``channels=C``) or (N, inner) (``channels=None``). Outputs,
+    in order: row minima, row maxima, row sums (over the last axis: (N, C) or (N,)) and the histogram subset: every ``stride``-th value of each (n, c) row when ``rows``,
+    else of each flattened sample (the subset ``collect`` histograms). Needs opset >= 13.
+    """
+    opset = default_opset(model)
+    g = model.graph
+    tag = f"{name}::int8kit"
+    shape = [0, channels, inner] if channels is not None else [0, inner]
+    last = len(shape) - 1
+
+    def const(suffix: str, values: list[int]) -> str:
+        cname = f"{tag}/{suffix}"
+        g.node.append(
+            onnx.helper.make_node(
+                "Constant", [], [cname], value=onnx.helper.make_tensor(cname, onnx.TensorProto.INT64, [len(values)], values)
+            )
+        )
+        return cname
+
+    view = f"{tag}/view"
+    g.node.append(onnx.helper.make_node("Reshape", [name, const("shape", shape)], [view]))
+    outs = [f"{tag}/min", f"{tag}/max"]
+    axes = const("axes", [last])
+    for op, out in zip(("ReduceMin", "ReduceMax"), outs):
+        if opset >= 18:
+            g.node.append(onnx.helper.make_node(op, [view, axes], [out], keepdims=0))
+        else:
+            g.node.append(onnx.helper.make_node(op, [view], [out], keepdims=0, axes=[last]))
+    # Row sums: per-channel means, and NaN detection (onnxruntime's ReduceMin/Max skip NaN).
+    outs.append(f"{tag}/sum")
+    g.node.append(onnx.helper.make_node("ReduceSum", [view, axes], [outs[-1]], keepdims=0))
+    src = view
+    if not rows and channels is not None:
+        src = f"{tag}/flat"
+        g.node.append(onnx.helper.make_node("Reshape", [view, const("flatshape", [0, channels * inner])], [src]))
+    width = inner if rows or channels is None else channels * inner
+    sub = f"{tag}/sub"
+    g.node.append(
+        onnx.helper.make_node(
+            "Slice",
+            [src, const("starts", [0]), const("ends", [width]), const("saxes", [-1]), const("steps", [stride])],
+            [sub],
+        )
+    )
+    outs.append(sub)
+    for out in outs:
+        vi = onnx.ValueInfoProto(name=out)
+        vi.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+        g.output.append(vi)
+    return outs
