@@ -10,7 +10,7 @@ import onnx
 from onnx import helper
 
 from int8kit.graph.graphview import GraphView
-from int8kit.graph.passes.linear import find_unit, fold_affine
+from int8kit.graph.passes.linear import find_unit, fold_unless_blocked
 
 logger = logging.getLogger(__name__)
 
@@ -46,15 +46,6 @@ def fold_batchnorm(model: onnx.ModelProto, log: list[str], no_fuse: Collection[s
         scale, shift = affine
         if scale.shape[0] != unit.channels or (unit.channel_axis == -1 and unit.out_rank != 2):
             continue
-        blocked = [n for n in unit.names() + [bn.name] if n in no_fuse]
-        if blocked:
-            line = f"kept BatchNormalization '{bn.name}' after {unit.kind} '{unit.node.name}' (no_fuse: {blocked[0]})"
-            if line not in log:  # the caller may run this pass several times
-                log.append(line)
-            continue
-        view.remove_node(bn)
-        fold_affine(view, unit, scale, shift, bn.output[0])
-        log.append(f"folded BatchNormalization '{bn.name}' into {unit.kind} '{unit.node.name}'")
-        folded += 1
+        folded += fold_unless_blocked(view, unit, bn, scale, shift, no_fuse, log)
     view.commit()
     return folded

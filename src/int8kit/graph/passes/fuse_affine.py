@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 
 from int8kit.graph.graphview import GraphView
-from int8kit.graph.passes.linear import LinearUnit, channel_vector, find_unit, fold_affine
+from int8kit.graph.passes.linear import LinearUnit, channel_vector, find_unit, fold_unless_blocked
 
 logger = logging.getLogger(__name__)
 
@@ -57,16 +57,7 @@ def fuse_affine(model: onnx.ModelProto, log: list[str], no_fuse: Collection[str]
             if found is None:
                 continue
             unit, scale, shift = found
-            blocked = [n for n in unit.names() + [node.name] if n in no_fuse]
-            if blocked:
-                line = f"kept {node.op_type} '{node.name}' after {unit.kind} '{unit.node.name}' (no_fuse: {blocked[0]})"
-                if line not in log:  # the caller may run this pass several times
-                    log.append(line)
-                continue
-            view.remove_node(node)
-            fold_affine(view, unit, scale, shift, node.output[0])
-            log.append(f"folded {node.op_type} '{node.name}' into {unit.kind} '{unit.node.name}'")
-            folded += 1
+            folded += fold_unless_blocked(view, unit, node, scale, shift, no_fuse, log)
         view.commit()
         total += folded
         if folded == 0:

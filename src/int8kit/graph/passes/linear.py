@@ -175,6 +175,29 @@ def fold_affine(
     view.rename_output(last, last.output[0], new_output)
 
 
+def fold_unless_blocked(
+    view: GraphView,
+    unit: LinearUnit,
+    node: onnx.NodeProto,
+    scale: np.ndarray,
+    shift: np.ndarray,
+    no_fuse,
+    log: list[str],
+) -> bool:
+    """Fold the affine ``node`` (BatchNormalization, Mul, Add...) into ``unit`` unless ``no_fuse``
+    names either side; log what happened (once: the caller may run a pass several times)."""
+    blocked = [n for n in unit.names() + [node.name] if n in no_fuse]
+    if blocked:
+        line = f"kept {node.op_type} '{node.name}' after {unit.kind} '{unit.node.name}' (no_fuse: {blocked[0]})"
+        if line not in log:
+            log.append(line)
+        return False
+    view.remove_node(node)
+    fold_affine(view, unit, scale, shift, node.output[0])
+    log.append(f"folded {node.op_type} '{node.name}' into {unit.kind} '{unit.node.name}'")
+    return True
+
+
 def _scale_weight(unit: LinearUnit, w: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Multiply the weight's output channels by ``scale``."""
     if unit.kind == "Conv":
