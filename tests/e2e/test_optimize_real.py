@@ -2,11 +2,10 @@
 
 The PP-OCR models are not installed as a package (the wheel pulls in opencv). Fetch them with::
 
-    pip download --no-deps rapidocr-onnxruntime==1.4.4 -d /tmp/rapidocr144
-    cd /tmp/rapidocr144 && mkdir -p unz && cd unz && unzip -o ../*.whl
+    pip download --no-deps rapidocr-onnxruntime==1.4.4 -d DIR
+    cd DIR && mkdir -p unz && cd unz && unzip -o ../*.whl
 
-and point ``INT8KIT_RAPIDOCR_MODELS`` at ``.../unz/rapidocr_onnxruntime/models`` (that folder and
-``~/.cache/int8kit/rapidocr144`` are also looked at by default).
+and point ``INT8KIT_RAPIDOCR_MODELS`` at ``.../unz/rapidocr_onnxruntime/models`` (``~/.cache/int8kit/rapidocr144`` is also looked at by default).
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ RTOL, ATOL = 1e-4, 1e-5
 def _rapidocr_model(filename: str) -> Path:
     folders = [
         os.environ.get("INT8KIT_RAPIDOCR_MODELS", ""),
-        "/tmp/rapidocr144/unz/rapidocr_onnxruntime/models",
         str(Path.home() / ".cache" / "int8kit" / "rapidocr144"),
     ]
     for folder in filter(None, folders):
