@@ -273,3 +273,14 @@ def test_16_bit_activations_run_in_onnxruntime_and_are_closer(model_and_stats):
             assert {n.domain for n in qmodel.graph.node if n.op_type == "QuantizeLinear"} == {"com.microsoft"}
         errors[bits] = float(np.abs(_run(qmodel, data[:16]) - _run(model, data[:16])).max())
     assert errors[16] < errors[8]  # weights stay 8-bit, so only the activation part of the error shrinks
+
+
+def test_pre_activation_outputs_are_not_tapped_and_a_float_relu_keeps_its_producer_float(model_and_stats):
+    model, stats, data = model_and_stats
+    assert "c1" not in candidate_tensors(model)  # only read by the Relu fused into conv1
+    assert "c2" in candidate_tensors(model)  # read by the residual Add
+    qplan = plan(model, stats, QuantConfig(th_method="max", fp_layers=("relu1",)))
+    assert "not calibrated" in qplan.float_nodes["conv1"] and "w1" not in qplan.tensors
+    assert "w2" in qplan.tensors
+    y_q = _run(emit_qdq(model, qplan), data[:8])
+    assert np.corrcoef(_run(model, data[:8]).ravel(), y_q.ravel())[0, 1] > 0.99

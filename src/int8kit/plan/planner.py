@@ -34,7 +34,9 @@ def candidate_tensors(model: onnx.ModelProto) -> list[str]:
 
     Mixed-precision options only ever remove nodes from INT8, so the nodes chosen with no option
     set cover every configuration. Tensors no rule would quantize are not tapped at all (e.g. an
-    attention-mask Add whose output holds -inf).
+    attention-mask Add whose output holds -inf), nor are the outputs of Conv/Add that only feed a
+    Relu/Clip fused into them (a third of all values on EfficientNet): should that Relu be kept
+    float, the op before it stays float too (see _uncalibrated_producers).
     """
     facts = GraphFacts.of(model)
     quantized = _choose_nodes(facts, {}, QuantPlan())
@@ -45,7 +47,7 @@ def candidate_tensors(model: onnx.ModelProto) -> list[str]:
             continue
         if node.name in quantized:
             names = list(node.input[:1]) if info.role == SHARED else _activation_inputs(node, info)
-            names += list(node.output)
+            names += [o for o in node.output if info.role not in (COMPUTE, BINARY) or _fusable_activation(facts, o, {}) is None]
         elif info.role == FUSABLE and facts.producer.get(node.input[0]) is not None and facts.producer[node.input[0]].name in quantized:
             names = list(node.output)
         else:
@@ -66,6 +68,7 @@ def plan(model: onnx.ModelProto, stats, config: QuantConfig) -> QuantPlan:
     result = QuantPlan()
     forced_float = float_nodes(facts, config)
     forced_float.update(_outlier_inputs(facts, stats, config))
+    forced_float.update(_uncalibrated_producers(facts, stats, forced_float))
     result.float_nodes.update(forced_float)
 
     quantized = _choose_nodes(facts, forced_float, result)
@@ -93,6 +96,20 @@ def plan(model: onnx.ModelProto, stats, config: QuantConfig) -> QuantPlan:
             continue
         _plan_weights(facts, node, config, result, stats)
     return result
+
+
+def _uncalibrated_producers(facts: GraphFacts, stats, forced: dict[str, str]) -> dict[str, str]:
+    """Conv/Add whose output has no statistics and cannot be fused with the Relu/Clip after it
+    (because that one is kept float): they stay float instead of guessing a range."""
+    out: dict[str, str] = {}
+    for node in facts.nodes:
+        info = op_info(node.op_type)
+        if info is None or info.role not in (COMPUTE, BINARY) or node.name in forced or not node.output:
+            continue
+        tensor = node.output[0]
+        if tensor in facts.activations and tensor not in stats.tensors and _fusable_activation(facts, tensor, forced) is None:
+            out[node.name] = "its output was not calibrated (the Relu/Clip after it is kept float)"
+    return out
 
 
 def _outlier_inputs(facts: GraphFacts, stats, config: QuantConfig) -> dict[str, str]:
