@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fold-concat-scale", action="store_true", help="give Concat inputs the output's scale")
     p.add_argument("--accuracy-opt", action="store_true", help="keep depthwise convolutions in float")
     p.add_argument("--no-bias-correction", action="store_true", help="do not correct the mean shift of weight rounding")
+    p.add_argument("--signed-activations", action="store_true",
+                   help="symmetric int8 activations only (TensorRT's QDQ rule); default: uint8 with zero points")
     p.add_argument("--quantize-stem", action="store_true",
                    help="also quantize a first conv with <= 4 input channels (float by default: no speed-up, costly)")
     p.add_argument("--outlier-ratio", type=float, default=2.0,
@@ -210,6 +212,7 @@ def _quantize(api, args: argparse.Namespace) -> int:
         accuracy_opt=args.accuracy_opt,
         bias_correction=not args.no_bias_correction,
         stem_float=not args.quantize_stem,
+        signed_activations=args.signed_activations,
         outlier_ratio=args.outlier_ratio,
         skew_ratio=args.skew_ratio,
         fp_inputs=_names(args.fp_inputs),

@@ -284,3 +284,21 @@ def test_pre_activation_outputs_are_not_tapped_and_a_float_relu_keeps_its_produc
     assert "w2" in qplan.tensors
     y_q = _run(emit_qdq(model, qplan), data[:8])
     assert np.corrcoef(_run(model, data[:8]).ravel(), y_q.ravel())[0, 1] > 0.99
+
+
+def test_signed_activations_write_symmetric_int8_for_tensorrt(model_and_stats):
+    model, stats, data = model_and_stats
+    qplan = plan(model, stats, QuantConfig(th_method="max", signed_activations=True))
+    acts = [t for t in qplan.tensors.values() if t.kind == "activation"]
+    assert acts and all(t.dtype == "int8" and int(t.zero_point) == 0 for t in acts)
+    qmodel = emit_qdq(model, qplan)
+    inits = {t.name: t for t in qmodel.graph.initializer}
+    for node in qmodel.graph.node:
+        if node.op_type == "QuantizeLinear":
+            zp = inits[node.input[2]]
+            assert zp.data_type == TensorProto.INT8 and int(numpy_helper.to_array(zp)) == 0
+    y, y_q = _run(model, data[:16]), _run(qmodel, data[:16])
+    cos = np.sum(y * y_q, axis=1) / (np.linalg.norm(y, axis=1) * np.linalg.norm(y_q, axis=1))
+    assert cos.mean() > 0.99
+    with pytest.raises(ConfigError, match="signed-activations"):
+        QuantConfig(signed_activations=True, activation_offset=True)

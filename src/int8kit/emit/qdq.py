@@ -42,7 +42,9 @@ def emit_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
     qdq_nodes: list[onnx.NodeProto] = []
     uses_contrib = False
 
-    nodes, fused_acts = _remove_fused(nodes, plan)
+    # Signed symmetric storage cannot clip at 0, so there the Relu/Clip stays a node before the
+    # QuantizeLinear (TensorRT fuses Conv -> Relu -> Q itself).
+    nodes, fused_acts = (nodes, {}) if plan.signed_storage else _remove_fused(nodes, plan)
     producer = {o: (n, k) for n in nodes for k, o in enumerate(n.output)}
     graph_inputs = {i.name for i in graph.input}
     float_reads = _float_compute_reads(nodes, producer, plan)
@@ -53,7 +55,7 @@ def emit_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
     kept_inputs = [i for i in graph.input if i.name not in constant_names]
 
     for tq in plan.tensors.values():
-        scale, zp = _param_inits(tq)
+        scale, zp = _param_inits(tq, plan.signed_storage)
         new_inits += [scale, zp]
         contrib = tq.dtype in ("int16", "uint16")
         uses_contrib |= contrib
@@ -153,10 +155,10 @@ def _float_compute_reads(nodes, producer, plan: QuantPlan) -> list[tuple[onnx.No
     return reads
 
 
-def _param_inits(tq: TensorQuant) -> tuple[onnx.TensorProto, onnx.TensorProto]:
+def _param_inits(tq: TensorQuant, signed_storage: bool = False) -> tuple[onnx.TensorProto, onnx.TensorProto]:
     scale = numpy_helper.from_array(np.asarray(tq.scale, dtype=np.float32), tq.name + "_scale")
     dtype, zero_point = tq.dtype, np.asarray(tq.zero_point)
-    if tq.values is None and dtype == "int8":
+    if tq.values is None and dtype == "int8" and not signed_storage:
         # same grid, unsigned: q + 128 with zero point + 128 (see the module docstring)
         dtype, zero_point = "uint8", zero_point.astype(np.int32) + 128
     zp = numpy_helper.from_array(np.asarray(zero_point, dtype=_NP_DTYPES[dtype]), tq.name + "_zero_point")

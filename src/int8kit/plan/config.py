@@ -69,6 +69,7 @@ class QuantConfig:
     accuracy_opt: bool = False
     bias_correction: bool = True
     stem_float: bool = True
+    signed_activations: bool = False
     outlier_ratio: float = 2.0
     skew_ratio: float = 0.5
     fp_inputs: tuple[str, ...] = ()
@@ -92,6 +93,11 @@ class QuantConfig:
             )
         if self.bins < 512 or self.bins > 4096 or self.bins & (self.bins - 1):
             raise ConfigError(f"--th-binnum must be a power of two between 512 and 4096, got {self.bins}.")
+        if self.signed_activations and self.activation_offset:
+            raise ConfigError(
+                "--signed-activations (symmetric int8, for TensorRT) and --activation-offset (zero points) "
+                "contradict each other; choose one."
+            )
         for name in ("outlier_ratio", "skew_ratio"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value < 0:

@@ -12,9 +12,10 @@ from int8kit.weights.arq import quantize_bias, quantize_weight
 from int8kit.weights.conv_group import group_channel_scales
 
 
-def activation_dtype(lo: float, bits: int, symmetric: bool) -> str:
-    """Unsigned when the range starts at 0 (post-ReLU) or an offset is used; signed otherwise."""
-    unsigned = (not symmetric) or lo >= 0.0
+def activation_dtype(lo: float, bits: int, symmetric: bool, signed: bool = False) -> str:
+    """Unsigned when the range starts at 0 (post-ReLU) or an offset is used; signed otherwise
+    (always signed with ``signed``: TensorRT reads only symmetric int8)."""
+    unsigned = not signed and ((not symmetric) or lo >= 0.0)
     return ("uint" if unsigned else "int") + str(bits)
 
 
@@ -28,18 +29,21 @@ def activation_quant(
     symmetric: bool,
     th_scale: float = 1.0,
     threshold: float | None = None,
+    signed: bool = False,
 ) -> TensorQuant:
-    """Clipping range from the threshold method (or a user threshold), then scale/zero point."""
+    """Clipping range from the threshold method (or a user threshold), then scale/zero point.
+
+    ``signed`` forces symmetric int8 (zero point 0) even for non-negative tensors."""
     if threshold is not None:
         lo, hi = (0.0 if hist.min >= 0 else -threshold), threshold
         method = "user"
     else:
         lo, hi = compute_range(method, hist, Target(bits=bits, symmetric=symmetric), **params)
     lo, hi = lo * th_scale, hi * th_scale
-    if symmetric and hist.min < 0:
+    if symmetric and (hist.min < 0 or signed):
         t = max(abs(lo), abs(hi))
         lo, hi = -t, t
-    dtype = activation_dtype(lo, bits, symmetric)
+    dtype = activation_dtype(lo, bits, symmetric, signed)
     scale, zp = scale_zero_point(lo, hi, dtype, symmetric)
     return TensorQuant(
         name=name,

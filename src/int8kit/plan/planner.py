@@ -65,7 +65,7 @@ def _activation_inputs(node: onnx.NodeProto, info) -> list[str]:
 def plan(model: onnx.ModelProto, stats, config: QuantConfig) -> QuantPlan:
     """Decide, for every tensor, how it is quantized (or that it stays float)."""
     facts = GraphFacts.of(model)
-    result = QuantPlan()
+    result = QuantPlan(signed_storage=config.signed_activations)
     forced_float = float_nodes(facts, config)
     forced_float.update(_outlier_inputs(facts, stats, config))
     forced_float.update(_uncalibrated_producers(facts, stats, forced_float))
@@ -318,12 +318,13 @@ def _activation(facts: GraphFacts, stats, config: QuantConfig, name: str):
     ov = _override_for(facts, config, name)
     method, params = config.th_method, dict(config.th_params)
     producer = facts.producer.get(name)
-    symmetric = not config.activation_offset and not _skewed(tstats.hist, config.skew_ratio)
+    signed = config.signed_activations
+    symmetric = signed or (not config.activation_offset and not _skewed(tstats.hist, config.skew_ratio))
     if producer is None:
         # Model inputs: bounded by the user's preprocessing, so clipping loses signal (KL clips
         # MNIST strokes). Asymmetric min/max maps 8-bit pixel data onto the INT8 grid exactly:
         # (p - 127) / 128 has 256 values in steps of 1/128 = (max - min) / 255.
-        method, params, symmetric = "max", {}, False
+        method, params, symmetric = "max", {}, signed
     elif producer.op_type in _BOUNDED_OUTPUT_OPS or (tstats.hist.min >= 0.0 and tstats.hist.max <= 1.0):
         # Probabilities and gates (Softmax, also after a masking Where): the rare large values
         # carry the meaning, so they are never clipped.
@@ -339,6 +340,7 @@ def _activation(facts: GraphFacts, stats, config: QuantConfig, name: str):
         symmetric=symmetric,
         th_scale=ov.th_scale if ov else 1.0,
         threshold=ov.threshold if ov else None,
+        signed=signed,
     )
 
 

@@ -56,3 +56,4 @@ class QuantPlan:
     tensors: dict[str, TensorQuant] = field(default_factory=dict)
     fused: dict[str, str] = field(default_factory=dict)
     float_nodes: dict[str, str] = field(default_factory=dict)
+    signed_storage: bool = False  # write int8 activations as int8 (TensorRT), not as shifted uint8
