@@ -302,3 +302,11 @@ def test_signed_activations_write_symmetric_int8_for_tensorrt(model_and_stats):
     assert cos.mean() > 0.99
     with pytest.raises(ConfigError, match="signed-activations"):
         QuantConfig(signed_activations=True, activation_offset=True)
+
+
+def test_clip_outputs_keep_their_saturated_values(model_and_stats):
+    """ReLU6 outputs pile up at 6: the range must reach the observed max whatever the method."""
+    model, stats, _ = model_and_stats
+    for method in ("kl", "percentile", "mse"):
+        r3 = plan(model, stats, QuantConfig(th_method=method)).tensors["r3"]
+        assert r3.hi == pytest.approx(stats.tensors["r3"].hist.max, rel=1e-6)

@@ -325,9 +325,10 @@ def _activation(facts: GraphFacts, stats, config: QuantConfig, name: str):
         # MNIST strokes). Asymmetric min/max maps 8-bit pixel data onto the INT8 grid exactly:
         # (p - 127) / 128 has 256 values in steps of 1/128 = (max - min) / 255.
         method, params, symmetric = "max", {}, signed
-    elif producer.op_type in _BOUNDED_OUTPUT_OPS or (tstats.hist.min >= 0.0 and tstats.hist.max <= 1.0):
-        # Probabilities and gates (Softmax, also after a masking Where): the rare large values
-        # carry the meaning, so they are never clipped.
+    elif _bounded(producer) or (tstats.hist.min >= 0.0 and tstats.hist.max <= 1.0):
+        # Probabilities and gates (Softmax, also after a masking Where), and Clip (ReLU6) outputs
+        # whose values pile up at the bound: the rare large values carry the meaning, so they are
+        # never clipped (KL cut EfficientNet's ReLU6 outputs at 3.5-5).
         method, params = "max", {}
     if ov is not None and ov.th_method:
         method, params = ov.th_method, {}
@@ -342,6 +343,13 @@ def _activation(facts: GraphFacts, stats, config: QuantConfig, name: str):
         threshold=ov.threshold if ov else None,
         signed=signed,
     )
+
+
+def _bounded(node: onnx.NodeProto) -> bool:
+    """Ops whose output range is fixed by construction (Softmax, Sigmoid, Tanh, Clip with a max)."""
+    if node.op_type == "Clip":
+        return len(node.input) > 2 and bool(node.input[2])
+    return node.op_type in _BOUNDED_OUTPUT_OPS
 
 
 def _skewed(hist, ratio: float) -> bool:
