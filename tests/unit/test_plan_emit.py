@@ -323,3 +323,20 @@ def test_clip_outputs_keep_their_saturated_values():
     for method in ("kl", "mse", "percentile"):
         c = plan(model, stats, QuantConfig(th_method=method, outlier_ratio=0)).tensors["c"]
         assert c.hi == pytest.approx(6.0, rel=1e-6), method
+
+
+def test_layernorm_outputs_use_mse_instead_of_divergence_methods():
+    nodes = [
+        helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["n"], name="ln", axis=-1),
+        helper.make_node("MatMul", ["n", "w1"], ["y"], name="fc"),
+    ]
+    inits = [numpy_helper.from_array(np.ones(16, np.float32), "gamma"), numpy_helper.from_array(np.zeros(16, np.float32), "beta"), _init("w1", (16, 8))]
+    graph = helper.make_graph(
+        nodes, "ln", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])], inits,
+    )
+    model = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    x = RNG.standard_normal((1024, 16)).astype(np.float32)
+    stats = collect(model, x, tensors=candidate_tensors(model), progress=False)
+    assert plan(model, stats, QuantConfig(th_method="KL", outlier_ratio=0)).tensors["n"].method == "mse"
+    assert plan(model, stats, QuantConfig(th_method="percentile", outlier_ratio=0)).tensors["n"].method == "percentile"

@@ -20,12 +20,14 @@ from int8kit.plan.graph_facts import GraphFacts, float_nodes
 from int8kit.plan.bias_correction import weight_error_shift
 from int8kit.plan.params import activation_quant, bias_min_weight_scale, bias_quant, weight_quant
 from int8kit.plan.types import QuantPlan
-from int8kit.thresholds import Target, compute_range
+from int8kit.thresholds import Target, compute_range, resolve
 
 log = logging.getLogger(__name__)
 
 # Outputs of these ops are bounded by construction; clipping them loses meaning, not noise.
 _BOUNDED_OUTPUT_OPS = {"Softmax", "Sigmoid", "HardSigmoid", "Tanh"}
+_NORMALIZATIONS = {"LayerNormalization", "SimplifiedLayerNormalization", "SkipLayerNormalization"}
+_DIVERGENCE_METHODS = {"kl", "symkl", "jsd"}
 
 
 def candidate_tensors(model: onnx.ModelProto) -> list[str]:
@@ -330,6 +332,10 @@ def _activation(facts: GraphFacts, stats, config: QuantConfig, name: str):
         # whose values pile up at the bound: the rare large values carry the meaning, so they are
         # never clipped (KL cut EfficientNet's ReLU6 outputs at 3.5-5).
         method, params = "max", {}
+    elif producer.op_type in _NORMALIZATIONS and resolve(method)[0] in _DIVERGENCE_METHODS:
+        # Normalized transformer features carry a few outlier channels that matter; the
+        # divergence methods clip them (MiniLM: cosine 0.97 with kl), MSE weighs their error.
+        method, params = "mse", {}
     if ov is not None and ov.th_method:
         method, params = ov.th_method, {}
     return activation_quant(
