@@ -109,7 +109,8 @@ def _uncalibrated_producers(facts: GraphFacts, stats, forced: dict[str, str]) ->
         if info is None or info.role not in (COMPUTE, BINARY) or node.name in forced or not node.output:
             continue
         tensor = node.output[0]
-        if tensor in facts.activations and tensor not in stats.tensors and _fusable_activation(facts, tensor, forced) is None:
+        skipped_by_calibration = _fusable_activation(facts, tensor, {}) is not None
+        if skipped_by_calibration and tensor not in stats.tensors and _fusable_activation(facts, tensor, forced) is None:
             out[node.name] = "its output was not calibrated (the Relu/Clip after it is kept float)"
     return out
 
