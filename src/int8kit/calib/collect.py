@@ -92,8 +92,7 @@ def collect(
     plans = _plans(model, names, input_names, known, per_channel_axis, hist_per_sample)
     tapped, fetch = tap_model(model, [n for n in names if n not in input_names and n not in plans], known)
     reduced = {n: (add_reductions(tapped, n, *plans[n][:4]), plans[n][4]) for n in plans}
-    # no arena: its high-water mark would otherwise stay resident for the whole pass
-    session = make_session(tapped, threads=_session_threads(), arena=True)
+    session = make_session(tapped, threads=_session_threads())
     fetch = _float_outputs(session, fetch, strict=tensors is not None)
     names = [n for n in names if n in input_names or n in fetch or n in reduced]
     fetch = fetch + [o for outs, _ in reduced.values() for o in outs]

@@ -16,17 +16,14 @@ def make_session(
     threads: int | None = None,
     providers: list[str] | None = None,
     optimize: bool = True,
-    arena: bool = True,
 ) -> ort.InferenceSession:
     """Create an inference session on a model or path.
 
     ``threads`` sets intra-op threads (``None``: onnxruntime's default, all cores). ``providers``
     defaults to CPU. ``optimize=False`` disables graph fusions (used when tapping intermediates).
-    ``arena=False`` returns freed memory instead of keeping the high-water mark (calibration).
     """
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    opts.enable_cpu_mem_arena = arena
     if threads is not None:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
