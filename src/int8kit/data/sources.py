@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 
 from int8kit.data.filearray import FileArray, open_npy, open_npz
+from int8kit.data.samples import UNNAMED, Sample, SampleSource
 from int8kit.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -214,6 +215,82 @@ class IterableSource(DataSource):
             log.warning("the data iterable ran out after %d samples, fewer than the %d iterations asked", seen, self.iterations)
 
 
+class SampleBatches(DataSource):
+    """A ``SampleSource`` (image folder, LMDB, ...) stacked into validated model batches.
+
+    Samples come without a batch axis; a source that does not know input names (``UNNAMED``)
+    feeds a single-input model. ``iterations`` caps the samples; a fixed-batch model drops the
+    tail that does not fill a batch.
+    """
+
+    def __init__(self, source: SampleSource, specs: list[InputSpec], batch_size: int, iterations: int | None):
+        self.source, self.specs, self.batch_size = source, specs, batch_size
+        total = len(source)
+        if total == 0:
+            raise DataError(f"{source.description} holds 0 samples; expected at least one.")
+        n = total if iterations is None else min(iterations, total)
+        if iterations is not None and iterations > total:
+            raise DataError(
+                f"{source.description} has {total} samples but {iterations} iterations were asked; "
+                f"lower --iterations to {total} or provide more data."
+            )
+        if any(s.batch_dim is not None for s in specs) and n % batch_size:
+            log.warning("the model's batch size is fixed to %d; the last %d samples do not fill a batch and are skipped", batch_size, n % batch_size)
+            n -= n % batch_size
+            if n == 0:
+                raise DataError(f"{source.description} has {total} samples, fewer than the model's fixed batch size {batch_size}; provide more data.")
+        self.num_samples = n
+
+    def labels(self) -> list[Any] | None:
+        """Labels of the samples this source yields (``None`` if the data has none)."""
+        labels = self.source.labels()
+        return None if labels is None else list(labels)[: self.num_samples]
+
+    def _named(self, sample: Sample, index: int) -> dict[str, Any]:
+        inputs = sample.inputs
+        if set(inputs) == {UNNAMED}:
+            if len(self.specs) != 1:
+                raise DataError(
+                    f"{self.source.description} gives one array per sample but the model has {len(self.specs)} inputs "
+                    f"{[s.name for s in self.specs]}; use a source with one array per input name."
+                )
+            return {self.specs[0].name: inputs[UNNAMED]}
+        names = [s.name for s in self.specs]
+        if sorted(inputs) != sorted(names):
+            raise DataError(
+                f"sample {index} of {self.source.description} has inputs {sorted(inputs)} but the model's inputs are {names}; "
+                "name the arrays after the model inputs (int8kit inspect lists them)."
+            )
+        return dict(inputs)
+
+    def _stack(self, rows: list[dict[str, Any]], first: int) -> Batch:
+        where = f"samples {first}-{first + len(rows) - 1} of {self.source.description}"
+        batch: Batch = {}
+        for spec in self.specs:
+            arrays = [np.asarray(r[spec.name]) for r in rows]
+            shapes = {a.shape for a in arrays}
+            if len(shapes) > 1:
+                raise DataError(f"input '{spec.name}' has samples of different shapes {sorted(shapes)} in {where}; expected one shape; resize or crop them to the same size.")
+            _check_shape(spec, arrays[0].shape, what="samples")
+            arr = _convert(spec, np.stack(arrays), where=where)
+            _check_finite(spec, arr, where=where)
+            batch[spec.name] = np.ascontiguousarray(arr)
+        return batch
+
+    def __iter__(self) -> Iterator[Batch]:
+        rows: list[dict[str, Any]] = []
+        first = 0
+        for index, sample in enumerate(self.source):
+            if index >= self.num_samples:
+                break
+            rows.append(self._named(sample, index))
+            if len(rows) == self.batch_size:
+                yield self._stack(rows, first)
+                first, rows = index + 1, []
+        if rows:
+            yield self._stack(rows, first)
+
+
 def _load_file(path: Path, specs: list[InputSpec]) -> dict[str, np.ndarray]:
     if not path.exists():
         raise DataError(f"data file '{path}' does not exist; check the path.")
@@ -318,6 +395,8 @@ def batches_from(
         raise DataError("the model has no inputs to feed; expected at least one non-initializer graph input.")
     if isinstance(data, DataSource):
         return data
+    if isinstance(data, SampleSource):
+        return SampleBatches(data, specs, _resolve_batch(specs, batch_size), iterations)
     if isinstance(data, (str, os.PathLike)):
         path = Path(data)
         return _array_source(_load_file(path, specs), specs, f"data file '{path}'", batch_size, iterations)

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from int8kit.errors import DataError, ModelError
 from int8kit.evaluation import metrics
-from int8kit.data.sources import batches_from, model_input_specs
+from int8kit.data.sources import SampleBatches, batches_from, model_input_specs
 from int8kit.graph.io import as_model
 from int8kit.runtime.session import make_session
 
@@ -146,6 +146,14 @@ def _count_samples(data: Any) -> int | None:
     if isinstance(data, dict) and data and all(np.ndim(v) for v in data.values()):
         return int(len(next(iter(data.values()))))
     return None
+
+
+def _source_class_labels(source: Any) -> np.ndarray | None:
+    """Class-index labels carried by a sample source (LMDB data.label, class sub-folders), if any."""
+    labels = source.labels() if isinstance(source, SampleBatches) else None
+    if not labels or not all(isinstance(v, (int, np.integer)) for v in labels):
+        return None  # unlabelled, or detection boxes: no top-k accuracy
+    return np.asarray(labels, dtype=np.int64)
 
 
 def _label_mismatch(n_labels: int, n_samples: int) -> DataError:
@@ -278,6 +286,8 @@ def compare_models(
     label_arr = load_labels(labels) if labels is not None else None
     specs = model_input_specs(fp_proto)
     source = batches_from(data, specs, batch_size=batch_size)
+    if label_arr is None:
+        label_arr = _source_class_labels(source)
     # Latency runs at batch 1 unless the model fixes its batch size.
     latency_rows = 1 if all(s.batch_dim is None for s in specs) else None
     # A fixed-batch model may skip a tail of samples; labels must still match the whole data.
