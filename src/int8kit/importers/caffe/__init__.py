@@ -1,0 +1,1 @@
+"""Caffe import: deploy prototxt + caffemodel to ONNX, in pure Python (no Caffe build)."""
