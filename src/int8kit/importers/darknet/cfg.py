@@ -1,0 +1,220 @@
+"""Read a Darknet ``.cfg`` file into sections and work out every layer's inputs and output shape.
+
+The rules follow Darknet itself and, where the two differ, OpenCV's ``readNetFromDarknet`` (the
+reference runtime the converted model is checked against). Every problem raises ``ModelError``
+naming the section type, its layer index and its line in the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from int8kit.errors import ModelError
+
+# Darknet accepts these short section names as synonyms.
+_ALIASES = {"conv": "convolutional", "conn": "connected", "max": "maxpool", "avg": "avgpool",
+            "soft": "softmax", "network": "net"}
+SUPPORTED = ("convolutional", "connected", "maxpool", "avgpool", "softmax", "route", "shortcut",
+             "upsample", "yolo", "region", "reorg", "dropout", "cost")
+ACTIVATIONS = ("linear", "leaky", "relu", "logistic", "tanh", "mish", "swish", "relu6", "hardswish", "elu")
+
+
+@dataclass
+class Section:
+    """One ``[type]`` block: its options as strings, where it is and which layer it makes."""
+
+    kind: str
+    line: int
+    index: int  # layer index in Darknet's numbering; -1 for [net]
+    options: dict[str, str] = field(default_factory=dict)
+    source: str = ""
+
+    def where(self) -> str:
+        return f"[{self.kind}] section (layer {self.index}, line {self.line} of {self.source})"
+
+    def get_str(self, key: str, default: str) -> str:
+        return self.options.get(key, default)
+
+    def get_int(self, key: str, default: int) -> int:
+        raw = self.options.get(key)
+        if raw is None:
+            return default
+        try:
+            return int(float(raw))
+        except ValueError:
+            raise ModelError(f"{self.where()} has {key}={raw!r}; expected an integer, fix the cfg.") from None
+
+    def get_float(self, key: str, default: float) -> float:
+        raw = self.options.get(key)
+        if raw is None:
+            return default
+        try:
+            return float(raw)
+        except ValueError:
+            raise ModelError(f"{self.where()} has {key}={raw!r}; expected a number, fix the cfg.") from None
+
+    def get_ints(self, key: str) -> list[int]:
+        raw = self.options.get(key, "")
+        try:
+            return [int(v) for v in raw.split(",") if v != ""]
+        except ValueError:
+            raise ModelError(f"{self.where()} has {key}={raw!r}; expected comma-separated integers.") from None
+
+
+def parse_cfg(source: str | os.PathLike) -> tuple[Section, list[Section]]:
+    """Split a ``.cfg`` file into its ``[net]`` section and the list of layer sections."""
+    path = Path(source)
+    if not path.is_file():
+        raise ModelError(f"Darknet cfg '{path}' does not exist or is not a file; check the path.")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    net: Section | None = None
+    layers: list[Section] = []
+    current: Section | None = None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = re.sub(r"\s+", "", raw)  # Darknet and OpenCV both drop every blank inside a line
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("["):
+            kind = line[1:line.index("]")] if "]" in line else line[1:]
+            kind = _ALIASES.get(kind, kind)
+            if kind == "net":
+                current = net = Section("net", number, -1, source=path.name)
+            else:
+                current = Section(kind, number, len(layers), source=path.name)
+                layers.append(current)
+            continue
+        if "=" not in line:
+            raise ModelError(f"line {number} of {path.name} reads {raw.strip()!r}; expected 'key=value' or '[section]'.")
+        if current is None:
+            raise ModelError(f"line {number} of {path.name} sets an option before any [section]; the cfg must start with [net].")
+        key, value = line.split("=", 1)
+        current.options[key] = value
+    if net is None:
+        raise ModelError(f"Darknet cfg '{path}' has no [net] section; expected a Darknet network description.")
+    if not layers:
+        raise ModelError(f"Darknet cfg '{path}' has no layers after [net]; expected a Darknet network description.")
+    return net, layers
+
+
+@dataclass
+class Layer:
+    """A layer with its resolved inputs (layer indices, -1 = the image) and output shape (C, H, W)."""
+
+    section: Section
+    inputs: list[int]
+    shape: tuple[int, int, int]
+    flat: bool = False  # output is 2-D (N, C): after a connected layer
+
+    @property
+    def kind(self) -> str:
+        return self.section.kind
+
+    @property
+    def index(self) -> int:
+        return self.section.index
+
+
+def conv_padding(sec: Section) -> int:
+    """Darknet's conv padding: ``pad=1`` means size/2 (times dilation), else ``padding`` (default 0)."""
+    size, dilation = sec.get_int("size", 1), sec.get_int("dilation", 1)
+    if sec.get_int("pad", 0):
+        return (size // 2) * dilation
+    return sec.get_int("padding", 0)
+
+
+def pool_geometry(sec: Section) -> tuple[int, int, int]:
+    """Darknet maxpool (size, stride, total padding); padding defaults to size-1."""
+    stride = sec.get_int("stride", 1)
+    size = sec.get_int("size", stride)
+    return size, stride, sec.get_int("padding", size - 1)
+
+
+def _ref(sec: Section, value: int) -> int:
+    """Resolve a route/shortcut layer reference (negative = relative) and check it points back."""
+    target = value + sec.index if value < 0 else value
+    if not 0 <= target < sec.index:
+        raise ModelError(f"{sec.where()} refers to layer {value}, which resolves to {target}; "
+                         f"expected an earlier layer (0..{sec.index - 1}), fix the cfg.")
+    return target
+
+
+def plan_layers(layers: list[Section], channels: int, height: int, width: int) -> list[Layer]:
+    """Resolve inputs and output shapes of every layer for an input of (channels, height, width)."""
+    out: list[Layer] = []
+    shape = (channels, height, width)
+    for sec in layers:
+        if sec.kind not in SUPPORTED:
+            raise ModelError(f"{sec.where()} has a layer type int8kit cannot convert; supported: "
+                             f"{', '.join(SUPPORTED)}. Remove it or convert the model another way.")
+        act = sec.get_str("activation", "linear")
+        if act not in ACTIVATIONS:
+            raise ModelError(f"{sec.where()} uses activation={act!r}; supported: {', '.join(ACTIVATIONS)}.")
+        prev = sec.index - 1
+        flat = bool(out) and out[-1].flat
+        inputs = [prev]
+        c, h, w = shape
+        kind = sec.kind
+        if kind == "convolutional":
+            filters, size, stride = sec.get_int("filters", 1), sec.get_int("size", 1), sec.get_int("stride", 1)
+            groups, dilation = sec.get_int("groups", 1), sec.get_int("dilation", 1)
+            if filters <= 0 or size <= 0 or stride <= 0 or groups <= 0 or c % groups or filters % groups:
+                raise ModelError(f"{sec.where()} has filters={filters}, size={size}, stride={stride}, groups={groups} "
+                                 f"on {c} input channels; expected positive values with groups dividing both.")
+            pad = conv_padding(sec)
+            span = dilation * (size - 1) + 1
+            shape = (filters, (h + 2 * pad - span) // stride + 1, (w + 2 * pad - span) // stride + 1)
+            flat = False
+        elif kind == "connected":
+            shape, flat = (sec.get_int("output", 1), 1, 1), True
+        elif kind == "maxpool":
+            size, stride, padding = pool_geometry(sec)
+            shape = (c, (h + padding - size) // stride + 1, (w + padding - size) // stride + 1)
+        elif kind == "avgpool":
+            shape = (c, 1, 1)
+        elif kind == "softmax":
+            if sec.get_int("groups", 1) != 1:
+                raise ModelError(f"{sec.where()} has groups={sec.get_int('groups', 1)}; only groups=1 is supported.")
+        elif kind == "route":
+            refs = sec.get_ints("layers")
+            if not refs:
+                raise ModelError(f"{sec.where()} has no layers=...; expected one or more layer indices.")
+            inputs = [_ref(sec, r) for r in refs]
+            srcs = [out[i] for i in inputs]
+            if len({s.shape[1:] for s in srcs}) > 1:
+                raise ModelError(f"{sec.where()} joins layers {inputs} of spatial sizes "
+                                 f"{[s.shape[1:] for s in srcs]}; expected equal sizes.")
+            groups = sec.get_int("groups", 1)
+            total = sum(s.shape[0] for s in srcs)
+            if groups <= 0 or total % groups:
+                raise ModelError(f"{sec.where()} has groups={groups} for {total} channels; expected a divisor.")
+            shape, flat = (total // groups, *srcs[0].shape[1:]), srcs[0].flat
+        elif kind == "shortcut":
+            frm = sec.get_ints("from")
+            if len(frm) != 1:
+                raise ModelError(f"{sec.where()} has from={sec.get_str('from', '')!r}; expected one layer index.")
+            inputs = [prev, _ref(sec, frm[0])]
+            other = out[inputs[1]]
+            if other.shape[1:] != (h, w):
+                raise ModelError(f"{sec.where()} adds layer {inputs[1]} of size {other.shape[1:]} to size {(h, w)}; "
+                                 "expected equal spatial sizes (OpenCV has the same limit).")
+        elif kind == "upsample":
+            stride = sec.get_int("stride", 2)
+            if stride <= 0:
+                raise ModelError(f"{sec.where()} has stride={stride}; only upsampling (stride >= 1) is supported.")
+            shape = (c, h * stride, w * stride)
+        elif kind == "reorg":
+            stride = sec.get_int("stride", 2)
+            if sec.get_int("reverse", 0) or c % (stride * stride) or h % stride or w % stride:
+                raise ModelError(f"{sec.where()} reorganises {shape} with stride {stride}; expected a forward reorg "
+                                 "with channels divisible by stride^2 and height/width by stride.")
+            shape = (c * stride * stride, h // stride, w // stride)
+        if sec.index == 0 and inputs == [-1] and kind in ("route", "shortcut"):
+            raise ModelError(f"{sec.where()} cannot be the first layer.")
+        if min(shape) <= 0:
+            raise ModelError(f"{sec.where()} gets an empty output {shape} for a {height}x{width} input; "
+                             "use a larger input size.")
+        out.append(Layer(sec, inputs, shape, flat))
+    return out
