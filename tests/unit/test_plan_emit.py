@@ -340,3 +340,44 @@ def test_layernorm_outputs_use_mse_instead_of_divergence_methods():
     stats = collect(model, x, tensors=candidate_tensors(model), progress=False)
     assert plan(model, stats, QuantConfig(th_method="KL", outlier_ratio=0)).tensors["n"].method == "mse"
     assert plan(model, stats, QuantConfig(th_method="percentile", outlier_ratio=0)).tensors["n"].method == "percentile"
+
+
+def test_hardswish_inputs_are_clamped_to_the_domain_it_distinguishes():
+    """HardSwish maps every x <= -3 to 0: codes below -3 are wasted, so the range starts at -3."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("HardSwish", ["c"], ["h"], name="hswish"),
+        helper.make_node("Conv", ["h", "w2"], ["y"], name="conv2"),
+    ]
+    graph = helper.make_graph(
+        nodes, "hswish", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [_init("w1", (8, 8, 3, 3), 1.0), _init("w2", (4, 8, 1, 1))],
+    )
+    model = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    x = RNG.standard_normal((64, 8, 8, 8)).astype(np.float32) * 2.0
+    stats = collect(model, x, tensors=candidate_tensors(model), progress=False)
+    assert stats.tensors["c"].hist.min < -6.0  # the raw conv output reaches far below -3
+    qplan = plan(model, stats, QuantConfig(th_method="max"))
+    c = qplan.tensors["c"]
+    assert c.lo == pytest.approx(-3.0, abs=float(c.scale)) and c.hi == pytest.approx(stats.tensors["c"].hist.max, rel=1e-3)
+    # exact for HardSwish, and finer: the INT8 model is closer than with the full range
+    full = plan(model, stats, QuantConfig(th_method="max", overrides={"c": LayerOverride(threshold=stats.tensors["c"].hist.absmax)}))
+    y = _run(model, x[:16])
+    err_clamped = np.abs(_run(emit_qdq(model, qplan), x[:16]) - y).mean()
+    err_full = np.abs(_run(emit_qdq(model, full), x[:16]) - y).mean()
+    assert err_clamped < err_full
+
+
+def test_clamped_histogram_equals_the_histogram_of_clipped_values():
+    from int8kit.calib.histogram import Histogram
+
+    values = RNG.standard_normal(20000) * 3.0
+    clamped = Histogram.from_values(values, 512).clamped(-3.0, 5.0)
+    direct = Histogram.from_values(np.clip(values, -3.0, 5.0), 512)
+    assert clamped.edge == 16.0 and direct.edge == 8.0  # same data, the clamped one keeps its edge
+    assert clamped.count == direct.count and (clamped.min, clamped.max) == (-3.0, 5.0)
+    occupied = clamped.centers()[clamped.counts > 0]
+    assert -3.0 - clamped.width < occupied.min() < -3.0 + clamped.width
+    assert 5.0 - clamped.width < occupied.max() < 5.0 + clamped.width
+    below = (values < -3.0).sum() + ((values >= -3.0) & (values < occupied.min() + clamped.width / 2)).sum()
+    assert clamped.counts[clamped.counts > 0][0] == below  # everything under -3 piled into the -3 bin

@@ -8,6 +8,7 @@ must therefore be quantized (walking the op table), then compute each tensor's p
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -16,6 +17,7 @@ from onnx import numpy_helper
 from int8kit.errors import CalibrationError
 from int8kit.graph.ops import BINARY, COMPUTE, FUSABLE, SHARED, UNARY, VARIADIC, op_info
 from int8kit.plan.config import LayerOverride, QuantConfig
+from int8kit.plan.domains import consumer_domain
 from int8kit.plan.graph_facts import GraphFacts, float_nodes
 from int8kit.plan.bias_correction import weight_error_shift
 from int8kit.plan.params import activation_quant, bias_min_weight_scale, bias_quant, weight_quant
@@ -321,6 +323,9 @@ def _activation(facts: GraphFacts, stats, config: QuantConfig, name: str):
     ov = _override_for(facts, config, name)
     method, params = config.th_method, dict(config.th_params)
     producer = facts.producer.get(name)
+    domain = consumer_domain(facts, name)
+    if domain is not None and (domain[0] > tstats.hist.min or domain[1] < tstats.hist.max):
+        tstats = replace(tstats, hist=tstats.hist.clamped(*domain))
     signed = config.signed_activations
     symmetric = signed or (not config.activation_offset and not _skewed(tstats.hist, config.skew_ratio))
     if producer is None:

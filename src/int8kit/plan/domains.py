@@ -1,0 +1,71 @@
+"""Input domains of saturating activations: the part of a tensor's range its consumers can tell apart.
+
+HardSwish maps every x <= -3 to 0, HardSigmoid is flat outside [-beta/alpha, (1-beta)/alpha],
+Clip outside [min, max], Relu below 0. When every consumer of a tensor is such an op, values
+outside the union of their domains need no codes: the tensor's histogram is clamped to it before
+a threshold is chosen, which frees up to half of the grid (PP-LCNet's HardSwish inputs reach
+-10 and beyond but only [-3, max] matters).
+"""
+
+from __future__ import annotations
+
+import math
+
+import onnx
+from onnx import numpy_helper
+
+from int8kit.plan.graph_facts import GraphFacts
+
+Domain = tuple[float, float]
+
+
+def _attr(node: onnx.NodeProto, name: str, default: float) -> float:
+    for a in node.attribute:
+        if a.name == name:
+            return float(onnx.helper.get_attribute_value(a))
+    return default
+
+
+def _const(facts: GraphFacts, node: onnx.NodeProto, index: int, default: float) -> float | None:
+    """Scalar constant input ``index`` of ``node`` (``default`` if absent, ``None`` if not constant)."""
+    if len(node.input) <= index or not node.input[index]:
+        return default
+    init = facts.initializers.get(node.input[index])
+    if init is None:
+        return None
+    value = numpy_helper.to_array(init)
+    return float(value) if value.size == 1 else None
+
+
+def op_domain(facts: GraphFacts, node: onnx.NodeProto) -> Domain | None:
+    """Input values ``node`` distinguishes, or ``None`` when it is not saturating (or not known)."""
+    op = node.op_type
+    if op == "HardSwish":
+        return (-3.0, math.inf)
+    if op == "HardSigmoid":
+        alpha, beta = _attr(node, "alpha", 0.2), _attr(node, "beta", 0.5)
+        if alpha <= 0:
+            return None
+        return (-beta / alpha, (1.0 - beta) / alpha)
+    if op == "Relu":
+        return (0.0, math.inf)
+    if op == "Clip":
+        if node.attribute:  # opset < 11 keeps min/max as attributes
+            return (_attr(node, "min", -math.inf), _attr(node, "max", math.inf))
+        lo, hi = _const(facts, node, 1, -math.inf), _const(facts, node, 2, math.inf)
+        return None if lo is None or hi is None else (lo, hi)
+    return None
+
+
+def consumer_domain(facts: GraphFacts, tensor: str) -> Domain | None:
+    """Union of the consumers' domains when every consumer saturates, else ``None``."""
+    consumers = facts.consumers.get(tensor, [])
+    if not consumers or tensor in facts.graph_outputs:
+        return None
+    lo, hi = math.inf, -math.inf
+    for node in consumers:
+        dom = op_domain(facts, node)
+        if dom is None or node.input[0] != tensor or any(i == tensor for i in node.input[1:]):
+            return None
+        lo, hi = min(lo, dom[0]), max(hi, dom[1])
+    return lo, hi
