@@ -112,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="list the model's layers (names for the per-layer options)")
     p.add_argument("model")
+
+    from int8kit import cli_lmdb
+
+    cli_lmdb.add_parser(sub)
     return parser
 
 
@@ -129,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.verb == "lmdb":
+        from int8kit import cli_lmdb
+
+        return cli_lmdb.run(args)
     from int8kit import api
 
     if args.verb == "demo":
