@@ -105,14 +105,20 @@ def calibrate(
     batch_size: int | None = None,
     no_fuse: Collection[str] = (),
     progress: bool = True,
+    preprocess: str | None = None,
+    preprocess_template: str | None = None,
+    strict: bool = False,
 ) -> CalibrateResult:
     """One streaming pass over ``data``; statistics for every tensor any plan could quantize.
 
     The model is optimized first (the statistics are keyed by the optimized graph, exactly as
     ``quantize`` sees it); ``output`` saves them for ``quantize(stats=...)`` (``-dump_dist``).
+    ``data`` may also be an image folder/list (with ``preprocess`` or ``preprocess_template``),
+    an LMDB folder or a Caffe Data-layer prototxt (see ``int8kit.data.open.open_data``).
     """
     optimized, _ = optimize_model(as_model(model), no_fuse=no_fuse)
     QuantConfig(bins=bins)  # validates bins with the same message as quantize
+    data = _open_data(optimized, data, preprocess, preprocess_template, strict)
     start = time.perf_counter()
     stats = _collect(optimized, data, bins=bins, iterations=iterations, batch_size=batch_size, progress=progress)
     seconds = time.perf_counter() - start
@@ -154,6 +160,9 @@ def quantize(
     no_fuse: Collection[str] = (),
     dump_stats: str | os.PathLike | None = None,
     progress: bool = True,
+    preprocess: str | None = None,
+    preprocess_template: str | None = None,
+    strict: bool = False,
 ) -> QuantizeResult:
     """Optimize, calibrate (or load ``stats``), plan and emit a QDQ INT8 model plus its records.
 
@@ -196,6 +205,7 @@ def quantize(
         stats = stats if isinstance(stats, Stats) else Stats.load(stats, model_id=model_fingerprint(optimized))
         timings["load_stats"] = time.perf_counter() - start
     else:
+        data = _open_data(optimized, data, preprocess, preprocess_template, strict)
         start = time.perf_counter()
         stats = _collect(optimized, data, bins=bins, iterations=iterations, batch_size=batch_size, progress=progress)
         timings["calibrate"] = time.perf_counter() - start
@@ -241,6 +251,9 @@ def evaluate(
     report: str | os.PathLike | None = None,
     quant_json: str | os.PathLike | None = None,
     stats: str | os.PathLike | Stats | None = None,
+    preprocess: str | None = None,
+    preprocess_template: str | None = None,
+    strict: bool = False,
 ):
     """FP32 vs INT8 on the same data: accuracy, agreement, cosine, latency (an ``EvalResult``).
 
@@ -251,6 +264,7 @@ def evaluate(
     """
     from int8kit.evaluation.compare import compare_models
 
+    data = _open_data(fp32_model, data, preprocess, preprocess_template, strict)
     result = compare_models(
         fp32_model,
         int8_model,
@@ -272,6 +286,20 @@ def evaluate(
         report_for_models(report, fp32_model, data, eval_result=result, layer_errors=result.layers, int8_model=int8_model,
                           quant_json=quant_json, stats=stats, batch_size=batch_size)
     return result
+
+
+def _open_data(model: ModelLike, data: Any, preprocess: str | None, template: str | None, strict: bool) -> Any:
+    """Image folders/lists, LMDBs and Caffe Data layers become sample sources; other data passes through."""
+    if preprocess is None and template is None and (
+        not isinstance(data, (str, os.PathLike)) or Path(data).suffix.lower() in (".npy", ".npz")
+    ):
+        return data
+    from int8kit.data.open import open_data
+    from int8kit.data.sources import model_input_specs
+
+    specs = model_input_specs(as_model(model))
+    return open_data(data, preprocess=preprocess, preprocess_template=template, strict=strict,
+                     input_shapes=[s.shape for s in specs], input_names=[s.name for s in specs])
 
 
 def _collect(optimized: onnx.ModelProto, data: Any, **kwargs: Any) -> Stats:
