@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from int8kit import __version__
+from int8kit import __version__, cli_data
 from int8kit.errors import ConfigError, Int8kitError
 
 log = logging.getLogger("int8kit")
@@ -36,7 +36,8 @@ def _th_params(pairs: list[str], percentile: float | None) -> dict[str, Any]:
 
 def _add_model_data(p: argparse.ArgumentParser, data_required: bool) -> None:
     p.add_argument("model", help="FP32 ONNX model")
-    p.add_argument("--data", required=data_required, help=".npy (one input) or .npz (one array per input name)")
+    p.add_argument("--data", required=data_required, help=cli_data.DATA_HELP)
+    cli_data.add_preprocess_args(p)
     p.add_argument("--iterations", type=int, help="number of calibration samples to use (default: all)")
     p.add_argument("--batch", type=int, dest="batch_size", help="batch size for models with a dynamic batch axis")
     p.add_argument("--th-binnum", type=int, default=2048, dest="bins", help="histogram bins per side, power of two 512-4096")
@@ -97,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="FP32 vs INT8: accuracy, agreement, cosine, latency")
     p.add_argument("fp32_model")
     p.add_argument("int8_model")
-    p.add_argument("--data", required=True)
+    p.add_argument("--data", required=True, help=cli_data.DATA_HELP)
+    cli_data.add_preprocess_args(p)
     p.add_argument("--labels", help=".npy of integer class labels")
     p.add_argument("--output", help="model output to compare (default: the first)")
     p.add_argument("--batch", type=int, dest="batch_size")
@@ -116,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     from int8kit import cli_lmdb
 
     cli_lmdb.add_parser(sub)
+    cli_data.add_parser(sub)
     return parser
 
 
@@ -137,6 +140,8 @@ def _run(args: argparse.Namespace) -> int:
         from int8kit import cli_lmdb
 
         return cli_lmdb.run(args)
+    if args.verb == "data":
+        return cli_data.run(args)
     from int8kit import api
 
     if args.verb == "demo":
@@ -167,6 +172,7 @@ def _run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             no_fuse=_names(args.no_fuse),
             progress=not args.no_progress,
+            **cli_data.preprocess_kwargs(args),
         )
         print(f"calibrated {len(result.stats.tensors)} tensors on {result.stats.samples} samples in {result.seconds:.1f} s; wrote {result.path}")
         return 0
@@ -187,6 +193,7 @@ def _run(args: argparse.Namespace) -> int:
             report=args.report,
             quant_json=args.quant_json,
             stats=args.stats,
+            **cli_data.preprocess_kwargs(args),
         )
         payload = result.to_dict()
         if not args.per_layer:
@@ -234,6 +241,7 @@ def _quantize(api, args: argparse.Namespace) -> int:
         no_fuse=_names(args.no_fuse),
         dump_stats=args.dump_stats,
         progress=not args.no_progress,
+        **cli_data.preprocess_kwargs(args),
     )
     summary = {
         "int8_model": str(result.int8_model),
