@@ -82,15 +82,62 @@ class QuantizeResult:
 
 
 def _stem(model: ModelLike) -> str:
-    return "model" if isinstance(model, onnx.ModelProto) else Path(model).stem
+    if isinstance(model, onnx.ModelProto):
+        return "model"
+    text = str(model)
+    stem = Path(text.rpartition(":")[2] if ":" in text and not Path(text).exists() else text).stem  # module:factory
+    return stem[: -len(".prototxt")] if stem.endswith(".prototxt") else stem
 
 
-def optimize(model: ModelLike, *, output: str | os.PathLike | None = None, no_fuse: Collection[str] = ()) -> OptimizeResult:
+def _source(model: ModelLike, framework: str | None, weights: Any, input_shapes: Any) -> ModelLike:
+    """An ONNX model as given; another framework's files (Caffe, Darknet, PyTorch, ...) converted first."""
+    plain = framework in (None, "onnx") and weights is None and input_shapes is None
+    if isinstance(model, onnx.ModelProto) or (plain and str(model).lower().endswith(".onnx")):
+        return model
+    from int8kit.importers import load_any_model
+
+    return load_any_model(model, framework=framework, weights=weights, input_shapes=input_shapes)
+
+
+def convert(
+    model: str | os.PathLike,
+    *,
+    framework: str | None = None,
+    weights: str | os.PathLike | None = None,
+    output: str | os.PathLike | None = None,
+    input_shapes: Any = None,
+    input_names: Any = None,
+    compare: bool = False,
+    compare_layers: bool | Collection[str] = False,
+    data: Any = None,
+    tolerance: float = 1e-3,
+    samples: int | None = 8,
+    batch_size: int | None = None,
+    progress: bool = True,
+):
+    """Convert a Caffe/Darknet/PyTorch/TensorFlow/Paddle/TFLite model (or check an ONNX one) to ONNX.
+
+    Returns a ``ConvertResult`` (``model``, ``path``, ``framework``, ``compare``); ``compare`` (or
+    ``compare_layers``: True or node names) runs the original runtime against onnxruntime on ``data``
+    (seeded random data when ``None``). See ``int8kit.importers.convert``.
+    """
+    from int8kit.importers.convert import convert_model
+
+    return convert_model(
+        model, framework=framework, weights=weights, output=output, input_shapes=input_shapes,
+        input_names=input_names, compare=compare, compare_layers=compare_layers, data=data,
+        tolerance=tolerance, samples=samples, batch_size=batch_size, progress=progress,
+    )
+
+
+def optimize(model: ModelLike, *, output: str | os.PathLike | None = None, no_fuse: Collection[str] = (),
+             framework: str | None = None, weights: Any = None, input_shapes: Any = None) -> OptimizeResult:
     """Fold BatchNorm/affine layers, drop Identity/Dropout, fold constants (the manual's graph_transform).
 
-    Writes ``output`` when given (atomically); the input file is never touched.
+    Writes ``output`` when given (atomically); the input file is never touched. ``framework``,
+    ``weights``, ``input_shapes``: take another framework's model directly (see ``convert``).
     """
-    optimized, log = optimize_model(as_model(model), no_fuse=no_fuse)
+    optimized, log = optimize_model(as_model(_source(model, framework, weights, input_shapes)), no_fuse=no_fuse)
     path = save_model(optimized, output) if output is not None else None
     return OptimizeResult(optimized, path, log)
 
@@ -108,6 +155,9 @@ def calibrate(
     preprocess: str | None = None,
     preprocess_template: str | None = None,
     strict: bool = False,
+    framework: str | None = None,
+    weights: Any = None,
+    input_shapes: Any = None,
 ) -> CalibrateResult:
     """One streaming pass over ``data``; statistics for every tensor any plan could quantize.
 
@@ -116,7 +166,7 @@ def calibrate(
     ``data`` may also be an image folder/list (with ``preprocess`` or ``preprocess_template``),
     an LMDB folder or a Caffe Data-layer prototxt (see ``int8kit.data.open.open_data``).
     """
-    optimized, _ = optimize_model(as_model(model), no_fuse=no_fuse)
+    optimized, _ = optimize_model(as_model(_source(model, framework, weights, input_shapes)), no_fuse=no_fuse)
     QuantConfig(bins=bins)  # validates bins with the same message as quantize
     data = _open_data(optimized, data, preprocess, preprocess_template, strict)
     start = time.perf_counter()
@@ -163,6 +213,9 @@ def quantize(
     preprocess: str | None = None,
     preprocess_template: str | None = None,
     strict: bool = False,
+    framework: str | None = None,
+    weights: Any = None,
+    input_shapes: Any = None,
 ) -> QuantizeResult:
     """Optimize, calibrate (or load ``stats``), plan and emit a QDQ INT8 model plus its records.
 
@@ -196,7 +249,7 @@ def quantize(
     _check_method(config)
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    source = as_model(model)
+    source = as_model(_source(model, framework, weights, input_shapes))
     optimized, opt_log = optimize_model(source, no_fuse=no_fuse)
     timings["optimize"] = time.perf_counter() - start
 
@@ -254,6 +307,9 @@ def evaluate(
     preprocess: str | None = None,
     preprocess_template: str | None = None,
     strict: bool = False,
+    framework: str | None = None,
+    weights: Any = None,
+    input_shapes: Any = None,
 ):
     """FP32 vs INT8 on the same data: accuracy, agreement, cosine, latency (an ``EvalResult``).
 
@@ -264,6 +320,7 @@ def evaluate(
     """
     from int8kit.evaluation.compare import compare_models
 
+    fp32_model = _source(fp32_model, framework, weights, input_shapes)  # the original framework's files work too
     data = _open_data(fp32_model, data, preprocess, preprocess_template, strict)
     result = compare_models(
         fp32_model,
