@@ -114,6 +114,9 @@ def convert(
     samples: int | None = 8,
     batch_size: int | None = None,
     progress: bool = True,
+    preprocess: str | None = None,
+    preprocess_template: str | None = None,
+    strict: bool = False,
 ):
     """Convert a Caffe/Darknet/PyTorch/TensorFlow/Paddle/TFLite model (or check an ONNX one) to ONNX.
 
@@ -127,6 +130,7 @@ def convert(
         model, framework=framework, weights=weights, output=output, input_shapes=input_shapes,
         input_names=input_names, compare=compare, compare_layers=compare_layers, data=data,
         tolerance=tolerance, samples=samples, batch_size=batch_size, progress=progress,
+        preprocess=preprocess, preprocess_template=preprocess_template, strict=strict,
     )
 
 

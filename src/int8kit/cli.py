@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from int8kit import __version__, cli_data
+from int8kit import __version__, cli_convert, cli_data
 from int8kit.errors import ConfigError, Int8kitError
 
 log = logging.getLogger("int8kit")
@@ -35,7 +35,8 @@ def _th_params(pairs: list[str], percentile: float | None) -> dict[str, Any]:
 
 
 def _add_model_data(p: argparse.ArgumentParser, data_required: bool) -> None:
-    p.add_argument("model", help="FP32 ONNX model")
+    p.add_argument("model", help="FP32 model: ONNX, or Caffe/Darknet/PyTorch/... files (converted first)")
+    cli_convert.add_source_args(p)
     p.add_argument("--data", required=data_required, help=cli_data.DATA_HELP)
     cli_data.add_preprocess_args(p)
     p.add_argument("--iterations", type=int, help="number of calibration samples to use (default: all)")
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("optimize", help="fold BatchNorm/Scale into convs, drop Identity/Dropout, fold constants")
     p.add_argument("model")
+    cli_convert.add_source_args(p)
     p.add_argument("-o", "--output", help="output path (default: <stem>_optimized.onnx beside the input)")
     p.add_argument("--no-fuse", default="", help="comma-separated layer names not to fold")
 
@@ -97,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="FP32 vs INT8: accuracy, agreement, cosine, latency")
     p.add_argument("fp32_model")
+    cli_convert.add_source_args(p)
     p.add_argument("int8_model")
     p.add_argument("--data", required=True, help=cli_data.DATA_HELP)
     cli_data.add_preprocess_args(p)
@@ -119,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_lmdb.add_parser(sub)
     cli_data.add_parser(sub)
+    cli_convert.add_parser(sub)
     return parser
 
 
@@ -142,6 +146,8 @@ def _run(args: argparse.Namespace) -> int:
         return cli_lmdb.run(args)
     if args.verb == "data":
         return cli_data.run(args)
+    if args.verb == "convert":
+        return cli_convert.run(args)
     from int8kit import api
 
     if args.verb == "demo":
@@ -156,7 +162,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.verb == "optimize":
         out = args.output or str(Path(args.model).with_name(Path(args.model).stem + "_optimized.onnx"))
-        result = api.optimize(args.model, output=out, no_fuse=_names(args.no_fuse))
+        result = api.optimize(args.model, output=out, no_fuse=_names(args.no_fuse), **cli_convert.source_kwargs(args))
         for line in result.log:
             print(line)
         print(f"wrote {result.path}")
@@ -173,6 +179,7 @@ def _run(args: argparse.Namespace) -> int:
             no_fuse=_names(args.no_fuse),
             progress=not args.no_progress,
             **cli_data.preprocess_kwargs(args),
+            **cli_convert.source_kwargs(args),
         )
         print(f"calibrated {len(result.stats.tensors)} tensors on {result.stats.samples} samples in {result.seconds:.1f} s; wrote {result.path}")
         return 0
@@ -194,6 +201,7 @@ def _run(args: argparse.Namespace) -> int:
             quant_json=args.quant_json,
             stats=args.stats,
             **cli_data.preprocess_kwargs(args),
+            **cli_convert.source_kwargs(args),
         )
         payload = result.to_dict()
         if not args.per_layer:
@@ -242,6 +250,7 @@ def _quantize(api, args: argparse.Namespace) -> int:
         dump_stats=args.dump_stats,
         progress=not args.no_progress,
         **cli_data.preprocess_kwargs(args),
+        **cli_convert.source_kwargs(args),
     )
     summary = {
         "int8_model": str(result.int8_model),

@@ -57,8 +57,6 @@ _EXTENSIONS: tuple[tuple[str, str], ...] = (
     (".pb", "tensorflow"),
     (".tflite", "tflite"),
     (".pdmodel", "paddle"),
-    (".json", "mxnet"),  # an MXNet symbol file: only to say it is unsupported
-    (".params", "mxnet"),
 )
 
 
@@ -106,8 +104,6 @@ def detect_framework(path: str | os.PathLike) -> str:
     name = p.name.lower()
     for suffix, framework in _EXTENSIONS:
         if name.endswith(suffix):
-            if framework in _UNSUPPORTED:
-                raise ConfigError(_UNSUPPORTED[framework])
             return framework
     raise ConfigError(
         f"cannot tell the framework of '{p}' from its extension; pass --framework "
@@ -177,6 +173,11 @@ def load_any_model(
     plain_onnx = framework in (None, "onnx") and str(model).lower().endswith(".onnx")
     if plain_onnx and input_shapes is None and input_names is None:
         return as_model(model)  # the common case: no checks beyond loading, exactly as before
+    if framework is None and weights is None and Path(model).is_file():
+        try:
+            detect_framework(model)
+        except ConfigError:
+            return as_model(model)  # an ONNX file under another extension, as before importers existed
     key, model, weights = resolve(model, framework, weights)
     importer = get_importer(key)
     return importer.convert(
