@@ -75,6 +75,8 @@ PriorBoxParameter = message_class("PriorBoxParameter")
 DetectionOutputParameter = message_class("DetectionOutputParameter")
 NonMaximumSuppressionParameter = message_class("NonMaximumSuppressionParameter")
 FillerParameter = message_class("FillerParameter")
+TRAIN = _POOL.FindEnumTypeByName(f"{_FILE.package}.Phase").values_by_name["TRAIN"].number
+TEST = _POOL.FindEnumTypeByName(f"{_FILE.package}.Phase").values_by_name["TEST"].number
 
 _UNKNOWN = re.compile(r'has no field named "?([\w.]+)"?')
 _LINE = re.compile(r"^(\d+):(\d+)")
