@@ -138,9 +138,10 @@ def resolve(
     model: str | os.PathLike, framework: str | None = None, weights: str | os.PathLike | None = None
 ) -> tuple[str, str | os.PathLike, str | os.PathLike | None]:
     """Framework (given or detected), model and weights (given or found beside the model)."""
+    key = normalize_framework(framework) if framework else None  # an unsupported framework is said first
     if isinstance(model, (str, os.PathLike)) and not _looks_like_factory(str(model)) and not Path(model).exists():
         raise ModelError(f"model file '{model}' does not exist; check the path.")
-    key = normalize_framework(framework) if framework else detect_framework(model)
+    key = key or detect_framework(model)
     if weights is None and key in ("caffe", "darknet"):
         weights = default_weights(key, model)
         if weights is None:

@@ -219,6 +219,11 @@ def compare(
     out_names = [o.name for o in onnx_model.graph.output]
     outputs = {n: TensorDiff(n, "output") for n in out_names}
     candidates = _layer_candidates(onnx_model, layers) if layers else []
+    known = getattr(reference, "layer_names", None)  # a set/list, or a method; else run() skips unknown names
+    known = known() if callable(known) else known
+    if candidates and known is not None:
+        known = set(known)
+        candidates = [n for n in candidates if n in known]
     layer_diffs: dict[str, TensorDiff] = {}
     tapped_session = None
     tapped_tensors: list[str] = []
