@@ -2,7 +2,8 @@
 
 The output follows Caffe's layout, 1 x 1 x N x 7 rows of
 ``[image_id, label, confidence, xmin, ymin, xmax, ymax]``, ordered by image, label, then
-descending confidence, as Caffe and OpenCV order them.
+descending confidence, as Caffe and OpenCV order them. With ``keep_top_k`` set, N is always
+keep_top_k and rows after the detections are zero, as in OpenCV (a static output shape).
 """
 
 from __future__ import annotations
@@ -99,4 +100,10 @@ def detection_output(ctx: LayerContext) -> None:
     cols = [ctx.node("Unsqueeze", [ctx.node("Gather", [t, order], axis=0), _i64(ctx, f"u{i}", [1])])
             for i, t in enumerate((image_f, label_f, det_scores))]
     rows = ctx.node("Concat", [*cols, ctx.node("Gather", [det_boxes, order], axis=0)], axis=1)
+    if p.keep_top_k > 0:
+        # OpenCV's convention: always keep_top_k rows, zero rows after the detections (static shape).
+        missing = ctx.node("Sub", [_i64(ctx, "rows", [p.keep_top_k]), n])
+        pads = ctx.node("Concat", [_i64(ctx, "pad0", [0, 0]), missing, _i64(ctx, "pad1", [0])], axis=0)
+        rows = ctx.node("Pad", [rows, pads], mode="constant")
+        rows = ctx.node("Reshape", [rows, _i64(ctx, "rows_shape", [p.keep_top_k, 7])])
     ctx.node("Unsqueeze", [rows, _i64(ctx, "axes01", [0, 1])], ctx.outputs[0])

@@ -214,7 +214,7 @@ def _rename_outputs(model: onnx.ModelProto, mapping: dict[str, str], layer_outpu
         return
     taken = {n for node in model.graph.node for n in (*node.input, *node.output)}
     taken |= {i.name for i in model.graph.initializer} | {i.name for i in model.graph.input}
-    for blob in rename.values():
+    for blob in list(rename.values()):
         if blob in taken and blob not in rename:
             k, alt = 0, f"{blob}/pre"
             while alt in taken:
