@@ -18,7 +18,7 @@ from int8kit.errors import ModelError
 _ALIASES = {"conv": "convolutional", "conn": "connected", "max": "maxpool", "avg": "avgpool",
             "soft": "softmax", "network": "net"}
 SUPPORTED = ("convolutional", "connected", "maxpool", "avgpool", "softmax", "route", "shortcut",
-             "upsample", "yolo", "region", "reorg", "dropout", "cost")
+             "upsample", "yolo", "region", "reorg", "dropout", "cost", "crop")
 ACTIVATIONS = ("linear", "leaky", "relu", "logistic", "tanh", "mish", "swish", "relu6", "hardswish", "elu")
 
 
@@ -107,6 +107,7 @@ class Layer:
     inputs: list[int]
     shape: tuple[int, int, int]
     flat: bool = False  # output is 2-D (N, C): after a connected layer
+    cv_id: int = 0  # OpenCV's layer counter: the layer index, shifted by each earlier [crop]
 
     @property
     def kind(self) -> str:
@@ -145,6 +146,7 @@ def plan_layers(layers: list[Section], channels: int, height: int, width: int) -
     """Resolve inputs and output shapes of every layer for an input of (channels, height, width)."""
     out: list[Layer] = []
     shape = (channels, height, width)
+    cv_id = 0
     for sec in layers:
         if sec.kind not in SUPPORTED:
             raise ModelError(f"{sec.where()} has a layer type int8kit cannot convert; supported: "
@@ -196,10 +198,10 @@ def plan_layers(layers: list[Section], channels: int, height: int, width: int) -
             if len(frm) != 1:
                 raise ModelError(f"{sec.where()} has from={sec.get_str('from', '')!r}; expected one layer index.")
             inputs = [prev, _ref(sec, frm[0])]
-            other = out[inputs[1]]
-            if other.shape[1:] != (h, w):
-                raise ModelError(f"{sec.where()} adds layer {inputs[1]} of size {other.shape[1:]} to size {(h, w)}; "
-                                 "expected equal spatial sizes (OpenCV has the same limit).")
+            oh, ow = out[inputs[1]].shape[1:]
+            if oh < h or ow < w or oh % h or ow % w or oh // h != ow // w:
+                raise ModelError(f"{sec.where()} adds layer {inputs[1]} of size {(oh, ow)} to size {(h, w)}; "
+                                 "expected the same size or a whole multiple of it (Darknet then samples it).")
         elif kind == "upsample":
             stride = sec.get_int("stride", 2)
             if stride <= 0:
@@ -211,10 +213,17 @@ def plan_layers(layers: list[Section], channels: int, height: int, width: int) -
                 raise ModelError(f"{sec.where()} reorganises {shape} with stride {stride}; expected a forward reorg "
                                  "with channels divisible by stride^2 and height/width by stride.")
             shape = (c * stride * stride, h // stride, w // stride)
+        elif kind == "crop":
+            ch, cw = sec.get_int("crop_height", 1), sec.get_int("crop_width", 1)
+            if not (0 < ch <= h and 0 < cw <= w):
+                raise ModelError(f"{sec.where()} crops {ch}x{cw} out of {h}x{w}; expected a crop inside the input.")
+            shape = (c, ch, cw)
         if sec.index == 0 and inputs == [-1] and kind in ("route", "shortcut"):
             raise ModelError(f"{sec.where()} cannot be the first layer.")
         if min(shape) <= 0:
             raise ModelError(f"{sec.where()} gets an empty output {shape} for a {height}x{width} input; "
                              "use a larger input size.")
-        out.append(Layer(sec, inputs, shape, flat))
+        out.append(Layer(sec, inputs, shape, flat, cv_id))
+        # OpenCV gives a crop's [-1, 1] adjustment its own layer id, shifting every later name
+        cv_id += 2 if kind == "crop" and not sec.get_int("noadjust", 0) else 1
     return out

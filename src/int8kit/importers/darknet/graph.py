@@ -61,8 +61,8 @@ def _as_4d(g: _Graph, x: str, layer: Layer, src: Layer | None) -> str:
     """A conv after a connected layer needs (N, C, 1, 1) again."""
     if src is None or not src.flat:
         return x
-    return g.node("Reshape", [x, g.const(f"reshape_{layer.index}/shape", np.array([0, -1, 1, 1], np.int64))],
-                  f"reshape_{layer.index}")
+    name = layer_name(layer)
+    return g.node("Reshape", [x, g.const(f"{name}/as_4d_shape", np.array([0, -1, 1, 1], np.int64))], f"{name}/as_4d")
 
 
 def _conv(g: _Graph, layer: Layer, x: str, blobs: dict[str, np.ndarray]) -> str:
@@ -79,7 +79,7 @@ def _conv(g: _Graph, layer: Layer, x: str, blobs: dict[str, np.ndarray]) -> str:
 
 
 def _batchnorm(g: _Graph, layer: Layer, x: str, blobs: dict[str, np.ndarray]) -> str:
-    bn = f"bn_{layer.index}"
+    bn = f"bn_{layer.cv_id}"
     return g.node("BatchNormalization", [x, g.const(f"{bn}/scales", blobs["scales"]),
                                          g.const(f"{bn}/biases", blobs["biases"]),
                                          g.const(f"{bn}/rolling_mean", blobs["rolling_mean"]),
@@ -90,7 +90,7 @@ def _batchnorm(g: _Graph, layer: Layer, x: str, blobs: dict[str, np.ndarray]) ->
 def _connected(g: _Graph, layer: Layer, x: str, src: Layer | None, blobs: dict[str, np.ndarray]) -> str:
     name = layer_name(layer)
     if src is None or not src.flat:
-        x = g.node("Flatten", [x], f"flatten_{layer.index}", axis=1)
+        x = g.node("Flatten", [x], f"{name}/flatten", axis=1)
     bn = bool(layer.section.get_int("batch_normalize", 0))
     inputs = [x, g.const(f"{name}/weights", blobs["weights"])]
     if not bn:
@@ -108,25 +108,50 @@ def _reorg(g: _Graph, layer: Layer, x: str, in_shape: tuple[int, int, int]) -> s
     s = layer.section.get_int("stride", 2)
     c, h, w = in_shape
     name = layer_name(layer)
-    six = g.node("Reshape", [x, g.const(f"{name}/blocks", np.array([0, c // (s * s), h, s, w, s], np.int64))],
+    six = g.node("Reshape", [x, g.const(f"{name}/blocks_shape", np.array([0, c // (s * s), h, s, w, s], np.int64))],
                  f"{name}/blocks")
     moved = g.node("Transpose", [six], f"{name}/transpose", perm=[0, 3, 5, 1, 2, 4])
     return g.node("Reshape", [moved, g.const(f"{name}/shape", np.array([0, *layer.shape], np.int64))], name)
 
 
-def _shortcut(g: _Graph, layer: Layer, a: str, b: str, ca: int, cb: int) -> str:
-    """Sum with OpenCV's channel rule: the result has the channels of the previous layer (input 0)."""
+def _slice(g: _Graph, x: str, name: str, starts: list[int], ends: list[int], axes: list[int],
+           steps: list[int] | None = None) -> str:
+    consts = [g.const(f"{name}/{key}", np.array(v, np.int64))
+              for key, v in (("starts", starts), ("ends", ends), ("axes", axes), ("steps", steps)) if v is not None]
+    return g.node("Slice", [x, *consts], name)
+
+
+def _crop(g: _Graph, layer: Layer, x: str, in_shape: tuple[int, int, int]) -> str:
+    """Darknet's test-time crop: the centre window, then x*2-1 unless ``noadjust=1``."""
+    _, h, w = in_shape
+    _, ch, cw = layer.shape
+    top, left = (h - ch) // 2, (w - cw) // 2
+    y = _slice(g, x, layer_name(layer), [top, left], [top + ch, left + cw], [2, 3])
+    if layer.section.get_int("noadjust", 0):
+        return y
+    name = f"adjust_crop_{layer.cv_id + 1}"
+    doubled = g.node("Mul", [y, g.const(f"{name}/scale", np.float32(2))], f"{name}/mul")
+    return g.node("Add", [doubled, g.const(f"{name}/shift", np.float32(-1))], name)
+
+
+def _shortcut(g: _Graph, layer: Layer, a: str, b: str, ca: int, shape_b: tuple[int, int, int]) -> str:
+    """Sum with OpenCV's channel rule: the result has the channels of the previous layer (input 0).
+
+    A larger ``from`` map (Darknet's ResNet cfgs) is sampled every k-th pixel, as Darknet does.
+    """
     name = layer_name(layer)
+    cb = shape_b[0]
+    step = shape_b[1] // layer.shape[1]
+    if step > 1:
+        b = _slice(g, b, f"{name}/sample", [0, 0], list(shape_b[1:]), [2, 3], [step, step])
     if cb > ca:
-        b = g.node("Slice", [b, g.const(f"{name}/starts", np.array([0], np.int64)),
-                             g.const(f"{name}/ends", np.array([ca], np.int64)),
-                             g.const(f"{name}/axes", np.array([1], np.int64))], f"{name}/slice")
+        b = _slice(g, b, f"{name}/truncate", [0], [ca], [1])
     elif cb < ca:
         b = g.node("Pad", [b, g.const(f"{name}/pads", np.array([0, 0, 0, 0, 0, ca - cb, 0, 0], np.int64))],
                    f"{name}/pad")
     alpha = layer.section.get_float("alpha", 1.0)
     if alpha != 1.0:
-        a = g.node("Mul", [a, g.const(f"{name}/alpha", np.float32(alpha))], f"{name}/alpha")
+        a = g.node("Mul", [a, g.const(f"{name}/alpha_value", np.float32(alpha))], f"{name}/alpha")
     return g.node("Add", [a, b], name)
 
 
@@ -160,21 +185,20 @@ def build_graph(plan: list[Layer], weights: dict[int, dict[str, np.ndarray]], in
             y = g.node("Identity" if len(srcs) == 1 else "Concat", srcs, name if groups == 1 else f"{name}/join",
                        **({} if len(srcs) == 1 else {"axis": 1}))
             if groups > 1:
-                part = layer.shape[0]
-                gid = sec.get_int("group_id", 0)
-                y = g.node("Slice", [y, g.const(f"{name}/starts", np.array([gid * part], np.int64)),
-                                     g.const(f"{name}/ends", np.array([(gid + 1) * part], np.int64)),
-                                     g.const(f"{name}/axes", np.array([1], np.int64))], name)
+                part, gid = layer.shape[0], sec.get_int("group_id", 0)
+                y = _slice(g, y, name, [gid * part], [(gid + 1) * part], [1])
         elif kind in ("dropout", "cost"):
             y = g.node("Identity", [x], name)
         elif kind == "shortcut":
-            y = _shortcut(g, layer, x, tensors[layer.inputs[1]], in_shape[0], plan[layer.inputs[1]].shape[0])
+            y = _shortcut(g, layer, x, tensors[layer.inputs[1]], in_shape[0], plan[layer.inputs[1]].shape)
         elif kind == "upsample":
             s = float(sec.get_int("stride", 2))
             y = g.node("Resize", [x, "", g.const(f"{name}/scales", np.array([1, 1, s, s], np.float32))], name,
                        mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
         elif kind == "reorg":
             y = _reorg(g, layer, x, in_shape)
+        elif kind == "crop":
+            y = _crop(g, layer, x, in_shape)
         elif kind in ("yolo", "region"):
             y = g.node("Identity", [x], name)  # OpenCV decodes here; we hand over the raw map
         else:  # pragma: no cover - plan_layers rejects other kinds
@@ -186,7 +210,7 @@ def build_graph(plan: list[Layer], weights: dict[int, dict[str, np.ndarray]], in
     graph_inputs = [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, input_shape)]
     graph_outputs = []
     for out in outputs:
-        layer = next(lay for lay in plan if out in (tensors[lay.index], layer_name(lay)))
+        layer = next(lay for lay in plan if out in (tensors[lay.index], layer_name(lay)))  # output -> its layer
         dims = [n, layer.shape[0]] if layer.flat else [n, *layer.shape]
         graph_outputs.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, dims))
     graph = helper.make_graph(g.nodes, "darknet", graph_inputs, graph_outputs, g.inits)

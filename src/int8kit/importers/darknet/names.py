@@ -1,7 +1,8 @@
 """OpenCV's names for the layers of a Darknet net, shared by the ONNX graph and the reference run.
 
-OpenCV's importer names a layer's main node ``<prefix>_<i>`` (``i`` = Darknet layer index), a
-batch norm after it ``bn_<i>``, and its activation ``<activation>_<i+1>`` (counted one ahead).
+OpenCV's importer names a layer's main node ``<prefix>_<i>``, a batch norm after it ``bn_<i>``
+and its activation ``<activation>_<i+1>`` (counted one ahead). ``i`` is the Darknet layer index,
+plus one for each earlier ``[crop]`` (its ``adjust_crop_<i+1>`` scaling takes an id of its own).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from .cfg import Layer
 
 _PREFIX = {"convolutional": "conv", "connected": "fullyConnected", "maxpool": "pool", "avgpool": "avgpool",
            "softmax": "softmax", "shortcut": "shortcut", "upsample": "upsample", "reorg": "reorg",
-           "yolo": "yolo", "dropout": "identity", "cost": "identity"}
+           "yolo": "yolo", "dropout": "identity", "cost": "identity", "crop": "crop"}
 
 
 def layer_name(layer: Layer) -> str:
@@ -19,19 +20,23 @@ def layer_name(layer: Layer) -> str:
         return "detection_out"
     if layer.kind == "route":
         single = len(layer.inputs) == 1 and layer.section.get_int("groups", 1) == 1
-        return f"{'identity' if single else 'concat'}_{layer.index}"
-    return f"{_PREFIX[layer.kind]}_{layer.index}"
+        return f"{'identity' if single else 'concat'}_{layer.cv_id}"
+    return f"{_PREFIX[layer.kind]}_{layer.cv_id}"
 
 
 def activation_name(layer: Layer) -> str | None:
     """The activation node after a layer, or None for ``linear``."""
     act = layer.section.get_str("activation", "linear")
-    return None if act == "linear" else f"{act}_{layer.index + 1}"
+    return None if act == "linear" else f"{act}_{layer.cv_id + 1}"
 
 
 def final_name(layer: Layer) -> str:
     """The tensor holding a layer's result (its activation's output when it has one)."""
-    return activation_name(layer) or layer_name(layer)
+    if activation_name(layer):
+        return activation_name(layer)
+    if layer.kind == "crop" and not layer.section.get_int("noadjust", 0):
+        return f"adjust_crop_{layer.cv_id + 1}"
+    return layer_name(layer)
 
 
 def output_map(plan: list[Layer]) -> dict[str, str]:

@@ -54,8 +54,14 @@ class Reference:
         if unknown:
             raise ConfigError(f"layer(s) {unknown} are not layers of the OpenCV Darknet net; "
                               f"expected names like {sorted(self.layer_names)[:4]}.")
+        import cv2
+
         self.net.setInput(x)
-        values = self.net.forward(sorted(set(sources)))
+        try:
+            values = self.net.forward(sorted(set(sources)))
+        except cv2.error as exc:
+            reason = str(exc).strip().splitlines()[-1]
+            raise ModelError(f"OpenCV cannot run the Darknet net ({reason}); no reference values for it.") from None
         by_source = dict(zip(sorted(set(sources)), values))
         return {name: np.array(by_source[src]) for name, src in zip(wanted, sources)}
 
