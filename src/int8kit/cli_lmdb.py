@@ -74,7 +74,7 @@ def _info(args: argparse.Namespace) -> int:
                           "inputs": inputs, "labels": info.labels, "original_images": info.originals}, indent=2))
         return 0
     print(f"LMDB      {info.path}")
-    print(f"format    {info.kind}{' (Caffe Datum, CHW BGR)' if info.kind == 'caffe-datum' else ''}")
+    print(f"format    {info.kind}{' (CHW BGR images)' if info.kind.startswith('caffe') else ''}")
     print(f"records   {info.records}")
     print(f"samples   {info.samples}")
     print(f"labels    {info.labels}")

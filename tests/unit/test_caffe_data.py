@@ -182,3 +182,22 @@ def test_data_layer_over_int8kit_lmdb_and_open_data(tmp_path):
     src.close()
     with pytest.raises(ConfigError, match="already preprocessed"):
         caffe_data_source(_prototxt(tmp_path / "scaled.prototxt", "scale: 2.0"))
+
+
+def test_annotated_data_layer_reads_boxes(tmp_path, photos):
+    from int8kit.data.annotated_datum import AnnotatedDatum
+    from int8kit.importers.caffe.proto import Datum
+
+    chw = np.ascontiguousarray(photos[0][:, :, ::-1].transpose(2, 0, 1))
+    msg = AnnotatedDatum(type=0, datum=Datum(channels=3, height=H, width=W, data=chw.tobytes()).SerializeToString())
+    box = msg.annotation_group.add(group_label=2).annotation.add().bbox
+    box.xmin, box.ymin, box.xmax, box.ymax = 0.25, 0.5, 0.75, 1.0
+    env = lmdb.open(str(tmp_path / "lmdb"), map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        txn.put(b"00000000", msg.SerializeToString())
+    env.close()
+    text = _prototxt(tmp_path / "ssd.prototxt", "mean_value: 104 mean_value: 117 mean_value: 123").read_text()
+    (tmp_path / "ssd.prototxt").write_text(text.replace('type: "Data"', 'type: "AnnotatedData"'))
+    got, labels = _read(tmp_path / "ssd.prototxt")
+    np.testing.assert_array_equal(got[0], _caffe_reference(chw, mean_values=[104, 117, 123]))
+    assert labels == [[(2, 0.25, 0.5, 0.75, 1.0)]]

@@ -298,3 +298,30 @@ def test_describe(tmp_path):
     assert (a["shapes"], a["dtype"], a["min"], a["max"]) == ({(2,)}, np.float32, -2.0, 3.0)
     assert info.labels == "class (data.label)"
     assert os.path.isfile(tmp_path / "db" / "original_images" / "0000000001_0.jpg")
+
+
+def test_ssd_annotated_datums_give_images_and_boxes(tmp_path):
+    from int8kit.data.annotated_datum import AnnotatedDatum
+
+    photo = _photo(24, 32)
+    bgr_chw = np.ascontiguousarray(photo[:, :, ::-1].transpose(2, 0, 1))
+    records = []
+    for i, boxes in enumerate([[(3, 0.1, 0.2, 0.5, 0.6)], [(1, 0.0, 0.0, 1.0, 1.0), (7, 0.25, 0.25, 0.75, 0.5)], []]):
+        msg = AnnotatedDatum(type=0)
+        msg.datum = _datum(channels=3, height=24, width=32, data=(bgr_chw + i).tobytes()).SerializeToString()
+        for cls, *xyxy in boxes:
+            group = msg.annotation_group.add(group_label=cls)
+            a = group.annotation.add(instance_id=0)
+            a.bbox.xmin, a.bbox.ymin, a.bbox.xmax, a.bbox.ymax = xyxy
+        records.append(msg)
+    _caffe_lmdb(tmp_path / "db", records)
+    src = LmdbSource(tmp_path / "db")
+    assert src.kind == "caffe-annotated-datum" and src.label_kind == "detect"
+    samples = list(src)
+    labels = src.labels()
+    src.close()
+    assert [np.array_equal(s.inputs[UNNAMED], bgr_chw + i) for i, s in enumerate(samples)] == [True] * 3
+    assert labels == [s.label for s in samples]
+    assert labels[0] == [(3, pytest.approx(0.1), pytest.approx(0.2), 0.5, pytest.approx(0.6))]
+    assert [len(x) for x in labels] == [1, 2, 0] and labels[1][1][0] == 7
+    assert describe_lmdb(tmp_path / "db").labels == "detect (AnnotatedDatum boxes)"

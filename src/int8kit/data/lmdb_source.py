@@ -23,11 +23,13 @@ from typing import Any
 import lmdb
 import numpy as np
 
+from int8kit.data.annotated_datum import is_annotated, split_annotated
 from int8kit.data.lmdb_format import LABEL_FILE, ORIGINALS_DIR, decode_header, decode_record, is_record, read_label_file
 from int8kit.data.samples import UNNAMED, Sample, SampleSource
 from int8kit.errors import ConfigError, DataError
 
-CAFFE, INT8KIT = "caffe-datum", "int8kit"
+CAFFE, ANNOTATED, INT8KIT = "caffe-datum", "caffe-annotated-datum", "int8kit"
+DATUM_KINDS = (CAFFE, ANNOTATED)
 
 
 def lmdb_dir(path: str | os.PathLike) -> Path:
@@ -74,10 +76,17 @@ def close_env(env: lmdb.Environment) -> None:
                 return
 
 
-def decode_datum(value: bytes, *, where: str) -> tuple[np.ndarray, int]:
-    """A Caffe ``Datum`` as a CHW BGR array (uint8, or float32 for float_data) and its label."""
+def decode_datum(value: bytes, *, where: str) -> tuple[np.ndarray, Any]:
+    """A Caffe ``Datum`` as a CHW BGR array (uint8, or float32 for float_data) and its label.
+
+    An SSD ``AnnotatedDatum`` gives its inner Datum and, as the label, its boxes
+    ``(cls, xmin, ymin, xmax, ymax)`` in normalised 0-1 coordinates.
+    """
     from int8kit.importers.caffe.proto import Datum
 
+    boxes = None
+    if is_annotated(value):
+        value, boxes = split_annotated(value, where=where)
     datum = Datum()
     try:
         datum.ParseFromString(value)
@@ -96,7 +105,7 @@ def decode_datum(value: bytes, *, where: str) -> tuple[np.ndarray, int]:
             arr = np.asarray(img.convert("L"))[None]
         else:
             arr = np.ascontiguousarray(np.asarray(img.convert("RGB"))[:, :, ::-1].transpose(2, 0, 1))
-        return arr, int(datum.label)
+        return arr, int(datum.label) if boxes is None else boxes
     if datum.data:
         arr = np.frombuffer(datum.data, dtype=np.uint8)
     elif len(datum.float_data):
@@ -105,7 +114,7 @@ def decode_datum(value: bytes, *, where: str) -> tuple[np.ndarray, int]:
         raise DataError(f"{where} is a Caffe Datum without data or float_data; re-create the LMDB.")
     if arr.size != c * h * w or arr.size == 0:
         raise DataError(f"{where} holds {arr.size} values but says channels*height*width = {c}x{h}x{w}; the LMDB is corrupt.")
-    return arr.reshape(c, h, w), int(datum.label)
+    return arr.reshape(c, h, w), int(datum.label) if boxes is None else boxes
 
 
 def bgr_chw_to_rgb_hwc(arr: np.ndarray) -> np.ndarray:
@@ -131,7 +140,7 @@ def scan(env: lmdb.Environment, db: Path) -> _Index:
         if not cur.first():
             raise DataError(f"LMDB '{db}' holds no records; expected at least one, re-create it.")
         if not is_record(cur.value()):
-            return _Index(CAFFE, [1] * env.stat()["entries"])
+            return _Index(ANNOTATED if is_annotated(cur.value()) else CAFFE, [1] * env.stat()["entries"])
         index = _Index(INT8KIT)
         for key, value in cur:
             where = f"record {bytes(key).decode(errors='replace')} of LMDB '{db}'"
@@ -212,28 +221,30 @@ class LmdbSource(SampleSource):
 
     @property
     def kind(self) -> str:
-        """``"int8kit"`` or ``"caffe-datum"``."""
+        """``"int8kit"``, ``"caffe-datum"`` or ``"caffe-annotated-datum"`` (SSD)."""
         return self.index.kind
 
     @property
     def label_kind(self) -> str | None:
         """``"class"``, ``"detect"`` or ``None`` (Caffe datum labels count as ``"class"``)."""
-        if self._label_kind is None and self.index.kind == CAFFE:
-            return "class"
+        if self._label_kind is None and self.index.kind in DATUM_KINDS:
+            return "class" if self.index.kind == CAFFE else "detect"
         return self._label_kind
 
     def __len__(self) -> int:
         return sum(self.index.sizes)
 
     def labels(self) -> list[Any] | None:
-        if self._labels is None and self.index.kind == CAFFE:
+        if self._labels is None and self.index.kind in DATUM_KINDS:
             with self._env.begin() as txn:
                 self._labels = [self._datum_label(v, k) for k, v in txn.cursor()]
         return None if self._labels is None else list(self._labels)
 
-    def _datum_label(self, value: bytes, key: bytes) -> int:
+    def _datum_label(self, value: bytes, key: bytes) -> Any:
         from int8kit.importers.caffe.proto import Datum
 
+        if is_annotated(value):
+            return split_annotated(value, where=f"record {key.decode(errors='replace')} of {self.description}")[1]
         d = Datum()
         try:
             d.ParseFromString(value)
@@ -253,7 +264,7 @@ class LmdbSource(SampleSource):
     def __iter__(self) -> Iterator[Sample]:
         labels = self._labels
         pos = 0
-        if self.index.kind == CAFFE:
+        if self.index.kind in DATUM_KINDS:
             for arr, label in _pmap(self._datum_sample, self._values(), self.workers):
                 yield Sample({UNNAMED: arr}, labels[pos] if labels is not None else label)
                 pos += 1
@@ -297,7 +308,7 @@ def describe_lmdb(path: str | os.PathLike) -> LmdbInfo:
                     s["min"], s["max"] = min(s["min"], float(arr.min())), max(s["max"], float(arr.max()))
         label_file = (src.path / LABEL_FILE).is_file()
         kind = src.label_kind
-        labels = "none" if kind is None else (f"{kind} ({LABEL_FILE})" if label_file else f"{kind} (Datum label field)")
+        labels = "none" if kind is None else (f"{kind} ({LABEL_FILE})" if label_file else f"{kind} ({'AnnotatedDatum boxes' if src.kind == ANNOTATED else 'Datum label field'})")
         originals = len(list((src.path / ORIGINALS_DIR).glob("*.jpg"))) if (src.path / ORIGINALS_DIR).is_dir() else 0
         return LmdbInfo(src.path, src.kind, len(src.index.sizes), len(src), stats, labels, originals)
     finally:
