@@ -68,7 +68,7 @@ def create_from_images(
         raise ConfigError("lmdb create needs --preprocess or --preprocess-template; give the preprocessing the model expects.")
     if len(shape) < 2:
         raise ConfigError(f"shape must be N followed by the sample's dims (e.g. 1,3,224,224), got {shape}.")
-    source = ImageSource(images, pipeline, strict=strict, workers=0)
+    source = ImageSource(images, pipeline, strict=strict, workers=workers)  # finds, checks and labels the files
     labels = source.labels()
     per_record, sample_shape = shape[0], tuple(shape[1:])
 
