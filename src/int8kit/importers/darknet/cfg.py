@@ -118,12 +118,16 @@ class Layer:
         return self.section.index
 
 
+def conv_dilation(sec: Section) -> int:
+    """Darknet (AlexeyAB) ignores dilation for 1x1 kernels."""
+    return 1 if sec.get_int("size", 1) == 1 else sec.get_int("dilation", 1)
+
+
 def conv_padding(sec: Section) -> int:
-    """Darknet's conv padding: ``pad=1`` means size/2 (times dilation), else ``padding`` (default 0)."""
-    size, dilation = sec.get_int("size", 1), sec.get_int("dilation", 1)
-    if sec.get_int("pad", 0):
-        return (size // 2) * dilation
-    return sec.get_int("padding", 0)
+    """Darknet's conv padding: ``pad=1`` means size/2, else ``padding`` (default 0); times the dilation."""
+    size = sec.get_int("size", 1)
+    padding = size // 2 if sec.get_int("pad", 0) else sec.get_int("padding", 0)
+    return padding * conv_dilation(sec)
 
 
 def pool_geometry(sec: Section) -> tuple[int, int, int]:
@@ -131,6 +135,17 @@ def pool_geometry(sec: Section) -> tuple[int, int, int]:
     stride = sec.get_int("stride", 1)
     size = sec.get_int("size", stride)
     return size, stride, sec.get_int("padding", size - 1)
+
+
+def cv_ids_used(layer: Layer) -> int:
+    """How many ids OpenCV's importer spends on a layer: a crop's [-1, 1] adjustment takes one more,
+    a grouped route over n > 1 inputs takes n slices and a concat."""
+    sec = layer.section
+    if layer.kind == "crop" and not sec.get_int("noadjust", 0):
+        return 2
+    if layer.kind == "route" and sec.get_int("groups", 1) > 1 and len(layer.inputs) > 1:
+        return len(layer.inputs) + 1
+    return 1
 
 
 def _ref(sec: Section, value: int) -> int:
@@ -161,7 +176,7 @@ def plan_layers(layers: list[Section], channels: int, height: int, width: int) -
         kind = sec.kind
         if kind == "convolutional":
             filters, size, stride = sec.get_int("filters", 1), sec.get_int("size", 1), sec.get_int("stride", 1)
-            groups, dilation = sec.get_int("groups", 1), sec.get_int("dilation", 1)
+            groups, dilation = sec.get_int("groups", 1), conv_dilation(sec)
             if filters <= 0 or size <= 0 or stride <= 0 or groups <= 0 or c % groups or filters % groups:
                 raise ModelError(f"{sec.where()} has filters={filters}, size={size}, stride={stride}, groups={groups} "
                                  f"on {c} input channels; expected positive values with groups dividing both.")
@@ -188,11 +203,12 @@ def plan_layers(layers: list[Section], channels: int, height: int, width: int) -
             if len({s.shape[1:] for s in srcs}) > 1:
                 raise ModelError(f"{sec.where()} joins layers {inputs} of spatial sizes "
                                  f"{[s.shape[1:] for s in srcs]}; expected equal sizes.")
-            groups = sec.get_int("groups", 1)
-            total = sum(s.shape[0] for s in srcs)
-            if groups <= 0 or total % groups:
-                raise ModelError(f"{sec.where()} has groups={groups} for {total} channels; expected a divisor.")
-            shape, flat = (total // groups, *srcs[0].shape[1:]), srcs[0].flat
+            groups, group_id = sec.get_int("groups", 1), sec.get_int("group_id", 0)
+            if groups <= 0 or any(s.shape[0] % groups for s in srcs) or not 0 <= group_id < groups:
+                raise ModelError(f"{sec.where()} has groups={groups}, group_id={group_id} for inputs of "
+                                 f"{[s.shape[0] for s in srcs]} channels; expected groups dividing each.")
+            # each input contributes its group_id-th channel group
+            shape, flat = (sum(s.shape[0] for s in srcs) // groups, *srcs[0].shape[1:]), srcs[0].flat
         elif kind == "shortcut":
             frm = sec.get_ints("from")
             if len(frm) != 1:
@@ -224,6 +240,5 @@ def plan_layers(layers: list[Section], channels: int, height: int, width: int) -
             raise ModelError(f"{sec.where()} gets an empty output {shape} for a {height}x{width} input; "
                              "use a larger input size.")
         out.append(Layer(sec, inputs, shape, flat, cv_id))
-        # OpenCV gives a crop's [-1, 1] adjustment its own layer id, shifting every later name
-        cv_id += 2 if kind == "crop" and not sec.get_int("noadjust", 0) else 1
+        cv_id += cv_ids_used(out[-1])
     return out

@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .cfg import Layer, conv_padding, pool_geometry
+from .cfg import Layer, conv_dilation, conv_padding, pool_geometry
 from .names import activation_name, layer_name, output_map
 
 BN_EPSILON = 1e-6  # Darknet's normalize_cpu and OpenCV's importer use .000001
@@ -67,7 +67,7 @@ def _as_4d(g: _Graph, x: str, layer: Layer, src: Layer | None) -> str:
 
 def _conv(g: _Graph, layer: Layer, x: str, blobs: dict[str, np.ndarray]) -> str:
     sec, name = layer.section, layer_name(layer)
-    size, stride, dilation = sec.get_int("size", 1), sec.get_int("stride", 1), sec.get_int("dilation", 1)
+    size, stride, dilation = sec.get_int("size", 1), sec.get_int("stride", 1), conv_dilation(sec)
     pad = conv_padding(sec)
     bn = bool(sec.get_int("batch_normalize", 0))
     inputs = [x, g.const(f"{name}/weights", blobs["weights"])]
@@ -119,6 +119,21 @@ def _slice(g: _Graph, x: str, name: str, starts: list[int], ends: list[int], axe
     consts = [g.const(f"{name}/{key}", np.array(v, np.int64))
               for key, v in (("starts", starts), ("ends", ends), ("axes", axes), ("steps", steps)) if v is not None]
     return g.node("Slice", [x, *consts], name)
+
+
+def _route(g: _Graph, layer: Layer, srcs: list[str], channels: list[int]) -> str:
+    """Identity or channel Concat; with ``groups`` each input first gives its ``group_id``-th slice."""
+    name, sec = layer_name(layer), layer.section
+    groups, gid = sec.get_int("groups", 1), sec.get_int("group_id", 0)
+    if groups > 1:
+        parts = [c // groups for c in channels]
+        srcs = [_slice(g, x, name if len(srcs) == 1 else f"slice_{layer.cv_id + k}", [gid * p], [(gid + 1) * p], [1])
+                for k, (x, p) in enumerate(zip(srcs, parts))]
+        if len(srcs) == 1:
+            return srcs[0]
+    if len(srcs) == 1:
+        return g.node("Identity", srcs, name)
+    return g.node("Concat", srcs, name, axis=1)
 
 
 def _crop(g: _Graph, layer: Layer, x: str, in_shape: tuple[int, int, int]) -> str:
@@ -180,13 +195,7 @@ def build_graph(plan: list[Layer], weights: dict[int, dict[str, np.ndarray]], in
         elif kind == "softmax":
             y = g.node("Softmax", [x], name, axis=1)
         elif kind == "route":
-            srcs = [tensors[i] for i in layer.inputs]
-            groups = sec.get_int("groups", 1)
-            y = g.node("Identity" if len(srcs) == 1 else "Concat", srcs, name if groups == 1 else f"{name}/join",
-                       **({} if len(srcs) == 1 else {"axis": 1}))
-            if groups > 1:
-                part, gid = layer.shape[0], sec.get_int("group_id", 0)
-                y = _slice(g, y, name, [gid * part], [(gid + 1) * part], [1])
+            y = _route(g, layer, [tensors[i] for i in layer.inputs], [plan[i].shape[0] for i in layer.inputs])
         elif kind in ("dropout", "cost"):
             y = g.node("Identity", [x], name)
         elif kind == "shortcut":

@@ -2,7 +2,8 @@
 
 OpenCV's importer names a layer's main node ``<prefix>_<i>``, a batch norm after it ``bn_<i>``
 and its activation ``<activation>_<i+1>`` (counted one ahead). ``i`` is the Darknet layer index,
-plus one for each earlier ``[crop]`` (its ``adjust_crop_<i+1>`` scaling takes an id of its own).
+shifted by the extra ids earlier layers took (``cfg.cv_ids_used``: a crop's ``adjust_crop_<i+1>``,
+the ``slice_<i+k>`` of a grouped route over several inputs).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ def layer_name(layer: Layer) -> str:
     if layer.kind == "region":
         return "detection_out"
     if layer.kind == "route":
-        single = len(layer.inputs) == 1 and layer.section.get_int("groups", 1) == 1
-        return f"{'identity' if single else 'concat'}_{layer.cv_id}"
+        n = len(layer.inputs)
+        if layer.section.get_int("groups", 1) > 1:  # one slice per input, then a concat
+            return f"slice_{layer.cv_id}" if n == 1 else f"concat_{layer.cv_id + n}"
+        return f"{'identity' if n == 1 else 'concat'}_{layer.cv_id}"
     return f"{_PREFIX[layer.kind]}_{layer.cv_id}"
 
 
