@@ -24,7 +24,7 @@ DEFAULT_INPUT = "data"  # OpenCV's name for the image blob of a Darknet net
 def resolve_input(net: Section, input_shapes, input_names) -> tuple[str, list[int | str]]:
     """The input name and NCHW shape: the cfg's [net] size unless ``input_shapes`` overrides it.
 
-    ``input_shapes`` is ``{name: [N, C, H, W]}`` or one ``[N, C, H, W]``; a non-integer batch
+    ``input_shapes`` is ``{name: [N, C, H, W]}``, ``[N, C, H, W]`` or ``[(N, C, H, W)]``; a non-integer batch
     (None, -1, a string) makes the batch dimension dynamic. The default batch is dynamic.
     """
     name = DEFAULT_INPUT
@@ -42,7 +42,11 @@ def resolve_input(net: Section, input_shapes, input_names) -> tuple[str, list[in
             if not input_names:
                 name = given_name
         else:
-            given = input_shapes
+            given = list(input_shapes)
+            if given and not isinstance(given[0], (int, str)) and given[0] is not None:  # a list of shapes
+                if len(given) != 1:
+                    raise ConfigError(f"input_shapes gives {len(given)} shapes; a Darknet model has exactly one input.")
+                given = given[0]
         given = list(given)
         if len(given) != 4:
             raise ConfigError(f"input shape {given} has {len(given)} dimensions; expected N,C,H,W.")

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from int8kit.errors import ConfigError, DataError, ModelError
+from int8kit.errors import DataError, ModelError
 
 from .cfg import parse_cfg, plan_layers
 from .convert import resolve_input
@@ -20,7 +20,8 @@ class Reference:
     ``run(feeds)`` returns the model outputs keyed by the ONNX graph output names; for ``yolo_<i>``
     and ``detection_out`` that is the raw map OpenCV's region layer decodes (its input).
     ``run(feeds, layers=[...])`` returns each named layer's first output (OpenCV layer names,
-    which are also the ONNX tensor names; a yolo/region name again gives its raw input).
+    which are also the ONNX node and tensor names; a yolo/region name again gives its raw input);
+    names OpenCV does not have (helper nodes such as ``mish_3/softplus``) are left out.
     """
 
     def __init__(self, model: str | os.PathLike, weights: str | os.PathLike, *, input_shapes=None, input_names=None):
@@ -48,12 +49,12 @@ class Reference:
         x = np.ascontiguousarray(feeds[self.input_name], np.float32)
         if x.ndim != 4 or list(x.shape[1:]) != [int(v) for v in self.input_shape[1:]]:
             raise DataError(f"input '{self.input_name}' has shape {x.shape}; expected N x {self.input_shape[1:]}.")
-        wanted = list(self.outputs) if layers is None else list(layers)
+        wanted = list(self.outputs) if layers is None else []
+        if layers is not None:  # names OpenCV does not have (ONNX helper nodes) are left out
+            wanted = [n for n in layers if self.outputs.get(n, n) in self.layer_names]
         sources = [self.outputs.get(name, name) for name in wanted]
-        unknown = [n for n, s in zip(wanted, sources) if s not in self.layer_names]
-        if unknown:
-            raise ConfigError(f"layer(s) {unknown} are not layers of the OpenCV Darknet net; "
-                              f"expected names like {sorted(self.layer_names)[:4]}.")
+        if not wanted:
+            return {}
         import cv2
 
         self.net.setInput(x)
