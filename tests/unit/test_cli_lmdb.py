@@ -79,3 +79,39 @@ def test_create_errors(tmp_path, photo_folder, capsys):
     assert "--shape must be" in capsys.readouterr().err
     assert main(["lmdb", "refresh", str(tmp_path / "nothing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_lmdb_with_labels_feeds_quantize_and_eval(tmp_path, capsys):
+    """The bundled MNIST CNN quantized from an LMDB and evaluated on one whose data.label gives accuracy."""
+    import onnxruntime as ort
+
+    from int8kit.data import LmdbWriter
+
+    from int8kit.demo_data import demo_model_path, load_demo_data
+
+    data = load_demo_data()  # the model's own normalisation
+    calib, test, labels = data["calib"][:32], data["test"][:100], data["test_labels"][:100]
+    with LmdbWriter(tmp_path / "calib") as w:
+        for i in range(0, 32, 16):
+            w.put({"image": calib[i : i + 16]})
+    with LmdbWriter(tmp_path / "test") as w:
+        for i in range(0, 100, 50):
+            w.put(test[i : i + 50], labels=labels[i : i + 50])
+    model = str(demo_model_path())
+    assert main(["quantize", model, "--data", str(tmp_path / "calib"), "-o", str(tmp_path / "out"), "--no-progress"]) == 0
+    capsys.readouterr()
+    int8 = str(next((tmp_path / "out").glob("*_int8.onnx")))
+    assert main(["eval", model, int8, "--data", str(tmp_path / "test"), "--json", "--no-latency", "--no-progress"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    logits = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"image": test})[0]
+    want = float(np.mean(logits.argmax(1) == labels))
+    found = [v for k, v in _flatten(report) if "fp32" in k.lower() and "top1" in k.lower()]
+    assert want > 0.9 and found and found[0] == pytest.approx(want), report
+
+
+def _flatten(obj, prefix=""):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _flatten(v, f"{prefix}.{k}")
+    else:
+        yield prefix, obj
