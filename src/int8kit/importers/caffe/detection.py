@@ -86,17 +86,22 @@ def detection_output(ctx: LayerContext) -> None:
     image = ctx.node("Div", [sel_b, _i64(ctx, "nc_b", nc)])
     label_f = ctx.node("Cast", [label], to=1)
     image_f = ctx.node("Cast", [image], to=1)
+    prior_id = ctx.node("Gather", [ctx.node("Reshape", [top_idx, _i64(ctx, "flat1b", [-1])]), flat], axis=0)
     if p.keep_top_k >= 0:  # the best keep_top_k detections over all classes
         count = ctx.node("Shape", [det_scores])
         keep = ctx.node("Min", [count, _i64(ctx, "keep_top_k", [p.keep_top_k])])
         _, best = ctx.multi("TopK", [det_scores, keep], 2)
-        det_boxes, det_scores, label_f, image_f = (
-            ctx.node("Gather", [t, best], axis=0) for t in (det_boxes, det_scores, label_f, image_f))
+        det_boxes, det_scores, label_f, image_f, prior_id = (
+            ctx.node("Gather", [t, best], axis=0) for t in (det_boxes, det_scores, label_f, image_f, prior_id))
     # Order rows by image, then label, then descending confidence (scores lie in [0, 1]).
     group = ctx.node("Add", [ctx.node("Mul", [image_f, ctx.const("nclass", float(c + 1))]), label_f])
     key = ctx.node("Sub", [ctx.node("Mul", [group, ctx.const("two", 2.0)]), det_scores])
     n = ctx.node("Shape", [key])
-    _, order = ctx.multi("TopK", [key, n], 2, largest=0)
+    # Equal confidences keep the prior order, as Caffe's stable sort does: TopK breaks ties by
+    # position, so sort by prior index first, then by the key.
+    _, by_prior = ctx.multi("TopK", [prior_id, n], 2, largest=0)
+    _, order = ctx.multi("TopK", [ctx.node("Gather", [key, by_prior], axis=0), n], 2, largest=0)
+    order = ctx.node("Gather", [by_prior, order], axis=0)
     cols = [ctx.node("Unsqueeze", [ctx.node("Gather", [t, order], axis=0), _i64(ctx, f"u{i}", [1])])
             for i, t in enumerate((image_f, label_f, det_scores))]
     rows = ctx.node("Concat", [*cols, ctx.node("Gather", [det_boxes, order], axis=0)], axis=1)

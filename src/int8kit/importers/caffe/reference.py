@@ -37,6 +37,8 @@ class Reference:
         except cv2.error as err:
             raise ModelError(f"OpenCV cannot read the Caffe model {str(model)!r}: {str(err).strip()}; "
                              "compare without --compare or check the files.") from None
+        # Without fusion every layer's output is its own (no ReLU folded into the convolution before it).
+        self.net.enableFusion(False)
         self.output_layers = list(self.net.getUnconnectedOutLayersNames())
         writer_to_blob = {}
         for blob, layer in self._last_writer.items():

