@@ -28,6 +28,7 @@ def add_parser(sub: Any) -> None:
     i = cmds.add_parser("info", help="count, shapes, dtypes, value range, labels and format of an LMDB")
     i.add_argument("db", help="LMDB folder (holding data.mdb)")
     i.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    i.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     r = cmds.add_parser("refresh", help="drop the samples whose image was deleted from original_images/")
     r.add_argument("db", help="LMDB folder written with originals")
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace) -> int:
     from int8kit.data.lmdb_source import describe_lmdb
 
-    info = describe_lmdb(args.db)
+    info = describe_lmdb(args.db, progress=not args.no_progress)
     inputs = {
         name: {"shape": [list(s) for s in sorted(a["shapes"])], "dtype": str(a["dtype"]), "min": a["min"], "max": a["max"]}
         for name, a in info.arrays.items()

@@ -294,12 +294,14 @@ class LmdbInfo:
     originals: int
 
 
-def describe_lmdb(path: str | os.PathLike) -> LmdbInfo:
+def describe_lmdb(path: str | os.PathLike, *, progress: bool = False) -> LmdbInfo:
     """Count, per-input sample shape, dtype and value range (one pass), label format, originals."""
-    src = LmdbSource(path, workers=1)
+    from tqdm import tqdm
+
+    src = LmdbSource(path)
     try:
         stats: dict[str, dict[str, Any]] = {}
-        for sample in src:
+        for sample in tqdm(src, total=len(src), desc="lmdb info", unit="sample", disable=not progress):
             for name, arr in sample.inputs.items():
                 arr = np.asarray(arr)
                 s = stats.setdefault(name or "data", {"shapes": set(), "dtype": arr.dtype, "min": np.inf, "max": -np.inf})

@@ -104,7 +104,6 @@ class LmdbWriter:
         self._staging = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent))
         self._env = lmdb.open(str(self._staging), map_size=map_size, subdir=True, sync=False, metasync=False)
         self._records = 0
-        self._sizes: list[int] = []
         self._label_kind: str | None = None
         self._label_lines: list[str] = []
         self._closed = False
@@ -160,7 +159,6 @@ class LmdbWriter:
             save(self._staging / ORIGINALS_DIR, key)
         if labels is not None:
             self._label_lines.extend(lines)
-        self._sizes.append(n)
         self._records += 1
 
     @staticmethod
