@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from int8kit.data.lmdb_source import _pmap
+from int8kit.data.lmdb_source import parallel_map
 from int8kit.data.lmdb_store import LmdbWriter
 from int8kit.errors import ConfigError, DataError
 
@@ -88,7 +88,7 @@ def create_from_images(
 
     n = len(source)
     bar = tqdm(total=n, desc="lmdb create", unit="img", disable=not progress)
-    items = _pmap(load, iter(range(n)), default_workers() if workers is None else workers)
+    items = parallel_map(load, iter(range(n)), default_workers() if workers is None else workers)
     with LmdbWriter(output, overwrite=overwrite) as writer:
         pos = 0
         for chunk in _chunks(items, per_record):

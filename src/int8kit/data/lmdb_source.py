@@ -164,7 +164,7 @@ def _fmt(arrays: dict[str, tuple[tuple[int, ...], np.dtype]]) -> str:
     return ", ".join(f"{name or 'data'} {shape} {dtype}" for name, (shape, dtype) in arrays.items())
 
 
-def _pmap(fn: Callable[[Any], Any], items: Iterator[Any], workers: int) -> Iterator[Any]:
+def parallel_map(fn: Callable[[Any], Any], items: Iterator[Any], workers: int) -> Iterator[Any]:
     """``map`` over threads with a bounded window (decoding releases the GIL), order kept."""
     if workers <= 1:
         yield from map(fn, items)
@@ -265,7 +265,7 @@ class LmdbSource(SampleSource):
         labels = self._labels
         pos = 0
         if self.index.kind in DATUM_KINDS:
-            for arr, label in _pmap(self._datum_sample, self._values(), self.workers):
+            for arr, label in parallel_map(self._datum_sample, self._values(), self.workers):
                 yield Sample({UNNAMED: arr}, labels[pos] if labels is not None else label)
                 pos += 1
             return
