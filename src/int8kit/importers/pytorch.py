@@ -9,6 +9,7 @@ torch on seeded random inputs; a mismatch is an error, not a silent bad model.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import io
@@ -83,8 +84,9 @@ def load_module(model: str | os.PathLike | Any, weights: str | os.PathLike | Non
         text = str(model)
         factory = _split_factory(text)
         if factory is not None:
-            fn = _import_factory(*factory)
-            module = fn() if callable(fn) and not isinstance(fn, torch.nn.Module) else fn
+            with contextlib.redirect_stdout(sys.stderr):  # a factory's prints must not break --json output
+                fn = _import_factory(*factory)
+                module = fn() if callable(fn) and not isinstance(fn, torch.nn.Module) else fn
             if not isinstance(module, torch.nn.Module):
                 raise ModelError(
                     f"'{text}' returned a {type(module).__name__}; expected a torch.nn.Module (a factory called "
