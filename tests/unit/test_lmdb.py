@@ -168,6 +168,7 @@ def test_refresh_drops_exactly_the_deleted_samples(tmp_path, kind):
     deleted = {(1, 0), (1, 2), (2, 0), (2, 1), (2, 2), (3, 1)}  # record 2 loses every sample
     for rec, item in deleted:
         (db / "original_images" / f"{rec:010d}_{item}.jpg").unlink()
+    held = LmdbSource(db)  # a reader still open on the old LMDB must not hide the new one
     res = refresh_lmdb(db)
     keep = [r * 3 + i for r in range(4) for i in range(3) if (r, i) not in deleted]
     assert (res.kept, res.dropped, res.records) == (len(keep), 6, 3)
@@ -181,6 +182,8 @@ def test_refresh_drops_exactly_the_deleted_samples(tmp_path, kind):
     assert (db / "notes.txt").read_text() == "kept beside the LMDB"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["db"]
     assert refresh_lmdb(db).dropped == 0  # a second refresh finds nothing more
+    assert len(held) == 12
+    held.close()
 
 
 def test_refresh_errors_leave_db_untouched(tmp_path):

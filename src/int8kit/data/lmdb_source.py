@@ -44,14 +44,15 @@ def lmdb_dir(path: str | os.PathLike) -> Path:
     return p
 
 
-_OPEN: dict[Path, list[Any]] = {}  # py-lmdb allows one Environment per path and process: share it
+_OPEN: dict[tuple, list[Any]] = {}  # py-lmdb allows one Environment per path and process: share it
 _LOCK = threading.Lock()
 
 
 def open_env(path: str | os.PathLike) -> lmdb.Environment:
     """Open an LMDB read-only without the writer's lock file (read-only media work); pair with ``close_env``."""
     db = lmdb_dir(path)
-    key = db.resolve()
+    st = (db / "data.mdb").stat()
+    key = (db.resolve(), st.st_dev, st.st_ino)  # a refreshed LMDB (new file) gets a new environment
     with _LOCK:
         if key in _OPEN:
             _OPEN[key][1] += 1
