@@ -117,12 +117,27 @@ def _folder_labels(root: Path, images: list[Path]) -> tuple[list[int] | None, li
     return [index[x[0]] for x in parts], classes
 
 
+#: memory the decoded-ahead images may take, and the most images to keep ahead
+PREFETCH_BYTES, PREFETCH_MAX = 256 << 20, 256
+
+
+def _window(sample: Sample, workers: int) -> int:
+    """Images to decode ahead: enough to cover whole batches while the model runs, within PREFETCH_BYTES.
+
+    The consumer takes a batch (32 images) at once and then runs the model; a window smaller than
+    a batch would leave the workers idle during inference and make the consumer wait for them.
+    """
+    nbytes = max(1, sum(a.nbytes for a in sample.inputs.values()))
+    return int(max(2 * workers, min(PREFETCH_MAX, PREFETCH_BYTES // nbytes)))
+
+
 class ImageSource(SampleSource):
     """Images from a folder (recursive) or a list file, decoded and preprocessed in parallel, in order.
 
     ``pipeline``: a ``Pipeline`` or a preprocessing string. ``strict``: a file that is not a
     readable image raises ``DataError`` instead of being skipped. ``workers``: decode threads
-    (default ``default_workers()``; 0 decodes in the calling thread). ``executor``: "thread"
+    (default ``default_workers()``; 0 decodes in the calling thread). ``prefetch``: images decoded
+    ahead (default: as many as fit in 256 MiB, at most 256). ``executor``: "thread"
     (default) or "process". ``class_labels``: take labels from class sub-folders.
     """
 
@@ -145,7 +160,7 @@ class ImageSource(SampleSource):
         if executor not in ("thread", "process"):
             raise ConfigError(f"executor must be 'thread' or 'process', got '{executor}'.")
         self.workers = default_workers() if workers is None else max(0, int(workers))
-        self.prefetch = prefetch or max(4, 2 * self.workers)
+        self.prefetch = prefetch  # None: sized from the first sample (see _window)
         self.executor, self.input_name = executor, input_name
         self.classes: list[str] | None = None
         if self.path.is_dir():
@@ -206,11 +221,15 @@ class ImageSource(SampleSource):
         pool: Executor = (ThreadPoolExecutor if self.executor == "thread" else ProcessPoolExecutor)(self.workers)
         pending: deque = deque()
         try:
-            # bounded prefetch: at most ``prefetch`` decoded images wait in memory
+            # bounded prefetch: at most ``window`` decoded images wait in memory
+            window = self.prefetch or 2 * self.workers
             for i, path in enumerate(paths):
                 pending.append(pool.submit(_load, path, self.pipeline))
-                if len(pending) >= self.prefetch:
-                    yield self._result(i - len(pending) + 1, pending.popleft())
+                if len(pending) >= window:
+                    sample = self._result(i - len(pending) + 1, pending.popleft())
+                    if self.prefetch is None and i + 1 == window:
+                        window = _window(sample, self.workers)
+                    yield sample
             start = len(paths) - len(pending)
             for offset in range(len(pending)):
                 yield self._result(start + offset, pending.popleft())
