@@ -99,7 +99,7 @@ class LmdbWriter:
     def __init__(self, path: str | os.PathLike, *, overwrite: bool = False, map_size: int = _INITIAL_MAP):
         self.path = Path(path)
         if self.path.exists() and not overwrite:
-            raise DataError(f"'{self.path}' already exists; choose a new LMDB folder or pass overwrite=True to replace it.")
+            raise DataError(f"'{self.path}' already exists; choose a new LMDB folder, or replace it with overwrite=True (--overwrite on the command line).")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._staging = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent))
         self._env = lmdb.open(str(self._staging), map_size=map_size, subdir=True, sync=False, metasync=False)
