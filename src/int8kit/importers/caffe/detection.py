@@ -1,8 +1,8 @@
 """SSD DetectionOutput built from ONNX ops (kept float): decode, per-class top-k + NMS, keep_top_k.
 
 The output follows Caffe's layout, 1 x 1 x N x 7 rows of
-``[image_id, label, confidence, xmin, ymin, xmax, ymax]``, ordered by image, label, then
-descending confidence, as Caffe and OpenCV order them. With ``keep_top_k`` set, N is always
+``[image_id, label, confidence, xmin, ymin, xmax, ymax]``, ordered by image, then descending
+confidence (ties keep the prior order), as OpenCV orders them (Caffe groups rows by label). With ``keep_top_k`` set, N is always
 keep_top_k and rows after the detections are zero, as in OpenCV (a static output shape).
 """
 
@@ -93,9 +93,8 @@ def detection_output(ctx: LayerContext) -> None:
         _, best = ctx.multi("TopK", [det_scores, keep], 2)
         det_boxes, det_scores, label_f, image_f, prior_id = (
             ctx.node("Gather", [t, best], axis=0) for t in (det_boxes, det_scores, label_f, image_f, prior_id))
-    # Order rows by image, then label, then descending confidence (scores lie in [0, 1]).
-    group = ctx.node("Add", [ctx.node("Mul", [image_f, ctx.const("nclass", float(c + 1))]), label_f])
-    key = ctx.node("Sub", [ctx.node("Mul", [group, ctx.const("two", 2.0)]), det_scores])
+    # Order rows by image, then descending confidence (scores lie in [0, 1]), as OpenCV does.
+    key = ctx.node("Sub", [ctx.node("Mul", [image_f, ctx.const("two", 2.0)]), det_scores])
     n = ctx.node("Shape", [key])
     # Equal confidences keep the prior order, as Caffe's stable sort does: TopK breaks ties by
     # position, so sort by prior index first, then by the key.

@@ -194,13 +194,14 @@ def convert(model: PathLike, weights: PathLike | None = None, *, input_shapes: S
 def _graph_outputs(layers, state: _Network, consumed: set[str], cut: bool) -> list[str]:
     """Caffe blobs whose final tensor no layer reads (plus DetectionOutput bottoms when cut)."""
     outputs: list[str] = []
+    cut_bottoms = {b for layer in layers if cut and layer.type == "DetectionOutput" for b in layer.bottom}
     for layer in layers:
         if cut and layer.type == "DetectionOutput":
             outputs.extend(b for b in layer.bottom if b not in outputs)
             continue
         for top in layer.top:
             tensor = state.current.get(top)
-            if tensor in state.producer and tensor not in consumed and top not in outputs:
+            if tensor in state.producer and tensor not in consumed and top not in cut_bottoms and top not in outputs:
                 outputs.append(top)
     if not outputs:
         raise ModelError("The Caffe net has no output: every blob is read by a later layer; check the prototxt.")
