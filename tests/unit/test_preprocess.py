@@ -236,3 +236,10 @@ def test_runtime_mismatches_are_data_errors():
         parse_preprocess("gray;bgr2rgb")(img)
     with pytest.raises(DataError, match="RGB"):
         parse_preprocess("bgr2rgb")(np.zeros((4, 4, 4), np.uint8))
+
+
+def test_apply_pil_equals_array_call(photo):
+    """ImageSource's fast path (leading resizes on the Pillow image) gives the same array."""
+    for text in ("resize_side=150;crop_h=120,crop_w=120;mean_value=1:2:3,scale=0.5", "resize_h=64,resize_w=48;resize_h=32,resize_w=40;gray"):
+        pipe = parse_preprocess(text)
+        np.testing.assert_array_equal(pipe.apply_pil(PIL.fromarray(photo)), pipe(photo))

@@ -43,17 +43,22 @@ def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def decode_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image file as an (H, W, 3) uint8 RGB array, upright per its EXIF orientation."""
+def open_rgb(path: str | os.PathLike) -> Image.Image:
+    """Decode an image file as a Pillow RGB image, upright per its EXIF orientation."""
     with Image.open(path) as img:
         if img.getexif().get(_ORIENTATION, 1) != 1:
             img = ImageOps.exif_transpose(img)
-        return np.asarray(img.convert("RGB"))
+        return img.convert("RGB")
+
+
+def decode_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file as an (H, W, 3) uint8 RGB array, upright per its EXIF orientation."""
+    return np.asarray(open_rgb(path))
 
 
 def _load(path: str, pipeline: Pipeline) -> np.ndarray:
     """Decode and preprocess one image (a module-level function, so process pools can pickle it)."""
-    return pipeline(decode_rgb(path))
+    return pipeline.apply_pil(open_rgb(path))
 
 
 def _probe(path: str) -> str | None:

@@ -180,8 +180,10 @@ class Stand(Op):
     def __call__(self, image: Image) -> Image:
         mean = image.per_channel(self.mean, "mean_value")
         gain = image.per_channel(self.scale, "scale") / image.per_channel(self.std, "std")
-        pixels = (_as_float(image.pixels) - mean) * gain
-        out = Image(pixels.astype(np.float32, copy=False), image.order)
+        pixels = image.pixels.astype(np.float32)  # a fresh array: the in-place steps below touch nothing else
+        pixels -= mean
+        pixels *= gain
+        out = Image(pixels, image.order)
         return Swap({})(out) if self.swap else out
 
 
