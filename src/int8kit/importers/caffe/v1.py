@@ -35,9 +35,10 @@ def upgrade_v1_layer(old) -> proto.LayerParameter:
                          "upgrade the prototxt with Caffe's upgrade_net_proto_text tool.")
     new = proto.LayerParameter(type=_TYPE_NAMES[old.type])
     for field, value in old.ListFields():
-        if field.name in _COPIED:
-            getattr(new, field.name).MergeFrom(value) if field.label == field.LABEL_REPEATED \
-                else setattr(new, field.name, value)
+        if field.name == "name":
+            new.name = value
+        elif field.name in _COPIED:  # the other copied fields are repeated
+            getattr(new, field.name).extend(value)
         elif field.name.endswith("_param") and field.name in _LAYER_FIELDS:
             # same message type in both formats: copy through the wire format
             getattr(new, field.name).ParseFromString(value.SerializeToString())
