@@ -52,7 +52,8 @@ def test_v1_format_with_legacy_blobs_matches_opencv(tmp_path):
     assert list(got) == list(want) == ["prob"]
     assert_close(got["prob"], want["prob"], 1e-5)
     # per-layer outputs of the reference, keyed by layer name
-    layers = reference(model, weights).run({"data": x}, layers=["conv1", "relu1", "fc"])
+    layers = reference(model, weights).run({"data": x}, layers=["conv1", "relu1", "fc", "no_such_layer"])
+    assert sorted(layers) == ["conv1", "fc", "relu1"]
     assert (layers["relu1"] >= 0).all() and (layers["conv1"] < 0).any()
 
 
@@ -64,6 +65,9 @@ def test_input_forms_and_input_shapes(tmp_path):
     assert [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim] == [2, 3, 6, 6]
     assert [d.dim_value for d in m.graph.output[0].type.tensor_type.shape.dim] == [2, 3, 6, 6]
     assert convert(model, weights, input_shapes=[1, 3, 5, 5]).graph.input[0].type.tensor_type.shape.dim[2].dim_value == 5
+    assert convert(model, weights, input_shapes=[(1, 3, 7, 7)]).graph.input[0].type.tensor_type.shape.dim[2].dim_value == 7
+    with pytest.raises(ConfigError, match="one shape per input"):
+        convert(model, weights, input_shapes=[(1, 3, 7, 7), (1, 2)])
     with pytest.raises(ConfigError, match="not inputs"):
         convert(model, weights, input_shapes={"img": [1, 3, 4, 4]})
     with pytest.raises(ConfigError, match="Unknown Caffe import option"):

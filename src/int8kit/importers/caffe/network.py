@@ -62,10 +62,13 @@ def _normalise_shapes(input_shapes: ShapeSpec, names: Sequence[str]) -> dict[str
             raise ConfigError(f"input_shapes names {sorted(unknown)} are not inputs of the Caffe net; "
                               f"its inputs are {list(names)}.")
         return {k: [int(d) for d in v] for k, v in input_shapes.items()}
-    if len(names) != 1:
-        raise ConfigError(f"A single input shape was given but the Caffe net has inputs {list(names)}; "
-                          "pass a mapping from input name to shape.")
-    return {names[0]: [int(d) for d in input_shapes]}
+    items = list(input_shapes)
+    if items and all(isinstance(d, (int, np.integer)) for d in items):
+        items = [items]  # one shape, given flat
+    if len(items) != len(names):
+        raise ConfigError(f"{len(items)} input shape(s) were given but the Caffe net has inputs {list(names)}; "
+                          "give one shape per input, in order, or a mapping from input name to shape.")
+    return {name: [int(d) for d in shape] for name, shape in zip(names, items)}
 
 
 def _data_layer_shape(layer) -> list[int] | None:
@@ -128,8 +131,8 @@ def convert(model: PathLike, weights: PathLike | None = None, *, input_shapes: S
             input_names: Sequence[str] | None = None, **options) -> onnx.ModelProto:
     """Convert a Caffe deploy prototxt (+ caffemodel) into an ONNX model (opset 17).
 
-    ``input_shapes`` overrides or supplies input shapes (a mapping name -> shape, or one shape
-    for a one-input net); ``input_names`` renames the inputs in order. Layer names become node
+    ``input_shapes`` overrides or supplies input shapes (a mapping name -> shape, a list with one
+    shape per input in order, or one flat shape for a one-input net); ``input_names`` renames the inputs in order. Layer names become node
     names; graph outputs keep the Caffe blob names. Option ``detection_output="cut"`` leaves SSD
     DetectionOutput layers out and makes their bottoms the model outputs.
     """

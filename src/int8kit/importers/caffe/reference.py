@@ -56,5 +56,11 @@ class Reference:
         if layers is None:
             outs = self.net.forward(self.output_layers)
             return {blob: np.asarray(o) for blob, o in zip(self.output_blobs, outs)}
-        outs = self.net.forward(list(layers))
-        return {name: np.asarray(o) for name, o in zip(layers, outs)}
+        known = set(self.layer_names())
+        wanted = [name for name in layers if name in known]  # names OpenCV does not have are left out
+        outs = self.net.forward(wanted) if wanted else []
+        return {name: np.asarray(o) for name, o in zip(wanted, outs)}
+
+    def layer_names(self) -> list[str]:
+        """The Caffe layer names OpenCV can report outputs for."""
+        return list(self.net.getLayerNames())
