@@ -82,6 +82,9 @@ def test_missing_importer_module_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(importers.FRAMEWORKS, "caffe", "int8kit.importers.not_written_yet")
     with pytest.raises(ConfigError, match="caffe importer .* not part of this int8kit"):
         get_importer("caffe")
+    monkeypatch.setitem(importers.FRAMEWORKS, "caffe", "int8kit.importers.common")  # a module without convert()
+    with pytest.raises(ConfigError, match="not complete"):
+        get_importer("caffe")
 
 
 def test_external_converter_missing_names_the_package(tmp_path):

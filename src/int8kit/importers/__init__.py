@@ -87,7 +87,13 @@ def get_importer(framework: str) -> Any:
             f"the {key} importer needs the Python package '{exc.name}', which is not installed; "
             f"pip install {exc.name} (or the matching extra) and retry."
         ) from None
-    return getattr(module, attr) if attr else module
+    importer = getattr(module, attr) if attr else module
+    if not (callable(getattr(importer, "convert", None)) and callable(getattr(importer, "reference", None))):
+        raise ConfigError(
+            f"the {key} importer ({target}) is not complete in this int8kit installation (no convert/reference); "
+            "update int8kit, or convert the model to ONNX with another tool and pass the .onnx file."
+        )
+    return importer
 
 
 def detect_framework(path: str | os.PathLike) -> str:
