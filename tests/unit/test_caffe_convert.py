@@ -99,6 +99,21 @@ def test_data_layer_input_and_phases(tmp_path):
     assert convert(tmp_path / "noshape.prototxt", input_shapes=[1, 1, 5, 5]).graph.output[0].name == "s"
 
 
+def test_data_layer_shape_from_its_lmdb(tmp_path):
+    lmdb = pytest.importorskip("lmdb")
+    env = lmdb.open(str(tmp_path / "db"), map_size=1 << 20)
+    with env.begin(write=True) as txn:
+        datum = proto.Datum(channels=3, height=5, width=6, data=bytes(90), label=1)
+        txn.put(b"00000000", datum.SerializeToString())
+    env.close()
+    (tmp_path / "train.prototxt").write_text(
+        'layer { name: "data" type: "Data" top: "data" top: "label" '
+        'data_param { source: "db" backend: LMDB batch_size: 1 } }\n'
+        'layer { name: "s" type: "Sigmoid" bottom: "data" top: "s" }\n')
+    m = convert(tmp_path / "train.prototxt")
+    assert [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 5, 6]
+
+
 def test_unsupported_layer_names_layer_type_and_remedy(tmp_path):
     net = CaffeNet(data=(1, 3, 4, 4)).add("FancyOp", "fancy1", "data")
     model, weights = net.write(tmp_path)

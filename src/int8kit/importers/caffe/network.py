@@ -85,7 +85,27 @@ def _data_layer_shape(layer) -> list[int] | None:
     return None if hw is None else [1, 1 if tp.force_gray else 3, *hw]
 
 
-def _declared_inputs(net, layers) -> list[tuple[str, list[int] | None]]:
+def _source_shape(model: PathLike | None) -> list[int] | None:
+    """The shape of the first sample of the Data layer's LMDB (after its preprocessing), if readable."""
+    if model is None:
+        return None
+    try:
+        from int8kit.data.caffe_data import caffe_data_source
+
+        source = caffe_data_source(model)
+        try:
+            sample = next(iter(source), None)
+        finally:
+            source.close()
+    except Exception as err:  # no lmdb package, no source, unreadable: the caller asks for input_shapes
+        log.debug("Data layer source of %s not readable for its shape: %s", model, err)
+        return None
+    if sample is None:
+        return None
+    return [1, *next(iter(sample.inputs.values())).shape]
+
+
+def _declared_inputs(net, layers, model: PathLike | None = None) -> list[tuple[str, list[int] | None]]:
     """(name, shape or None) of every network input, in order."""
     found: list[tuple[str, list[int] | None]] = []
     dims = list(net.input_dim)
@@ -103,7 +123,7 @@ def _declared_inputs(net, layers) -> list[tuple[str, list[int] | None]]:
                 shape = shapes[min(i, len(shapes) - 1)] if len(shapes) else None
                 found.append((top, [int(d) for d in shape.dim] if shape is not None else None))
         elif layer.type in _DATA_TYPES and len(layer.top):
-            found.append((layer.top[0], _data_layer_shape(layer)))
+            found.append((layer.top[0], _data_layer_shape(layer) or _source_shape(model)))
     return found
 
 
@@ -140,8 +160,10 @@ def convert(model: PathLike, weights: PathLike | None = None, *, input_shapes: S
     if bad:
         raise ConfigError(f"Unknown Caffe import option(s) {sorted(bad)}; known: {sorted(_OPTIONS)}.")
     net, layers, blobs = load_net(model, weights)
-    declared = _declared_inputs(net, layers)
-    shapes = _normalise_shapes(input_shapes, [n for n, _ in declared])
+    names = [n for n, _ in _declared_inputs(net, layers)]
+    shapes = _normalise_shapes(input_shapes, names)
+    # the Data layer's LMDB is read for its shape only when no shape was given
+    declared = _declared_inputs(net, layers, None if set(names) <= set(shapes) else model)
     if input_names is not None and len(input_names) != len(declared):
         raise ConfigError(f"input_names has {len(input_names)} name(s) but the Caffe net has inputs "
                           f"{[n for n, _ in declared]}; give one name per input.")
