@@ -162,10 +162,16 @@ def _tflite_reference(model: str | os.PathLike, weights: Any, *, input_shapes=No
     interp.allocate_tensors()
 
     def run(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # tflite2onnx turns the NHWC graph into NCHW: feed TFLite the NHWC view, return 4-D outputs as NCHW
+        nchw = False
         for detail in interp.get_input_details():
-            interp.set_tensor(detail["index"], np.ascontiguousarray(feeds[detail["name"]]))
+            x = np.asarray(feeds[detail["name"]], dtype=detail["dtype"])
+            if x.ndim == 4 and tuple(x.shape) != tuple(detail["shape"]) and x.transpose(0, 2, 3, 1).shape == tuple(detail["shape"]):
+                x, nchw = x.transpose(0, 2, 3, 1), True
+            interp.set_tensor(detail["index"], np.ascontiguousarray(x))
         interp.invoke()
-        return {d["name"]: interp.get_tensor(d["index"]) for d in interp.get_output_details()}
+        outs = {d["name"]: interp.get_tensor(d["index"]) for d in interp.get_output_details()}
+        return {k: v.transpose(0, 3, 1, 2) if nchw and v.ndim == 4 else v for k, v in outs.items()}
 
     return _OutputsOnly("TFLite", run)
 
