@@ -253,7 +253,11 @@ def quantize(
     _check_method(config)
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    source = as_model(_source(model, framework, weights, input_shapes))
+    source = _source(model, framework, weights, input_shapes)
+    if source is not model:  # converted from another framework
+        timings["convert"] = time.perf_counter() - start
+        start = time.perf_counter()
+    source = as_model(source)
     optimized, opt_log = optimize_model(source, no_fuse=no_fuse)
     timings["optimize"] = time.perf_counter() - start
 
