@@ -158,3 +158,18 @@ def test_cli_convert_pytorch_factory(factory_file, tmp_path, capsys):
     payload = json.loads(capsys.readouterr().out)
     assert payload["compare"]["ok"] and len(payload["compare"]["layers"]) >= 7
     assert onnx.load(out).graph.output[0].name == "output0"
+
+
+def test_cli_quantize_and_eval_take_the_pytorch_model(factory_file, tmp_path, capsys):
+    data = tmp_path / "calib.npy"
+    np.save(data, np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32))
+    spec = f"{factory_file}:build"
+    assert main(["quantize", spec, "--framework", "pytorch", "--input-shapes", "(1,3,8,8)", "--data", str(data),
+                 "-o", str(tmp_path / "q"), "--json", "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert "convert" in summary["timings_s"] and summary["quantized_tensors"] > 0
+    assert summary["int8_model"].endswith("build_int8.onnx")  # named after the factory
+    assert main(["eval", spec, summary["int8_model"], "--framework", "pytorch", "--input-shapes", "(1,3,8,8)",
+                 "--data", str(data), "--json", "--no-progress", "--no-latency"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["samples"] == 8 and report["outputs"][0]["mean_cosine"] > 0.9
