@@ -39,6 +39,17 @@ CASES = {
     "deconv": lambda: CaffeNet(data=(1, 4, 5, 5)).add(
         "Deconvolution", "deconv", "data",
         params="convolution_param { num_output: 3 kernel_size: 4 stride: 2 pad: 1 }", blobs=[rnd(4, 3, 4, 4), rnd(3)]),
+    "deconv_group": lambda: CaffeNet(data=(1, 4, 5, 5)).add(
+        "Deconvolution", "deconv", "data",
+        params="convolution_param { num_output: 6 kernel_size: 3 stride: 2 group: 2 bias_term: false }",
+        blobs=[rnd(4, 3, 3, 3)]),
+    "inner_product_axis2": lambda: CaffeNet(data=(2, 3, 4, 5)).add(
+        "InnerProduct", "fc", "data", params="inner_product_param { num_output: 6 axis: 2 }",
+        blobs=[rnd(6, 20), rnd(6)]),
+    "bnll": lambda: CaffeNet(data=(1, 3, 4, 4)).add("BNLL", "b", "data"),
+    "batchnorm_2d": lambda: CaffeNet(data=(2, 5)).add(
+        "BatchNorm", "bn", "data", params="batch_norm_param { eps: 0.001 }",
+        blobs=[rnd(5), pos(5), np.array([1.0], np.float32)]),
     "inner_product": lambda: CaffeNet(data=(2, 3, 4, 4)).add(
         "InnerProduct", "fc", "data", params="inner_product_param { num_output: 5 }", blobs=[rnd(5, 48), rnd(5)]),
     "batchnorm_scale": lambda: CaffeNet(data=(1, 3, 4, 4)).add(
@@ -148,6 +159,41 @@ def test_lrn_k_matches_caffe_formula(tmp_path):
         return (x / (2 + 0.5 / 5 * s) ** 0.75)[None]
 
     _numpy_case(net, tmp_path, expect)
+
+
+def test_clip_layer(tmp_path):
+    net = CaffeNet(data=(1, 3, 4, 4)).add("Clip", "c", "data", params="clip_param { min: -0.5 max: 0.7 }")
+    _numpy_case(net, tmp_path, lambda f: np.clip(f["data"], -0.5, 0.7))
+
+
+def test_deconvolution_dilation_output_size_follows_caffe(tmp_path):
+    # Caffe: stride * (in - 1) + dilation * (kernel - 1) + 1 - 2 * pad (OpenCV 4.x ignores dilation here)
+    net = CaffeNet(data=(1, 2, 5, 5)).add(
+        "Deconvolution", "deconv", "data",
+        params="convolution_param { num_output: 1 kernel_size: 3 stride: 2 dilation: 2 bias_term: false }",
+        blobs=[np.ones((2, 1, 3, 3), np.float32)])
+    model, weights = net.write(tmp_path)
+    x = feeds_for(net)
+    out = run_onnx(convert(model, weights), x)["deconv"]
+    assert out.shape == (1, 1, 13, 13)
+    # each input pixel lands on a 3x3 grid with spacing 2, starting at 2 * its position
+    want = np.zeros((13, 13))
+    for i in range(5):
+        for j in range(5):
+            want[2 * i:2 * i + 5:2, 2 * j:2 * j + 5:2] += x["data"][0, :, i, j].sum()
+    assert_close(out[0, 0], want)
+
+
+@pytest.mark.parametrize("params,size", [("shrink_factor: 2", (4, 5)), ("shrink_factor: 2 zoom_factor: 3", (10, 13))])
+def test_interp_shrink_sizes_follow_caffe(params, size, tmp_path):
+    # Caffe: shrink (in - 1) / s + 1, then zoom out + (out - 1) * (z - 1); OpenCV 4.x mis-sizes shrink
+    net = CaffeNet(data=(1, 2, 7, 9)).add("Interp", "i", "data", params=f"interp_param {{ {params} }}")
+    model, weights = net.write(tmp_path)
+    x = feeds_for(net)["data"]
+    out = run_onnx(convert(model, weights), {"data": x})["i"]
+    assert out.shape == (1, 2, *size)
+    assert_close(out[..., 0, 0], x[..., 0, 0])  # aligned corners
+    assert_close(out[..., -1, -1], x[..., -1, -1])
 
 
 def test_bias_layer(tmp_path):
