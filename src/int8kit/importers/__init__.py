@@ -35,7 +35,7 @@ FRAMEWORKS: dict[str, str] = {
     "tflite": "int8kit.importers.external:tflite",
 }
 
-_ALIASES = {"torch": "pytorch", "tf": "tensorflow", "paddlepaddle": "paddle", "mxnet": "mxnet"}
+_ALIASES = {"torch": "pytorch", "tf": "tensorflow", "paddlepaddle": "paddle"}
 
 _UNSUPPORTED = {
     "mxnet": (

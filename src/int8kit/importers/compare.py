@@ -117,12 +117,13 @@ class CompareResult:
             verdict = ("ok" if d.ok else "FAIL") if not d.note else ("FAIL: " if not d.ok else "skipped: ") + d.note
             shape = "x".join(map(str, d.shape)) if d.shape else ""
             rows.append([d.kind, d.name, shape, f"{d.max_abs_error:.3g}", f"{d.max_rel_error:.3g}", f"{d.cosine:.6f}", verdict])
-        head = (f"{self.framework} '{self.model}' vs converted ONNX on {self.samples} "
-                f"{'random' if self.random_data else ''} sample(s); tolerance {self.tolerance:g} (max relative error)")
+        kind = " random" if self.random_data else ""
+        head = (f"{self.framework} '{self.model}' vs converted ONNX on {self.samples}{kind} sample(s); "
+                f"tolerance {self.tolerance:g} (max relative error)")
         table = tabulate(rows, headers=["", "tensor", "shape", "max abs err", "max rel err", "min cosine", "result"], disable_numparse=True)
         failed = sum(not d.ok for d in self.outputs + self.layers)
         tail = "all within tolerance" if not failed else f"{failed} tensor(s) past the tolerance"
-        return f"{head.replace('  ', ' ')}\n{table}\n{tail}"
+        return f"{head}\n{table}\n{tail}"
 
 
 def _random_batches(specs: list[InputSpec], shapes: Sequence[tuple[int, ...]] | None, samples: int,
