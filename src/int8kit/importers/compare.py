@@ -215,6 +215,8 @@ def compare(
     if data is None:
         batches: Any = _random_batches(specs, shapes, samples or DEFAULT_SAMPLES, seed)
     else:
+        if batch_size is None and not any(s.batch_dim for s in specs):
+            batch_size = 1 if layers else 8  # every layer of a batch is held at once: keep it small
         batches = batches_from(data, specs, batch_size=batch_size, iterations=samples)
     session = make_session(onnx_model)
     out_names = [o.name for o in onnx_model.graph.output]
