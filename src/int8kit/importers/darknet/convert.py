@@ -14,7 +14,6 @@ from int8kit.errors import ConfigError, ModelError
 
 from .cfg import Section, parse_cfg, plan_layers
 from .graph import build_graph
-from .names import output_map
 from .weights import blob_layout, read_weights, write_weights
 
 OPSET = 17
@@ -84,10 +83,14 @@ def convert(model: str | os.PathLike, weights: str | os.PathLike | None = None, 
     blobs = read_weights(weights, blob_layout(native, channels, height, width))
     input_name, shape = resolve_input(net, input_shapes, input_names)
     plan = plan_layers(sections, channels, int(shape[2]), int(shape[3]))
-    for a, b in zip(native, plan):
-        if a.kind == "connected" and plan[a.index - 1].shape != (native[a.index - 1].shape if a.index else None):
-            raise ConfigError(f"input size {shape[2]}x{shape[3]} changes the input of [connected] layer {a.index} "
-                              f"(line {a.section.line}); this net needs the cfg's {height}x{width}.")
+    for old, new in zip(native, plan):
+        # a connected layer's weights fix its input size, so the image size cannot change
+        if new.kind == "connected" and new.index and plan[new.index - 1].shape != native[new.index - 1].shape:
+            raise ConfigError(f"input size {shape[2]}x{shape[3]} changes the input of [connected] layer {new.index} "
+                              f"(line {new.section.line}); this net needs the cfg's {height}x{width}.")
+        if new.kind == "connected" and not new.index and shape[2:] != [height, width]:
+            raise ConfigError(f"input size {shape[2]}x{shape[3]} does not fit [connected] layer 0; "
+                              f"this net needs the cfg's {height}x{width}.")
     graph, _ = build_graph(plan, blobs, input_name, shape)
     onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                                    producer_name="int8kit-darknet")
