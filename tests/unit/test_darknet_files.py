@@ -53,6 +53,12 @@ def test_unknown_activation_and_bad_route_are_clear(tmp_path):
         darknet.convert(tmp_path / "bare.cfg", random_weights=True)
 
 
+@pytest.mark.parametrize("extra", ["flipped=1", "stride_x=2", "binary=1"])
+def test_options_that_change_the_maths_are_refused(tmp_path, extra):
+    with pytest.raises(ModelError, match=rf"\[convolutional\] section \(layer 0.*sets {extra.split('=')[0]}="):
+        darknet.convert(_cfg(tmp_path, CONV_BN + extra + "\n"), random_weights=True)
+
+
 @pytest.mark.parametrize("version, header", [((0, 1, 0), 16), ((0, 2, 0), 20), ((1, 0, 0), 20)])
 def test_header_version_decides_seen_width(tmp_path, version, header):
     cfg = _cfg(tmp_path, CONV_BN + CONV)

@@ -19,6 +19,13 @@ _ALIASES = {"conv": "convolutional", "conn": "connected", "max": "maxpool", "avg
             "soft": "softmax", "network": "net"}
 SUPPORTED = ("convolutional", "connected", "maxpool", "avgpool", "softmax", "route", "shortcut",
              "upsample", "yolo", "region", "reorg", "dropout", "cost", "crop")
+# Darknet (AlexeyAB) options that change the maths and are not converted: (section, option) -> neutral value
+_UNSUPPORTED_OPTIONS = {
+    ("convolutional", "flipped"): "0", ("convolutional", "binary"): "0", ("convolutional", "xnor"): "0",
+    ("convolutional", "antialiasing"): "0", ("convolutional", "deform"): "0", ("convolutional", "share_index"): None,
+    ("maxpool", "antialiasing"): "0", ("maxpool", "maxpool_depth"): "0",
+    ("shortcut", "weights_type"): "none", ("upsample", "reverse"): "0",
+}
 ACTIVATIONS = ("linear", "leaky", "relu", "logistic", "tanh", "mish", "swish", "relu6", "hardswish", "elu")
 
 
@@ -148,6 +155,19 @@ def cv_ids_used(layer: Layer) -> int:
     return 1
 
 
+def _check_options(sec: Section) -> None:
+    """Refuse options that would silently change the result (non-square strides, binary weights, ...)."""
+    for (kind, key), neutral in _UNSUPPORTED_OPTIONS.items():
+        if sec.kind == kind and key in sec.options and sec.options[key] != neutral:
+            raise ModelError(f"{sec.where()} sets {key}={sec.options[key]}, which int8kit does not convert; "
+                             "remove it or convert the model another way.")
+    stride = sec.options.get("stride", "1")
+    for key in ("stride_x", "stride_y"):
+        if key in sec.options and sec.options[key] != stride:
+            raise ModelError(f"{sec.where()} sets {key}={sec.options[key]} unlike stride={stride}; "
+                             "only square strides are supported.")
+
+
 def _ref(sec: Section, value: int) -> int:
     """Resolve a route/shortcut layer reference (negative = relative) and check it points back."""
     target = value + sec.index if value < 0 else value
@@ -169,6 +189,7 @@ def plan_layers(layers: list[Section], channels: int, height: int, width: int) -
         act = sec.get_str("activation", "linear")
         if act not in ACTIVATIONS:
             raise ModelError(f"{sec.where()} uses activation={act!r}; supported: {', '.join(ACTIVATIONS)}.")
+        _check_options(sec)
         prev = sec.index - 1
         flat = bool(out) and out[-1].flat
         inputs = [prev]
