@@ -82,7 +82,7 @@ class QuantizeResult:
 
 
 def _stem(model: ModelLike) -> str:
-    if isinstance(model, onnx.ModelProto):
+    if not isinstance(model, (str, os.PathLike)):  # a ModelProto or an in-memory framework model
         return "model"
     text = str(model)
     stem = Path(text.rpartition(":")[2] if ":" in text and not Path(text).exists() else text).stem  # module:factory

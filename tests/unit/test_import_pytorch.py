@@ -173,3 +173,15 @@ def test_cli_quantize_and_eval_take_the_pytorch_model(factory_file, tmp_path, ca
                  "--data", str(data), "--json", "--no-progress", "--no-latency"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["samples"] == 8 and report["outputs"][0]["mean_cosine"] > 0.9
+
+
+def test_api_takes_an_in_memory_module(factory_file, tmp_path):
+    from int8kit import api
+
+    module = pt.load_module(f"{factory_file}:build")
+    result = api.convert(module, input_shapes="(1,3,8,8)", output=tmp_path / "m.onnx", compare=True, samples=2,
+                         progress=False)
+    assert result.framework == "pytorch" and result.compare.ok and result.compare.model == "<Tiny>"
+    data = np.random.default_rng(1).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    q = api.quantize(module, data, input_shapes="(1,3,8,8)", output_dir=tmp_path / "q", progress=False)
+    assert q.int8_model.name == "model_int8.onnx" and "convert" in q.timings

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -141,23 +142,36 @@ def default_weights(framework: str, model: str | os.PathLike) -> Path | None:
 
 
 def resolve(
-    model: str | os.PathLike, framework: str | None = None, weights: str | os.PathLike | None = None
-) -> tuple[str, str | os.PathLike, str | os.PathLike | None]:
-    """Framework (given or detected), model and weights (given or found beside the model)."""
+    model: Any, framework: str | None = None, weights: str | os.PathLike | None = None
+) -> tuple[str, Any, str | os.PathLike | None]:
+    """Framework (given or detected), model and weights (given or found beside the model).
+
+    ``model`` is a path, ``package.module:factory``, or an in-memory model (a ``torch.nn.Module``).
+    """
     key = normalize_framework(framework) if framework else None  # an unsupported framework is said first
-    if isinstance(model, (str, os.PathLike)) and not _looks_like_factory(str(model)) and not Path(model).exists():
-        raise ModelError(f"model file '{model}' does not exist; check the path.")
-    key = key or detect_framework(model)
-    if weights is None and key in ("caffe", "darknet"):
-        weights = default_weights(key, model)
-        if weights is None:
-            want = "--weights model.caffemodel" if key == "caffe" else "--weights model.weights"
-            raise ConfigError(
-                f"{key} model '{model}' needs its weights file and none with the same name was found beside it; pass {want}."
-            )
+    if not isinstance(model, (str, os.PathLike)):  # an in-memory model, e.g. a torch.nn.Module
+        key = key or ("pytorch" if _is_torch_module(model) else None)
+        if key is None:
+            raise ConfigError(f"cannot tell the framework of a {type(model).__name__} object; pass framework=...")
+    else:
+        if not _looks_like_factory(str(model)) and not Path(model).exists():
+            raise ModelError(f"model file '{model}' does not exist; check the path.")
+        key = key or detect_framework(model)
+        if weights is None and key in ("caffe", "darknet"):
+            weights = default_weights(key, model)
+            if weights is None:
+                want = "--weights model.caffemodel" if key == "caffe" else "--weights model.weights"
+                raise ConfigError(
+                    f"{key} model '{model}' needs its weights file and none with the same name was found beside it; pass {want}."
+                )
     if weights is not None and not Path(weights).exists():
         raise ModelError(f"weights file '{weights}' does not exist; check the path.")
     return key, model, weights
+
+
+def _is_torch_module(obj: Any) -> bool:
+    torch = sys.modules.get("torch")  # never import torch just to ask
+    return torch is not None and isinstance(obj, torch.nn.Module)
 
 
 def load_any_model(
@@ -177,10 +191,11 @@ def load_any_model(
         if framework not in (None, "onnx") or weights is not None:
             raise ConfigError("a loaded ONNX ModelProto was given with a framework or weights; pass the original files instead.")
         return model
-    plain_onnx = framework in (None, "onnx") and str(model).lower().endswith(".onnx")
+    in_memory = not isinstance(model, (str, os.PathLike))
+    plain_onnx = not in_memory and framework in (None, "onnx") and str(model).lower().endswith(".onnx")
     if plain_onnx and input_shapes is None and input_names is None:
         return as_model(model)  # the common case: no checks beyond loading, exactly as before
-    if framework is None and weights is None and Path(model).is_file():
+    if not in_memory and framework is None and weights is None and Path(model).is_file():
         try:
             detect_framework(model)
         except ConfigError:

@@ -268,7 +268,8 @@ def compare(
         seen += len(next(iter(feeds.values()))) if feeds else 0
     if seen == 0:
         raise DataError("the compare data yielded no samples; pass data with at least one sample.")
-    result = CompareResult(key, str(model), seen, float(tolerance), data is None, list(outputs.values()), list(layer_diffs.values()))
+    label = str(model) if isinstance(model, (str, os.PathLike)) else f"<{type(model).__name__}>"
+    result = CompareResult(key, label, seen, float(tolerance), data is None, list(outputs.values()), list(layer_diffs.values()))
     for d in result.outputs + result.layers:
         d.judge(tolerance)
     skipped = len(candidates) - len(layer_diffs)

@@ -70,7 +70,7 @@ def convert_model(
     if output is not None and Path(output).suffix.lower() != ".onnx":
         raise ConfigError(f"output '{output}' should end in .onnx; pass e.g. -o model.onnx.")
     key, model, weights = resolve(model, framework, weights)
-    if output is not None and not isinstance(model, onnx.ModelProto):
+    if output is not None and isinstance(model, (str, os.PathLike)):
         if Path(output).resolve() == Path(model).resolve():
             raise ConfigError(f"output '{output}' is the input model; choose another path (inputs are never overwritten).")
     shapes, names = parse_input_shapes(input_shapes), parse_names(input_names)
