@@ -147,6 +147,18 @@ def test_onnx_convert_fixes_shapes_renames_and_frees_batch(tiny_path, caplog):
     assert "fixed to [None, 3, 8, 8]" in caplog.text  # ...but said
 
 
+def test_unnamed_nodes_are_named_and_compared(tmp_path):
+    model = tiny_onnx(opset=13)
+    for node in model.graph.node[1:3]:
+        node.name = ""
+    path = tmp_path / "unnamed.onnx"
+    onnx.save(model, path)
+    converted = onnx_import.convert(path)
+    assert [n.name for n in converted.graph.node] == ["conv1", "Relu_1", "GlobalAveragePool_2", "flat", "fc"]
+    result = compare("onnx", path, onnx_model=converted, layers=True, samples=2, progress=False)
+    assert [d.name for d in result.layers] == ["conv1", "Relu_1", "GlobalAveragePool_2", "flat", "fc"] and result.ok
+
+
 def test_onnx_convert_rejects_invalid_model(tmp_path):
     bad = tiny_onnx(opset=13)
     bad.graph.node[1].input[0] = "nowhere"  # a dangling input

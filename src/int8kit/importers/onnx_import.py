@@ -134,6 +134,22 @@ def set_dynamic_batch(model: onnx.ModelProto) -> None:
             out.type.tensor_type.ClearField("shape")
 
 
+def name_nodes(model: onnx.ModelProto) -> int:
+    """Give every unnamed node a unique name (``<OpType>_<index>``) in place, so per-layer options and
+    ``--compare-all`` can address it; returns how many were named."""
+    taken = {n.name for n in model.graph.node if n.name}
+    count = 0
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{i}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
+            count += 1
+    return count
+
+
 def _infer(model: onnx.ModelProto, what: str) -> onnx.ModelProto:
     try:
         return onnx.shape_inference.infer_shapes(model, strict_mode=True)
@@ -172,6 +188,8 @@ def convert(
     work.CopyFrom(source)  # never touch a caller's ModelProto
     _check(work, what)
     work = _upgrade(work, what)
+    if name_nodes(work):
+        log.info("named the unnamed nodes of %s <OpType>_<index>", what)
     if input_names:
         rename_inputs(work, input_names)
     if input_shapes:
@@ -231,10 +249,13 @@ def reference(
     input_names: Sequence[str] | None = None,
 ) -> OnnxReference:
     """onnxruntime on the original model (only renamed inputs are mapped back, nothing else changed)."""
-    source = as_model(model)
+    source = onnx.ModelProto()
+    source.CopyFrom(as_model(model))
     renamed: dict[str, str] = {}
     if input_names:
         probe = onnx.ModelProto()
         probe.CopyFrom(source)
         renamed = rename_inputs(probe, input_names)
+    if _opset(source) >= MIN_OPSET:  # convert() names nodes after any upgrade; same names when none is needed
+        name_nodes(source)
     return OnnxReference(source, renamed)
