@@ -43,7 +43,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--compare", action="store_true",
                    help="run the original model in its own runtime and the ONNX model in onnxruntime; compare outputs")
     p.add_argument("--compare-all", action="store_true", help="also compare every layer matched by name")
-    p.add_argument("--data", help=cli_data.DATA_HELP + " (default: seeded random data)")
+    p.add_argument("--data", help=cli_data.DATA_HELP + " (implies --compare; default: seeded random data)")
     cli_data.add_preprocess_args(p)
     p.add_argument("--samples", type=int, default=8, help="samples to compare (default 8)")
     p.add_argument("--batch", type=int, dest="batch_size", help="batch size for models with a dynamic batch axis")
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         output=args.output,
         input_shapes=args.input_shapes,
         input_names=args.input_names,
-        compare=args.compare or args.compare_all,
+        compare=args.compare or args.compare_all or args.data is not None,  # data only serves the compare
         compare_layers=args.compare_all,
         data=args.data,
         tolerance=args.tolerance,
