@@ -227,20 +227,30 @@ def compare(
     if candidates and known is not None:
         known = set(known)
         candidates = [n for n in candidates if n in known]
+    no_match = ConfigError(
+        f"the {key} reference matched none of the converted model's layer names; "
+        "per-layer compare needs layer names kept as ONNX node names."
+    )
+    if layers and not candidates:
+        raise no_match
     layer_diffs: dict[str, TensorDiff] = {}
     tapped_session = None
     tapped_tensors: list[str] = []
     node_output = {n.name: n.output[0] for n in onnx_model.graph.node if n.name and n.output}
     seen = 0
+    rename: dict[str, str] | None = None  # reference output name -> ONNX output name, when they differ
     for feeds in tqdm(batches, desc="compare", unit="batch", disable=not progress, leave=False):
         feeds = {k: np.ascontiguousarray(v) for k, v in feeds.items()}
         got = dict(zip(out_names, session.run(out_names, feeds)))
         ref = reference.run(feeds)
-        if ref and not set(ref) & set(out_names) and len(ref) == len(out_names):
-            # converters may rename outputs (tf2onnx: 'Identity:0'); same count -> match in order
-            log.warning("the %s reference names its outputs %s, the ONNX model %s; matching them in order",
-                        key, list(ref), out_names)
-            ref = dict(zip(out_names, ref.values()))
+        if rename is None:
+            rename = {}
+            if ref and not set(ref) & set(out_names) and len(ref) == len(out_names):
+                # converters may rename outputs (tf2onnx: 'Identity:0'); same count -> match in order
+                log.warning("the %s reference names its outputs %s, the ONNX model %s; matching them in order",
+                            key, list(ref), out_names)
+                rename = dict(zip(ref, out_names))
+        ref = {rename.get(k, k): v for k, v in ref.items()}
         for name, diff in outputs.items():
             if name in ref:
                 diff.update(ref[name], got[name])
@@ -253,10 +263,7 @@ def compare(
 
                 matched = [n for n in candidates if n in ref_layers]
                 if not matched:
-                    raise ConfigError(
-                        f"the {key} reference matched none of the converted model's {len(candidates)} layer names; "
-                        "per-layer compare needs layer names kept as ONNX node names."
-                    )
+                    raise no_match
                 layer_diffs = {n: TensorDiff(n, "layer") for n in matched}
                 tapped_tensors = list(dict.fromkeys(node_output[n] for n in matched))
                 tapped, _ = tap_model(onnx_model, tapped_tensors, activation_tensors(onnx_model))
