@@ -114,6 +114,15 @@ def test_data_layer_shape_from_its_lmdb(tmp_path):
     assert [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 5, 6]
 
 
+def test_net_ending_in_an_alias_layer_keeps_its_blob_name(tmp_path):
+    net = CaffeNet(data=(1, 3, 4, 4)).add("TanH", "t", "data").add("Dropout", "drop", "t")
+    model, weights = net.write(tmp_path)
+    m = convert(model, weights)
+    assert [o.name for o in m.graph.output] == ["drop"]
+    x = feeds_for(net)["data"]
+    assert_close(run_onnx(m, {"data": x})["drop"], np.tanh(x))
+
+
 def test_unsupported_layer_names_layer_type_and_remedy(tmp_path):
     net = CaffeNet(data=(1, 3, 4, 4)).add("FancyOp", "fancy1", "data")
     model, weights = net.write(tmp_path)

@@ -202,7 +202,7 @@ def convert(model: PathLike, weights: PathLike | None = None, *, input_shapes: S
             raise ModelError(f"Caffe layer {layer.name!r} ({layer.type}) could not be converted: {err}; "
                              "check its parameters and input shapes.") from err
         made = list(result) if result is not None else outputs
-        consumed.update(inputs)
+        consumed.update(t for t in inputs if t not in made)  # an alias (Dropout, Split) consumes nothing
         for top, tensor in zip(layer.top, made):
             state.current[top] = tensor
             state.producer.setdefault(tensor, layer.name)
@@ -217,20 +217,25 @@ def convert(model: PathLike, weights: PathLike | None = None, *, input_shapes: S
 
 
 def _graph_outputs(layers, state: _Network, consumed: set[str], cut: bool) -> list[str]:
-    """Caffe blobs whose final tensor no layer reads (plus DetectionOutput bottoms when cut)."""
-    outputs: list[str] = []
+    """Caffe blobs whose final tensor no layer reads (plus DetectionOutput bottoms when cut).
+
+    A tensor reached under several blob names (Dropout/Split aliases) is one output, named after
+    the last of them.
+    """
+    by_tensor: dict[str, str] = {}
     cut_bottoms = {b for layer in layers if cut and layer.type == "DetectionOutput" for b in layer.bottom}
     for layer in layers:
         if cut and layer.type == "DetectionOutput":
-            outputs.extend(b for b in layer.bottom if b not in outputs)
+            for b in layer.bottom:
+                by_tensor.setdefault(state.current[b], b)
             continue
         for top in layer.top:
             tensor = state.current.get(top)
-            if tensor in state.producer and tensor not in consumed and top not in cut_bottoms and top not in outputs:
-                outputs.append(top)
-    if not outputs:
+            if tensor in state.producer and tensor not in consumed and top not in cut_bottoms:
+                by_tensor[tensor] = top
+    if not by_tensor:
         raise ModelError("The Caffe net has no output: every blob is read by a later layer; check the prototxt.")
-    return outputs
+    return list(by_tensor.values())
 
 
 def _rename_outputs(model: onnx.ModelProto, mapping: dict[str, str], layer_outputs: dict[str, str]) -> None:
