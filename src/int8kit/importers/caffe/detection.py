@@ -55,6 +55,17 @@ def detection_output(ctx: LayerContext) -> None:
         raise ctx.unsupported("share_location: false")
     if p.nms_param.eta != 1:
         raise ctx.unsupported("adaptive NMS (eta != 1)")
+    columns = _select(ctx, p)
+    if p.keep_top_k >= 0:  # the best keep_top_k detections over all classes
+        count = ctx.node("Shape", [columns[0]])
+        keep = ctx.node("Min", [count, _i64(ctx, "keep_top_k", [p.keep_top_k])])
+        _, best = ctx.multi("TopK", [columns[0], keep], 2)
+        columns = [ctx.node("Gather", [t, best], axis=0) for t in columns]
+    _rows(ctx, p, *columns)
+
+
+def _select(ctx: LayerContext, p) -> list[str]:
+    """Per image and class: top_k candidates, then NMS. Returns (scores, boxes, label, image, prior) columns."""
     loc, conf, priors = ctx.inputs[:3]
     num_priors = ctx.shape(2)[2] // 4
     boxes = decode_boxes(ctx, loc, priors, p.code_type, p.variance_encoded_in_target)  # N x P x 4
@@ -76,25 +87,22 @@ def detection_output(ctx: LayerContext) -> None:
     selected = ctx.node("NonMaxSuppression", [
         cand, cand_scores, _i64(ctx, "max_out", [k]), ctx.const("iou", [p.nms_param.nms_threshold]),
         ctx.const("score_th", [p.confidence_threshold])])
-    sel_b = ctx.node("Gather", [selected, _i64(ctx, "col0", 0)], axis=1)
-    sel_k = ctx.node("Gather", [selected, _i64(ctx, "col2", 2)], axis=1)
+    sel_b = ctx.node("Gather", [selected, _i64(ctx, "col0", 0)], axis=1)  # image * C' + class
+    sel_k = ctx.node("Gather", [selected, _i64(ctx, "col2", 2)], axis=1)  # candidate
     flat = ctx.node("Add", [ctx.node("Mul", [sel_b, _i64(ctx, "kk", k)]), sel_k])
     det_boxes = ctx.node("Gather", [ctx.node("Reshape", [cand, _i64(ctx, "flat4", [-1, 4])]), flat], axis=0)
     det_scores = ctx.node("Gather", [ctx.node("Reshape", [top_scores, _i64(ctx, "flat1", [-1])]), flat], axis=0)
     label = ctx.node("Gather", [_i64(ctx, "class_ids", classes), ctx.node("Mod", [sel_b, _i64(ctx, "nc", nc)])],
                      axis=0)
     image = ctx.node("Div", [sel_b, _i64(ctx, "nc_b", nc)])
-    label_f = ctx.node("Cast", [label], to=1)
-    image_f = ctx.node("Cast", [image], to=1)
     prior_id = ctx.node("Gather", [ctx.node("Reshape", [top_idx, _i64(ctx, "flat1b", [-1])]), flat], axis=0)
-    if p.keep_top_k >= 0:  # the best keep_top_k detections over all classes
-        count = ctx.node("Shape", [det_scores])
-        keep = ctx.node("Min", [count, _i64(ctx, "keep_top_k", [p.keep_top_k])])
-        _, best = ctx.multi("TopK", [det_scores, keep], 2)
-        det_boxes, det_scores, label_f, image_f, prior_id = (
-            ctx.node("Gather", [t, best], axis=0) for t in (det_boxes, det_scores, label_f, image_f, prior_id))
+    return [det_scores, det_boxes, ctx.node("Cast", [label], to=1), ctx.node("Cast", [image], to=1), prior_id]
+
+
+def _rows(ctx: LayerContext, p, scores: str, boxes: str, label: str, image: str, prior_id: str) -> None:
+    """Sort the detections and write them as 1 x 1 x N x 7 rows."""
     # Order rows by image, then descending confidence (scores lie in [0, 1]), as OpenCV does.
-    key = ctx.node("Sub", [ctx.node("Mul", [image_f, ctx.const("two", 2.0)]), det_scores])
+    key = ctx.node("Sub", [ctx.node("Mul", [image, ctx.const("two", 2.0)]), scores])
     n = ctx.node("Shape", [key])
     # Equal confidences keep the prior order, as Caffe's stable sort does: TopK breaks ties by
     # position, so sort by prior index first, then by the key.
@@ -102,8 +110,8 @@ def detection_output(ctx: LayerContext) -> None:
     _, order = ctx.multi("TopK", [ctx.node("Gather", [key, by_prior], axis=0), n], 2, largest=0)
     order = ctx.node("Gather", [by_prior, order], axis=0)
     cols = [ctx.node("Unsqueeze", [ctx.node("Gather", [t, order], axis=0), _i64(ctx, f"u{i}", [1])])
-            for i, t in enumerate((image_f, label_f, det_scores))]
-    rows = ctx.node("Concat", [*cols, ctx.node("Gather", [det_boxes, order], axis=0)], axis=1)
+            for i, t in enumerate((image, label, scores))]
+    rows = ctx.node("Concat", [*cols, ctx.node("Gather", [boxes, order], axis=0)], axis=1)
     if p.keep_top_k > 0:
         # OpenCV's convention: always keep_top_k rows, zero rows after the detections (static shape).
         missing = ctx.node("Sub", [_i64(ctx, "rows", [p.keep_top_k]), n])
