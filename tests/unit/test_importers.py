@@ -255,3 +255,23 @@ def test_api_convert_and_quantize_take_framework_files(tiny_path, tmp_path):
     int8 = onnx.load(q.int8_model)
     assert [d.dim_value for d in int8.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 8, 8]
     assert any(n.op_type == "QuantizeLinear" for n in int8.graph.node)
+
+
+def test_detection_rows_that_tie_in_confidence_compare_in_any_order():
+    from int8kit.importers.compare import TensorDiff
+
+    rng = np.random.default_rng(0)
+    rows = np.zeros((1, 1, 6, 7), np.float32)
+    rows[0, 0, :4, 1] = 1
+    rows[0, 0, :4, 2] = [0.9, 0.5, 0.08042, 0.08042]  # two detections tie in confidence
+    rows[0, 0, :4, 3:] = rng.uniform(0, 1, (4, 4))
+    swapped = rows.copy()
+    swapped[0, 0, [2, 3]] = rows[0, 0, [3, 2]]
+    same = TensorDiff("detection_out", "output")
+    same.update(rows, swapped)
+    assert same.max_abs_error == 0.0 and same.cosine == pytest.approx(1.0)
+    wrong = swapped.copy()
+    wrong[0, 0, 2, 3] += 0.5  # a real box error still shows
+    diff = TensorDiff("detection_out", "output")
+    diff.update(rows, wrong)
+    assert diff.max_abs_error == pytest.approx(0.5, abs=1e-6)
