@@ -123,7 +123,7 @@ def _folder_labels(root: Path, images: list[Path]) -> tuple[list[int] | None, li
 
 
 #: memory the decoded-ahead images may take, and the most images to keep ahead
-PREFETCH_BYTES, PREFETCH_MAX = 256 << 20, 256
+PREFETCH_BYTES, PREFETCH_MAX = 256 << 20, 64
 
 
 def _window(sample: Sample, workers: int) -> int:
@@ -142,7 +142,7 @@ class ImageSource(SampleSource):
     ``pipeline``: a ``Pipeline`` or a preprocessing string. ``strict``: a file that is not a
     readable image raises ``DataError`` instead of being skipped. ``workers``: decode threads
     (default ``default_workers()``; 0 decodes in the calling thread). ``prefetch``: images decoded
-    ahead (default: as many as fit in 256 MiB, at most 256). ``executor``: "thread"
+    ahead (default: as many as fit in 256 MiB, at most 64: two batches). ``executor``: "thread"
     (default) or "process". ``class_labels``: take labels from class sub-folders.
     """
 
