@@ -1,6 +1,6 @@
 """int8kit: open post-training INT8 quantization for ONNX models.
 
-``int8kit.quantize``, ``calibrate``, ``optimize`` and ``evaluate`` are the functions of
+``int8kit.convert``, ``quantize``, ``calibrate``, ``optimize`` and ``evaluate`` are the functions of
 ``int8kit.api`` (imported lazily so that ``import int8kit`` stays cheap).
 """
 
@@ -12,7 +12,7 @@ from int8kit.errors import CalibrationError, ConfigError, DataError, Int8kitErro
 
 __version__ = "0.1.0"
 
-_API = ("quantize", "calibrate", "optimize", "evaluate")
+_API = ("convert", "quantize", "calibrate", "optimize", "evaluate")
 
 __all__ = [
     "CalibrationError",

@@ -23,6 +23,7 @@ from int8kit.emit.records import write_calibration_table, write_quant_json, writ
 from int8kit.errors import ConfigError
 from int8kit.graph.io import as_model, save_model
 from int8kit.graph.optimize import optimize_model
+from int8kit.importers.convert import convert_model as convert  # the `convert` verb: one signature, kept there
 from int8kit.plan.config import LayerOverride, QuantConfig, load_overrides
 from int8kit.plan.planner import candidate_tensors, plan
 from int8kit.plan.types import QuantPlan
@@ -97,41 +98,6 @@ def _source(model: ModelLike, framework: str | None, weights: Any, input_shapes:
     from int8kit.importers import load_any_model
 
     return load_any_model(model, framework=framework, weights=weights, input_shapes=input_shapes)
-
-
-def convert(
-    model: str | os.PathLike,
-    *,
-    framework: str | None = None,
-    weights: str | os.PathLike | None = None,
-    output: str | os.PathLike | None = None,
-    input_shapes: Any = None,
-    input_names: Any = None,
-    compare: bool = False,
-    compare_layers: bool | Collection[str] = False,
-    data: Any = None,
-    tolerance: float = 1e-3,
-    samples: int | None = 8,
-    batch_size: int | None = None,
-    progress: bool = True,
-    preprocess: str | None = None,
-    preprocess_template: str | None = None,
-    strict: bool = False,
-):
-    """Convert a Caffe/Darknet/PyTorch/TensorFlow/Paddle/TFLite model (or check an ONNX one) to ONNX.
-
-    Returns a ``ConvertResult`` (``model``, ``path``, ``framework``, ``compare``); ``compare`` (or
-    ``compare_layers``: True or node names) runs the original runtime against onnxruntime on ``data``
-    (seeded random data when ``None``). See ``int8kit.importers.convert``.
-    """
-    from int8kit.importers.convert import convert_model
-
-    return convert_model(
-        model, framework=framework, weights=weights, output=output, input_shapes=input_shapes,
-        input_names=input_names, compare=compare, compare_layers=compare_layers, data=data,
-        tolerance=tolerance, samples=samples, batch_size=batch_size, progress=progress,
-        preprocess=preprocess, preprocess_template=preprocess_template, strict=strict,
-    )
 
 
 def optimize(model: ModelLike, *, output: str | os.PathLike | None = None, no_fuse: Collection[str] = (),
