@@ -189,7 +189,7 @@ def test_annotated_data_layer_reads_boxes(tmp_path, photos):
     from int8kit.importers.caffe.proto import Datum
 
     chw = np.ascontiguousarray(photos[0][:, :, ::-1].transpose(2, 0, 1))
-    msg = AnnotatedDatum(type=0, datum=Datum(channels=3, height=H, width=W, data=chw.tobytes()).SerializeToString())
+    msg = AnnotatedDatum(type=0, datum=Datum(channels=3, height=H, width=W, data=chw.tobytes()))
     box = msg.annotation_group.add(group_label=2).annotation.add().bbox
     box.xmin, box.ymin, box.xmax, box.ymax = 0.25, 0.5, 0.75, 1.0
     env = lmdb.open(str(tmp_path / "lmdb"), map_size=1 << 24)

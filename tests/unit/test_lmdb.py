@@ -311,7 +311,7 @@ def test_ssd_annotated_datums_give_images_and_boxes(tmp_path):
     records = []
     for i, boxes in enumerate([[(3, 0.1, 0.2, 0.5, 0.6)], [(1, 0.0, 0.0, 1.0, 1.0), (7, 0.25, 0.25, 0.75, 0.5)], []]):
         msg = AnnotatedDatum(type=0)
-        msg.datum = _datum(channels=3, height=24, width=32, data=(bgr_chw + i).tobytes()).SerializeToString()
+        msg.datum.CopyFrom(_datum(channels=3, height=24, width=32, data=(bgr_chw + i).tobytes()))
         for cls, *xyxy in boxes:
             group = msg.annotation_group.add(group_label=cls)
             a = group.annotation.add(instance_id=0)
