@@ -214,3 +214,24 @@ def test_data_templates_verb(capsys):
     for name in ("vgg_tensorflow", "ssd_vgg_tensorflow", "ssd_inception_tensorflow"):
         assert name in out
     assert "crop_fraction=0.875" in out and "BGR" in out
+
+
+def test_prefetch_window_covers_two_batches_within_the_memory_cap():
+    from int8kit.data.images import PREFETCH_BYTES, PREFETCH_MAX, _window
+    from int8kit.data.samples import Sample
+
+    small = Sample({"": np.zeros((3, 224, 224), np.float32)})  # 588 KiB
+    assert _window(small, workers=2) == PREFETCH_MAX == 64
+    huge = Sample({"": np.zeros(PREFETCH_BYTES // 4 // 10, np.float32)})  # a tenth of the cap each
+    assert _window(huge, workers=2) == 10
+    assert _window(huge, workers=8) == 16  # never fewer than two per worker
+
+
+def test_strict_flag_on_the_cli(classes, tmp_path, capsys):
+    (classes / "cat" / "broken.jpg").write_bytes(b"\x00garbage")
+    model = tmp_path / "m.onnx"
+    onnx.save(_model((None, 3, 8, 10)), model)
+    args = ["calibrate", str(model), "--data", str(classes), "--preprocess", PRE, "-o", str(tmp_path / "s.npz"), "--no-progress"]
+    assert main(args + ["--strict"]) == 2
+    assert "broken.jpg' is not a readable image" in capsys.readouterr().err
+    assert main(args) == 0
