@@ -54,11 +54,17 @@ def parse_input_shapes(text: str | Sequence[Sequence[int]] | None) -> list[Shape
 
 
 def parse_names(text: str | Sequence[str] | None) -> list[str] | None:
-    """``'a,b'`` or a list -> list of names (``None`` when empty)."""
+    """``'a,b'``, the manual's ``'(a);(b)'`` or a list -> list of names (``None`` when empty)."""
     if text is None:
         return None
-    names = [n.strip() for n in text.split(",")] if isinstance(text, str) else [str(n) for n in text]
+    if isinstance(text, str):
+        sep = ";" if ";" in text else ","
+        names = [n.strip().removeprefix("(").removesuffix(")").strip() for n in text.split(sep)]
+    else:
+        names = [str(n) for n in text]
     names = [n for n in names if n]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--input-names repeats a name ({', '.join(names)}); give each input once.")
     return names or None
 
 
