@@ -157,7 +157,7 @@ def quantize(
     output_dir: str | os.PathLike = "int8kit-out",
     th_method: str = "kl",
     th_params: Mapping[str, Any] | None = None,
-    per_channel: bool = False,
+    per_channel: bool = True,
     activation_offset: bool = False,
     bitwidth: int = 8,
     bins: int = 2048,

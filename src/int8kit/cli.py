@@ -73,7 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--th-method", default="kl", help="max, percentile, kl (default), symkl, jsd, mse, admm, aciq_laplace, aciq_gauss, ifmr")
     p.add_argument("--percentile", type=float, help="percentile for --th-method percentile (default 99.99)")
     p.add_argument("--th-param", action="append", default=[], metavar="KEY=VALUE", help="extra method parameter, repeatable")
-    p.add_argument("--per-channel", action="store_true", help="one weight scale per output channel")
+    granularity = p.add_mutually_exclusive_group()
+    granularity.add_argument("--per-channel", dest="per_channel", action="store_true", default=True,
+                             help="one weight scale per output channel (the default)")
+    granularity.add_argument("--per-tensor", dest="per_channel", action="store_false",
+                             help="one weight scale per tensor (the vendor tools' default; hurts depthwise convs)")
     p.add_argument("--activation-offset", action="store_true", help="asymmetric activations (zero point)")
     p.add_argument("--bitwidth", type=int, default=8, help="activation bits: 8 (default) or 16")
     p.add_argument("--conv-group", action="store_true", help="group output channels of similar range, one scale per group")

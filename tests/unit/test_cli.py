@@ -45,6 +45,22 @@ def test_quantize_writes_every_output_and_leaves_input_alone(demo_files, capsys)
     assert not list(out.glob("*.tmp"))
 
 
+def test_weights_are_per_channel_unless_per_tensor_is_asked(demo_files, capsys):
+    root, model = demo_files
+    stats = root / "granularity_stats.npz"
+    assert main(["calibrate", str(model), "--data", str(root / "calib.npy"), "-o", str(stats), "--no-progress"]) == 0
+    scales = {}
+    for flag in ("", "--per-tensor"):
+        out = root / f"granularity{flag}"
+        assert main(["quantize", str(model), "--stats", str(stats), "-o", str(out), "--no-progress", *([flag] if flag else [])]) == 0
+        doc = read_quant_json(out / f"{model.stem}_quant.json")
+        scales[flag] = [np.size(t["scale"]) for t in doc["tensors"].values() if t["kind"] == "weight"]
+    assert max(scales[""]) > 1 and max(scales["--per-tensor"]) == 1
+    with pytest.raises(SystemExit) as exc:  # argparse: the two flags exclude each other
+        main(["quantize", str(model), "--stats", str(stats), "-o", str(root / "x"), "--per-channel", "--per-tensor"])
+    assert exc.value.code == 2
+
+
 def test_calibrate_then_quantize_from_stats_equals_one_shot(demo_files, capsys):
     root, model = demo_files
     stats = root / "stats.npz"

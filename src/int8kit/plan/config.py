@@ -61,7 +61,7 @@ class QuantConfig:
     th_method: str = "kl"
     th_params: dict[str, Any] = field(default_factory=dict)
     bins: int = 2048
-    per_channel: bool = False
+    per_channel: bool = True  # one scale per output channel; per-tensor collapses depthwise convs
     activation_offset: bool = False
     bitwidth: int = 8
     conv_group: bool = False
