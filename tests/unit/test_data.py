@@ -201,3 +201,14 @@ def test_large_npz_and_npy_files_are_read_batch_by_batch(tmp_path):
         np.testing.assert_allclose(seen, data.reshape(32, -1).sum(axis=1), rtol=1e-4)
     np.savez_compressed(tmp_path / "small.npz", x=data[:8])  # compressed: loaded whole, still works
     assert sum(len(b["x"]) for b in batches_from(tmp_path / "small.npz", spec, batch_size=4)) == 8
+
+
+def test_iterations_is_an_error_past_the_data_unless_it_is_only_a_cap():
+    from int8kit.data.sources import InputSpec, batches_from
+
+    specs = [InputSpec("x", np.dtype(np.float32), (None, 4))]
+    data = np.zeros((10, 4), np.float32)
+    with pytest.raises(DataError, match="10 samples but 32 iterations"):
+        batches_from(data, specs, iterations=32)
+    capped = batches_from(data, specs, iterations=32, at_most=True)
+    assert capped.num_samples == 10 and sum(len(b["x"]) for b in capped) == 10

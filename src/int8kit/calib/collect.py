@@ -63,11 +63,13 @@ def collect(
     per_channel_axis: int | None = 1,
     progress: bool = True,
     hist_per_sample: int | None = HIST_PER_SAMPLE,
+    at_most: bool = False,
 ) -> Stats:
     """Run the model over the calibration data once and return statistics of the tapped tensors.
 
     ``tensors=None`` taps every float activation (float graph inputs and float node outputs).
     ``data`` is anything ``batches_from`` accepts, or a ``DataSource``. ``bins`` is per side.
+    ``iterations`` samples are used (``at_most``: up to that many, for previews).
     ``per_channel_axis`` (``None`` to disable) gives per-channel min/max for rank >= 2 tensors.
     ``hist_per_sample`` caps the values per sample each histogram reads (``None``: all of them):
     a tensor with more values per sample is histogrammed on every ``ceil(size / cap)``-th value of
@@ -82,7 +84,7 @@ def collect(
     model = as_model(model)
     specs = model_input_specs(model)
     source = data if isinstance(data, DataSource) else batches_from(
-        data, specs, batch_size=batch_size, iterations=iterations
+        data, specs, batch_size=batch_size, iterations=iterations, at_most=at_most
     )
     known = activation_tensors(model)
     names = list(known) if tensors is None else resolve_tensors(model, tensors, known)

@@ -156,10 +156,11 @@ class ArraySource(DataSource):
 class IterableSource(DataSource):
     """A user iterable of batches, validated batch by batch and capped at ``iterations`` samples."""
 
-    def __init__(self, data: Iterable[Any], specs: list[InputSpec], iterations: int | None):
+    def __init__(self, data: Iterable[Any], specs: list[InputSpec], iterations: int | None, at_most: bool = False):
         self.data = data
         self.specs = specs
         self.iterations = iterations
+        self.at_most = at_most
         self.num_samples = None
         # A one-shot iterator (generator) can be consumed once only.
         self._one_shot = iter(data) is data
@@ -211,7 +212,7 @@ class IterableSource(DataSource):
                 n = keep
             seen += n
             yield batch
-        if self.iterations is not None and seen < self.iterations:
+        if self.iterations is not None and seen < self.iterations and not self.at_most:
             log.warning("the data iterable ran out after %d samples, fewer than the %d iterations asked", seen, self.iterations)
 
 
@@ -223,13 +224,14 @@ class SampleBatches(DataSource):
     tail that does not fill a batch.
     """
 
-    def __init__(self, source: SampleSource, specs: list[InputSpec], batch_size: int, iterations: int | None):
+    def __init__(self, source: SampleSource, specs: list[InputSpec], batch_size: int, iterations: int | None,
+                 at_most: bool = False):
         self.source, self.specs, self.batch_size = source, specs, batch_size
         total = len(source)
         if total == 0:
             raise DataError(f"{source.description} holds 0 samples; expected at least one.")
         n = total if iterations is None else min(iterations, total)
-        if iterations is not None and iterations > total:
+        if iterations is not None and iterations > total and not at_most:
             raise DataError(
                 f"{source.description} has {total} samples but {iterations} iterations were asked; "
                 f"lower --iterations to {total} or provide more data."
@@ -328,7 +330,8 @@ def _resolve_batch(specs: list[InputSpec], batch_size: int | None) -> int:
 
 
 def _array_source(
-    arrays: Mapping[str, Any], specs: list[InputSpec], origin: str, batch_size: int | None, iterations: int | None
+    arrays: Mapping[str, Any], specs: list[InputSpec], origin: str, batch_size: int | None, iterations: int | None,
+    at_most: bool = False,
 ) -> ArraySource:
     names = [s.name for s in specs]
     missing = [n for n in names if n not in arrays]
@@ -359,12 +362,12 @@ def _array_source(
         raise DataError(f"{origin} holds 0 samples; expected at least one.")
     n = total
     if iterations is not None:
-        if iterations > total:
+        if iterations > total and not at_most:
             raise DataError(
                 f"{origin} has {total} samples but {iterations} iterations were asked; "
                 f"lower --iterations to {total} or provide more data."
             )
-        n = iterations
+        n = min(iterations, total)
     for spec in specs:
         arr = converted[spec.name]
         _check_finite(spec, arr.head(n) if isinstance(arr, FileArray) else arr[:n], where=origin)
@@ -379,13 +382,15 @@ def _array_source(
 
 
 def batches_from(
-    data: Any, specs: list[InputSpec], *, batch_size: int | None = None, iterations: int | None = None
+    data: Any, specs: list[InputSpec], *, batch_size: int | None = None, iterations: int | None = None,
+    at_most: bool = False,
 ) -> DataSource:
     """Turn user data into a validated ``DataSource`` for the model inputs ``specs``.
 
     ``data``: a path to .npy (single-input models) or .npz (arrays keyed by input name), an array,
     a dict name→array (first axis = samples), an iterable of ``{name: batch}`` dicts, or a
-    ``DataSource`` (returned as is). ``iterations`` caps the number of samples used.
+    ``DataSource`` (returned as is). ``iterations`` is the number of samples to use: more than the
+    data holds is an error, unless ``at_most`` (then it is only a cap, for previews and compares).
     """
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ConfigError(f"batch size must be a positive integer, got {batch_size!r}; pass e.g. 32.")
@@ -396,21 +401,21 @@ def batches_from(
     if isinstance(data, DataSource):
         return data
     if isinstance(data, SampleSource):
-        return SampleBatches(data, specs, _resolve_batch(specs, batch_size), iterations)
+        return SampleBatches(data, specs, _resolve_batch(specs, batch_size), iterations, at_most)
     if isinstance(data, (str, os.PathLike)):
         path = Path(data)
-        return _array_source(_load_file(path, specs), specs, f"data file '{path}'", batch_size, iterations)
+        return _array_source(_load_file(path, specs), specs, f"data file '{path}'", batch_size, iterations, at_most)
     if isinstance(data, np.ndarray):
         if len(specs) != 1:
             raise DataError(
                 f"a single array was given but the model has {len(specs)} inputs {[s.name for s in specs]}; "
                 "pass a dict of input name to array."
             )
-        return _array_source({specs[0].name: data}, specs, "the data array", batch_size, iterations)
+        return _array_source({specs[0].name: data}, specs, "the data array", batch_size, iterations, at_most)
     if isinstance(data, Mapping):
-        return _array_source(data, specs, "the data dict", batch_size, iterations)
+        return _array_source(data, specs, "the data dict", batch_size, iterations, at_most)
     if isinstance(data, Iterable):
-        return IterableSource(data, specs, iterations)
+        return IterableSource(data, specs, iterations, at_most)
     raise DataError(
         f"calibration data of type {type(data).__name__} is not supported; expected a .npy/.npz path, an array, "
         "a dict of arrays or an iterable of batches."

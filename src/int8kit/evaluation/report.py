@@ -424,7 +424,7 @@ def report_for_models(
             from int8kit.calib.collect import collect
             from int8kit.graph.io import as_model
 
-            stats = collect(as_model(fp32_model), data, tensors=names, iterations=max_samples,
+            stats = collect(as_model(fp32_model), data, tensors=names, iterations=max_samples, at_most=True,
                             batch_size=batch_size, per_channel_axis=None, progress=False)
             note = (f"No calibration statistics were given (--stats), so these histograms show {stats.samples} "
                     "evaluation samples; min/max lines come from the quant record when there is one.")

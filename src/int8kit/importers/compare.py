@@ -21,7 +21,6 @@ import onnx
 from tabulate import tabulate
 from tqdm import tqdm
 
-from int8kit.data.samples import SampleSource
 from int8kit.data.sources import InputSpec, batches_from, model_input_specs
 from int8kit.errors import ConfigError, DataError
 
@@ -77,17 +76,6 @@ class TensorDiff:
             self.ok = self.kind != "output"
         else:
             self.ok = math.isfinite(self.max_rel_error) and self.max_rel_error <= tolerance
-
-
-def _cap(data: Any, samples: int | None) -> int | None:
-    """``samples`` is an upper bound for a compare: never more than the data holds."""
-    if samples is None:
-        return None
-    if isinstance(data, SampleSource):
-        return min(samples, len(data))
-    if isinstance(data, np.ndarray) and data.ndim:
-        return min(samples, len(data))
-    return samples
 
 
 def _is_detection_layout(a: np.ndarray) -> bool:
@@ -244,7 +232,7 @@ def compare(
     else:
         if batch_size is None and not any(s.batch_dim for s in specs):
             batch_size = 1 if layers else 8  # every layer of a batch is held at once: keep it small
-        batches = batches_from(data, specs, batch_size=batch_size, iterations=_cap(data, samples))
+        batches = batches_from(data, specs, batch_size=batch_size, iterations=samples, at_most=True)
     session = make_session(onnx_model)
     out_names = [o.name for o in onnx_model.graph.output]
     outputs = {n: TensorDiff(n, "output") for n in out_names}
