@@ -234,7 +234,7 @@ def _fusable_activation(facts: GraphFacts, tensor: str, forced: dict[str, str]) 
     if act.op_type == "Clip" and len(act.input) > 1 and act.input[1] in facts.initializers:
         lo = numpy_helper.to_array(facts.initializers[act.input[1]])
         hi_ok = len(act.input) < 3 or not act.input[2] or act.input[2] in facts.initializers
-        if lo.size == 1 and float(lo) == 0.0 and hi_ok:
+        if lo.size == 1 and float(lo.reshape(-1)[0]) == 0.0 and hi_ok:  # shape () or [1]
             return act
     return None
 
