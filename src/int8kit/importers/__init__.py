@@ -56,6 +56,7 @@ _EXTENSIONS: tuple[tuple[str, str], ...] = (
     (".pth", "pytorch"),
     (".onnx", "onnx"),
     (".pb", "tensorflow"),
+    (".keras", "tensorflow"),
     (".tflite", "tflite"),
     (".pdmodel", "paddle"),
 )
@@ -109,6 +110,8 @@ def detect_framework(path: str | os.PathLike) -> str:
             f"model path '{p}' is a folder without saved_model.pb; expected a model file or a TensorFlow SavedModel folder."
         )
     name = p.name.lower()
+    if name.endswith(".json") and p.with_suffix(".pdiparams").exists():  # Paddle 3's paddle.jit.save
+        return "paddle"
     for suffix, framework in _EXTENSIONS:
         if name.endswith(suffix):
             return framework

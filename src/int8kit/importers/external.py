@@ -175,7 +175,7 @@ def _tf_reference(model: str | os.PathLike, weights: Any, *, input_shapes=None, 
             xs = list(_by_order(feeds, names).values())
             out = net(xs if len(xs) > 1 else xs[0], training=False)
             outs = out if isinstance(out, (list, tuple)) else [out]
-            return {f"output_{i}": np.asarray(o) for i, o in enumerate(outs)}  # Keras' export names them so
+            return {f"output_{i}": np.asarray(o) for i, o in enumerate(outs)}
     else:
         graph = tf.compat.v1.GraphDef()
         graph.ParseFromString(path.read_bytes())
@@ -189,7 +189,7 @@ def _tf_reference(model: str | os.PathLike, weights: Any, *, input_shapes=None, 
             out = fn(*[tf.constant(v) for v in _by_order(feeds, names).values()])
             return {n: o.numpy() for n, o in zip(graph_outputs, out)}
 
-    return _OutputsOnly("TensorFlow", run)
+    return _OutputsOnly("TensorFlow", run, in_order=True)
 
 
 # --- PaddlePaddle (paddle2onnx) ---------------------------------------------------------------------
@@ -235,7 +235,7 @@ def _paddle_reference(model: str | os.PathLike, weights: Any, *, input_shapes=No
         predictor.run()
         return {n: predictor.get_output_handle(n).copy_to_cpu() for n in predictor.get_output_names()}
 
-    return _OutputsOnly("PaddlePaddle", run)
+    return _OutputsOnly("PaddlePaddle", run, in_order=True)
 
 
 # --- TFLite (tflite2onnx) ---------------------------------------------------------------------------
@@ -289,11 +289,21 @@ class _OutputsOnly:
 
     what: str
     _run: Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
+    in_order: bool = False  # the converter keeps the output order but not the names
+    _onnx_outputs: list[str] | None = None
+
+    def bind_onnx(self, model: onnx.ModelProto) -> None:
+        """Remember the converted model's output names (``compare`` calls this)."""
+        self._onnx_outputs = [o.name for o in model.graph.output]
 
     def run(self, feeds: Mapping[str, np.ndarray], layers: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         if layers is not None:
             raise ConfigError(f"per-layer compare is not available for {self.what} models; use --compare for the outputs.")
-        return self._run(feeds)
+        out = self._run(feeds)
+        names = self._onnx_outputs
+        if self.in_order and names and len(names) == len(out) and not set(names) & set(out):
+            return dict(zip(names, out.values()))
+        return out
 
 
 @dataclass(frozen=True)
