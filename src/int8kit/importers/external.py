@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -64,8 +65,9 @@ def _run_tool(cmd: list[str], out: Path, what: str, model: Path) -> onnx.ModelPr
     output, e.g. ``--json``) and load the ONNX file it wrote."""
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **_QUIET})
     if proc.returncode != 0 or not out.exists():
-        lines = [ln.strip() for ln in (proc.stderr + "\n" + proc.stdout).splitlines() if ln.strip()]
-        errors = [ln for ln in lines if "Error" in ln.split(":")[0] or ln.startswith("AssertionError")]
+        text = re.sub(r"\x1b\[[0-9;]*m", "", proc.stderr + "\n" + proc.stdout)  # colour codes
+        lines = [ln.strip() for ln in text.splitlines() if len(ln.strip()) > 1]
+        errors = [ln.split("[ERROR]")[-1].strip() for ln in lines if re.search(r"\[ERROR\]|^[\w.]*(Error|Exception)\b", ln)]
         reason = (errors or lines or ["no output"])[-1][:300]
         raise ModelError(f"{what} could not convert '{model}' ({reason}); check the model files and {what}'s version.")
     return onnx.load(str(out))
