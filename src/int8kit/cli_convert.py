@@ -36,7 +36,7 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("convert", help="convert a Caffe/Darknet/PyTorch/... model to ONNX (optionally --compare)")
     p.add_argument("--model", required=True,
                    help="deploy.prototxt, model.cfg, model.pt (TorchScript) or package.module:factory, model.onnx, "
-                        "a SavedModel folder, model.tflite, model.pdmodel")
+                        "a SavedModel folder, model.keras, frozen.pb, model.tflite, model.json/model.pdmodel (Paddle)")
     p.add_argument("-o", "--output", required=True, help="the ONNX file to write")
     add_source_args(p)
     p.add_argument("--input-names", help="comma-separated names for the model inputs")
