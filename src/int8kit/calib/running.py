@@ -183,6 +183,28 @@ class RunningStats:
             np.maximum(self.cmax, cmax, out=self.cmax)
             self.csum += csum
 
+    def merge(self, other: "RunningStats") -> None:
+        """Fold in the state of the same tensor over other samples (another worker's): exact,
+        the histogram of the narrower edge widens by bin-pair sums, as when one state's edge grows."""
+        self.values += other.values
+        self.lo, self.hi = min(self.lo, other.lo), max(self.hi, other.hi)
+        if other.edge is not None:
+            if self.edge is None:
+                self.counts, self.edge = other.counts.copy(), other.edge
+            else:
+                edge = max(self.edge, other.edge)
+                self.counts = widen_counts(self.counts, int(round(np.log2(edge / self.edge)))) + widen_counts(
+                    other.counts, int(round(np.log2(edge / other.edge)))
+                )
+                self.edge = edge
+        if not other.channels_ok:
+            self.channels_ok, self.cmin, self.cmax, self.csum = False, None, None, None
+        elif self.channels_ok and other.cmin is not None:
+            if self.cmin is not None and self.cmin.shape != other.cmin.shape:
+                self.channels_ok, self.cmin, self.cmax, self.csum = False, None, None, None
+            else:
+                self._fold_channels(other.cmin, other.cmax, other.csum)  # type: ignore[arg-type]
+
     def result(self) -> TensorStats:
         if self.edge is None:  # the tensor was always empty
             hist = Histogram(counts=self.counts, edge=edge_for(0.0), min=0.0, max=0.0)

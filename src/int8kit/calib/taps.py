@@ -143,7 +143,8 @@ def add_reductions(
 
     The tensor is viewed as (N, C, inner) (``channels=C``) or (N, inner) (``channels=None``). Outputs,
     in order: row minima, row maxima, row sums (over the last axis: (N, C) or (N,)) and the histogram subset: every ``stride``-th value of each (n, c) row when ``rows``,
-    else of each flattened sample (the subset ``collect`` histograms). Needs opset >= 13.
+    else of each flattened sample (the subset ``collect`` histograms; ``name`` itself when ``stride`` is 1,
+    then ``name`` must not be a graph input). Needs opset >= 13.
     """
     opset = default_opset(model)
     g = model.graph
@@ -178,15 +179,21 @@ def add_reductions(
         g.node.append(onnx.helper.make_node("Reshape", [view, const("flatshape", [0, channels * inner])], [src]))
     width = inner if rows or channels is None else channels * inner
     sub = f"{tag}/sub"
-    g.node.append(
-        onnx.helper.make_node(
-            "Slice",
-            [src, const("starts", [0]), const("ends", [width]), const("saxes", [-1]), const("steps", [stride])],
-            [sub],
+    if stride == 1:  # histogrammed whole: the tensor itself (its layout does not matter to a histogram)
+        sub = name
+    else:
+        g.node.append(
+            onnx.helper.make_node(
+                "Slice",
+                [src, const("starts", [0]), const("ends", [width]), const("saxes", [-1]), const("steps", [stride])],
+                [sub],
+            )
         )
-    )
     outs.append(sub)
+    present = {o.name for o in g.output}
     for out in outs:
+        if out in present:  # a model output histogrammed whole
+            continue
         vi = onnx.ValueInfoProto(name=out)
         vi.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
         g.output.append(vi)
