@@ -15,7 +15,7 @@ top-1 agreement 0.932 (65536), 0.934 (16384), 0.942 (4096); cosine 0.99783 / 0.9
 Float32 tensors of static shape are reduced inside onnxruntime (``taps.add_reductions``: row
 min/max/sum and the strided subset as extra outputs), so only small arrays leave the session and
 NumPy just bincounts the subset.
-""""""
+"""
 
 from __future__ import annotations
 
