@@ -226,13 +226,15 @@ def _run(
         bar.update(next(iter(piece.values())).shape[0] if piece else 0)
         return outs
 
+    # Scratch buffers made here, not in the threads: memory does not depend on thread timing.
+    scratch = [Buffers() for _ in parts]
+
     def work(i: int, jobs: queue.Queue) -> None:
-        bufs = Buffers()
         while (job := jobs.get()) is not None:
             if failed:
                 continue  # drain, so the producer never blocks on a dead worker
             try:
-                process(parts[i], bufs, *job)
+                process(parts[i], scratch[i], *job)
             except BaseException as exc:  # re-raised in the calling thread
                 failed.append(exc)
 
@@ -257,7 +259,7 @@ def _run(
                     queues[sent % len(queues)].put((k, piece))
                     sent += 1
                 else:  # in this thread, before the workers start: the size of later pieces depends on it
-                    outs = process(parts[0], Buffers(), k, piece)
+                    outs = process(parts[0], scratch[0], k, piece)
                     plain = sum(o.nbytes for n, o in zip(fetch, outs) if n not in outputs)
                     per_sample = plain / got + reduced_bytes
                     rows, sized = max(1, int(_RUN_BYTES // max(per_sample, 1.0))), True
