@@ -30,13 +30,14 @@ from benchmarks.ort_baseline import Measured, ort_quantize_measured, run_measure
 from benchmarks.realdata_common import cache_dir  # noqa: E402
 from benchmarks.realdata_ocr import ocr_rec_case  # noqa: E402
 
-DEFAULT_CONFIGS = (
+DEFAULT_CONFIGS = (  # int8kit's weights are per channel unless --per-tensor
+    "kl per-tensor=--th-method kl --per-tensor",
     "kl=--th-method kl",
-    "kl pc=--th-method kl --per-channel",
-    "mse pc=--th-method mse --per-channel",
-    "percentile pc=--th-method percentile --per-channel",
-    "max pc=--th-method max --per-channel",
-    "kl pc acc-opt=--th-method kl --per-channel --accuracy-opt",
+    "mse=--th-method mse",
+    "percentile=--th-method percentile",
+    "max=--th-method max",
+    "kl acc-opt=--th-method kl --accuracy-opt",
+    "mse acc-opt=--th-method mse --accuracy-opt",
 )
 
 
@@ -98,8 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test", type=int, default=200)
     ap.add_argument("--config", action="append",
                     help="int8kit run as 'label=CLI args' (repeatable; default: several methods)")
-    ap.add_argument("--ort-methods", default="MinMax,Entropy,Percentile",
+    ap.add_argument("--ort-methods", default="MinMax,Entropy",
                     help="onnxruntime CalibrationMethods, comma-separated ('' for none)")
+    ap.add_argument("--ort-hist-calib", type=int, default=32,
+                    help="calibration lines for onnxruntime Entropy/Percentile (they hold every activation in memory)")
     args = ap.parse_args(argv)
     case = ocr_rec_case(args.calib, args.test)
     test = load_npz(case.test_npz)
@@ -113,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     for method in [m for m in args.ort_methods.split(",") if m]:
         out = cache_dir() / "bench_out" / "ocr_rec" / f"ort_{method}.onnx"
         out.unlink(missing_ok=True)
-        runs.append((f"ort {method}", ort_quantize_measured(case.model_path, case.calib_npz, out, method), out))
+        limit = args.ort_hist_calib if method in ("Entropy", "Percentile") else None
+        measured = ort_quantize_measured(case.model_path, case.calib_npz, out, method, limit=limit)
+        runs.append((f"ort {method}" + (f" (n={limit})" if limit else ""), measured, out))
 
     rows = []
     for tool, m, out in runs:
