@@ -21,14 +21,18 @@ FLOAT_TYPES = {
 UNKNOWN = 0
 
 
-def _inferred_types(model: onnx.ModelProto) -> dict[str, int]:
-    """Element type of every tensor shape inference can type (0 where it cannot)."""
+def infer(model: onnx.ModelProto) -> onnx.ModelProto | None:
+    """``model`` with inferred value infos, or ``None`` where shape inference fails."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    except Exception as exc:  # custom ops or >2 GB models: fall back to the declared types
-        log.debug("shape inference failed (%s); using declared types only", exc)
-        inferred = model
-    g = inferred.graph
+        return onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception as exc:  # custom ops or >2 GB models
+        log.debug("shape inference failed (%s); using declared types only, no in-graph reductions", exc)
+        return None
+
+
+def _inferred_types(model: onnx.ModelProto, inferred: onnx.ModelProto | None) -> dict[str, int]:
+    """Element type of every tensor shape inference can type (0 where it cannot)."""
+    g = (inferred or model).graph  # without inference: the declared types
     types: dict[str, int] = {}
     for vi in list(g.input) + list(g.value_info) + list(g.output):
         if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
@@ -48,13 +52,14 @@ def _constant_tensors(model: onnx.ModelProto) -> set[str]:
     return const
 
 
-def activation_tensors(model: onnx.ModelProto) -> dict[str, int]:
+def activation_tensors(model: onnx.ModelProto, inferred: onnx.ModelProto | None | bool = False) -> dict[str, int]:
     """Float activations in graph order: float graph inputs, then float outputs of every node.
 
     Values are ONNX element types; ``0`` marks a tensor whose type shape inference could not tell
-    (the session reports its real type and non-float ones are dropped then).
+    (the session reports its real type and non-float ones are dropped then). ``inferred``: the
+    result of ``infer(model)`` when the caller has it (inference is run here otherwise).
     """
-    types = _inferred_types(model)
+    types = _inferred_types(model, infer(model) if inferred is False else inferred)  # type: ignore[arg-type]
     const = _constant_tensors(model)
     out: dict[str, int] = {}
     for vi in model.graph.input:
@@ -112,12 +117,13 @@ def tap_model(model: onnx.ModelProto, names: Sequence[str], known: dict[str, int
     return tapped, list(names)
 
 
-def static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
-    """Shape of every tensor shape inference can tell (``None`` for a symbolic or unknown dim)."""
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    except Exception as exc:  # custom ops or >2 GB models: no static shapes
-        log.debug("shape inference failed (%s); no in-graph reductions", exc)
+def static_shapes(model: onnx.ModelProto, inferred: onnx.ModelProto | None | bool = False) -> dict[str, tuple[int | None, ...]]:
+    """Shape of every tensor shape inference can tell (``None`` for a symbolic or unknown dim).
+
+    ``inferred``: the result of ``infer(model)`` when the caller has it (run here otherwise).
+    """
+    inferred = infer(model) if inferred is False else inferred
+    if inferred is None:  # no static shapes without inference
         return {}
     g = inferred.graph
     shapes: dict[str, tuple[int | None, ...]] = {}
