@@ -1,88 +1,78 @@
-"""Calibration cost against plain FP32 inference on an EfficientNet-Lite0-shaped network.
+"""Cost of ``int8kit.quantize`` (default settings: kl, per-channel) against one plain FP32 pass.
 
-Builds the network with torch (random weights, BN folded on export), then times one optimized
-onnxruntime pass over N samples and one ``collect`` pass over the same samples, and prints
-collect_time / inference_time. Usage: python benchmarks/calib_speed.py [samples] [resolution]
+    python benchmarks/calib_speed.py [--calib 256] [--repeats 3]
+
+On EfficientNet-Lite0 with ``--calib`` ImageNet-like calibration crops (benchmarks/realdata.py),
+each repeat times, in this process: one onnxruntime pass over the same samples (default graph
+optimizations and threads, batches of 32, after one warm-up batch) and one whole ``quantize``
+call (optimize, calibrate, plan, emit, write). It prints every repeat (wall and CPU seconds,
+per-stage timings) and the medians and the ratio quantize / FP32 pass (issue 2 target: <= 3).
+The machine may be shared: compare ratios and medians, not single runs.
 """
-
 from __future__ import annotations
 
+import argparse
+import resource
+import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 
-import numpy as np
-import onnx
-import torch
-from torch import nn
+if __package__ in (None, ""):  # run as a script: make `benchmarks` and `int8kit` importable
+    _root = Path(__file__).resolve().parents[1]
+    sys.path[:0] = [str(_root), str(_root / "src")]
 
-from int8kit.calib.collect import collect
-from int8kit.runtime.session import make_session
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+from tabulate import tabulate  # noqa: E402
 
-# EfficientNet-Lite0 stages: (expand ratio, channels, repeats, stride, kernel)
-STAGES = [(1, 16, 1, 1, 3), (6, 24, 2, 2, 3), (6, 40, 2, 2, 5), (6, 80, 3, 2, 3), (6, 112, 3, 1, 5), (6, 192, 4, 2, 5), (6, 320, 1, 1, 3)]
+import int8kit  # noqa: E402
+from benchmarks.realdata import effnet_case  # noqa: E402
 
-
-def _cbr(cin: int, cout: int, k: int, s: int, groups: int = 1, act: bool = True) -> list[nn.Module]:
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, s, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
-    return layers + [nn.ReLU6()] if act else layers
+BATCH = 32
 
 
-class MBConv(nn.Module):
-    def __init__(self, cin: int, cout: int, e: int, s: int, k: int):
-        super().__init__()
-        mid = cin * e
-        layers = (_cbr(cin, mid, 1, 1) if e != 1 else []) + _cbr(mid, mid, k, s, groups=mid) + _cbr(mid, cout, 1, 1, act=False)
-        self.body = nn.Sequential(*layers)
-        self.skip = s == 1 and cin == cout
+def fp32_pass(model: Path, feeds: dict[str, np.ndarray]) -> tuple[float, float]:
+    """Wall and CPU seconds of one FP32 pass over every sample, in batches of ``BATCH``."""
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+    n = next(iter(feeds.values())).shape[0]
+    sess.run(None, {k: v[:BATCH] for k, v in feeds.items()})  # warm-up
+    wall, cpu = time.perf_counter(), time.process_time()
+    for i in range(0, n, BATCH):
+        sess.run(None, {k: v[i : i + BATCH] for k, v in feeds.items()})
+    return time.perf_counter() - wall, time.process_time() - cpu
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.body(x)
-        return x + y if self.skip else y
 
-
-def lite0() -> nn.Module:
-    layers: list[nn.Module] = _cbr(3, 32, 3, 2)
-    cin = 32
-    for e, c, r, s, k in STAGES:
-        for i in range(r):
-            layers.append(MBConv(cin, c, e, s if i == 0 else 1, k))
-            cin = c
-    layers += _cbr(cin, 1280, 1, 1) + [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1280, 1000)]
-    net = nn.Sequential(*layers).eval()
-    g = torch.Generator().manual_seed(0)
-    for m in net.modules():  # non-trivial BN statistics so folding changes the weights
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-    return net
+def quantize_call(model: Path, calib: Path) -> tuple[float, float, dict[str, float]]:
+    """Wall and CPU seconds of one default ``int8kit.quantize`` call, and its per-stage timings."""
+    with tempfile.TemporaryDirectory() as out:
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = int8kit.quantize(str(model), str(calib), output_dir=out, progress=False)
+        return time.perf_counter() - wall, time.process_time() - cpu, result.timings
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 128
-    res = int(sys.argv[2]) if len(sys.argv) > 2 else 224
-    torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = f"{tmp}/lite0.onnx"
-        torch.onnx.export(lite0(), torch.randn(1, 3, res, res), path, opset_version=17, dynamo=False,
-                          input_names=["image"], output_names=["logits"], dynamic_axes={"image": {0: "n"}})
-        model = onnx.load(path)
-    x = np.random.default_rng(0).standard_normal((n, 3, res, res)).astype(np.float32)
-    sess = make_session(model)
-    bs = 32
-    sess.run(None, {"image": x[:bs]})  # warm-up
-    plain = float("inf")
-    for _ in range(2):  # best of two: the machine may be shared
-        t = time.perf_counter()
-        for i in range(0, n, bs):
-            sess.run(None, {"image": x[i : i + bs]})
-        plain = min(plain, time.perf_counter() - t)
-    t = time.perf_counter()
-    stats = collect(model, x, batch_size=bs, progress=False)
-    cal = time.perf_counter() - t
-    elems = sum(s.hist.count for s in stats.tensors.values())
-    print(f"nodes={len(model.graph.node)} tensors={len(stats.tensors)} values/sample={elems / n / 1e6:.1f}M")
-    print(f"plain inference {plain:.2f}s, collect {cal:.2f}s, ratio {cal / plain:.2f}")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--calib", type=int, default=256, help="calibration samples")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    case = effnet_case(args.calib, 64)
+    with np.load(case.calib_npz) as z:
+        feeds = {k: z[k] for k in z.files}
+    rows = []
+    for r in range(args.repeats):
+        fw, fc = fp32_pass(case.model_path, feeds)
+        qw, qc, stages = quantize_call(case.model_path, case.calib_npz)
+        rows.append({"repeat": r, "fp32 s": fw, "quantize s": qw, "ratio": qw / fw, "fp32 CPU s": fc, "quantize CPU s": qc,
+                     **{f"{k} s": v for k, v in stages.items()}})
+    print(tabulate(rows, headers="keys", floatfmt=".2f"))
+    fw, qw = statistics.median(r["fp32 s"] for r in rows), statistics.median(r["quantize s"] for r in rows)
+    print(f"EfficientNet-Lite0, {args.calib} samples: median FP32 pass {fw:.2f} s, median quantize {qw:.2f} s, "
+          f"ratio of medians {qw / fw:.2f}, median ratio {statistics.median(r['ratio'] for r in rows):.2f} (target <= 3); "
+          f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB")
 
 
 if __name__ == "__main__":
