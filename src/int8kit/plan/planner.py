@@ -324,8 +324,7 @@ def _activation(facts: GraphFacts, stats, config: QuantConfig, name: str):
     method, params = config.th_method, dict(config.th_params)
     producer = facts.producer.get(name)
     domain = consumer_domain(facts, name)
-    clamped = domain is not None and (domain[0] > tstats.hist.min or domain[1] < tstats.hist.max)
-    if clamped:
+    if domain is not None and (domain[0] > tstats.hist.min or domain[1] < tstats.hist.max):
         tstats = replace(tstats, hist=tstats.hist.clamped(*domain))
     signed = config.signed_activations
     symmetric = signed or (not config.activation_offset and not _skewed(tstats.hist, config.skew_ratio))
@@ -342,12 +341,6 @@ def _activation(facts: GraphFacts, stats, config: QuantConfig, name: str):
     elif producer.op_type in _NORMALIZATIONS and resolve(method)[0] in _DIVERGENCE_METHODS:
         # Normalized transformer features carry a few outlier channels that matter; the
         # divergence methods clip them (MiniLM: cosine 0.97 with kl), MSE weighs their error.
-        method, params = "mse", {}
-    elif clamped and resolve(method)[0] in _DIVERGENCE_METHODS:
-        # Inside its domain a saturating consumer passes every value on at full size (HardSwish's
-        # large inputs come out unchanged): the rare large values count like the bulk. KL cuts
-        # them as a tail (PP-OCRv4 rec HardSwish inputs: 20 -> 6), MSE weighs the real error
-        # (OCR exact match 0.40 -> 0.84; EfficientNet unchanged).
         method, params = "mse", {}
     if ov is not None and ov.th_method:
         method, params = ov.th_method, {}
