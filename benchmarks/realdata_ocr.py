@@ -114,11 +114,14 @@ def render_text_lines(n: int, seed: int) -> list[np.ndarray]:
     return lines
 
 
-def ocr_rec_case(n_calib: int = 128, n_test: int = 200) -> Case:
-    """PP-OCRv4 recogniser with rendered calibration (seed 0) and test (seed 1) lines."""
+def ocr_rec_case(n_calib: int = 128, n_test: int = 200, calib_seed: int = 0) -> Case:
+    """PP-OCRv4 recogniser with rendered calibration (seed ``calib_seed``, 0 by default) and test
+    (seed 1) lines."""
+    if calib_seed == 1:
+        raise ValueError("calib_seed 1 renders the test lines; choose another seed")
     model = rec_onnx()
     paths: dict[str, Path] = {}
-    for split, n, seed in (("calib", n_calib, 0), ("test", n_test, 1)):
+    for split, n, seed in (("calib", n_calib, calib_seed), ("test", n_test, 1)):
         path = cache_dir() / f"ocr_rec_{split}_n{n}_s{seed}.npz"
         if not path.exists():
             # rapidocr's crops are BGR (cv2.imread); Pillow renders RGB.

