@@ -307,9 +307,11 @@ def _reduce(
     reduced: dict[str, tuple[list[str], int]],
     outputs: set[str],
 ) -> None:
+    items = []
     for name, state in states.items():
         if name in reduced:
             outs, per_sample = reduced[name]
-            state.update_reduced(*(arrays[o] for o in outs), per_sample, batch, bufs)
+            items.append((state, *(arrays[o] for o in outs), per_sample))
         elif name in arrays:
             state.update(arrays[name], batch, bufs)
+    RunningStats.update_reduced_all(items, batch, bufs)
