@@ -253,7 +253,7 @@ class Buffers:
         """
         scale = np.float32(bins / edge)
         offset = self._offset(bins)
-        total = np.zeros(4 * bins, dtype=np.int64)
+        total = None
         for start in range(0, flat.size, _CHUNK):
             part = flat[start : start + _CHUNK]
             y = self.f[: part.size]
@@ -263,7 +263,13 @@ class Buffers:
             idx = self.i[: part.size]
             # float32 -> int32 is a fast SIMD cast (float32 -> intp is ~10x slower).
             np.copyto(idx, y, casting="unsafe")
-            total += np.bincount(idx, minlength=4 * bins)
+            counts = np.bincount(idx, minlength=4 * bins)
+            if total is None:  # one chunk (most calls): no zeroed array, no extra pass
+                total = counts
+            else:
+                total += counts
+        if total is None:
+            return np.zeros(2 * bins, dtype=np.int64)
         return total[: 2 * bins] + total[2 * bins :]
 
 
