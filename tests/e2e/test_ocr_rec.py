@@ -17,8 +17,9 @@ if str(_ROOT) not in sys.path:  # benchmarks/ lives at the repo root, outside th
 
 pytestmark = pytest.mark.e2e
 
-# Measured with the default kl (per-channel weights): exact match 0.84 and step cosine 0.98 on
-# 200 lines (benchmarks/bench_ocr.py); before the HardSwish-domain rules it was 0.48 / 0.95.
+# Measured with the default kl on these 64 + 64 lines: exact match 0.83, step cosine 0.985. The
+# result moves a lot with the calibration lines (64 other lines gave 0.41-0.80; bench_ocr.py
+# --calib-seeds shows the spread), so the floor guards this fixed set, not the model in general.
 EXACT_MATCH_FLOOR = 0.70
 STEP_COSINE_FLOOR = 0.97
 
