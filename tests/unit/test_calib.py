@@ -301,3 +301,66 @@ def test_capped_histogram_without_channels_strides_each_sample() -> None:
     counts = np.bincount(np.floor(sub * (BINS / want.edge)).astype(np.int64) + BINS, minlength=2 * BINS)
     np.testing.assert_array_equal(stats["relu"].hist.counts, counts)
     assert stats["relu"].hist.edge == want.edge and stats["relu"].max == want.max
+
+
+def _wide_conv_model(c: int = 4, hw: int = 48) -> onnx.ModelProto:
+    """image (n, 3, hw, hw) -> Conv (c channels) -> Relu -> ReduceMean over H -> y (n, c, hw): a big
+    feature map (c*hw*hw values a sample) and a rank-3 tensor after it."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((c, 3, 3, 3)).astype(np.float32), "W")]
+    nodes = [
+        helper.make_node("Conv", ["image", "W"], ["conv"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv"], ["relu"]),
+        helper.make_node("ReduceMean", ["relu"], ["y"], axes=[2], keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes, "wide", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 3, hw, hw])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", c, hw])], inits,
+    )
+    return helper.make_model(graph, opset_imports=OPSET)
+
+
+def test_workers_merge_to_the_one_worker_statistics(monkeypatch) -> None:
+    """Pieces spread over several workers whose states merge at the end: the same statistics as one worker."""
+    import int8kit.calib.collect as collect_mod
+
+    model = _conv_model()
+    x = _images(40, scale=5.0)  # growing range: the workers' histogram edges differ before merging
+    monkeypatch.setattr(collect_mod, "_workers", lambda: 1)
+    one = collect(model, x, bins=BINS, batch_size=6, progress=False, hist_per_sample=50)
+    monkeypatch.setattr(collect_mod, "_workers", lambda: 3)
+    three = collect(model, x, bins=BINS, batch_size=6, progress=False, hist_per_sample=50)
+    assert three.samples == one.samples == 40
+    for name, a in one.tensors.items():
+        b = three[name]
+        assert b.hist.edge == a.hist.edge and (b.min, b.max) == (a.min, a.max) and b.values == a.values, name
+        np.testing.assert_array_equal(b.hist.counts, a.hist.counts, err_msg=name)
+        if a.channel_min is not None:
+            np.testing.assert_array_equal(b.channel_min, a.channel_min)
+            np.testing.assert_array_equal(b.channel_max, a.channel_max)
+            np.testing.assert_allclose(b.channel_sum, a.channel_sum, rtol=1e-6)
+
+
+def test_feature_maps_get_their_own_cap_and_are_reduced_in_graph() -> None:
+    """A rank-4 map over map_hist_per_sample is histogrammed on a subset; the rank-3 tensor (>= 4096
+    values a sample, histogrammed whole inside onnxruntime) keeps every value; extremes stay exact."""
+    model = _wide_conv_model()  # relu: 4*48*48 = 9216 a sample, y: 4*48 = 192
+    x = np.random.default_rng(3).standard_normal((6, 3, 48, 48)).astype(np.float32)
+    stats = collect(model, x, bins=BINS, batch_size=4, progress=False, hist_per_sample=100_000, map_hist_per_sample=4096)
+    ref = _reference(model, {"image": x}, ["conv", "relu", "y"])
+    for name in ("conv", "relu"):  # stride ceil(9216 / 4096) = 3 over each 2304-value channel plane
+        v = ref[name]
+        want = _ref_hist(v, BINS)
+        got = stats[name]
+        assert got.hist.edge == want.edge and (got.min, got.max) == (want.min, want.max), name
+        sub = v.reshape(-1, 48 * 48)[:, ::3].astype(np.float64).ravel()
+        counts = np.bincount(np.floor(sub * (BINS / want.edge)).astype(np.int64) + BINS, minlength=2 * BINS)
+        np.testing.assert_array_equal(got.hist.counts, counts, err_msg=name)
+        assert got.values == v.size
+        np.testing.assert_array_equal(got.channel_min, v.min(axis=(0, 2, 3)))
+    y = ref["y"]
+    np.testing.assert_array_equal(stats["y"].hist.counts, _ref_hist(y, BINS).counts)
+    whole = collect(model, x, bins=BINS, batch_size=4, progress=False, hist_per_sample=100_000, map_hist_per_sample=None)
+    for name in ("conv", "relu"):  # no map cap: 9216 values a sample, at least 4096, reduced in-graph whole
+        np.testing.assert_array_equal(whole[name].hist.counts, _ref_hist(ref[name], BINS).counts, err_msg=name)
+        np.testing.assert_allclose(whole[name].channel_mean, ref[name].astype(np.float64).mean(axis=(0, 2, 3)), rtol=1e-5, atol=1e-6)
