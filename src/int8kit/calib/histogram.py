@@ -57,22 +57,6 @@ class Histogram:
         """Centre of every ``|x|`` bin."""
         return (np.arange(self.bins) + 0.5) * self.width
 
-    def clamped(self, lo: float, hi: float) -> "Histogram":
-        """The histogram of ``clip(x, lo, hi)``: mass outside ``[lo, hi]`` piles up in the bins of
-        ``lo`` and ``hi`` (same edge and bins, so it stays mergeable)."""
-        lo, hi = max(lo, self.min), min(hi, self.max)
-        if lo > hi:  # every value lies outside the domain on one side
-            lo = hi = min(max(self.min, lo), hi)
-        width, last = self.width, self.counts.size - 1
-        i_lo = int(np.clip(np.floor((lo + self.edge) / width), 0, last))
-        i_hi = int(np.clip(np.floor((hi + self.edge) / width), 0, last))
-        counts = self.counts.copy()
-        counts[i_lo] += counts[:i_lo].sum()
-        counts[i_hi] += counts[i_hi + 1 :].sum()
-        counts[:i_lo] = 0
-        counts[i_hi + 1 :] = 0
-        return Histogram(counts=counts, edge=self.edge, min=float(lo), max=float(hi))
-
     @classmethod
     def from_values(cls, values: np.ndarray, bins: int = 2048) -> "Histogram":
         """Build a histogram directly from an array (tests and small inputs)."""

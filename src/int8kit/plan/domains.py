@@ -2,9 +2,10 @@
 
 HardSwish maps every x <= -3 to 0, HardSigmoid is flat outside [-beta/alpha, (1-beta)/alpha],
 Clip outside [min, max], Relu below 0. When every consumer of a tensor is such an op, values
-outside the union of their domains need no codes: the tensor's histogram is clamped to it before
-a threshold is chosen, which frees up to half of the grid (PP-LCNet's HardSwish inputs reach
--10 and beyond but only [-3, max] matters).
+outside the union of their domains need no codes: the threshold method's range is intersected
+with it, which frees up to half of the grid (PP-LCNet's HardSwish inputs reach -30 and beyond but
+only [-3, max] matters). The method still sees the whole histogram: clamping the histogram
+instead let it clip the positive tail harder, which HardSwish passes on linearly.
 
 """
 

@@ -30,10 +30,13 @@ def activation_quant(
     th_scale: float = 1.0,
     threshold: float | None = None,
     signed: bool = False,
+    domain: tuple[float, float] | None = None,
 ) -> TensorQuant:
     """Clipping range from the threshold method (or a user threshold), then scale/zero point.
 
-    ``signed`` forces symmetric int8 (zero point 0) even for non-negative tensors."""
+    ``signed`` forces symmetric int8 (zero point 0) even for non-negative tensors. ``domain``: the
+    values the consumers tell apart (HardSwish: [-3, inf)); the method's range is intersected with
+    it, which only drops codes no consumer can see (the range then gets a zero point)."""
     if threshold is not None:
         lo, hi = (0.0 if hist.min >= 0 else -threshold), threshold
         method = "user"
@@ -43,6 +46,8 @@ def activation_quant(
     if symmetric and (hist.min < 0 or signed):
         t = max(abs(lo), abs(hi))
         lo, hi = -t, t
+    if domain is not None and max(lo, domain[0]) < min(hi, domain[1]) and (lo < domain[0] or hi > domain[1]):
+        lo, hi, symmetric = max(lo, domain[0]), min(hi, domain[1]), False
     dtype = activation_dtype(lo, bits, symmetric, signed)
     scale, zp = scale_zero_point(lo, hi, dtype, symmetric)
     return TensorQuant(

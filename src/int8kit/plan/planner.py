@@ -8,7 +8,6 @@ must therefore be quantized (walking the op table), then compute each tensor's p
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -323,9 +322,6 @@ def _activation(facts: GraphFacts, stats, config: QuantConfig, name: str):
     ov = _override_for(facts, config, name)
     method, params = config.th_method, dict(config.th_params)
     producer = facts.producer.get(name)
-    domain = consumer_domain(facts, name)
-    if domain is not None and (domain[0] > tstats.hist.min or domain[1] < tstats.hist.max):
-        tstats = replace(tstats, hist=tstats.hist.clamped(*domain))
     signed = config.signed_activations
     symmetric = signed or (not config.activation_offset and not _skewed(tstats.hist, config.skew_ratio))
     if producer is None:
@@ -358,6 +354,8 @@ def _activation(facts: GraphFacts, stats, config: QuantConfig, name: str):
         bits=config.bitwidth,
         symmetric=symmetric,
         th_scale=ov.th_scale if ov else 1.0,
+        # TensorRT's symmetric int8 cannot start a range at -3
+        domain=None if signed else consumer_domain(facts, name),
         threshold=ov.threshold if ov else None,
         signed=signed,
     )
