@@ -66,6 +66,15 @@ def test_zero_channel_gets_safe_scale():
     assert s0 > 0 and not q0.any()
 
 
+def test_denormal_channel_is_a_zero_channel_so_a_16_bit_bias_scale_stays_positive():
+    w = np.ones((3, 4), np.float32)
+    w[1] = np.float32(3e-40)  # denormal weights, as in one PP-OCRv4 rec channel
+    q, s = quantize_weight(w, axis=0)
+    assert s[1] == 1.0 and not q[1].any()
+    bq, bs = quantize_bias(np.array([0.5, 0.25, -0.5]), 9.46e-05, s)  # a 16-bit input scale
+    assert np.all(bs > 0) and np.all(np.abs(bq * bs - [0.5, 0.25, -0.5]) <= bs / 2 * 1.001)  # half an LSB
+
+
 def test_low_bits_and_bad_inputs():
     w = np.linspace(-1, 1, 11, dtype=np.float32)
     q, s = quantize_weight(w, axis=None, bits=4)

@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 # A channel whose weights are all zero quantizes to zeros under any scale; 1.0 keeps the
 # bias scale (input_scale * weight_scale) in a sane range instead of near 0.
 ZERO_CHANNEL_SCALE = np.float32(1.0)
+# Channels with only denormal-sized weights (PP-OCRv4 rec has one with max |w| = 3e-40) are zero
+# channels too: their own scale would underflow the bias scale to 0 under a 16-bit input scale.
+MIN_CHANNEL_SCALE = 1e-30
 
 
 def weight_qmax(bits: int) -> int:
@@ -51,9 +54,9 @@ def channel_absmax(w: np.ndarray, axis: int) -> np.ndarray:
 
 
 def _safe_scales(absmax: np.ndarray, qmax: int) -> np.ndarray:
-    """``absmax / qmax`` as float32, with all-zero channels given ``ZERO_CHANNEL_SCALE``."""
-    scales = (np.asarray(absmax, dtype=np.float64) / qmax).astype(np.float32)
-    return np.where(scales > 0, scales, ZERO_CHANNEL_SCALE).astype(np.float32)
+    """``absmax / qmax`` as float32, with (practically) all-zero channels given ``ZERO_CHANNEL_SCALE``."""
+    scales = np.asarray(absmax, dtype=np.float64) / qmax
+    return np.where(scales >= MIN_CHANNEL_SCALE, scales, ZERO_CHANNEL_SCALE).astype(np.float32)
 
 
 def _storage_dtype(bits: int) -> str:
