@@ -7,6 +7,7 @@ A fixture skips, with the missing package named, when its model is not installed
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -51,3 +52,16 @@ def minilm_case() -> CaseTuple:
     from benchmarks.realdata import minilm_case as build
 
     return build(32, 64).as_tuple()
+
+
+@pytest.fixture(scope="session")
+def facedet() -> tuple[Path, Path]:
+    """The Caffe res10_300x300 SSD face detector (prototxt, caffemodel) from INT8KIT_FACEDET_DIR."""
+    folder = os.environ.get("INT8KIT_FACEDET_DIR")
+    if not folder:
+        pytest.skip("INT8KIT_FACEDET_DIR is not set (folder with the res10_300x300 SSD face detector)")
+    model = Path(folder) / "deploy.prototxt.txt"
+    weights = Path(folder) / "res10_300x300_ssd_iter_140000.caffemodel"
+    if not (model.is_file() and weights.is_file()):
+        pytest.skip(f"INT8KIT_FACEDET_DIR={folder} lacks deploy.prototxt.txt or the res10 caffemodel")
+    return model, weights

@@ -9,8 +9,6 @@ must give identical calibration statistics.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,16 +16,6 @@ import pytest
 pytestmark = pytest.mark.e2e
 lmdb = pytest.importorskip("lmdb")
 
-
-@pytest.fixture(scope="module")
-def facedet() -> tuple[Path, Path]:
-    folder = os.environ.get("INT8KIT_FACEDET_DIR")
-    if not folder:
-        pytest.skip("INT8KIT_FACEDET_DIR is not set (folder with the res10_300x300 SSD face detector)")
-    model, weights = Path(folder) / "deploy.prototxt.txt", Path(folder) / "res10_300x300_ssd_iter_140000.caffemodel"
-    if not (model.is_file() and weights.is_file()):
-        pytest.skip(f"INT8KIT_FACEDET_DIR={folder} lacks deploy.prototxt.txt or the res10 caffemodel")
-    return model, weights
 
 
 def test_data_layer_and_folder_give_identical_stats(facedet, tmp_path):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import glob
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -25,17 +24,6 @@ cv2 = pytest.importorskip("cv2")
 skdata = pytest.importorskip("skimage.data")
 ort = pytest.importorskip("onnxruntime")
 
-
-@pytest.fixture(scope="module")
-def facedet() -> tuple[Path, Path]:
-    folder = os.environ.get("INT8KIT_FACEDET_DIR")
-    if not folder:
-        pytest.skip("INT8KIT_FACEDET_DIR is not set (folder with the res10_300x300 SSD face detector)")
-    model = Path(folder) / "deploy.prototxt.txt"
-    weights = Path(folder) / "res10_300x300_ssd_iter_140000.caffemodel"
-    if not (model.is_file() and weights.is_file()):
-        pytest.skip(f"INT8KIT_FACEDET_DIR={folder} lacks deploy.prototxt.txt or the res10 caffemodel")
-    return model, weights
 
 
 def _bgr(img: np.ndarray) -> np.ndarray:
