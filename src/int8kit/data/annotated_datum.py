@@ -6,8 +6,6 @@ The messages (``AnnotatedDatum``, ``AnnotationGroup``, ``NormalizedBBox``) live 
 
 from __future__ import annotations
 
-from typing import Any
-
 from int8kit.errors import DataError
 from int8kit.importers.caffe.proto import message_class
 

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import onnx
 from tabulate import tabulate
 
 from int8kit.calib.taps import activation_tensors, tap_model
