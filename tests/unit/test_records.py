@@ -114,3 +114,16 @@ def test_tensorrt_cache_rejects_bad_header(tmp_path):
     p.write_text("not a cache\nx: 3f800000\n")
     with pytest.raises(ConfigError, match="expected a header"):
         read_tensorrt_cache(p)
+
+
+def test_quant_json_layout_is_one_line_per_tensor_and_parses_back():
+    from int8kit.emit.records import _json_one_entry_per_line
+
+    doc = {"format": "f", "version": 2, "config": {"per_channel": True, "th_params": {"p": 99.9}},
+           "tensors": {"a": {"scale": [0.5, 0.25], "zero_point": [0, 0]}, "b": {"scale": 1e-3}},
+           "float_nodes": {}, "fused": {"relu": "conv"}}
+    text = _json_one_entry_per_line(doc)
+    assert json.loads(text) == doc
+    lines = text.splitlines()
+    assert sum(line.lstrip().startswith(('"a":', '"b":')) for line in lines) == 2  # one line each
+    assert '  "config": {"per_channel": true, "th_params": {"p": 99.9}},' in lines

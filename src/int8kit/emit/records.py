@@ -143,8 +143,25 @@ def write_quant_json(
         "float_nodes": {n: plan.float_nodes[n] for n in sorted(plan.float_nodes)},
         "fused": {n: plan.fused[n] for n in sorted(plan.fused)},
     }
-    text = json.dumps(doc, indent=2, default=_json_default, allow_nan=False, ensure_ascii=False)
-    return write_text_atomic(path, text + "\n")
+    return write_text_atomic(path, _json_one_entry_per_line(doc))
+
+
+def _json_one_entry_per_line(doc: dict) -> str:
+    """JSON with one line per top-level key and per tensor/node entry: readable and diffable, and
+    each line goes through the C encoder (``indent=`` falls back to pure Python: 0.2 s on
+    EfficientNet-Lite0, 6 % of a whole quantize)."""
+
+    def dump(value: object) -> str:
+        return json.dumps(value, default=_json_default, allow_nan=False, ensure_ascii=False)
+
+    lines = []
+    for key, value in doc.items():
+        if isinstance(value, dict) and value and key != "config":
+            inner = ",\n".join(f"    {dump(k)}: {dump(v)}" for k, v in value.items())
+            lines.append(f"  {dump(key)}: {{\n{inner}\n  }}")
+        else:
+            lines.append(f"  {dump(key)}: {dump(value)}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
 def read_quant_json(path: str | os.PathLike) -> dict:
