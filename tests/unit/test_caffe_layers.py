@@ -131,12 +131,13 @@ def test_layer_matches_opencv(case, tmp_path):
 
 # Layers OpenCV lacks or reads differently: NumPy formulas of Caffe's definitions are the reference.
 
-def _numpy_case(net: CaffeNet, tmp_path, expect) -> None:
+def _converted_and_expected(net: CaffeNet, tmp_path, expect) -> tuple[np.ndarray, np.ndarray]:
+    """The converted net's only output in onnxruntime, and ``expect(feeds)`` on the same feeds."""
     model, weights = net.write(tmp_path)
     feeds = feeds_for(net)
     got = run_onnx(convert(model, weights), feeds)
     (name, value), = got.items()
-    assert_close(value, expect(feeds))
+    return value, expect(feeds)
 
 
 def test_inner_product_transpose_matches_caffe_formula(tmp_path):
@@ -144,7 +145,8 @@ def test_inner_product_transpose_matches_caffe_formula(tmp_path):
     w, b = rnd(6, 3), rnd(3)
     net = CaffeNet(data=(2, 6)).add("InnerProduct", "fc", "data",
                                     params="inner_product_param { num_output: 3 transpose: true }", blobs=[w, b])
-    _numpy_case(net, tmp_path, lambda f: f["data"] @ w + b)
+    got, want = _converted_and_expected(net, tmp_path, lambda f: f["data"] @ w + b)
+    assert_close(got, want)
 
 
 def test_lrn_k_matches_caffe_formula(tmp_path):
@@ -158,12 +160,14 @@ def test_lrn_k_matches_caffe_formula(tmp_path):
         s = np.stack([sq[c:c + 5].sum(0) for c in range(7)])
         return (x / (2 + 0.5 / 5 * s) ** 0.75)[None]
 
-    _numpy_case(net, tmp_path, expect)
+    got, want = _converted_and_expected(net, tmp_path, expect)
+    assert_close(got, want)
 
 
 def test_clip_layer(tmp_path):
     net = CaffeNet(data=(1, 3, 4, 4)).add("Clip", "c", "data", params="clip_param { min: -0.5 max: 0.7 }")
-    _numpy_case(net, tmp_path, lambda f: np.clip(f["data"], -0.5, 0.7))
+    got, want = _converted_and_expected(net, tmp_path, lambda f: np.clip(f["data"], -0.5, 0.7))
+    assert_close(got, want)
 
 
 def test_deconvolution_dilation_output_size_follows_caffe(tmp_path):
@@ -199,17 +203,20 @@ def test_interp_shrink_sizes_follow_caffe(params, size, tmp_path):
 def test_bias_layer(tmp_path):
     b = rnd(3)
     net = CaffeNet(data=(1, 3, 4, 4)).add("Bias", "bias", "data", blobs=[b])
-    _numpy_case(net, tmp_path, lambda f: f["data"] + b[None, :, None, None])
+    got, want = _converted_and_expected(net, tmp_path, lambda f: f["data"] + b[None, :, None, None])
+    assert_close(got, want)
 
 
 def test_upsample_nearest(tmp_path):
     net = CaffeNet(data=(1, 2, 3, 4)).add("Upsample", "up", "data", params="upsample_param { scale: 2 }")
-    _numpy_case(net, tmp_path, lambda f: f["data"].repeat(2, axis=2).repeat(2, axis=3))
+    got, want = _converted_and_expected(net, tmp_path, lambda f: f["data"].repeat(2, axis=2).repeat(2, axis=3))
+    assert_close(got, want)
 
 
 def test_axpy(tmp_path):
     net = CaffeNet(a=(1, 3, 1, 1), x=(1, 3, 4, 4), y=(1, 3, 4, 4)).add("Axpy", "axpy", ["a", "x", "y"])
-    _numpy_case(net, tmp_path, lambda f: f["a"] * f["x"] + f["y"])
+    got, want = _converted_and_expected(net, tmp_path, lambda f: f["a"] * f["x"] + f["y"])
+    assert_close(got, want)
 
 
 def test_in_place_layers_get_unique_tensors_and_outputs_keep_blob_names(tmp_path):
