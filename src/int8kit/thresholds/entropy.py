@@ -208,12 +208,7 @@ def _per_side(hist: Histogram, target: Target, jsd: bool, iso: bool) -> tuple[fl
 @register("kl", aliases=("entropy", "kld", "kl_divergence"))
 def kl(hist: Histogram, target: Target, *, isolate_zero: bool = True) -> tuple[float, float]:
     """TensorRT-style entropy calibration: minimise KL(P||Q) on the ``|x|`` histogram."""
-    iso = _check_flag(isolate_zero)
-    if not target.symmetric:
-        return _per_side(hist, target, jsd=False, iso=iso)
-    levels = levels_per_side(hist, target)
-    t = _side_threshold(hist.abs_counts(), hist.width, levels, jsd=False, iso=iso)
-    return finish(0.0, t, hist, target)
+    return _abs_divergence(hist, target, jsd=False, iso=_check_flag(isolate_zero))
 
 
 @register("symkl", aliases=("sym_kl", "symmetric_kl"))
@@ -232,11 +227,15 @@ def symkl(hist: Histogram, target: Target, *, isolate_zero: bool = True) -> tupl
 @register("jsd", aliases=("js", "jensen_shannon"))
 def jsd(hist: Histogram, target: Target, *, isolate_zero: bool = True) -> tuple[float, float]:
     """Like ``kl`` but minimising the Jensen-Shannon divergence (coarse-to-fine over cuts)."""
-    iso = _check_flag(isolate_zero)
+    return _abs_divergence(hist, target, jsd=True, iso=_check_flag(isolate_zero))
+
+
+def _abs_divergence(hist: Histogram, target: Target, *, jsd: bool, iso: bool) -> tuple[float, float]:
+    """One cut on the ``|x|`` histogram (symmetric targets), or one cut per side (asymmetric)."""
     if not target.symmetric:
-        return _per_side(hist, target, jsd=True, iso=iso)
+        return _per_side(hist, target, jsd=jsd, iso=iso)
     levels = levels_per_side(hist, target)
-    t = _side_threshold(hist.abs_counts(), hist.width, levels, jsd=True, iso=iso)
+    t = _side_threshold(hist.abs_counts(), hist.width, levels, jsd=jsd, iso=iso)
     return finish(0.0, t, hist, target)
 
 
