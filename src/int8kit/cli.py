@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--signed-activations", action="store_true",
                    help="symmetric int8 activations only (TensorRT's QDQ rule); default: uint8 with zero points")
     p.add_argument("--quantize-stem", action="store_true",
-                   help="also quantize a first conv with <= 4 input channels (float by default: no speed-up, costly)")
+                   help="also quantize a first conv with <= 4 input channels and the depthwise conv right after it "
+                        "(float by default: no speed-up, costly)")
     p.add_argument("--outlier-ratio", type=float, default=2.0,
                    help="MatMul/Gemm whose input max exceeds this many 99.99th percentiles stay float (0: off)")
     p.add_argument("--skew-ratio", type=float, default=0.5,

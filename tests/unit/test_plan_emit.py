@@ -261,6 +261,36 @@ def test_rgb_stem_conv_stays_float_unless_asked():
     assert np.isfinite(y_q).all() and np.corrcoef(y.ravel(), y_q.ravel())[0, 1] > 0.99
 
 
+def _mobilenet_stem() -> onnx.ModelProto:
+    """RGB conv → HardSwish → depthwise → pointwise → Relu → depthwise (MobileNet-family stem)."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w0"], ["c0"], name="stem", pads=[1, 1, 1, 1]),
+        helper.make_node("HardSwish", ["c0"], ["h0"], name="hswish0"),
+        helper.make_node("Conv", ["h0", "w1"], ["c1"], name="dw1", group=8, pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["c1", "w2"], ["c2"], name="pw2"),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("Conv", ["r2", "w3"], ["y"], name="dw3", group=8, pads=[1, 1, 1, 1]),
+    ]
+    inits = [_init("w0", (8, 3, 3, 3)), _init("w1", (8, 1, 3, 3)), _init("w2", (8, 8, 1, 1)), _init("w3", (8, 1, 3, 3))]
+    graph = helper.make_graph(
+        nodes, "stem", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 8, 8])], inits,
+    )
+    return onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+def test_the_depthwise_conv_right_after_the_stem_stays_float_too():
+    model = _mobilenet_stem()
+    data = RNG.standard_normal((16, 3, 8, 8)).astype(np.float32)
+    stats = collect(model, data, tensors=candidate_tensors(model), progress=False)
+    qplan = plan(model, stats, QuantConfig(th_method="max"))
+    assert "stem" in qplan.float_nodes["stem"] and "stem" in qplan.float_nodes["dw1"]
+    assert "w1" not in qplan.tensors and "h0" not in qplan.tensors  # nothing INT8 reads the stem's output
+    assert "dw3" not in qplan.float_nodes and "w3" in qplan.tensors  # later depthwise convs stay INT8
+    both = plan(model, stats, QuantConfig(th_method="max", stem_float=False))
+    assert not {"stem", "dw1"} & set(both.float_nodes) and {"w0", "w1"} <= set(both.tensors)
+
+
 def test_16_bit_activations_run_in_onnxruntime_and_are_closer(model_and_stats):
     model, stats, data = model_and_stats
     errors = {}

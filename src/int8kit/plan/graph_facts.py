@@ -155,7 +155,10 @@ def float_nodes(facts: GraphFacts, config) -> dict[str, str]:
     for node in resolve_names(facts, config.fp_blocks, "--fp-blocks"):
         out.update({name: "--fp-blocks" for name in facts.block_until_compute(node)})
     if config.stem_float:
-        out.update({n.name: "stem conv on the model input (few channels: no INT8 speed-up, large accuracy cost)" for n in _stem_convs(facts)})
+        stems = _stem_convs(facts)
+        out.update({n.name: "stem conv on the model input (few channels: no INT8 speed-up, large accuracy cost)" for n in stems})
+        out.update({n.name: "depthwise conv right after the stem conv (few channels, every later layer sees its error)"
+                    for n in _stem_depthwise(facts, stems)})
     if config.accuracy_opt:
         out.update({n.name: "--accuracy-opt (depthwise)" for n in facts.nodes if facts.is_depthwise(n)})
     tensor_names = set(facts.producer) | set(facts.graph_inputs)
@@ -168,6 +171,32 @@ def float_nodes(facts: GraphFacts, config) -> dict[str, str]:
             if node is not None:
                 out[node.name] = "overrides: float"
     return out
+
+
+def _stem_depthwise(facts: GraphFacts, stems: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
+    """Depthwise convs fed by a stem conv through single-input elementwise ops only (Relu, HardSwish...).
+
+    The MobileNet-family stem (conv, then depthwise) has few, very unequal channels; one INT8 scale
+    for all of them leaves the small ones a handful of levels, and that error reaches every later layer.
+    """
+    found = []
+    for stem in stems:
+        tensor = stem.output[0]
+        while True:
+            consumers = facts.consumers.get(tensor, [])
+            if len(consumers) != 1:
+                break
+            (node,) = consumers
+            if facts.is_depthwise(node):
+                found.append(node)
+                break
+            if node.op_type not in _ELEMENTWISE or len(node.output) != 1:
+                break
+            tensor = node.output[0]
+    return found
+
+
+_ELEMENTWISE = {"Relu", "Clip", "HardSwish", "HardSigmoid", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Elu", "Selu", "Mish"}
 
 
 def _stem_convs(facts: GraphFacts) -> list[onnx.NodeProto]:
