@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from int8kit.errors import DataError
-from int8kit.evaluation.compare import EvalResult, compare_models, load_labels, measure_latency
+from int8kit.evaluation.compare import EvalResult, compare_models, load_labels, measure_latencies, measure_latency
 from int8kit.evaluation.metrics import max_abs_error, mean_cosine, top1_agreement, topk_accuracy
 
 # ---- metrics ---------------------------------------------------------------------------------
@@ -180,6 +180,23 @@ def test_measure_latency_positive(tiny) -> None:
     model, x, _ = tiny
     ms = measure_latency(model, {"x": x[:1]}, warmup=1, runs=5)
     assert 0.0 < ms < 1000.0
+
+
+def test_latencies_take_turns_and_rank_a_slower_model_slower(tiny) -> None:
+    model, x, _ = tiny
+    slow = onnx.ModelProto()
+    slow.CopyFrom(model)
+    # The same model with a long chain of float Sin/Asin appended to its input: measurably slower.
+    graph = slow.graph
+    prev = graph.input[0].name
+    for i in range(200):
+        graph.node.append(onnx.helper.make_node("Sin" if i % 2 == 0 else "Asin", [prev], [f"waste{i}"]))
+        prev = f"waste{i}"
+    graph.output.append(onnx.helper.make_tensor_value_info(prev, onnx.TensorProto.FLOAT, None))
+    fast_ms, slow_ms = measure_latencies([model, slow], {"x": x[:1]}, warmup=1, runs=7)
+    assert 0.0 < fast_ms < slow_ms
+    with pytest.raises(DataError, match="runs=0"):
+        measure_latencies([model], {"x": x[:1]}, runs=0)
 
 
 def test_compare_fixed_batch_model_latency(tiny) -> None:

@@ -12,6 +12,7 @@ import math
 import os
 import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -182,17 +183,35 @@ def measure_latency(
 
     A session passed in is used as is (its thread setting wins over ``threads``).
     """
+    return measure_latencies([model], feed, threads=threads, warmup=warmup, runs=runs)[0]
+
+
+def measure_latencies(
+    models: Sequence[ModelLike | ort.InferenceSession],
+    feed: dict[str, np.ndarray],
+    *,
+    threads: int = 1,
+    warmup: int = 5,
+    runs: int = 50,
+) -> list[float]:
+    """Median wall time in milliseconds of each model on ``feed``, the models taking turns run by run.
+
+    Taking turns exposes every model to the same machine load, so their ratio stays steady on a busy
+    machine where timing one model after the other does not.
+    """
     if runs < 1 or warmup < 0:
         raise DataError(f"latency got runs={runs}, warmup={warmup}; expected runs >= 1 and warmup >= 0.")
-    sess = model if isinstance(model, ort.InferenceSession) else make_session(model, threads=threads)
+    sessions = [m if isinstance(m, ort.InferenceSession) else make_session(m, threads=threads) for m in models]
     for _ in range(warmup):
-        sess.run(None, feed)
-    times = []
+        for sess in sessions:
+            sess.run(None, feed)
+    times: list[list[float]] = [[] for _ in sessions]
     for _ in range(runs):
-        t0 = time.perf_counter()
-        sess.run(None, feed)
-        times.append((time.perf_counter() - t0) * 1000.0)
-    return float(statistics.median(times))
+        for sess, own in zip(sessions, times):
+            t0 = time.perf_counter()
+            sess.run(None, feed)
+            own.append((time.perf_counter() - t0) * 1000.0)
+    return [float(statistics.median(own)) for own in times]
 
 
 class _Accumulator:
@@ -312,8 +331,7 @@ def compare_models(
     result = acc.result()
     result.fp32_size_bytes, result.int8_size_bytes = fp_size, q_size
     if latency and first_feed is not None:
-        result.fp32_latency_ms = measure_latency(fp_proto, first_feed, threads=1)
-        result.int8_latency_ms = measure_latency(q_proto, first_feed, threads=1)
+        result.fp32_latency_ms, result.int8_latency_ms = measure_latencies([fp_proto, q_proto], first_feed, threads=1)
         if result.fp32_latency_ms > 0:
             result.latency_ratio = result.int8_latency_ms / result.fp32_latency_ms
     log.info("compared %d samples on output '%s'", result.samples, output)
