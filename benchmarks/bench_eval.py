@@ -64,16 +64,15 @@ def compare(case: Case, fp32: np.ndarray, int8: np.ndarray) -> dict[str, float]:
 
 
 def latency_ms(model: Path, sample: dict[str, np.ndarray], runs: int = 30, warmup: int = 5) -> float:
-    """Median batch-1 latency with one intra-op thread (stable on a shared machine)."""
-    sess = _session(model, threads=1)
-    for _ in range(warmup):
-        sess.run(None, sample)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        sess.run(None, sample)
-        times.append(time.perf_counter() - t)
-    return float(np.median(times) * 1e3)
+    """Median batch-1 latency with one intra-op thread."""
+    return latency_pair_ms([model], sample, runs=runs, warmup=warmup)[0]
+
+
+def latency_pair_ms(models: list[Path], sample: dict[str, np.ndarray], runs: int = 30, warmup: int = 5) -> list[float]:
+    """Median batch-1 latencies of several models that take turns run by run (one machine load for all)."""
+    from int8kit.evaluation.compare import measure_latencies
+
+    return measure_latencies([_session(m, threads=1) for m in models], sample, warmup=warmup, runs=runs)
 
 
 def first_sample(case: Case) -> dict[str, np.ndarray]:

@@ -74,7 +74,8 @@ class Bench:
             row["error"] = f"rc={m.returncode}: {tail[:70]}"
             return row
         row.update(ev.compare(self.case, self.fp32, ev.case_outputs(self.case, out, self.test)))
-        row["INT8/FP32 latency"] = ev.latency_ms(out, self.sample, runs=self.runs) / self.fp32_ms
+        fp32_ms, int8_ms = ev.latency_pair_ms([self.case.model_path, out], self.sample, runs=self.runs)
+        row["INT8/FP32 latency"] = int8_ms / fp32_ms
         return row
 
 
