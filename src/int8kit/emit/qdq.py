@@ -80,6 +80,9 @@ def emit_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
         node, k = producer[tq.name]
         fname, qname = tq.name + "_float", tq.name + "_quantized"
         node.output[k] = fname
+        if tq.channel_step is not None:
+            new_inits += _depthwise_input_qdq(tq, plan, nodes, qdq_nodes, scale.name, zp.name)
+            continue
         qdq_nodes.append(_q(fname, scale.name, zp.name, qname, contrib))
         qdq_nodes.append(_dq(qname, scale.name, zp.name, tq.name, None, contrib))
 
@@ -124,6 +127,33 @@ def _remove_fused(nodes: list[onnx.NodeProto], plan: QuantPlan) -> tuple[list[on
                 if out == src:
                     node.output[k] = act.output[0]
     return [n for n in nodes if n.name not in plan.fused], removed
+
+
+def _depthwise_input_qdq(tq: TensorQuant, plan: QuantPlan, nodes: list[onnx.NodeProto],
+                         qdq_nodes: list[onnx.NodeProto], scale: str, zp: str) -> list[onnx.TensorProto]:
+    """Per-channel steps as a float Mul before a per-tensor QuantizeLinear (onnxruntime's per-axis
+    QuantizeLinear is a scalar loop, 15x slower than the whole conv). The depthwise readers get the
+    per-tensor DequantizeLinear of the channel-scaled values: a QLinearConv for onnxruntime.
+
+    Layout::  t_float ─Mul(g)─▶ t_float_scaled ─Q─▶ t_quantized ─DQ─▶ t_depthwise   (depthwise convs)
+
+    with ``g_c = scale / step_c``. ``t`` itself is no longer in the model (its readers read
+    ``t_depthwise``; a Mul back to ``t`` would cost as much as the first, onnxruntime keeps it).
+    """
+    readers = [n for n in nodes if tq.name in n.input]  # the plan gives steps only to tensors depthwise convs alone read
+    rank = np.asarray(plan.tensors[readers[0].input[1]].values).ndim
+    shape = (1, -1) + (1,) * (rank - 2)
+    gain = (float(tq.scale) / tq.channel_step.astype(np.float64)).reshape(shape)
+    gain_init = numpy_helper.from_array(gain.astype(np.float32), tq.name + "_channel_gain")
+    fname, qname, scaled = tq.name + "_float", tq.name + "_quantized", tq.name + "_depthwise"
+    for node in readers:
+        for i, inp in enumerate(node.input):
+            if inp == tq.name:
+                node.input[i] = scaled
+    qdq_nodes.append(helper.make_node("Mul", [fname, gain_init.name], [fname + "_scaled"], name=tq.name + "_channel_gain"))
+    qdq_nodes.append(_q(fname + "_scaled", scale, zp, qname, False))
+    qdq_nodes.append(_dq(qname, scale, zp, scaled, None, False))
+    return [gain_init]
 
 
 def _float_compute_reads(nodes, producer, plan: QuantPlan) -> list[tuple[onnx.NodeProto, int, str]]:

@@ -121,6 +121,7 @@ def tensor_record(tq: TensorQuant) -> dict[str, Any]:
         "threshold": _num(tq.threshold),
         "scale": [_num(s) for s in _flat(tq.scale, float)],
         "zero_point": _flat(tq.zero_point, int),
+        **({"channel_step": [_num(s) for s in _flat(tq.channel_step, float)]} if tq.channel_step is not None else {}),
     }
 
 
@@ -194,6 +195,7 @@ def plan_from_quant_json(doc: dict) -> QuantPlan:
         tensors[name] = TensorQuant(
             name=name, kind=r["kind"], dtype=r["dtype"], scale=scale, zero_point=zp, axis=r["axis"],
             method=r["method"], lo=r["lo"] or 0.0, hi=r["hi"] or 0.0, min=r["min"] or 0.0, max=r["max"] or 0.0,
+            channel_step=np.asarray(r["channel_step"], dtype=np.float32) if "channel_step" in r else None,
         )
     return QuantPlan(tensors=tensors, fused=dict(doc.get("fused", {})), float_nodes=dict(doc.get("float_nodes", {})))
 

@@ -68,6 +68,7 @@ class QuantConfig:
     fold_concat_scale: bool = False
     accuracy_opt: bool = False
     bias_correction: bool = True
+    depthwise_channel_scales: bool = True
     stem_float: bool = True
     signed_activations: bool = False
     outlier_ratio: float = 2.0

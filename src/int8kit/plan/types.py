@@ -36,6 +36,10 @@ class TensorQuant:
     min: float = 0.0  # observed extremes
     max: float = 0.0
     values: np.ndarray | None = None
+    # Activations only depthwise convs read: QuantizeLinear's step per channel (axis 1). ``scale``
+    # and ``zero_point`` are then those of the DequantizeLinear the convs read, whose weights
+    # carry the factors ``channel_step / scale`` (see plan/channel_scales.py).
+    channel_step: np.ndarray | None = None
 
     @property
     def threshold(self) -> float:
