@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
 
 from int8kit.errors import ConfigError
+from int8kit.graph.io import write_bytes_atomic
 from int8kit.emit.records import (
     float_to_hex,
     hex_to_float,
@@ -127,3 +130,11 @@ def test_quant_json_layout_is_one_line_per_tensor_and_parses_back():
     lines = text.splitlines()
     assert sum(line.lstrip().startswith(('"a":', '"b":')) for line in lines) == 2  # one line each
     assert '  "config": {"per_channel": true, "th_params": {"p": 99.9}},' in lines
+
+
+def test_atomic_outputs_get_the_permissions_of_a_plain_open(tmp_path):
+    plain = tmp_path / "plain.bin"
+    plain.write_bytes(b"x")
+    atomic = write_bytes_atomic(tmp_path / "atomic.bin", b"x")
+    assert stat.S_IMODE(os.stat(atomic).st_mode) == stat.S_IMODE(os.stat(plain).st_mode)
+    assert atomic.read_bytes() == b"x"
