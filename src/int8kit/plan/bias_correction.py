@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 
 from int8kit.numerics import dequantize
+from int8kit.plan.graph_facts import conv_group
 from int8kit.plan.types import TensorQuant
 
 
@@ -23,7 +24,7 @@ def weight_error_shift(node: onnx.NodeProto, w: np.ndarray, tq: TensorQuant, inp
     if node.op_type == "Conv":
         out_channels = w.shape[0]
         per_group_in = w.shape[1]
-        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        group = conv_group(node)
         if input_mean is None or input_mean.size != per_group_in * group:
             return np.zeros(out_channels)
         taps = err.reshape(out_channels, per_group_in, -1).sum(axis=2)  # (O, I/g)
@@ -38,7 +39,7 @@ def weight_error_shift(node: onnx.NodeProto, w: np.ndarray, tq: TensorQuant, inp
         alpha = next((a.f for a in node.attribute if a.name == "alpha"), 1.0)
         return alpha * (err_nk @ input_mean)
     if node.op_type == "ConvTranspose":
-        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        group = conv_group(node)
         out_channels = w.shape[1] * group
         if group != 1 or input_mean is None or input_mean.size != w.shape[0]:
             return np.zeros(out_channels)

@@ -6,18 +6,22 @@ channel on its own and its weights are quantized per channel, so the channel fac
 into them exactly: QuantizeLinear uses one step per channel, the DequantizeLinear before the conv
 keeps one scale ``S`` (so onnxruntime still fuses a QLinearConv), and channel ``c`` of the conv's
 weights is multiplied by ``step_c / S``. Padding stays exact because every channel shares the
-zero point. Pure: a tensor's plan and its per-channel extremes in, steps out.
+zero point. Pure: ``channel_steps`` takes a tensor's plan and its per-channel extremes and
+returns the steps; ``assign_channel_steps`` decides which planned tensors get them.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from int8kit.plan.types import INT_RANGES, TensorQuant
+from int8kit.plan.graph_facts import GraphFacts, conv_group
+from int8kit.plan.types import INT_RANGES, QuantPlan, TensorQuant
 
 # Steps are at most this many times finer than the tensor's (4 bits): a channel nearly silent on
 # the calibration data keeps room for what it does on other inputs.
 _MAX_GAIN = 16.0
+# Per-channel steps cost one float Mul; they must at least halve the summed rounding noise.
+_MIN_NOISE_REDUCTION = 2.0
 
 
 def channel_steps(tq: TensorQuant, channel_min: np.ndarray, channel_max: np.ndarray) -> tuple[int, np.ndarray]:
@@ -47,3 +51,32 @@ def noise_reduction(tq: TensorQuant, steps: np.ndarray) -> float:
     """How many times less summed rounding-noise power (sum of squared steps) than one step for all."""
     per_tensor = float(np.asarray(tq.scale).reshape(-1)[0]) ** 2 * steps.size
     return per_tensor / float(np.sum(np.asarray(steps, np.float64) ** 2))
+
+
+def assign_channel_steps(facts: GraphFacts, stats, quantized: set[str], result: QuantPlan) -> None:
+    """Give one quantization step per channel to 8-bit activations that only depthwise convs read."""
+    for name, tq in result.tensors.items():
+        tstats = stats.tensors.get(name)
+        if not _takes_channel_steps(facts, quantized, result, name) or tstats is None or tstats.channel_max is None:
+            continue
+        if tstats.channel_max.size != conv_group(facts.consumers[name][0]):
+            continue
+        zero_point, steps = channel_steps(tq, tstats.channel_min, tstats.channel_max)
+        if noise_reduction(tq, steps) < _MIN_NOISE_REDUCTION:
+            continue
+        tq.zero_point = np.asarray(zero_point, dtype=np.asarray(tq.zero_point).dtype)
+        tq.channel_step = steps
+
+
+def _takes_channel_steps(facts: GraphFacts, quantized: set[str], result: QuantPlan, name: str) -> bool:
+    """An 8-bit activation made by an op that runs in float anyway (HardSwish...) and read only by
+    INT8 depthwise convs. There the per-channel Mul is one more elementwise op; after an INT8 conv it
+    would break onnxruntime's fused QLinearConv chain (EfficientNet-Lite0: 0.47 -> 1.0 of FP32 latency)."""
+    tq = result.tensors[name]
+    producer = facts.producer.get(name)
+    readers = facts.consumers.get(name, [])
+    return (
+        tq.kind == "activation" and tq.dtype in ("int8", "uint8") and name not in facts.graph_outputs
+        and producer is not None and producer.name not in quantized and producer.name not in result.fused
+        and bool(readers) and all(r.name in quantized and facts.is_depthwise(r) and r.input[0] == name for r in readers)
+    )

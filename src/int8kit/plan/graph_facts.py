@@ -75,7 +75,7 @@ class GraphFacts:
     def is_depthwise(self, node: onnx.NodeProto) -> bool:
         if node.op_type != "Conv":
             return False
-        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        group = conv_group(node)
         w = self.initializers.get(node.input[1]) if len(node.input) > 1 else None
         return group > 1 and w is not None and w.dims[1] == 1
 
@@ -210,7 +210,11 @@ def _stem_convs(facts: GraphFacts) -> list[onnx.NodeProto]:
         if node.op_type != "Conv" or node.input[0] not in facts.graph_inputs:
             continue
         w = facts.initializers.get(node.input[1])
-        group = next((a.i for a in node.attribute if a.name == "group"), 1)
-        if w is not None and len(w.dims) >= 2 and w.dims[1] * group <= 4:
+        if w is not None and len(w.dims) >= 2 and w.dims[1] * conv_group(node) <= 4:
             stems.append(node)
     return stems
+
+
+def conv_group(node: onnx.NodeProto) -> int:
+    """The ``group`` attribute of a Conv/ConvTranspose (1 when absent)."""
+    return next((a.i for a in node.attribute if a.name == "group"), 1)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import onnx
 from onnx import numpy_helper
 
@@ -18,9 +17,9 @@ from int8kit.graph.ops import BINARY, COMPUTE, FUSABLE, SHARED, UNARY, VARIADIC,
 from int8kit.plan.config import LayerOverride, QuantConfig
 from int8kit.plan.domains import consumer_domain
 from int8kit.plan.graph_facts import GraphFacts, float_nodes
-from int8kit.plan.bias_correction import weight_error_shift
-from int8kit.plan.channel_scales import channel_steps, noise_reduction
-from int8kit.plan.params import activation_quant, bias_min_weight_scale, bias_quant, weight_quant
+from int8kit.plan.channel_scales import assign_channel_steps
+from int8kit.plan.params import activation_quant
+from int8kit.plan.weight_plan import plan_weights
 from int8kit.plan.types import QuantPlan
 from int8kit.thresholds import Target, compute_range, resolve
 
@@ -30,8 +29,6 @@ log = logging.getLogger(__name__)
 _BOUNDED_OUTPUT_OPS = {"Softmax", "Sigmoid", "HardSigmoid", "Tanh"}
 _NORMALIZATIONS = {"LayerNormalization", "SimplifiedLayerNormalization", "SkipLayerNormalization"}
 _DIVERGENCE_METHODS = {"kl", "symkl", "jsd"}
-# Per-channel steps cost one float Mul; they must at least halve the summed rounding noise.
-_MIN_NOISE_REDUCTION = 2.0
 
 
 def candidate_tensors(model: onnx.ModelProto) -> list[str]:
@@ -96,13 +93,13 @@ def plan(model: onnx.ModelProto, stats, config: QuantConfig) -> QuantPlan:
     if config.fold_concat_scale:
         _fold_concat(facts, quantized, result)
     if config.depthwise_channel_scales and not config.signed_activations:
-        _depthwise_channel_scales(facts, stats, quantized, result)
+        assign_channel_steps(facts, stats, quantized, result)
 
     # Weights and biases of compute nodes.
     for node in facts.nodes:
         if node.name not in quantized or op_info(node.op_type).role != COMPUTE:
             continue
-        _plan_weights(facts, node, config, result, stats)
+        plan_weights(facts, node, config, result, stats)
     return result
 
 
@@ -394,94 +391,3 @@ def _fold_concat(facts: GraphFacts, quantized: set[str], result: QuantPlan) -> N
         for inp in node.input:
             if inp in result.tensors and len(facts.consumers.get(inp, [])) == 1 and inp not in facts.graph_inputs:
                 result.tensors[inp] = type(out)(**{**out.__dict__, "name": inp})
-
-
-def _depthwise_channel_scales(facts: GraphFacts, stats, quantized: set[str], result: QuantPlan) -> None:
-    """Give one quantization step per channel to 8-bit activations that only depthwise convs read."""
-    for name, tq in result.tensors.items():
-        tstats = stats.tensors.get(name)
-        if not _takes_channel_steps(facts, quantized, result, name) or tstats is None or tstats.channel_max is None:
-            continue
-        if tstats.channel_max.size != _group(facts.consumers[name][0]):
-            continue
-        zero_point, steps = channel_steps(tq, tstats.channel_min, tstats.channel_max)
-        if noise_reduction(tq, steps) < _MIN_NOISE_REDUCTION:
-            continue
-        tq.zero_point = np.asarray(zero_point, dtype=np.asarray(tq.zero_point).dtype)
-        tq.channel_step = steps
-
-
-def _takes_channel_steps(facts: GraphFacts, quantized: set[str], result: QuantPlan, name: str) -> bool:
-    """An 8-bit activation made by an op that runs in float anyway (HardSwish...) and read only by
-    INT8 depthwise convs. There the per-channel Mul is one more elementwise op; after an INT8 conv it
-    would break onnxruntime's fused QLinearConv chain (EfficientNet-Lite0: 0.47 -> 1.0 of FP32 latency)."""
-    tq = result.tensors[name]
-    producer = facts.producer.get(name)
-    readers = facts.consumers.get(name, [])
-    return (
-        tq.kind == "activation" and tq.dtype in ("int8", "uint8") and name not in facts.graph_outputs
-        and producer is not None and producer.name not in quantized and producer.name not in result.fused
-        and bool(readers) and all(r.name in quantized and facts.is_depthwise(r) and r.input[0] == name for r in readers)
-    )
-
-
-def _depthwise_multiplier(facts: GraphFacts, node: onnx.NodeProto) -> int:
-    """Output channels per input channel of a depthwise conv."""
-    return facts.initializers[node.input[1]].dims[0] // _group(node)
-
-
-def _input_mean(facts: GraphFacts, stats, node: onnx.NodeProto) -> np.ndarray | None:
-    tstats = stats.tensors.get(node.input[0])
-    return None if tstats is None else tstats.channel_mean
-
-
-def _plan_weights(facts: GraphFacts, node: onnx.NodeProto, config: QuantConfig, result: QuantPlan, stats) -> None:
-    info = op_info(node.op_type)
-    w_name = node.input[info.weight_input]
-    if w_name not in facts.initializers:
-        return  # activation x activation MatMul: both inputs are planned as activations
-    w = numpy_helper.to_array(facts.initializers[w_name]).astype(np.float32)
-    axis = _weight_axis(node, w)
-    per_channel = config.per_channel or config.conv_group
-    if node.op_type == "ConvTranspose" and _group(node) > 1:
-        per_channel = False  # axis-1 channels repeat across groups: one scale per tensor
-    x = result.tensors.get(node.input[0])
-    mean = _input_mean(facts, stats, node)
-    if x is not None and x.channel_step is not None:
-        # the conv reads channel c multiplied by scale / step_c: its weights take the inverse
-        gain = x.channel_step.astype(np.float64) / float(x.scale)
-        w = (w * np.repeat(gain, _depthwise_multiplier(facts, node)).reshape(-1, 1, 1, 1)).astype(np.float32)
-        mean = None if mean is None else mean / gain
-    has_bias = info.bias_input is not None and len(node.input) > info.bias_input and bool(node.input[info.bias_input])
-    b = None
-    if has_bias and x is not None:
-        b_name = node.input[info.bias_input]
-        b = numpy_helper.to_array(facts.initializers[b_name]).astype(np.float32).reshape(-1)
-    tq = weight_quant(
-        w_name,
-        w,
-        axis=axis if per_channel else None,
-        bits=8,
-        conv_group=config.conv_group,
-        min_scale=bias_min_weight_scale(b, float(x.scale)) if b is not None else None,
-    )
-    result.tensors[w_name] = tq
-    if b is not None and config.bias_correction:
-        b = b - weight_error_shift(node, w, tq, mean)
-    if b is not None:
-        result.tensors[b_name] = bias_quant(b_name, b, float(x.scale), tq.scale)
-
-
-def _group(node: onnx.NodeProto) -> int:
-    return next((a.i for a in node.attribute if a.name == "group"), 1)
-
-
-def _weight_axis(node: onnx.NodeProto, w: np.ndarray) -> int:
-    if node.op_type == "Conv":
-        return 0
-    if node.op_type == "ConvTranspose":
-        return 1
-    if node.op_type == "Gemm":
-        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
-        return 0 if trans_b else 1
-    return w.ndim - 1  # MatMul: columns of B are the output channels

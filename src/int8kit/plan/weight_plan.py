@@ -1,0 +1,72 @@
+"""Weights and biases of the INT8 compute nodes. Pure: the plan's input tensors and the weights in,
+their quantized values out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from int8kit.graph.ops import op_info
+from int8kit.plan.bias_correction import weight_error_shift
+from int8kit.plan.config import QuantConfig
+from int8kit.plan.graph_facts import GraphFacts, conv_group
+from int8kit.plan.params import bias_min_weight_scale, bias_quant, weight_quant
+from int8kit.plan.types import QuantPlan
+
+
+def _input_mean(facts: GraphFacts, stats, node: onnx.NodeProto) -> np.ndarray | None:
+    tstats = stats.tensors.get(node.input[0])
+    return None if tstats is None else tstats.channel_mean
+
+
+def plan_weights(facts: GraphFacts, node: onnx.NodeProto, config: QuantConfig, result: QuantPlan, stats) -> None:
+    """Quantize the weights (per output channel unless ``--per-tensor``) and the INT32 bias of one
+    INT8 compute node; the bias absorbs the mean shift of weight rounding (bias correction)."""
+    info = op_info(node.op_type)
+    w_name = node.input[info.weight_input]
+    if w_name not in facts.initializers:
+        return  # activation x activation MatMul: both inputs are planned as activations
+    w = numpy_helper.to_array(facts.initializers[w_name]).astype(np.float32)
+    axis = _weight_axis(node, w)
+    per_channel = config.per_channel or config.conv_group
+    if node.op_type == "ConvTranspose" and conv_group(node) > 1:
+        per_channel = False  # axis-1 channels repeat across groups: one scale per tensor
+    x = result.tensors.get(node.input[0])
+    mean = _input_mean(facts, stats, node)
+    if x is not None and x.channel_step is not None:
+        # the conv reads channel c multiplied by scale / step_c: its weights take the inverse
+        gain = x.channel_step.astype(np.float64) / float(x.scale)
+        per_output = np.repeat(gain, w.shape[0] // gain.size)  # a depthwise conv's output channels, in input order
+        w = (w * per_output.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32)
+        mean = None if mean is None else mean / gain
+    has_bias = info.bias_input is not None and len(node.input) > info.bias_input and bool(node.input[info.bias_input])
+    b = None
+    if has_bias and x is not None:
+        b_name = node.input[info.bias_input]
+        b = numpy_helper.to_array(facts.initializers[b_name]).astype(np.float32).reshape(-1)
+    tq = weight_quant(
+        w_name,
+        w,
+        axis=axis if per_channel else None,
+        bits=8,
+        conv_group=config.conv_group,
+        min_scale=bias_min_weight_scale(b, float(x.scale)) if b is not None else None,
+    )
+    result.tensors[w_name] = tq
+    if b is not None and config.bias_correction:
+        b = b - weight_error_shift(node, w, tq, mean)
+    if b is not None:
+        result.tensors[b_name] = bias_quant(b_name, b, float(x.scale), tq.scale)
+
+
+def _weight_axis(node: onnx.NodeProto, w: np.ndarray) -> int:
+    if node.op_type == "Conv":
+        return 0
+    if node.op_type == "ConvTranspose":
+        return 1
+    if node.op_type == "Gemm":
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        return 0 if trans_b else 1
+    return w.ndim - 1  # MatMul: columns of B are the output channels
