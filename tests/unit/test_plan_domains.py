@@ -35,3 +35,41 @@ def test_clip_bounds_of_shape_one_give_the_clip_domain():
 
 def test_clip_bounds_with_several_values_give_no_domain():
     assert consumer_domain(GraphFacts.of(_clip_model((2,))), "c") is None
+
+
+def _hardswish_parts_model(offset: float = 3.0, clip_hi: float = 6.0, extra_reader: bool = False) -> onnx.ModelProto:
+    """conv -> x * Clip(x + offset, 0, clip_hi) / 6: HardSwish as paddle2onnx writes it for opset 12."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+        helper.make_node("Add", ["c", "three"], ["shifted"], name="add"),
+        helper.make_node("Clip", ["shifted", "lo", "hi"], ["gate"], name="clip"),
+        helper.make_node("Mul", ["c", "gate"], ["prod"], name="mul"),
+        helper.make_node("Div", ["prod", "six"], ["y"], name="div"),
+    ]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    if extra_reader:
+        nodes.append(helper.make_node("Sigmoid", ["c"], ["s"], name="sig"))
+        outputs.append(helper.make_tensor_value_info("s", TensorProto.FLOAT, None))
+    inits = [
+        numpy_helper.from_array(np.ones((4, 4, 1, 1), np.float32), "w"),
+        numpy_helper.from_array(np.array([offset], np.float32), "three"),
+        numpy_helper.from_array(np.array([0.0], np.float32), "lo"),
+        numpy_helper.from_array(np.array([clip_hi], np.float32), "hi"),
+        numpy_helper.from_array(np.array([6.0], np.float32), "six"),
+    ]
+    graph = helper.make_graph(
+        nodes, "hswish_parts", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 4, 4])], outputs, inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
+
+
+def test_hardswish_written_as_add_clip_mul_has_the_hardswish_domain():
+    assert consumer_domain(GraphFacts.of(_hardswish_parts_model()), "c") == (-3.0, np.inf)
+
+
+def test_other_add_clip_mul_patterns_give_no_domain():
+    # x * Clip(x + 2, 0, 6) is not 0 below -3, x * Clip(x + 3, 0, 5) is not HardSwish either,
+    # and a reader outside the pattern sees the whole range.
+    for model in (_hardswish_parts_model(offset=2.0), _hardswish_parts_model(clip_hi=5.0),
+                  _hardswish_parts_model(extra_reader=True)):
+        assert consumer_domain(GraphFacts.of(model), "c") is None

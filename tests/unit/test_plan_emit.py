@@ -291,6 +291,18 @@ def test_the_depthwise_conv_right_after_the_stem_stays_float_too():
     assert not {"stem", "dw1"} & set(both.float_nodes) and {"w0", "w1"} <= set(both.tensors)
 
 
+def test_outputs_of_the_float_stem_are_never_clipped():
+    """The first INT8 layer reads the float stem's features: their rare large values carry the
+    signal (text strokes), so they keep their full range whatever the threshold method."""
+    model = _mobilenet_stem()
+    data = (RNG.standard_normal((32, 3, 8, 8)) ** 3).astype(np.float32)  # heavy tails
+    stats = collect(model, data, tensors=candidate_tensors(model), progress=False)
+    near = plan(model, stats, QuantConfig(th_method="kl")).tensors["c1"]  # dw1 is float: c1 is the stem's output
+    assert near.method == "max" and near.hi == pytest.approx(stats.tensors["c1"].hist.max, rel=1e-6)
+    inner = plan(model, stats, QuantConfig(th_method="kl", stem_float=False)).tensors["c1"]
+    assert inner.method != "max" and inner.hi < near.hi
+
+
 def test_16_bit_activations_run_in_onnxruntime_and_are_closer(model_and_stats):
     model, stats, data = model_and_stats
     errors = {}

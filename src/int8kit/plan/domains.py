@@ -59,11 +59,30 @@ def op_domain(facts: GraphFacts, node: onnx.NodeProto) -> Domain | None:
     return None
 
 
+def _is_hardswish_parts(facts: GraphFacts, tensor: str, consumers: list[onnx.NodeProto]) -> bool:
+    """``x * Clip(x + 3, 0, 6)``: HardSwish as exporters for opset < 14 write it (paddle2onnx's
+    PP-OCRv4 models), read by nothing else; it is 0 for every x <= -3 just like the op."""
+    adds = [n for n in consumers if n.op_type == "Add"]
+    muls = [n for n in consumers if n.op_type == "Mul"]
+    if len(consumers) != 2 or len(adds) != 1 or len(muls) != 1:
+        return False
+    add, mul = adds[0], muls[0]
+    other = [i for i in add.input if i != tensor]
+    if len(other) != 1 or _const(facts, add, list(add.input).index(other[0]), 0.0) != 3.0:
+        return False
+    clips = facts.consumers.get(add.output[0], [])
+    if len(clips) != 1 or clips[0].op_type != "Clip" or op_domain(facts, clips[0]) != (0.0, 6.0):
+        return False
+    return sorted(mul.input) == sorted([tensor, clips[0].output[0]])
+
+
 def consumer_domain(facts: GraphFacts, tensor: str) -> Domain | None:
     """Union of the consumers' domains when every consumer saturates, else ``None``."""
     consumers = facts.consumers.get(tensor, [])
     if not consumers or tensor in facts.graph_outputs:
         return None
+    if _is_hardswish_parts(facts, tensor, consumers):
+        return (-3.0, math.inf)
     lo, hi = math.inf, -math.inf
     for node in consumers:
         dom = op_domain(facts, node)
