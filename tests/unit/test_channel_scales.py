@@ -109,3 +109,30 @@ def test_channel_steps_only_where_depthwise_convs_alone_read_a_float_ops_output(
     model = _hswish_then_depthwise()
     stats = collect(model, x, tensors=candidate_tensors(model), progress=False)
     assert plan(model, stats, QuantConfig(th_method="max", signed_activations=True)).tensors["h"].channel_step is None
+
+
+PW_GAINS = np.array([1.0, 0.01, 0.02, 0.05, 0.01, 0.03, 0.1, 0.02], np.float32)  # one wide channel, seven small
+
+
+def test_regular_conv_inputs_get_steps_at_most_twice_finer_and_a_smaller_error():
+    """A pointwise conv shares one weight scale per output channel over its input columns, so the
+    channel factors it absorbs stay within 2x; the conv still runs as QLinearConv."""
+    w = (RNG.standard_normal((4, 8, 1, 1)) / PW_GAINS.reshape(1, 8, 1, 1) * 0.05).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("HardSwish", ["x"], ["h"], name="hswish"), helper.make_node("Conv", ["h", "w"], ["y"], name="pw")],
+        "hswish_pw", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])], [numpy_helper.from_array(w, "w")],
+    )
+    model = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    x = (RNG.standard_normal((64, 8, 8, 8)) * 4 * PW_GAINS.reshape(1, 8, 1, 1)).astype(np.float32)
+    stats = collect(model, x, tensors=candidate_tensors(model), progress=False)
+    with_steps = plan(model, stats, QuantConfig(th_method="max"))
+    h = with_steps.tensors["h"]
+    assert h.channel_step is not None and float(h.channel_step.min()) == pytest.approx(float(h.scale) / 2, rel=1e-5)
+    int8 = emit_qdq(model, with_steps)
+    onnx.checker.check_model(int8, full_check=True)
+    y = _run(model, x[:16])
+    y_steps = _run(int8, x[:16])
+    y_tensor = _run(emit_qdq(model, plan(model, stats, QuantConfig(th_method="max", depthwise_channel_scales=False))), x[:16])
+    err_steps, err_tensor = np.abs(y_steps - y).mean(), np.abs(y_tensor - y).mean()
+    assert err_steps < 0.8 * err_tensor, (err_steps, err_tensor)

@@ -81,7 +81,7 @@ def emit_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
         fname, qname = tq.name + "_float", tq.name + "_quantized"
         node.output[k] = fname
         if tq.channel_step is not None:
-            new_inits += _depthwise_input_qdq(tq, plan, nodes, qdq_nodes, scale.name, zp.name)
+            new_inits += _channel_scaled_qdq(tq, plan, nodes, qdq_nodes, scale.name, zp.name)
             continue
         qdq_nodes.append(_q(fname, scale.name, zp.name, qname, contrib))
         qdq_nodes.append(_dq(qname, scale.name, zp.name, tq.name, None, contrib))
@@ -129,23 +129,23 @@ def _remove_fused(nodes: list[onnx.NodeProto], plan: QuantPlan) -> tuple[list[on
     return [n for n in nodes if n.name not in plan.fused], removed
 
 
-def _depthwise_input_qdq(tq: TensorQuant, plan: QuantPlan, nodes: list[onnx.NodeProto],
+def _channel_scaled_qdq(tq: TensorQuant, plan: QuantPlan, nodes: list[onnx.NodeProto],
                          qdq_nodes: list[onnx.NodeProto], scale: str, zp: str) -> list[onnx.TensorProto]:
     """Per-channel steps as a float Mul before a per-tensor QuantizeLinear (onnxruntime's per-axis
-    QuantizeLinear is a scalar loop, 15x slower than the whole conv). The depthwise readers get the
+    QuantizeLinear is a scalar loop, 15x slower than the whole conv). The conv readers get the
     per-tensor DequantizeLinear of the channel-scaled values: a QLinearConv for onnxruntime.
 
-    Layout::  t_float ─Mul(g)─▶ t_float_scaled ─Q─▶ t_quantized ─DQ─▶ t_depthwise   (depthwise convs)
+    Layout::  t_float ─Mul(g)─▶ t_float_scaled ─Q─▶ t_quantized ─DQ─▶ t_channel_scaled   (convs)
 
     with ``g_c = scale / step_c``. ``t`` itself is no longer in the model (its readers read
-    ``t_depthwise``; a Mul back to ``t`` would cost as much as the first, onnxruntime keeps it).
+    ``t_channel_scaled``; a Mul back to ``t`` would cost as much as the first, onnxruntime keeps it).
     """
-    readers = [n for n in nodes if tq.name in n.input]  # the plan gives steps only to tensors depthwise convs alone read
+    readers = [n for n in nodes if tq.name in n.input]  # the plan gives steps only to tensors convs alone read
     rank = np.asarray(plan.tensors[readers[0].input[1]].values).ndim
     shape = (1, -1) + (1,) * (rank - 2)
     gain = (float(tq.scale) / tq.channel_step.astype(np.float64)).reshape(shape)
     gain_init = numpy_helper.from_array(gain.astype(np.float32), tq.name + "_channel_gain")
-    fname, qname, scaled = tq.name + "_float", tq.name + "_quantized", tq.name + "_depthwise"
+    fname, qname, scaled = tq.name + "_float", tq.name + "_quantized", tq.name + "_channel_scaled"
     for node in readers:
         for i, inp in enumerate(node.input):
             if inp == tq.name:
