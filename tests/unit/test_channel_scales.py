@@ -111,15 +111,19 @@ def test_channel_steps_only_where_depthwise_convs_alone_read_a_float_ops_output(
     assert plan(model, stats, QuantConfig(th_method="max", signed_activations=True)).tensors["h"].channel_step is None
 
 
-PW_GAINS = np.array([1.0, 0.01, 0.02, 0.05, 0.01, 0.03, 0.1, 0.02], np.float32)  # one wide channel, seven small
+PW_GAINS = np.array([0.01, 1.0, 0.02, 0.05, 0.01, 0.03, 1.0, 0.02], np.float32)  # two wide channels, one per group of 4
 
 
-def test_regular_conv_inputs_get_steps_at_most_twice_finer_and_a_smaller_error():
+@pytest.mark.parametrize("group", [1, 2])
+def test_regular_conv_inputs_get_steps_at_most_twice_finer_and_a_smaller_error(group):
     """A pointwise conv shares one weight scale per output channel over its input columns, so the
     channel factors it absorbs stay within 2x; the conv still runs as QLinearConv."""
-    w = (RNG.standard_normal((4, 8, 1, 1)) / PW_GAINS.reshape(1, 8, 1, 1) * 0.05).astype(np.float32)
+    # output channels 0-1 read input channels 0-3 when grouped, 2-3 read 4-7
+    columns = np.arange(8).reshape(group, 8 // group).repeat(4 // group, axis=0)  # (4, 8 / group)
+    w = (RNG.standard_normal((4, 8 // group)) / PW_GAINS[columns] * 0.05).astype(np.float32).reshape(4, 8 // group, 1, 1)
     graph = helper.make_graph(
-        [helper.make_node("HardSwish", ["x"], ["h"], name="hswish"), helper.make_node("Conv", ["h", "w"], ["y"], name="pw")],
+        [helper.make_node("HardSwish", ["x"], ["h"], name="hswish"),
+         helper.make_node("Conv", ["h", "w"], ["y"], name="pw", group=group)],
         "hswish_pw", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 8, 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])], [numpy_helper.from_array(w, "w")],
     )
