@@ -84,9 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fold-concat-scale", action="store_true", help="give Concat inputs the output's scale")
     p.add_argument("--accuracy-opt", action="store_true", help="keep depthwise convolutions in float")
     p.add_argument("--no-bias-correction", action="store_true", help="do not correct the mean shift of weight rounding")
-    p.add_argument("--no-depthwise-channel-scales", action="store_true",
-                   help="one scale per tensor also for activations only depthwise convs read "
-                        "(default: one step per channel, folded into the depthwise weights)")
+    p.add_argument("--no-channel-scales", "--no-depthwise-channel-scales", dest="no_channel_scales", action="store_true",
+                   help="one scale per tensor also for float-op outputs only convs read "
+                        "(default: one step per channel, folded into the conv weights)")
     p.add_argument("--signed-activations", action="store_true",
                    help="symmetric int8 activations only (TensorRT's QDQ rule); default: uint8 with zero points")
     p.add_argument("--quantize-stem", action="store_true",
@@ -242,7 +242,7 @@ def _quantize(api, args: argparse.Namespace) -> int:
         fold_concat_scale=args.fold_concat_scale,
         accuracy_opt=args.accuracy_opt,
         bias_correction=not args.no_bias_correction,
-        depthwise_channel_scales=not args.no_depthwise_channel_scales,
+        channel_scales=not args.no_channel_scales,
         stem_float=not args.quantize_stem,
         signed_activations=args.signed_activations,
         outlier_ratio=args.outlier_ratio,

@@ -82,7 +82,7 @@ def test_depthwise_inputs_get_channel_steps_that_run_as_qlinearconv_and_cut_the_
     x = _data(64)
     stats = collect(model, x, tensors=candidate_tensors(model), progress=False)
     with_steps = plan(model, stats, QuantConfig(th_method="max"))
-    without = plan(model, stats, QuantConfig(th_method="max", depthwise_channel_scales=False))
+    without = plan(model, stats, QuantConfig(th_method="max", channel_scales=False))
     h = with_steps.tensors["h"]
     assert h.channel_step is not None and h.channel_step.shape == (8,) and without.tensors["h"].channel_step is None
     int8 = emit_qdq(model, with_steps)
@@ -137,6 +137,6 @@ def test_regular_conv_inputs_get_steps_at_most_twice_finer_and_a_smaller_error(g
     onnx.checker.check_model(int8, full_check=True)
     y = _run(model, x[:16])
     y_steps = _run(int8, x[:16])
-    y_tensor = _run(emit_qdq(model, plan(model, stats, QuantConfig(th_method="max", depthwise_channel_scales=False))), x[:16])
+    y_tensor = _run(emit_qdq(model, plan(model, stats, QuantConfig(th_method="max", channel_scales=False))), x[:16])
     err_steps, err_tensor = np.abs(y_steps - y).mean(), np.abs(y_tensor - y).mean()
     assert err_steps < 0.8 * err_tensor, (err_steps, err_tensor)

@@ -138,3 +138,16 @@ def test_atomic_outputs_get_the_permissions_of_a_plain_open(tmp_path):
     atomic = write_bytes_atomic(tmp_path / "atomic.bin", b"x")
     assert stat.S_IMODE(os.stat(atomic).st_mode) == stat.S_IMODE(os.stat(plain).st_mode)
     assert atomic.read_bytes() == b"x"
+
+
+def test_configs_written_with_the_old_channel_scales_name_still_load():
+    from int8kit.errors import ConfigError
+    from int8kit.plan.config import QuantConfig
+
+    raw = QuantConfig().to_dict()
+    raw.pop("channel_scales")
+    raw["depthwise_channel_scales"] = False
+    assert QuantConfig.from_dict(raw).channel_scales is False
+    raw["no_such_option"] = 1
+    with pytest.raises(ConfigError, match="no_such_option"):
+        QuantConfig.from_dict(raw)

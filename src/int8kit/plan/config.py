@@ -42,7 +42,7 @@ class LayerOverride:
             raise ConfigError(f"override for '{name}' must be an object like {{\"th_method\": \"max\"}}, got {type(raw).__name__}.")
         allowed = [f.name for f in fields(cls)]
         for key in raw:
-            if key not in allowed:
+            if key not in allowed and key != "depthwise_channel_scales":
                 raise _unknown_key(f"override for '{name}'", key, allowed)
         out = cls(**raw)
         if not isinstance(out.th_scale, (int, float)) or out.th_scale <= 0:
@@ -68,7 +68,7 @@ class QuantConfig:
     fold_concat_scale: bool = False
     accuracy_opt: bool = False
     bias_correction: bool = True
-    depthwise_channel_scales: bool = True
+    channel_scales: bool = True
     stem_float: bool = True
     signed_activations: bool = False
     outlier_ratio: float = 2.0
@@ -117,9 +117,11 @@ class QuantConfig:
     def from_dict(cls, raw: dict[str, Any]) -> "QuantConfig":
         allowed = [f.name for f in fields(cls)]
         for key in raw:
-            if key not in allowed:
+            if key not in allowed and key != "depthwise_channel_scales":
                 raise _unknown_key("quantization config", key, allowed)
         raw = dict(raw)
+        if "depthwise_channel_scales" in raw:  # its name in records written before it covered every conv
+            raw.setdefault("channel_scales", raw.pop("depthwise_channel_scales"))
         raw["overrides"] = {k: LayerOverride.from_dict(k, v) for k, v in (raw.get("overrides") or {}).items()}
         return cls(**raw)
 

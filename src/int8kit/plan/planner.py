@@ -93,7 +93,7 @@ def plan(model: onnx.ModelProto, stats, config: QuantConfig) -> QuantPlan:
             result.tensors[name] = type(tq)(**{**tq.__dict__, "name": name})
     if config.fold_concat_scale:
         _fold_concat(facts, quantized, result)
-    if config.depthwise_channel_scales and not config.signed_activations:
+    if config.channel_scales and not config.signed_activations:
         assign_channel_steps(facts, stats, quantized, result)
 
     # Weights and biases of compute nodes.
