@@ -325,3 +325,50 @@ def test_shape_inference_failure_is_logged_not_raised(monkeypatch: pytest.Monkey
     assert sum(line.startswith("shape inference failed") for line in log) == 1
     assert "a" not in {vi.name for vi in out.graph.value_info}  # renamed away by Identity removal
     assert _ops(out) == Counter({"Relu": 1})
+
+
+def _affine_then_convs(pads: int, group: int = 1, shift: bool = True) -> onnx.ModelProto:
+    """HardSwish -> x * s + b (per channel) -> two convs reading it (PP-LCNetV3's affine block)."""
+    nodes = [
+        helper.make_node("HardSwish", ["x"], ["h"], name="hswish"),
+        helper.make_node("Mul", ["h", "s"], ["m"], name="scale"),
+        helper.make_node("Conv", ["a", "w1", "b1"], ["y1"], name="conv1", group=group, pads=[pads] * 4),
+        helper.make_node("Conv", ["a", "w2"], ["y2"], name="conv2", pads=[pads] * 4),
+    ]
+    nodes.insert(2, helper.make_node("Add", ["m", "t"], ["a"], name="shift") if shift else
+                 helper.make_node("Identity", ["m"], ["a"], name="same"))
+    inits = [_init("s", (1, 8, 1, 1), 0.2, 2.0), _init("t", (8, 1, 1)), _init("w1", (6, 8 // group, 3, 3)),
+             _init("b1", (6,)), _init("w2", (4, 8, 1, 1))]
+    return _model(nodes, inits, [("x", [2, 8, 6, 6])], ["y1", "y2"])
+
+
+@pytest.mark.parametrize("group", [1, 2])
+def test_affine_before_unpadded_convs_folds_into_them(group: int) -> None:
+    model = _affine_then_convs(pads=0, group=group)
+    out, log = optimize_model(model)
+    assert _ops(out) == Counter({"HardSwish": 1, "Conv": 2}), _ops(out)
+    assert any("conv(s) reading it" in line for line in log)
+    _assert_same(model, out, {"x": (2, 8, 6, 6)})
+
+
+def test_affine_before_padded_convs_folds_only_without_a_shift() -> None:
+    # a padded border would read b instead of 0: the Add stays; a Mul alone folds exactly
+    model = _affine_then_convs(pads=1)
+    out, _ = optimize_model(model)
+    assert _ops(out)["Add"] == 1 and _ops(out)["Mul"] == 1
+    _assert_same(model, out, {"x": (2, 8, 6, 6)})
+    model = _affine_then_convs(pads=1, shift=False)
+    out, _ = optimize_model(model)
+    assert "Mul" not in _ops(out)
+    _assert_same(model, out, {"x": (2, 8, 6, 6)})
+
+
+def test_affine_folds_forward_only_when_convs_alone_read_it() -> None:
+    model = _affine_then_convs(pads=0)
+    model.graph.node.append(helper.make_node("Relu", ["a"], ["r"], name="other"))
+    model.graph.output.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, None))
+    out, _ = optimize_model(model)
+    assert _ops(out)["Add"] == 1 and _ops(out)["Mul"] == 1
+    _assert_same(model, out, {"x": (2, 8, 6, 6)})
+    out, _ = optimize_model(_affine_then_convs(pads=0), no_fuse=["conv1"])
+    assert _ops(out)["Add"] == 1

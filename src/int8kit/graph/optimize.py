@@ -20,6 +20,7 @@ from int8kit.graph.passes.cleanup import remove_dead
 from int8kit.graph.passes.const_fold import fold_constants as fold_constant_nodes
 from int8kit.graph.passes.constants import constants_to_initializers
 from int8kit.graph.passes.fold_bn import fold_batchnorm
+from int8kit.graph.passes.fold_into_next import fold_affine_into_next
 from int8kit.graph.passes.fold_pad import fold_pads
 from int8kit.graph.passes.fuse_affine import fuse_affine
 from int8kit.graph.passes.identity import remove_identities
@@ -117,6 +118,8 @@ def optimize_model(
     # Alternate until stable: Conv -> Add -> BN folds the BN only once the Add is gone.
     while fold_batchnorm(out, log, blocked) + fuse_affine(out, log, blocked):
         pass
+    # What is left (an affine after a HardSwish) goes forward into the convs that read it.
+    fold_affine_into_next(out, log, blocked)
     remove_dead(out, log)
     out = infer_shapes(out, log)
     for line in log:
