@@ -12,6 +12,7 @@ from onnx import TensorProto
 
 from int8kit.errors import ConfigError
 from int8kit.graph.ops import COMPUTE, op_info
+from int8kit.graph.passes.linear import conv_group  # noqa: F401  (plan modules take it from here)
 
 _FLOATS = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
 _LOOKUPS = {"Gather", "GatherElements", "GatherND"}
@@ -214,7 +215,3 @@ def _stem_convs(facts: GraphFacts) -> list[onnx.NodeProto]:
             stems.append(node)
     return stems
 
-
-def conv_group(node: onnx.NodeProto) -> int:
-    """The ``group`` attribute of a Conv/ConvTranspose (1 when absent)."""
-    return next((a.i for a in node.attribute if a.name == "group"), 1)

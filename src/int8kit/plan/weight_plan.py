@@ -11,7 +11,8 @@ from onnx import numpy_helper
 from int8kit.graph.ops import op_info
 from int8kit.plan.bias_correction import weight_error_shift
 from int8kit.plan.config import QuantConfig
-from int8kit.plan.graph_facts import GraphFacts, conv_group
+from int8kit.graph.passes.linear import conv_group, conv_input_index
+from int8kit.plan.graph_facts import GraphFacts
 from int8kit.plan.params import bias_min_weight_scale, bias_quant, weight_quant
 from int8kit.plan.types import QuantPlan
 
@@ -38,7 +39,8 @@ def plan_weights(facts: GraphFacts, node: onnx.NodeProto, config: QuantConfig, r
     if x is not None and x.channel_step is not None:
         # the conv reads channel c multiplied by scale / step_c: its weights take the inverse
         gain = x.channel_step.astype(np.float64) / float(x.scale)
-        w = (w * _per_weight_input(gain, w.shape, conv_group(node))).astype(np.float32)
+        index = conv_input_index(w.shape, conv_group(node))
+        w = (w * gain[index].reshape(index.shape + (1,) * (w.ndim - 2))).astype(np.float32)
         mean = None if mean is None else mean / gain
     has_bias = info.bias_input is not None and len(node.input) > info.bias_input and bool(node.input[info.bias_input])
     b = None
@@ -58,14 +60,6 @@ def plan_weights(facts: GraphFacts, node: onnx.NodeProto, config: QuantConfig, r
         b = b - weight_error_shift(node, w, tq, mean)
     if b is not None:
         result.tensors[b_name] = bias_quant(b_name, b, float(x.scale), tq.scale)
-
-
-def _per_weight_input(gain: np.ndarray, shape: tuple[int, ...], group: int) -> np.ndarray:
-    """``gain`` (one factor per input channel) laid out over a conv weight of ``shape`` (O, C/group, k...):
-    output channel ``o`` reads input channels ``(o // (O / group)) * C/group + i``."""
-    out_channels, per_group = shape[0], shape[1]
-    index = (np.arange(out_channels) // (out_channels // group))[:, None] * per_group + np.arange(per_group)[None, :]
-    return gain[index].reshape(out_channels, per_group, *([1] * (len(shape) - 2)))
 
 
 def _weight_axis(node: onnx.NodeProto, w: np.ndarray) -> int:

@@ -17,7 +17,7 @@ import onnx
 from onnx import helper
 
 from int8kit.graph.graphview import GraphView
-from int8kit.graph.passes.linear import channel_vector
+from int8kit.graph.passes.linear import channel_vector, conv_group, conv_input_index
 
 
 def _attr(node: onnx.NodeProto, name: str, default):
@@ -56,12 +56,6 @@ def _affine_chain(view: GraphView, last: onnx.NodeProto) -> tuple[list[onnx.Node
     return [mul, last], inner[0], inner[1], const
 
 
-def _column_index(w: np.ndarray, group: int) -> np.ndarray:
-    """Input channel read by weight column ``[o, i]`` of a conv weight (O, C/group, k...)."""
-    out_channels, per_group = w.shape[0], w.shape[1]
-    return (np.arange(out_channels) // (out_channels // group))[:, None] * per_group + np.arange(per_group)[None, :]
-
-
 def _pads(node: onnx.NodeProto) -> bool:
     auto_pad = _attr(node, "auto_pad", b"NOTSET")
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
@@ -76,7 +70,7 @@ def fold_affine_into_next(model: onnx.ModelProto, log: list[str], no_fuse: Colle
         readers = view.consumers_of(last.output[0])
         if not readers or view.is_graph_output(last.output[0]):
             continue
-        if any(r.op_type != "Conv" or r.input[0] != last.output[0] or view.get_array(r.input[1]) is None for r in readers):
+        if any(r.op_type != "Conv" or r.input[0] != last.output[0] or not view.is_constant(r.input[1]) for r in readers):
             continue
         chain = _affine_chain(view, last)
         if chain is None:
@@ -84,19 +78,19 @@ def fold_affine_into_next(model: onnx.ModelProto, log: list[str], no_fuse: Colle
         nodes, x, s, b = chain
         if any(n.name in no_fuse for n in nodes + readers):
             continue
-        w0 = view.get_array(readers[0].input[1])
-        channels = w0.shape[1] * int(_attr(readers[0], "group", 1))
-        scale = channel_vector(s, channels, 1, w0.ndim)
-        shift = channel_vector(b, channels, 1, w0.ndim)
+        weights = [view.get_array(r.input[1]) for r in readers]
+        counts = {w.shape[1] * conv_group(r) for r, w in zip(readers, weights)}
+        if len(counts) != 1:
+            continue
+        (channels,) = counts
+        scale = channel_vector(s, channels, 1, weights[0].ndim)
+        shift = channel_vector(b, channels, 1, weights[0].ndim)
         if scale is None or shift is None:
             continue
         if np.any(shift != 0) and any(_pads(r) for r in readers):
             continue
-        if any(view.get_array(r.input[1]).shape[1] * int(_attr(r, "group", 1)) != channels for r in readers):
-            continue
-        for conv in readers:
-            w = view.get_array(conv.input[1])
-            index = _column_index(w, int(_attr(conv, "group", 1)))
+        for conv, w in zip(readers, weights):
+            index = conv_input_index(w.shape, conv_group(conv))
             extra = (1,) * (w.ndim - 2)
             w64 = w.astype(np.float64)
             bias = view.get_array(conv.input[2]).astype(np.float64) if len(conv.input) > 2 and conv.input[2] else np.zeros(w.shape[0])

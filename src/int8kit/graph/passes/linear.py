@@ -42,6 +42,18 @@ def _attr(node: onnx.NodeProto, name: str, default):
     return default
 
 
+def conv_group(node: onnx.NodeProto) -> int:
+    """The ``group`` attribute of a Conv/ConvTranspose (1 when absent)."""
+    return int(_attr(node, "group", 1))
+
+
+def conv_input_index(shape: tuple[int, ...], group: int) -> np.ndarray:
+    """Input channel read by each column ``[o, i]`` of a conv weight of ``shape`` (O, C/group, k...):
+    output channel ``o`` reads ``(o // (O / group)) * C/group + i``."""
+    out_channels, per_group = shape[0], shape[1]
+    return (np.arange(out_channels) // (out_channels // group))[:, None] * per_group + np.arange(per_group)[None, :]
+
+
 def _const_float(view: GraphView, tensor: str) -> np.ndarray | None:
     arr = view.get_array(tensor)
     if arr is None or arr.dtype.type not in _FLOAT_TYPES:
@@ -86,7 +98,7 @@ def _unit_core(view: GraphView, node: onnx.NodeProto) -> LinearUnit | None:
     if op == "Conv" and w.ndim >= 3:
         return LinearUnit(node, op, w.shape[0], w.ndim, 1, out)
     if op == "ConvTranspose" and w.ndim >= 3:
-        return LinearUnit(node, op, w.shape[1] * int(_attr(node, "group", 1)), w.ndim, 1, out)
+        return LinearUnit(node, op, w.shape[1] * conv_group(node), w.ndim, 1, out)
     if op == "Gemm" and w.ndim == 2:
         channels = w.shape[0] if _attr(node, "transB", 0) else w.shape[1]
         return LinearUnit(node, op, channels, 2, -1, out)
@@ -204,7 +216,7 @@ def _scale_weight(unit: LinearUnit, w: np.ndarray, scale: np.ndarray) -> np.ndar
         return w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
     if unit.kind == "ConvTranspose":
         # Weight is (C_in, C_out/group, k...); output channel g*C_out/group + j uses group g's rows.
-        group = int(_attr(unit.node, "group", 1))
+        group = conv_group(unit.node)
         per = w.shape[1]
         grouped = w.reshape((group, w.shape[0] // group) + w.shape[1:])
         grouped = grouped * scale.reshape((group, 1, per) + (1,) * (w.ndim - 2))
