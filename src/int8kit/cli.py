@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-channel-scales", "--no-depthwise-channel-scales", dest="no_channel_scales", action="store_true",
                    help="one scale per tensor also for float-op outputs only convs read "
                         "(default: one step per channel, folded into the conv weights)")
+    p.add_argument("--float-hardswish", action="store_true",
+                   help="run HardSwish in float between its QDQ pairs (default: as an INT8 Add and Mul, "
+                        "which onnxruntime runs with integer kernels)")
     p.add_argument("--signed-activations", action="store_true",
                    help="symmetric int8 activations only (TensorRT's QDQ rule); default: uint8 with zero points")
     p.add_argument("--quantize-stem", action="store_true",
@@ -243,6 +246,7 @@ def _quantize(api, args: argparse.Namespace) -> int:
         accuracy_opt=args.accuracy_opt,
         bias_correction=not args.no_bias_correction,
         channel_scales=not args.no_channel_scales,
+        integer_hardswish=not args.float_hardswish,
         stem_float=not args.quantize_stem,
         signed_activations=args.signed_activations,
         outlier_ratio=args.outlier_ratio,

@@ -45,6 +45,9 @@ def emit_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
     # Signed symmetric storage cannot clip at 0, so there the Relu/Clip stays a node before the
     # QuantizeLinear (TensorRT fuses Conv -> Relu -> Q itself).
     nodes, fused_acts = (nodes, {}) if plan.signed_storage else _remove_fused(nodes, plan)
+    if plan.integer_hardswish:
+        nodes, gate_inits = _integer_hardswish(nodes, plan.integer_hardswish)
+        new_inits += gate_inits
     producer = {o: (n, k) for n in nodes for k, o in enumerate(n.output)}
     graph_inputs = {i.name for i in graph.input}
     float_reads = _float_compute_reads(nodes, producer, plan)
@@ -127,6 +130,36 @@ def _remove_fused(nodes: list[onnx.NodeProto], plan: QuantPlan) -> tuple[list[on
                 if out == src:
                     node.output[k] = act.output[0]
     return [n for n in nodes if n.name not in plan.fused], removed
+
+
+def _integer_hardswish(nodes: list[onnx.NodeProto], names: set[str]) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """Replace the named HardSwish nodes by ``x * DQ(Q(x + 3, 6/255), 1/255)`` (plan/integer_ops.py).
+
+    The QuantizeLinear and DequantizeLinear of the gate differ in scale on purpose: the pair reads
+    ``clip(x + 3, 0, 6)`` back divided by 6. ``x`` and ``y`` keep their planned QDQ, so onnxruntime
+    fuses QLinearAdd and QLinearMul.
+    """
+    three, gate_q, gate_dq, zero = (f"int8kit_hardswish_{k}" for k in ("three", "gate_qscale", "gate_scale", "zero_point"))
+    inits = [
+        numpy_helper.from_array(np.array(1, np.uint8), three + "_quantized"),
+        numpy_helper.from_array(np.array(3.0, np.float32), three + "_scale"),
+        numpy_helper.from_array(np.array(6.0 / 255.0, np.float32), gate_q),
+        numpy_helper.from_array(np.array(1.0 / 255.0, np.float32), gate_dq),
+        numpy_helper.from_array(np.array(0, np.uint8), zero),
+    ]
+    out = [_dq(three + "_quantized", three + "_scale", zero, three, None, False)]
+    for node in nodes:
+        if node.op_type != "HardSwish" or node.name not in names:
+            out.append(node)
+            continue
+        x, y, base = node.input[0], node.output[0], node.name or node.output[0]
+        out += [
+            helper.make_node("Add", [x, three], [base + "_plus3"], name=base + "_plus3"),
+            _q(base + "_plus3", gate_q, zero, base + "_gate_quantized", False),
+            _dq(base + "_gate_quantized", gate_dq, zero, base + "_gate", None, False),
+            helper.make_node("Mul", [x, base + "_gate"], [y], name=base),
+        ]
+    return out, inits
 
 
 def _channel_scaled_qdq(tq: TensorQuant, plan: QuantPlan, nodes: list[onnx.NodeProto],

@@ -143,6 +143,7 @@ def write_quant_json(
         "tensors": {n: tensor_record(plan.tensors[n]) for n in _ordered(plan.tensors, order)},
         "float_nodes": {n: plan.float_nodes[n] for n in sorted(plan.float_nodes)},
         "fused": {n: plan.fused[n] for n in sorted(plan.fused)},
+        "integer_hardswish": sorted(plan.integer_hardswish),
     }
     return write_text_atomic(path, _json_one_entry_per_line(doc))
 
@@ -197,7 +198,8 @@ def plan_from_quant_json(doc: dict) -> QuantPlan:
             method=r["method"], lo=r["lo"] or 0.0, hi=r["hi"] or 0.0, min=r["min"] or 0.0, max=r["max"] or 0.0,
             channel_step=np.asarray(r["channel_step"], dtype=np.float32) if "channel_step" in r else None,
         )
-    return QuantPlan(tensors=tensors, fused=dict(doc.get("fused", {})), float_nodes=dict(doc.get("float_nodes", {})))
+    return QuantPlan(tensors=tensors, fused=dict(doc.get("fused", {})), float_nodes=dict(doc.get("float_nodes", {})),
+                     integer_hardswish=set(doc.get("integer_hardswish", [])))
 
 
 # ---------------------------------------------------------------- calibration table

@@ -69,6 +69,7 @@ class QuantConfig:
     accuracy_opt: bool = False
     bias_correction: bool = True
     channel_scales: bool = True
+    integer_hardswish: bool = True
     stem_float: bool = True
     signed_activations: bool = False
     outlier_ratio: float = 2.0

@@ -18,6 +18,7 @@ from int8kit.plan.config import LayerOverride, QuantConfig
 from int8kit.plan.domains import consumer_domain
 from int8kit.plan.graph_facts import GraphFacts, float_nodes
 from int8kit.plan.channel_scales import assign_channel_steps
+from int8kit.plan.integer_ops import integer_hardswish_nodes
 from int8kit.plan.params import activation_quant
 from int8kit.plan.weight_plan import plan_weights
 from int8kit.plan.types import QuantPlan
@@ -93,8 +94,10 @@ def plan(model: onnx.ModelProto, stats, config: QuantConfig) -> QuantPlan:
             result.tensors[name] = type(tq)(**{**tq.__dict__, "name": name})
     if config.fold_concat_scale:
         _fold_concat(facts, quantized, result)
+    integer = frozenset(integer_hardswish_nodes(facts, result)) if config.integer_hardswish else frozenset()
     if config.channel_scales and not config.signed_activations:
-        assign_channel_steps(facts, stats, quantized, result)
+        assign_channel_steps(facts, stats, quantized, result, integer)
+    result.integer_hardswish = integer_hardswish_nodes(facts, result) & integer  # those left without steps
 
     # Weights and biases of compute nodes.
     for node in facts.nodes:

@@ -54,10 +54,12 @@ class QuantPlan:
     ``tensors`` maps tensor names to their quantization; a tensor absent from it stays float.
     ``fused`` maps the name of a removed Relu/Clip node to the tensor it read (its effect is the
     saturation of that tensor's QuantizeLinear). ``float_nodes`` lists nodes kept in float by
-    rule or by the user, with the reason, for the report.
+    rule or by the user, with the reason, for the report. ``integer_hardswish`` names HardSwish
+    nodes the emitter writes as an INT8 Add and Mul (see plan/integer_ops.py).
     """
 
     tensors: dict[str, TensorQuant] = field(default_factory=dict)
     fused: dict[str, str] = field(default_factory=dict)
     float_nodes: dict[str, str] = field(default_factory=dict)
+    integer_hardswish: set[str] = field(default_factory=set)
     signed_storage: bool = False  # write int8 activations as int8 (TensorRT), not as shifted uint8
