@@ -17,10 +17,11 @@ if str(_ROOT) not in sys.path:  # benchmarks/ lives at the repo root, outside th
 
 pytestmark = pytest.mark.e2e
 
-# Measured with the default kl, 128 calibration + 64 test lines: exact match 0.89, step cosine
-# 0.9906. 128 lines is bench_ocr.py's default: there six calibration sets all gave 0.90-0.94 on 200
-# test lines, while 64-line sets still swing 0.64-0.95 (per-channel ranges from few lines are
-# narrow), so the floor guards this fixed set at the recommended size, not every calibration set.
+# Measured with the default kl, 128 calibration + 64 test lines: exact match 0.84, step cosine
+# 0.9889. 128 lines is bench_ocr.py's default: there four calibration sets gave 0.86-0.925 on 200
+# test lines, while 64-line sets still swing 0.63-0.97 (the model sits near a cliff: floating any
+# one of six early tensors lifts a bad set to 0.9), so the floor guards this fixed set at the
+# recommended size, not every calibration set.
 CALIBRATION_LINES = 128
 EXACT_MATCH_FLOOR = 0.80
 STEP_COSINE_FLOOR = 0.985

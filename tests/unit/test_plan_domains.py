@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
@@ -67,9 +68,27 @@ def test_hardswish_written_as_add_clip_mul_has_the_hardswish_domain():
     assert consumer_domain(GraphFacts.of(_hardswish_parts_model()), "c") == (-3.0, np.inf)
 
 
+def test_any_shift_and_top_give_the_zero_region_as_domain():
+    # x * Clip(x + s, 0, t) is 0 exactly for x <= -s, whatever t
+    assert consumer_domain(GraphFacts.of(_hardswish_parts_model(offset=2.0)), "c") == (-2.0, np.inf)
+    assert consumer_domain(GraphFacts.of(_hardswish_parts_model(clip_hi=5.0)), "c") == (-3.0, np.inf)
+
+
 def test_other_add_clip_mul_patterns_give_no_domain():
-    # x * Clip(x + 2, 0, 6) is not 0 below -3, x * Clip(x + 3, 0, 5) is not HardSwish either,
-    # and a reader outside the pattern sees the whole range.
-    for model in (_hardswish_parts_model(offset=2.0), _hardswish_parts_model(clip_hi=5.0),
-                  _hardswish_parts_model(extra_reader=True)):
+    # a reader outside the pattern sees the whole range; a negative shift has no zero region
+    for model in (_hardswish_parts_model(extra_reader=True), _hardswish_parts_model(offset=-1.0)):
         assert consumer_domain(GraphFacts.of(model), "c") is None
+
+
+def test_x_times_hardsigmoid_of_x_has_the_hardswish_domain():
+    """PyTorch exports nn.Hardswish below opset 14 as x * HardSigmoid(x, alpha=1/6, beta=0.5)."""
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+         helper.make_node("HardSigmoid", ["c"], ["g"], name="hsig", alpha=1 / 6, beta=0.5),
+         helper.make_node("Mul", ["c", "g"], ["y"], name="mul")],
+        "x_hsig", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.ones((4, 4, 1, 1), np.float32), "w")],
+    )
+    domain = consumer_domain(GraphFacts.of(helper.make_model(graph)), "c")
+    assert domain[0] == pytest.approx(-3.0) and domain[1] == np.inf

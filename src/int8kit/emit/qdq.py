@@ -132,32 +132,35 @@ def _remove_fused(nodes: list[onnx.NodeProto], plan: QuantPlan) -> tuple[list[on
     return [n for n in nodes if n.name not in plan.fused], removed
 
 
-def _integer_hardswish(nodes: list[onnx.NodeProto], names: set[str]) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
-    """Replace the named HardSwish nodes by ``x * DQ(Q(x + 3, 6/255), 1/255)`` (plan/integer_ops.py).
+def _integer_hardswish(nodes: list[onnx.NodeProto], forms: dict) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """Replace each HardSwish form by ``x * DQ(Q(x + shift, top/255), factor top/255)`` (plan/integer_ops.py).
 
-    The QuantizeLinear and DequantizeLinear of the gate differ in scale on purpose: the pair reads
-    ``clip(x + 3, 0, 6)`` back divided by 6. ``x`` and ``y`` keep their planned QDQ, so onnxruntime
-    fuses QLinearAdd and QLinearMul.
+    The gate's QuantizeLinear and DequantizeLinear differ in scale on purpose when ``factor != 1``:
+    the pair reads ``clip(x + shift, 0, top)`` back already multiplied by the factor. ``x`` and
+    ``y`` keep their planned QDQ, so onnxruntime fuses QLinearAdd and QLinearMul.
     """
-    three, gate_q, gate_dq, zero = (f"int8kit_hardswish_{k}" for k in ("three", "gate_qscale", "gate_scale", "zero_point"))
-    inits = [
-        numpy_helper.from_array(np.array(1, np.uint8), three + "_quantized"),
-        numpy_helper.from_array(np.array(3.0, np.float32), three + "_scale"),
-        numpy_helper.from_array(np.array(6.0 / 255.0, np.float32), gate_q),
-        numpy_helper.from_array(np.array(1.0 / 255.0, np.float32), gate_dq),
-        numpy_helper.from_array(np.array(0, np.uint8), zero),
-    ]
-    out = [_dq(three + "_quantized", three + "_scale", zero, three, None, False)]
+    replaced = {name for form in forms.values() for name in form.nodes}
+    last = {form.nodes[-1]: form for form in forms.values()}
+    zero = "int8kit_hardswish_zero_point"
+    inits, added, out = [numpy_helper.from_array(np.array(0, np.uint8), zero)], [], []
     for node in nodes:
-        if node.op_type != "HardSwish" or node.name not in names:
+        if node.name not in replaced:
             out.append(node)
+        if node.name not in last:
             continue
-        x, y, base = node.input[0], node.output[0], node.name or node.output[0]
+        form, base = last[node.name], node.name
+        inits += [
+            numpy_helper.from_array(np.array(1, np.uint8), base + "_shift_quantized"),  # shift = 1 * scale, exactly
+            numpy_helper.from_array(np.array(form.shift, np.float32), base + "_shift_scale"),
+            numpy_helper.from_array(np.array(form.top / 255.0, np.float32), base + "_gate_qscale"),
+            numpy_helper.from_array(np.array(form.factor * form.top / 255.0, np.float32), base + "_gate_scale"),
+        ]
         out += [
-            helper.make_node("Add", [x, three], [base + "_plus3"], name=base + "_plus3"),
-            _q(base + "_plus3", gate_q, zero, base + "_gate_quantized", False),
-            _dq(base + "_gate_quantized", gate_dq, zero, base + "_gate", None, False),
-            helper.make_node("Mul", [x, base + "_gate"], [y], name=base),
+            _dq(base + "_shift_quantized", base + "_shift_scale", zero, base + "_shift", None, False),
+            helper.make_node("Add", [form.x, base + "_shift"], [base + "_shifted"], name=base + "_shifted"),
+            _q(base + "_shifted", base + "_gate_qscale", zero, base + "_gate_quantized", False),
+            _dq(base + "_gate_quantized", base + "_gate_scale", zero, base + "_gate", None, False),
+            helper.make_node("Mul", [form.x, base + "_gate"], [form.y], name=base + "_integer"),
         ]
     return out, inits
 

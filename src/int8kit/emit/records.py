@@ -29,7 +29,7 @@ import numpy as np
 from int8kit import __version__
 from int8kit.errors import ConfigError
 from int8kit.graph.io import write_text_atomic
-from int8kit.plan.types import QuantPlan, TensorQuant
+from int8kit.plan.types import HardSwishForm, QuantPlan, TensorQuant
 
 QUANT_JSON_FORMAT = "int8kit.quant"
 QUANT_JSON_VERSION = 1
@@ -143,9 +143,13 @@ def write_quant_json(
         "tensors": {n: tensor_record(plan.tensors[n]) for n in _ordered(plan.tensors, order)},
         "float_nodes": {n: plan.float_nodes[n] for n in sorted(plan.float_nodes)},
         "fused": {n: plan.fused[n] for n in sorted(plan.fused)},
-        "integer_hardswish": sorted(plan.integer_hardswish),
+        "integer_hardswish": {y: _form_record(plan.integer_hardswish[y]) for y in sorted(plan.integer_hardswish)},
     }
     return write_text_atomic(path, _json_one_entry_per_line(doc))
+
+
+def _form_record(form: HardSwishForm) -> dict:
+    return {"x": form.x, "y": form.y, "nodes": list(form.nodes), "shift": form.shift, "top": form.top, "factor": form.factor}
 
 
 def _json_one_entry_per_line(doc: dict) -> str:
@@ -199,7 +203,8 @@ def plan_from_quant_json(doc: dict) -> QuantPlan:
             channel_step=np.asarray(r["channel_step"], dtype=np.float32) if "channel_step" in r else None,
         )
     return QuantPlan(tensors=tensors, fused=dict(doc.get("fused", {})), float_nodes=dict(doc.get("float_nodes", {})),
-                     integer_hardswish=set(doc.get("integer_hardswish", [])))
+                     integer_hardswish={y: HardSwishForm(**{**r, "nodes": tuple(r["nodes"])})
+                                        for y, r in doc.get("integer_hardswish", {}).items()})
 
 
 # ---------------------------------------------------------------- calibration table

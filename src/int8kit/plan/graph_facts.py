@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import onnx
-from onnx import TensorProto
+from onnx import TensorProto, numpy_helper
 
 from int8kit.errors import ConfigError
 from int8kit.graph.ops import COMPUTE, op_info
@@ -73,6 +73,14 @@ class GraphFacts:
     def node_names(self) -> set[str]:
         return {n.name for n in self.nodes}
 
+    def scalar_input(self, node: onnx.NodeProto, index: int) -> float | None:
+        """Input ``index`` of ``node`` as a number when it is a one-value initializer, else ``None``."""
+        init = self.initializers.get(node.input[index]) if index < len(node.input) and node.input[index] else None
+        if init is None:
+            return None
+        value = numpy_helper.to_array(init)
+        return float(value.reshape(-1)[0]) if value.size == 1 else None
+
     def is_depthwise(self, node: onnx.NodeProto) -> bool:
         if node.op_type != "Conv":
             return False
@@ -118,6 +126,14 @@ class GraphFacts:
                     seen.add(cons.name)
                     stack.append(cons)
         return seen
+
+
+def node_attr(node: onnx.NodeProto, name: str, default: float) -> float:
+    """A numeric attribute of ``node``, or ``default``."""
+    for a in node.attribute:
+        if a.name == name:
+            return float(onnx.helper.get_attribute_value(a))
+    return default
 
 
 def resolve_names(facts: GraphFacts, names: Iterable[str], option: str) -> list[onnx.NodeProto]:

@@ -18,7 +18,7 @@ from int8kit.plan.config import LayerOverride, QuantConfig
 from int8kit.plan.domains import consumer_domain
 from int8kit.plan.graph_facts import GraphFacts, float_nodes
 from int8kit.plan.channel_scales import assign_channel_steps
-from int8kit.plan.integer_ops import integer_hardswish_nodes
+from int8kit.plan.integer_ops import drop_inner_tensors, integer_hardswish
 from int8kit.plan.params import activation_quant
 from int8kit.plan.weight_plan import plan_weights
 from int8kit.plan.types import QuantPlan
@@ -70,7 +70,8 @@ def plan(model: onnx.ModelProto, stats, config: QuantConfig) -> QuantPlan:
     """Decide, for every tensor, how it is quantized (or that it stays float)."""
     facts = GraphFacts.of(model)
     result = QuantPlan(signed_storage=config.signed_activations)
-    forced_float = float_nodes(facts, config)
+    user_float = float_nodes(facts, config)
+    forced_float = dict(user_float)
     forced_float.update(_outlier_inputs(facts, stats, config))
     forced_float.update(_uncalibrated_producers(facts, stats, forced_float))
     result.float_nodes.update(forced_float)
@@ -94,10 +95,11 @@ def plan(model: onnx.ModelProto, stats, config: QuantConfig) -> QuantPlan:
             result.tensors[name] = type(tq)(**{**tq.__dict__, "name": name})
     if config.fold_concat_scale:
         _fold_concat(facts, quantized, result)
-    integer = frozenset(integer_hardswish_nodes(facts, result)) if config.integer_hardswish else frozenset()
+    integer = integer_hardswish(facts, result, set(user_float)) if config.integer_hardswish else {}
     if config.channel_scales and not config.signed_activations:
-        assign_channel_steps(facts, stats, quantized, result, integer)
-    result.integer_hardswish = integer_hardswish_nodes(facts, result) & integer  # those left without steps
+        assign_channel_steps(facts, stats, quantized, result, frozenset(f.nodes[-1] for f in integer.values()))
+    result.integer_hardswish = {y: f for y, f in integer.items() if result.tensors[y].channel_step is None}
+    drop_inner_tensors(facts, result)
 
     # Weights and biases of compute nodes.
     for node in facts.nodes:

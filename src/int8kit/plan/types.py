@@ -47,6 +47,20 @@ class TensorQuant:
         return float(max(abs(self.lo), abs(self.hi)))
 
 
+@dataclass(frozen=True)
+class HardSwishForm:
+    """``y = x * clip(x + shift, 0, top) * factor`` as one model writes it: the HardSwish op
+    (3, 6, 1/6), ``x * HardSigmoid(x)`` (beta/alpha, 1/alpha, alpha) or Add-Clip-Mul[-Div].
+    ``nodes`` are the nodes that compute it, in order; ``y`` is the last one's output."""
+
+    x: str
+    y: str
+    nodes: tuple[str, ...]
+    shift: float
+    top: float
+    factor: float
+
+
 @dataclass
 class QuantPlan:
     """Per-tensor decisions for one model.
@@ -54,12 +68,12 @@ class QuantPlan:
     ``tensors`` maps tensor names to their quantization; a tensor absent from it stays float.
     ``fused`` maps the name of a removed Relu/Clip node to the tensor it read (its effect is the
     saturation of that tensor's QuantizeLinear). ``float_nodes`` lists nodes kept in float by
-    rule or by the user, with the reason, for the report. ``integer_hardswish`` names HardSwish
-    nodes the emitter writes as an INT8 Add and Mul (see plan/integer_ops.py).
+    rule or by the user, with the reason, for the report. ``integer_hardswish`` maps the output of
+    each HardSwish the emitter writes as an INT8 Add and Mul to its form (see plan/integer_ops.py).
     """
 
     tensors: dict[str, TensorQuant] = field(default_factory=dict)
     fused: dict[str, str] = field(default_factory=dict)
     float_nodes: dict[str, str] = field(default_factory=dict)
-    integer_hardswish: set[str] = field(default_factory=set)
+    integer_hardswish: dict[str, HardSwishForm] = field(default_factory=dict)
     signed_storage: bool = False  # write int8 activations as int8 (TensorRT), not as shifted uint8
