@@ -207,3 +207,32 @@ def test_compare_fixed_batch_model_latency(tiny) -> None:
     res = compare_models(fixed, fixed, {"x": x}, progress=False)
     assert res.samples == 20
     assert res.fp32_latency_ms is not None and res.fp32_latency_ms > 0
+
+
+def _conv_hardswish(clamp_at: float | None) -> onnx.ModelProto:
+    """x -> Conv -> c -> HardSwish -> y; with ``clamp_at`` the conv output is clamped there first."""
+    w = np.random.default_rng(3).standard_normal((4, 4, 1, 1)).astype(np.float32) * 3
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c_raw" if clamp_at is not None else "c"], name="conv")]
+    inits = [numpy_helper.from_array(w, "w")]
+    if clamp_at is not None:
+        inits.append(numpy_helper.from_array(np.array(clamp_at, np.float32), "lo"))
+        nodes.append(helper.make_node("Clip", ["c_raw", "lo"], ["c"], name="clamp"))
+    nodes.append(helper.make_node("HardSwish", ["c"], ["y"], name="hswish"))
+    graph = helper.make_graph(
+        nodes, "conv_hswish", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_layer_errors_ignore_differences_no_reader_can_see() -> None:
+    """Values below -3 all become 0 in the HardSwish: clamping them there is no error at all,
+    clamping at -1 is."""
+    from int8kit.evaluation.layerwise import layer_errors
+
+    x = np.random.default_rng(4).standard_normal((8, 4, 3, 3)).astype(np.float32)
+    reference = _conv_hardswish(None)
+    harmless = {e.name: e for e in layer_errors(reference, _conv_hardswish(-3.0), x)}
+    assert harmless["c"].relative_error < 1e-6 and harmless["y"].relative_error < 1e-6
+    harmful = {e.name: e for e in layer_errors(reference, _conv_hardswish(-1.0), x)}
+    assert harmful["c"].relative_error > 0.01 and harmful["y"].relative_error > 0.01
