@@ -236,3 +236,23 @@ def test_layer_errors_ignore_differences_no_reader_can_see() -> None:
     assert harmless["c"].relative_error < 1e-6 and harmless["y"].relative_error < 1e-6
     harmful = {e.name: e for e in layer_errors(reference, _conv_hardswish(-1.0), x)}
     assert harmful["c"].relative_error > 0.01 and harmful["y"].relative_error > 0.01
+
+
+def test_layer_errors_leave_out_tensors_whose_size_depends_on_the_data() -> None:
+    """A detector's NonMaxSuppression keeps a different number of boxes in INT8: no crash, no row."""
+    from int8kit.evaluation.layerwise import layer_errors
+
+    def model(shift: float) -> onnx.ModelProto:
+        graph = helper.make_graph(
+            [helper.make_node("Add", ["x", "shift"], ["a"], name="add"), helper.make_node("NonZero", ["a"], ["n"], name="nz"),
+             helper.make_node("Transpose", ["n"], ["idx"], name="t"), helper.make_node("GatherND", ["a", "idx"], ["g"], name="g")],
+            "nonzero", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+            [helper.make_tensor_value_info("g", TensorProto.FLOAT, None), helper.make_tensor_value_info("a", TensorProto.FLOAT, None)],
+            [numpy_helper.from_array(np.array(shift, np.float32), "shift")],
+        )
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    x = np.array([[0.0, 1.0, -0.5, 0.0, 2.0, 3.0]] * 4, np.float32)  # 4 non-zeros, 5 after the shift
+    errors = {e.name: e for e in layer_errors(model(0.0), model(0.5), x, tensors=["a", "g"])}
+    assert "g" not in errors and errors["a"].relative_error > 0.1
+    assert "g" in {e.name for e in layer_errors(model(0.0), model(0.0), x, tensors=["a", "g"])}
