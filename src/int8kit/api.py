@@ -18,6 +18,8 @@ import onnx
 
 from int8kit.calib.collect import collect
 from int8kit.calib.stats import Stats, model_fingerprint
+from int8kit.data.sources import KeepFirst, batches_from, model_input_specs
+from int8kit.emit.bias_tuning import tune_biases
 from int8kit.emit.qdq import emit_qdq
 from int8kit.emit.records import write_calibration_table, write_quant_json, write_tensorrt_cache
 from int8kit.errors import ConfigError
@@ -167,6 +169,7 @@ def quantize(
     bias_correction: bool = True,
     channel_scales: bool = True,
     integer_hardswish: bool = True,
+    bias_tuning: int = 0,
     stem_float: bool = True,
     signed_activations: bool = False,
     outlier_ratio: float = 2.0,
@@ -209,6 +212,7 @@ def quantize(
         bias_correction=bias_correction,
         channel_scales=channel_scales,
         integer_hardswish=integer_hardswish,
+        bias_tuning=bias_tuning,
         stem_float=stem_float,
         signed_activations=signed_activations,
         outlier_ratio=outlier_ratio,
@@ -231,10 +235,19 @@ def quantize(
     optimized, opt_log = optimize_model(source, no_fuse=no_fuse)
     timings["optimize"] = time.perf_counter() - start
 
+    tuning: KeepFirst | None = None
+    if data is not None and config.bias_tuning:  # the first samples are read again after planning
+        data = tuning = KeepFirst(batches_from(_open_data(optimized, data, preprocess, preprocess_template, strict),
+                                               model_input_specs(optimized), batch_size=batch_size, iterations=iterations),
+                                  config.bias_tuning)
     if stats is not None:
         start = time.perf_counter()
         stats = stats if isinstance(stats, Stats) else Stats.load(stats, model_id=model_fingerprint(optimized))
         timings["load_stats"] = time.perf_counter() - start
+        if tuning is not None:
+            for _ in tuning:  # only the kept samples are needed
+                if sum(len(next(iter(b.values()))) for b in tuning.kept) >= config.bias_tuning:
+                    break
     else:
         data = _open_data(optimized, data, preprocess, preprocess_template, strict)
         start = time.perf_counter()
@@ -249,6 +262,12 @@ def quantize(
     start = time.perf_counter()
     int8 = emit_qdq(optimized, quant_plan)
     timings["emit"] = time.perf_counter() - start
+    if config.bias_tuning:
+        if tuning is None:
+            raise ConfigError("--bias-tuning runs the INT8 model on calibration samples; pass --data as well as --stats.")
+        start = time.perf_counter()
+        int8, _ = tune_biases(optimized, int8, quant_plan, tuning.kept, progress=progress)
+        timings["bias_tuning"] = time.perf_counter() - start
 
     out = Path(output_dir)
     stem = _stem(model)

@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-channel-scales", "--no-depthwise-channel-scales", dest="no_channel_scales", action="store_true",
                    help="one scale per tensor also for float-op outputs only convs read "
                         "(default: one step per channel, folded into the conv weights)")
+    p.add_argument("--bias-tuning", type=int, default=0, metavar="N",
+                   help="after quantizing, run the INT8 model on the first N calibration samples and move each "
+                        "conv's bias so its output mean matches FP32, in graph order (0: off; try 32)")
     p.add_argument("--float-hardswish", action="store_true",
                    help="run HardSwish in float between its QDQ pairs (default: as an INT8 Add and Mul, "
                         "which onnxruntime runs with integer kernels)")
@@ -247,6 +250,7 @@ def _quantize(api, args: argparse.Namespace) -> int:
         bias_correction=not args.no_bias_correction,
         channel_scales=not args.no_channel_scales,
         integer_hardswish=not args.float_hardswish,
+        bias_tuning=args.bias_tuning,
         stem_float=not args.quantize_stem,
         signed_activations=args.signed_activations,
         outlier_ratio=args.outlier_ratio,

@@ -134,6 +134,25 @@ class DataSource:
         raise NotImplementedError
 
 
+class KeepFirst(DataSource):
+    """Passes ``source``'s batches through and keeps the first ones, up to ``samples`` samples
+    (a stream can be read once; bias tuning needs a few samples again after calibration)."""
+
+    def __init__(self, source: DataSource, samples: int):
+        self.source, self.samples = source, samples
+        self.num_samples, self.batch_size = source.num_samples, source.batch_size
+        self.kept: list[Batch] = []
+
+    def __iter__(self) -> Iterator[Batch]:
+        held = 0
+        for batch in self.source:
+            if held < self.samples:
+                take = min(self.samples - held, len(next(iter(batch.values()))))
+                self.kept.append({k: np.array(v[:take]) for k, v in batch.items()})
+                held += take
+            yield batch
+
+
 class ArraySource(DataSource):
     """Whole arrays (first axis = samples) sliced into batches; can be iterated any number of times."""
 

@@ -70,6 +70,7 @@ class QuantConfig:
     bias_correction: bool = True
     channel_scales: bool = True
     integer_hardswish: bool = True
+    bias_tuning: int = 0  # calibration samples for empirical bias correction (emit/bias_tuning.py); 0: off
     stem_float: bool = True
     signed_activations: bool = False
     outlier_ratio: float = 2.0
@@ -93,6 +94,8 @@ class QuantConfig:
             raise ConfigError(
                 f"--bitwidth must be 8 or 16, got {self.bitwidth}; ONNX QuantizeLinear saturates only to whole 8/16-bit types."
             )
+        if not isinstance(self.bias_tuning, int) or self.bias_tuning < 0:
+            raise ConfigError(f"--bias-tuning takes a number of samples (0 turns it off), got {self.bias_tuning!r}; pass e.g. 32.")
         if self.bins < 512 or self.bins > 4096 or self.bins & (self.bins - 1):
             raise ConfigError(f"--th-binnum must be a power of two between 512 and 4096, got {self.bins}.")
         if self.signed_activations and self.activation_offset:
