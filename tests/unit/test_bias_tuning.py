@@ -1,0 +1,76 @@
+"""Empirical bias correction moves INT32 biases until each conv's output mean matches FP32."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import int8kit
+from int8kit.calib.collect import collect
+from int8kit.emit.bias_tuning import tune_biases
+from int8kit.emit.qdq import emit_qdq
+from int8kit.errors import ConfigError
+from int8kit.plan.config import QuantConfig
+from int8kit.plan.planner import candidate_tensors, plan
+
+RNG = np.random.default_rng(11)
+
+
+def _two_convs() -> onnx.ModelProto:
+    w1 = (RNG.standard_normal((8, 8, 3, 3)) * 0.2).astype(np.float32)
+    w2 = (RNG.standard_normal((4, 8, 1, 1)) * 0.3).astype(np.float32)
+    b1, b2 = (RNG.standard_normal(8) * 0.1).astype(np.float32), np.zeros(4, np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w1", "b1"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
+         helper.make_node("Conv", ["c", "w2", "b2"], ["y"], name="conv2")],
+        "two_convs", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (w2, "w2"), (b1, "b1"), (b2, "b2"))],
+    )
+    return onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+def _channel_means(model: onnx.ModelProto, x: np.ndarray, name: str) -> np.ndarray:
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    del m.graph.output[:]
+    m.graph.output.extend([onnx.ValueInfoProto(name=name)])
+    out = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run([name], {"x": x})[0]
+    return out.mean(axis=(0, 2, 3))
+
+
+def test_a_shifted_bias_is_moved_back_conv_by_conv():
+    model = _two_convs()
+    x = RNG.standard_normal((32, 8, 6, 6)).astype(np.float32)
+    stats = collect(model, x, tensors=candidate_tensors(model), progress=False)
+    quant_plan = plan(model, stats, QuantConfig(th_method="max"))
+    int8 = emit_qdq(model, quant_plan)
+    # knock conv1's channel 0 off by 0.5: conv2's output moves with it
+    bias = next(t for t in int8.graph.initializer if t.name == "b1_quantized")
+    steps = int(round(0.5 / float(np.asarray(quant_plan.tensors["b1"].scale).reshape(-1)[0])))
+    shifted = numpy_helper.to_array(bias).copy()
+    shifted[0] += steps
+    bias.CopyFrom(numpy_helper.from_array(shifted, bias.name))
+    before = np.abs(_channel_means(int8, x, "y") - _channel_means(model, x, "y")).max()
+    tuned, changed = tune_biases(model, int8, quant_plan, [{"x": x[:16]}, {"x": x[16:]}], progress=False)
+    after = np.abs(_channel_means(tuned, x, "y") - _channel_means(model, x, "y")).max()
+    assert changed >= 1 and after < before / 10, (before, after)
+    tuned_bias = next(numpy_helper.to_array(t) for t in tuned.graph.initializer if t.name == "b1_quantized")
+    assert abs(int(tuned_bias[0]) - int(shifted[0]) + steps) <= 0.05 * steps  # moved back by about the shift
+
+
+def test_quantize_with_bias_tuning_reads_the_first_samples_again(tmp_path):
+    model = _two_convs()
+    x = RNG.standard_normal((24, 8, 6, 6)).astype(np.float32)
+    batches = ({"x": x[i:i + 4]} for i in range(0, 24, 4))  # a one-shot stream
+    result = int8kit.quantize(model, batches, output_dir=tmp_path, bias_tuning=8, progress=False)
+    assert "bias_tuning" in result.timings and result.config.bias_tuning == 8
+    with pytest.raises(ConfigError, match="--data"):
+        stats = tmp_path / "s.npz"
+        int8kit.calibrate(model, x, output=stats, progress=False)
+        int8kit.quantize(model, stats=stats, output_dir=tmp_path / "b", bias_tuning=8, progress=False)
+    with pytest.raises(ConfigError, match="bias-tuning"):
+        QuantConfig(bias_tuning=-1)
