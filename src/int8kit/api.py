@@ -235,6 +235,8 @@ def quantize(
     optimized, opt_log = optimize_model(source, no_fuse=no_fuse)
     timings["optimize"] = time.perf_counter() - start
 
+    if config.bias_tuning and data is None:
+        raise ConfigError("--bias-tuning runs the INT8 model on calibration samples; pass --data as well as --stats.")
     tuning: KeepFirst | None = None
     if data is not None and config.bias_tuning:  # the first samples are read again after planning
         data = tuning = KeepFirst(batches_from(_open_data(optimized, data, preprocess, preprocess_template, strict),
@@ -262,9 +264,7 @@ def quantize(
     start = time.perf_counter()
     int8 = emit_qdq(optimized, quant_plan)
     timings["emit"] = time.perf_counter() - start
-    if config.bias_tuning:
-        if tuning is None:
-            raise ConfigError("--bias-tuning runs the INT8 model on calibration samples; pass --data as well as --stats.")
+    if tuning is not None:
         start = time.perf_counter()
         int8, _ = tune_biases(optimized, int8, quant_plan, tuning.kept, progress=progress)
         timings["bias_tuning"] = time.perf_counter() - start
