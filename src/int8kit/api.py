@@ -247,9 +247,7 @@ def quantize(
         stats = stats if isinstance(stats, Stats) else Stats.load(stats, model_id=model_fingerprint(optimized))
         timings["load_stats"] = time.perf_counter() - start
         if tuning is not None:
-            for _ in tuning:  # only the kept samples are needed
-                if sum(len(next(iter(b.values()))) for b in tuning.kept) >= config.bias_tuning:
-                    break
+            tuning.fill()
     else:
         data = _open_data(optimized, data, preprocess, preprocess_template, strict)
         start = time.perf_counter()

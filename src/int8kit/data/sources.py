@@ -152,6 +152,12 @@ class KeepFirst(DataSource):
                 held += take
             yield batch
 
+    def fill(self) -> None:
+        """Read only as far as the kept samples need (when nothing else reads the source)."""
+        for _ in self:
+            if sum(len(next(iter(b.values()))) for b in self.kept) >= self.samples:
+                break
+
 
 class ArraySource(DataSource):
     """Whole arrays (first axis = samples) sliced into batches; can be iterated any number of times."""

@@ -23,6 +23,7 @@ import onnx
 from onnx import helper, numpy_helper
 from tqdm import tqdm
 
+from int8kit.calib.taps import tap_model
 from int8kit.plan.types import QuantPlan
 from int8kit.runtime.session import make_session
 
@@ -45,22 +46,22 @@ def tune_biases(fp32: onnx.ModelProto, int8: onnx.ModelProto, plan: QuantPlan,
     targets = _targets(int8, plan, {o for n in fp32.graph.node for o in n.output})
     if not targets:
         return int8, 0
-    reference = _channel_means(make_session(_with_outputs(fp32, [t.tensor for t in targets])), batches, targets, {})
+    reference = _channel_means(make_session(tap_model(fp32, [t.tensor for t in targets], {})[0]), batches, targets, {})
     inits = {t.name: t for t in int8.graph.initializer}
-    feeds = {t.bias: numpy_helper.to_array(inits[t.bias]).astype(np.int64) for t in targets}
+    feeds = {t.bias: numpy_helper.to_array(inits[t.bias]).astype(np.int32) for t in targets}
     session = make_session(_biases_as_inputs(int8, targets))
     changed = 0
     for k, target in enumerate(tqdm(targets, desc="bias tuning", unit="conv", file=sys.stderr, disable=not progress, leave=False)):
-        biases = {b: v.astype(np.int32) for b, v in feeds.items()}
-        mean = _channel_means(session, batches, [target], biases)[0]
+        mean = _channel_means(session, batches, [target], feeds)[0]
         shift = np.round((mean - reference[k]) / target.bias_scale).astype(np.int64)
         if np.any(shift):
-            feeds[target.bias] = np.clip(feeds[target.bias] - shift, -(2**31), 2**31 - 1)
+            moved = feeds[target.bias].astype(np.int64) - shift
+            feeds[target.bias] = np.clip(moved, -(2**31), 2**31 - 1).astype(np.int32)
             changed += 1
     tuned = copy.deepcopy(int8)
     for init in tuned.graph.initializer:
         if init.name in feeds:
-            init.CopyFrom(numpy_helper.from_array(feeds[init.name].astype(np.int32), init.name))
+            init.CopyFrom(numpy_helper.from_array(feeds[init.name], init.name))
     return tuned, changed
 
 
@@ -106,15 +107,8 @@ def _channel_means(session, batches: list[dict[str, np.ndarray]], targets: list[
     return [np.asarray(s) / count for s in sums]
 
 
-def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
-    m = copy.deepcopy(model)
-    del m.graph.output[:]
-    m.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
-    return m
-
-
 def _biases_as_inputs(int8: onnx.ModelProto, targets: list[_Target]) -> onnx.ModelProto:
-    m = _with_outputs(int8, [t.tensor for t in targets])
+    m, _ = tap_model(int8, [t.tensor for t in targets], {})
     biases = {t.bias for t in targets}
     kept = [t for t in m.graph.initializer if t.name not in biases]
     dims = {t.name: list(t.dims) for t in m.graph.initializer if t.name in biases}

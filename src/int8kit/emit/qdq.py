@@ -142,7 +142,7 @@ def _integer_hardswish(nodes: list[onnx.NodeProto], forms: dict) -> tuple[list[o
     replaced = {name for form in forms.values() for name in form.nodes}
     last = {form.nodes[-1]: form for form in forms.values()}
     zero = "int8kit_hardswish_zero_point"
-    inits, added, out = [numpy_helper.from_array(np.array(0, np.uint8), zero)], [], []
+    inits, out = [numpy_helper.from_array(np.array(0, np.uint8), zero)], []
     for node in nodes:
         if node.name not in replaced:
             out.append(node)

@@ -12,7 +12,7 @@ from onnx import TensorProto, numpy_helper
 
 from int8kit.errors import ConfigError
 from int8kit.graph.ops import COMPUTE, op_info
-from int8kit.graph.passes.linear import conv_group  # noqa: F401  (plan modules take it from here)
+from int8kit.graph.passes.linear import conv_group, node_attr  # noqa: F401  (plan modules take them from here)
 
 _FLOATS = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
 _LOOKUPS = {"Gather", "GatherElements", "GatherND"}
@@ -126,14 +126,6 @@ class GraphFacts:
                     seen.add(cons.name)
                     stack.append(cons)
         return seen
-
-
-def node_attr(node: onnx.NodeProto, name: str, default: float) -> float:
-    """A numeric attribute of ``node``, or ``default``."""
-    for a in node.attribute:
-        if a.name == name:
-            return float(onnx.helper.get_attribute_value(a))
-    return default
 
 
 def resolve_names(facts: GraphFacts, names: Iterable[str], option: str) -> list[onnx.NodeProto]:

@@ -14,17 +14,9 @@ from collections.abc import Collection
 
 import numpy as np
 import onnx
-from onnx import helper
 
 from int8kit.graph.graphview import GraphView
-from int8kit.graph.passes.linear import channel_vector, conv_group, conv_input_index
-
-
-def _attr(node: onnx.NodeProto, name: str, default):
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
+from int8kit.graph.passes.linear import channel_vector, conv_group, conv_input_index, node_attr
 
 
 def _constant_input(view: GraphView, node: onnx.NodeProto) -> tuple[str, np.ndarray] | None:
@@ -57,9 +49,9 @@ def _affine_chain(view: GraphView, last: onnx.NodeProto) -> tuple[list[onnx.Node
 
 
 def _pads(node: onnx.NodeProto) -> bool:
-    auto_pad = _attr(node, "auto_pad", b"NOTSET")
+    auto_pad = node_attr(node, "auto_pad", b"NOTSET")
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
-    return auto_pad not in ("NOTSET", "VALID") or any(_attr(node, "pads", []))
+    return auto_pad not in ("NOTSET", "VALID") or any(node_attr(node, "pads", []))
 
 
 def fold_affine_into_next(model: onnx.ModelProto, log: list[str], no_fuse: Collection[str] = ()) -> int:

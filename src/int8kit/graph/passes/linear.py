@@ -35,7 +35,8 @@ class LinearUnit:
         return [self.node.name] + ([self.bias_add.name] if self.bias_add is not None else [])
 
 
-def _attr(node: onnx.NodeProto, name: str, default):
+def node_attr(node: onnx.NodeProto, name: str, default):
+    """Attribute ``name`` of ``node``, or ``default`` when absent."""
     for a in node.attribute:
         if a.name == name:
             return helper.get_attribute_value(a)
@@ -44,7 +45,7 @@ def _attr(node: onnx.NodeProto, name: str, default):
 
 def conv_group(node: onnx.NodeProto) -> int:
     """The ``group`` attribute of a Conv/ConvTranspose (1 when absent)."""
-    return int(_attr(node, "group", 1))
+    return int(node_attr(node, "group", 1))
 
 
 def conv_input_index(shape: tuple[int, ...], group: int) -> np.ndarray:
@@ -100,7 +101,7 @@ def _unit_core(view: GraphView, node: onnx.NodeProto) -> LinearUnit | None:
     if op == "ConvTranspose" and w.ndim >= 3:
         return LinearUnit(node, op, w.shape[1] * conv_group(node), w.ndim, 1, out)
     if op == "Gemm" and w.ndim == 2:
-        channels = w.shape[0] if _attr(node, "transB", 0) else w.shape[1]
+        channels = w.shape[0] if node_attr(node, "transB", 0) else w.shape[1]
         return LinearUnit(node, op, channels, 2, -1, out)
     if op == "MatMul" and w.ndim == 2:
         return LinearUnit(node, op, w.shape[1], view.rank(out), -1, out)
@@ -166,7 +167,7 @@ def fold_affine(
     if has_bias:
         old = view.get_array(holder.input[idx]).astype(np.float64)
         if unit.kind == "Gemm":
-            old = old * float(_attr(node, "beta", 1.0))
+            old = old * float(node_attr(node, "beta", 1.0))
             _set_attr(node, "beta", 1.0)
             new = old * (scale if scale is not None else 1.0) + (shift if shift is not None else 0.0)
         else:
@@ -221,7 +222,7 @@ def _scale_weight(unit: LinearUnit, w: np.ndarray, scale: np.ndarray) -> np.ndar
         grouped = w.reshape((group, w.shape[0] // group) + w.shape[1:])
         grouped = grouped * scale.reshape((group, 1, per) + (1,) * (w.ndim - 2))
         return grouped.reshape(w.shape)
-    if unit.kind == "Gemm" and _attr(unit.node, "transB", 0):
+    if unit.kind == "Gemm" and node_attr(unit.node, "transB", 0):
         return w * scale[:, None]
     return w * scale[None, :]  # Gemm without transB, MatMul: (K, N)
 
