@@ -9,7 +9,9 @@ FP32's (clipped to the tensor's quantization range, so intended clipping is not 
 the difference leaves its INT32 bias. Going in order matters: a correction changes every mean
 after it, and correcting all at once overshoots.
 
-The biases are fed as inputs while tuning, so one onnxruntime session serves every step.
+The model runs piecewise (runtime/piecewise.py): the nodes before a conv, then the conv with its
+output quantization, twice when its bias moved. So tuning costs about two passes of the QDQ model
+over the samples, not one pass per conv.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 from tqdm import tqdm
 
 from int8kit.calib.taps import tap_model
 from int8kit.plan.types import QuantPlan
+from int8kit.runtime.piecewise import PiecewiseRun
 from int8kit.runtime.session import make_session
 
 
@@ -32,9 +35,17 @@ from int8kit.runtime.session import make_session
 class _Target:
     bias: str  # the INT32 initializer a DequantizeLinear turns into the conv's bias
     bias_scale: np.ndarray
-    tensor: str  # the conv's quantized output, as the DequantizeLinear after it names it
+    step_inputs: tuple[str, ...]  # what the conv step reads: quantized activation, weights, ...
+    quantized: str  # the conv's output after its QuantizeLinear
+    scale: float  # ... and how the DequantizeLinear after it turns it back into
+    zero_point: int
+    tensor: str  # the FP32 model's name of that tensor
     lo: float
     hi: float
+
+    def mean(self, quantized: list[np.ndarray]) -> np.ndarray:
+        """Per-channel mean of the dequantized output, clipped to the tensor's range."""
+        return _clipped_channel_mean([(q.astype(np.float32) - self.zero_point) * self.scale for q in quantized], self)
 
 
 def tune_biases(fp32: onnx.ModelProto, int8: onnx.ModelProto, plan: QuantPlan,
@@ -46,22 +57,28 @@ def tune_biases(fp32: onnx.ModelProto, int8: onnx.ModelProto, plan: QuantPlan,
     targets = _targets(int8, plan, {o for n in fp32.graph.node for o in n.output})
     if not targets:
         return int8, 0
-    reference = _channel_means(make_session(tap_model(fp32, [t.tensor for t in targets], {})[0]), batches, targets, {})
+    reference = _channel_means(make_session(tap_model(fp32, [t.tensor for t in targets], {})[0]), batches, targets)
     inits = {t.name: t for t in int8.graph.initializer}
-    feeds = {t.bias: numpy_helper.to_array(inits[t.bias]).astype(np.int32) for t in targets}
-    session = make_session(_biases_as_inputs(int8, targets))
+    biases = {t.bias: numpy_helper.to_array(inits[t.bias]).astype(np.int32) for t in targets}
+    run = PiecewiseRun(int8, batches)
     changed = 0
     for k, target in enumerate(tqdm(targets, desc="bias tuning", unit="conv", file=sys.stderr, disable=not progress, leave=False)):
-        mean = _channel_means(session, batches, [target], feeds)[0]
-        shift = np.round((mean - reference[k]) / target.bias_scale).astype(np.int64)
+        ahead = run.pending_for(target.step_inputs)
+        run.commit(ahead, run.run(ahead))
+        # DQ -> Conv -> Q with a constant bias: onnxruntime runs the real QLinearConv
+        step = run.pending_for([target.quantized])
+        out = run.run(step, fetch=[target.quantized], initializers={target.bias: biases[target.bias]})
+        shift = np.round((target.mean(out[target.quantized]) - reference[k]) / target.bias_scale)
         if np.any(shift):
-            moved = feeds[target.bias].astype(np.int64) - shift
-            feeds[target.bias] = np.clip(moved, -(2**31), 2**31 - 1).astype(np.int32)
+            moved = biases[target.bias].astype(np.int64) - shift.astype(np.int64)
+            biases[target.bias] = np.clip(moved, -(2**31), 2**31 - 1).astype(np.int32)
+            out = run.run(step, fetch=[target.quantized], initializers={target.bias: biases[target.bias]})
             changed += 1
+        run.commit(step, out)
     tuned = copy.deepcopy(int8)
     for init in tuned.graph.initializer:
-        if init.name in feeds:
-            init.CopyFrom(numpy_helper.from_array(feeds[init.name], init.name))
+        if init.name in biases:
+            init.CopyFrom(numpy_helper.from_array(biases[init.name], init.name))
     return tuned, changed
 
 
@@ -79,7 +96,7 @@ def _targets(int8: onnx.ModelProto, plan: QuantPlan, fp32_tensors: set[str]) -> 
             continue
         bias_dq = producer.get(node.input[2])
         readers = consumers.get(node.output[0], [])
-        if bias_dq is None or bias_dq.op_type != "DequantizeLinear" or bias_dq.input[0] not in inits:
+        if not _is_dequantize(bias_dq) or bias_dq.input[0] not in inits:
             continue
         if len(readers) != 1 or readers[0].op_type != "QuantizeLinear":
             continue
@@ -88,31 +105,33 @@ def _targets(int8: onnx.ModelProto, plan: QuantPlan, fp32_tensors: set[str]) -> 
         tq = plan.tensors.get(tensor) if tensor else None
         if tq is None or tensor not in fp32_tensors or tq.channel_step is not None:
             continue
-        scale = numpy_helper.to_array(inits[bias_dq.input[1]]).astype(np.float64).reshape(-1)
-        out.append(_Target(bias_dq.input[0], scale, tensor, float(tq.lo), float(tq.hi)))
+        out_scale, out_zero = (inits.get(name) for name in (list(dq[0].input[1:3]) + [""])[:2])
+        if out_scale is None or numpy_helper.to_array(out_scale).size != 1:
+            continue
+        step_inputs = [i for name in node.input[:2] if name
+                       for i in (producer[name].input if _is_dequantize(producer.get(name)) else [name]) if i]
+        out.append(_Target(
+            bias=bias_dq.input[0],
+            bias_scale=numpy_helper.to_array(inits[bias_dq.input[1]]).astype(np.float64).reshape(-1),
+            step_inputs=tuple(step_inputs), quantized=readers[0].output[0],
+            scale=float(numpy_helper.to_array(out_scale).reshape(-1)[0]),
+            zero_point=int(numpy_helper.to_array(out_zero).reshape(-1)[0]) if out_zero is not None else 0,
+            tensor=tensor, lo=float(tq.lo), hi=float(tq.hi)))
     return out
 
 
-def _channel_means(session, batches: list[dict[str, np.ndarray]], targets: list[_Target],
-                   extra: dict[str, np.ndarray]) -> list[np.ndarray]:
+def _is_dequantize(node: onnx.NodeProto | None) -> bool:
+    return node is not None and node.op_type == "DequantizeLinear"
+
+
+def _channel_means(session, batches: list[dict[str, np.ndarray]], targets: list[_Target]) -> list[np.ndarray]:
     """Per-channel means (axis 1) of each target over all batches, clipped to its quantization range."""
-    sums: list[np.ndarray | float] = [0.0] * len(targets)
-    count = 0
-    for batch in batches:
-        outs = session.run([t.tensor for t in targets], {**batch, **extra})
-        for i, (x, t) in enumerate(zip(outs, targets)):
-            x = np.clip(x.astype(np.float64), t.lo, t.hi)
-            sums[i] = sums[i] + x.sum(axis=(0,) + tuple(range(2, x.ndim))) / (x.size // x.shape[1]) * len(x)
-        count += len(next(iter(batch.values())))
-    return [np.asarray(s) / count for s in sums]
+    outs = [session.run([t.tensor for t in targets], batch) for batch in batches]
+    return [_clipped_channel_mean([o[i] for o in outs], t) for i, t in enumerate(targets)]
 
 
-def _biases_as_inputs(int8: onnx.ModelProto, targets: list[_Target]) -> onnx.ModelProto:
-    m, _ = tap_model(int8, [t.tensor for t in targets], {})
-    biases = {t.bias for t in targets}
-    kept = [t for t in m.graph.initializer if t.name not in biases]
-    dims = {t.name: list(t.dims) for t in m.graph.initializer if t.name in biases}
-    del m.graph.initializer[:]
-    m.graph.initializer.extend(kept)
-    m.graph.input.extend(helper.make_tensor_value_info(b, onnx.TensorProto.INT32, dims[b]) for b in sorted(biases))
-    return m
+def _clipped_channel_mean(arrays: list[np.ndarray], target: _Target) -> np.ndarray:
+    """Mean over every axis but 1 of all ``arrays``, values clipped to the target's range first."""
+    sums = sum(np.clip(x.reshape(x.shape[0], x.shape[1], -1), target.lo, target.hi).sum(axis=(0, 2), dtype=np.float64)
+               for x in arrays)
+    return sums / sum(x.size // x.shape[1] for x in arrays)
