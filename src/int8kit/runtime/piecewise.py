@@ -32,6 +32,7 @@ class PiecewiseRun:
         self._reads = [set(node_inputs(n)) for n in self._nodes]
         self._pending_reads = Counter(name for reads in self._reads for name in reads)
         self._done: set[int] = set()
+        self._batches = len(batches)
         self._values: Values = {name: [b[name] for b in batches] for name in batches[0]} if batches else {}
 
     @property
@@ -77,7 +78,7 @@ class PiecewiseRun:
         piece.functions.extend(self._model.functions)
         session = make_session(piece)
         out: Values = {w: [] for w in wanted}
-        for b in range(len(next(iter(self._values.values()), []))):
+        for b in range(self._batches):
             for w, value in zip(wanted, session.run(wanted, {f: self._values[f][b] for f in feeds})):
                 out[w].append(value)
         return out
