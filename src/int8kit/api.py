@@ -65,6 +65,7 @@ class QuantizeResult:
     config: QuantConfig
     timings: dict[str, float] = field(default_factory=dict)
     optimize_log: list[str] = field(default_factory=list)
+    bias_tuned: int = 0  # convs whose INT32 bias --bias-tuning moved
 
     def parameters(self) -> dict[str, dict[str, Any]]:
         """Per-tensor quantization parameters as plain Python values."""
@@ -238,6 +239,7 @@ def quantize(
     if config.bias_tuning and data is None:
         raise ConfigError("--bias-tuning runs the INT8 model on calibration samples; pass --data as well as --stats.")
     tuning: KeepFirst | None = None
+    bias_tuned = 0
     if data is not None and config.bias_tuning:  # the first samples are read again after planning
         data = tuning = KeepFirst(batches_from(_open_data(optimized, data, preprocess, preprocess_template, strict),
                                                model_input_specs(optimized), batch_size=batch_size, iterations=iterations),
@@ -264,7 +266,7 @@ def quantize(
     timings["emit"] = time.perf_counter() - start
     if tuning is not None:
         start = time.perf_counter()
-        int8, _ = tune_biases(optimized, int8, quant_plan, tuning.kept, progress=progress)
+        int8, bias_tuned = tune_biases(optimized, int8, quant_plan, tuning.kept, progress=progress)
         timings["bias_tuning"] = time.perf_counter() - start
 
     out = Path(output_dir)
@@ -280,6 +282,7 @@ def quantize(
         config=config,
         timings=timings,
         optimize_log=opt_log,
+        bias_tuned=bias_tuned,
     )
     return result
 

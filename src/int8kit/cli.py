@@ -277,6 +277,7 @@ def _quantize(api, args: argparse.Namespace) -> int:
         "tensorrt_cache": str(result.tensorrt_cache),
         "quantized_tensors": sum(1 for t in result.plan.tensors.values() if t.kind == "activation"),
         "float_nodes": len(result.plan.float_nodes),
+        **({"bias_tuned_convs": result.bias_tuned} if result.config.bias_tuning else {}),
         "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
     }
     if args.json:

@@ -68,6 +68,10 @@ def test_quantize_with_bias_tuning_reads_the_first_samples_again(tmp_path):
     batches = ({"x": x[i:i + 4]} for i in range(0, 24, 4))  # a one-shot stream
     result = int8kit.quantize(model, batches, output_dir=tmp_path, bias_tuning=8, progress=False)
     assert "bias_tuning" in result.timings and result.config.bias_tuning == 8
+    plain = int8kit.quantize(model, x, output_dir=tmp_path / "plain", progress=False)
+    biases = [{t.name: numpy_helper.to_array(t) for t in onnx.load(r.int8_model).graph.initializer
+               if t.data_type == TensorProto.INT32} for r in (result, plain)]
+    assert result.bias_tuned == sum(not np.array_equal(v, biases[1][k]) for k, v in biases[0].items())
     with pytest.raises(ConfigError, match="--data"):
         stats = tmp_path / "s.npz"
         int8kit.calibrate(model, x, output=stats, progress=False)
