@@ -22,10 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 from tqdm import tqdm
 
-from int8kit.calib.taps import tap_model
+from int8kit.calib.taps import default_opset
 from int8kit.plan.types import QuantPlan
 from int8kit.runtime.piecewise import PiecewiseRun
 from int8kit.runtime.session import make_session
@@ -37,15 +37,20 @@ class _Target:
     bias_scale: np.ndarray
     step_inputs: tuple[str, ...]  # what the conv step reads: quantized activation, weights, ...
     quantized: str  # the conv's output after its QuantizeLinear
-    scale: float  # ... and how the DequantizeLinear after it turns it back into
+    scale: float  # ... and how the DequantizeLinear after it reads it
     zero_point: int
     tensor: str  # the FP32 model's name of that tensor
     lo: float
     hi: float
 
     def mean(self, quantized: list[np.ndarray]) -> np.ndarray:
-        """Per-channel mean of the dequantized output, clipped to the tensor's range."""
-        return _clipped_channel_mean([(q.astype(np.float32) - self.zero_point) * self.scale for q in quantized], self)
+        """Per-channel mean of the dequantized output, from integer sums (no float copy of the maps).
+
+        Quantization keeps it in [lo, hi] to within half a step: unlike FP32, nothing to clip.
+        """
+        rows = [q.reshape(q.shape[0], q.shape[1], -1) for q in quantized]
+        total = sum(r.sum(axis=2, dtype=np.int64).sum(axis=0) for r in rows)
+        return (total / sum(r.shape[0] * r.shape[2] for r in rows) - self.zero_point) * self.scale
 
 
 def tune_biases(fp32: onnx.ModelProto, int8: onnx.ModelProto, plan: QuantPlan,
@@ -57,7 +62,10 @@ def tune_biases(fp32: onnx.ModelProto, int8: onnx.ModelProto, plan: QuantPlan,
     targets = _targets(int8, plan, {o for n in fp32.graph.node for o in n.output})
     if not targets:
         return int8, 0
-    reference = _channel_means(make_session(tap_model(fp32, [t.tensor for t in targets], {})[0]), batches, targets)
+    reference_model, reference_names = _with_mean_probes(fp32, targets)
+    session = make_session(reference_model)
+    outs = [session.run(reference_names, batch) for batch in batches]
+    reference = [_mean_over_batches([o[k] for o in outs]) for k in range(len(targets))]
     inits = {t.name: t for t in int8.graph.initializer}
     biases = {t.bias: numpy_helper.to_array(inits[t.bias]).astype(np.int32) for t in targets}
     run = PiecewiseRun(int8, batches)
@@ -66,13 +74,13 @@ def tune_biases(fp32: onnx.ModelProto, int8: onnx.ModelProto, plan: QuantPlan,
         ahead = run.pending_for(target.step_inputs)
         run.commit(ahead, run.run(ahead))
         # DQ -> Conv -> Q with a constant bias: onnxruntime runs the real QLinearConv
-        step = run.pending_for([target.quantized])
-        out = run.run(step, fetch=[target.quantized], initializers={target.bias: biases[target.bias]})
+        step, fetch = run.pending_for([target.quantized]), [target.quantized]
+        out = run.run(step, fetch=fetch, initializers={target.bias: biases[target.bias]})
         shift = np.round((target.mean(out[target.quantized]) - reference[k]) / target.bias_scale)
         if np.any(shift):
             moved = biases[target.bias].astype(np.int64) - shift.astype(np.int64)
             biases[target.bias] = np.clip(moved, -(2**31), 2**31 - 1).astype(np.int32)
-            out = run.run(step, fetch=[target.quantized], initializers={target.bias: biases[target.bias]})
+            out = run.run(step, fetch=fetch, initializers={target.bias: biases[target.bias]})
             changed += 1
         run.commit(step, out)
     tuned = copy.deepcopy(int8)
@@ -124,14 +132,32 @@ def _is_dequantize(node: onnx.NodeProto | None) -> bool:
     return node is not None and node.op_type == "DequantizeLinear"
 
 
-def _channel_means(session, batches: list[dict[str, np.ndarray]], targets: list[_Target]) -> list[np.ndarray]:
-    """Per-channel means (axis 1) of each target over all batches, clipped to its quantization range."""
-    outs = [session.run([t.tensor for t in targets], batch) for batch in batches]
-    return [_clipped_channel_mean([o[i] for o in outs], t) for i, t in enumerate(targets)]
+def _with_mean_probes(model: onnx.ModelProto, targets: list[_Target]) -> tuple[onnx.ModelProto, list[str]]:
+    """A copy of ``model`` that also outputs, per target, the (sample, channel) means of its tensor
+    clipped to the target's range: onnxruntime reduces the feature maps, only the means come back."""
+    probed = onnx.ModelProto()
+    probed.CopyFrom(model)
+    g, opset = probed.graph, default_opset(probed)
+    names = []
+    for t in targets:
+        tag = f"{t.tensor}::int8kit_mean"
+        g.initializer.append(numpy_helper.from_array(np.array([0, 0, -1], np.int64), f"{tag}/shape"))
+        if opset >= 11:
+            g.initializer.extend(numpy_helper.from_array(np.array(v, np.float32), f"{tag}/{k}") for k, v in (("lo", t.lo), ("hi", t.hi)))
+            g.node.append(helper.make_node("Clip", [t.tensor, f"{tag}/lo", f"{tag}/hi"], [f"{tag}/clipped"]))
+        else:
+            g.node.append(helper.make_node("Clip", [t.tensor], [f"{tag}/clipped"], min=t.lo, max=t.hi))
+        g.node.append(helper.make_node("Reshape", [f"{tag}/clipped", f"{tag}/shape"], [f"{tag}/rows"]))
+        if opset >= 18:
+            g.initializer.append(numpy_helper.from_array(np.array([2], np.int64), f"{tag}/axes"))
+            g.node.append(helper.make_node("ReduceMean", [f"{tag}/rows", f"{tag}/axes"], [tag], keepdims=0))
+        else:
+            g.node.append(helper.make_node("ReduceMean", [f"{tag}/rows"], [tag], axes=[2], keepdims=0))
+        g.output.append(onnx.ValueInfoProto(name=tag))
+        names.append(tag)
+    return probed, names
 
 
-def _clipped_channel_mean(arrays: list[np.ndarray], target: _Target) -> np.ndarray:
-    """Mean over every axis but 1 of all ``arrays``, values clipped to the target's range first."""
-    sums = sum(np.clip(x.reshape(x.shape[0], x.shape[1], -1), target.lo, target.hi).sum(axis=(0, 2), dtype=np.float64)
-               for x in arrays)
-    return sums / sum(x.size // x.shape[1] for x in arrays)
+def _mean_over_batches(means: list[np.ndarray]) -> np.ndarray:
+    """Per-channel mean from the (samples, channels) means of every batch."""
+    return sum(m.sum(axis=0, dtype=np.float64) for m in means) / sum(len(m) for m in means)
