@@ -1,7 +1,7 @@
 """Benchmark int8kit quantization against onnxruntime.quantization, measured in the same run.
 
     python benchmarks/bench_quantize.py --model effnet|orientation|minilm|all --calib 256 --test 500
-        [--methods kl,max,...] [--skip-ort-entropy] [--quick]
+        [--methods kl,max,...] [--skip-ort-entropy] [--variant "LABEL=FLAGS"] [--quick]
 
 Every quantizer runs in its own subprocess, so wall time and peak RSS are its own. Per model it
 prints one table (tool, wall s, peak RSS GB, top-1 agreement / accuracy, cosine, INT8/FP32
@@ -11,8 +11,10 @@ calibration samples, then (effnet) every int8kit threshold method.
 from __future__ import annotations
 
 import argparse
+import shlex
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` and `int8kit` importable
@@ -42,11 +44,12 @@ def int8kit_quantize_cmd(model: Path, calib_npz: Path, outdir: Path, method: str
     return cmd, outdir / f"{model.stem}_int8.onnx"
 
 
-def _run_int8kit(case: Case, calib_npz: Path, method: str, tag: str) -> tuple[Measured, Path]:
+def _run_int8kit(case: Case, calib_npz: Path, method: str, tag: str,
+                 extra: Sequence[str] = ()) -> tuple[Measured, Path]:
     outdir = cache_dir() / "bench_out" / case.name / tag
     shutil.rmtree(outdir, ignore_errors=True)
     cmd, out = int8kit_quantize_cmd(case.model_path, calib_npz, outdir, method)
-    return run_measured(cmd), out
+    return run_measured(cmd + list(extra)), out
 
 
 def _run_ort(case: Case, method: str, limit: int | None = None) -> tuple[Measured, Path]:
@@ -115,6 +118,9 @@ def bench_model(name: str, args: argparse.Namespace) -> None:
     for method in methods[:1]:
         m, out = _run_int8kit(case, case.calib_npz, method, method)
         rows.append(bench.row(f"int8kit {method}", m, out))
+    for k, (label, flags) in enumerate(args.variants):  # e.g. "kl bt32=--bias-tuning 32"
+        m, out = _run_int8kit(case, case.calib_npz, methods[0], f"variant_{k}", shlex.split(flags))
+        rows.append(bench.row(f"int8kit {label}", m, out))
     for method in args.ort_methods:
         limit = args.ort_hist_calib if method in ("Entropy", "Percentile") else None
         m, out = _run_ort(case, method, limit=limit)
@@ -169,10 +175,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="skip onnxruntime Entropy (and Percentile): ~16 GB on 256 EfficientNet samples")
     ap.add_argument("--ort-hist-calib", type=int,
                     help="calibration samples for onnxruntime Entropy/Percentile only (memory cap)")
+    ap.add_argument("--variant", action="append", default=[], metavar="LABEL=FLAGS",
+                    help="one more int8kit row in the main table with extra quantize flags, "
+                         "e.g. 'kl bt32=--bias-tuning 32' (repeatable)")
     ap.add_argument("--quick", action="store_true", help="64 calib / 128 test, no growth or method tables")
     args = ap.parse_args(argv)
     args.methods = [m for m in (args.methods or "").split(",") if m]
     args.ort_methods = [m for m in args.ort_methods.split(",") if m]
+    args.variants = [tuple(v.split("=", 1)) for v in args.variant]
+    if any(len(v) != 2 for v in args.variants):
+        ap.error("--variant takes LABEL=FLAGS, e.g. 'kl bt32=--bias-tuning 32'")
     if args.skip_ort_entropy:  # Percentile keeps the same histograms as Entropy
         args.ort_methods = [m for m in args.ort_methods if m not in ("Entropy", "Percentile")]
     if args.quick:

@@ -31,6 +31,12 @@ from int8kit.runtime.piecewise import PiecewiseRun
 from int8kit.runtime.session import make_session
 
 
+# Input bytes per onnxruntime run: the FP32 reference and every piece hold feature maps for that
+# many samples only. EfficientNet-Lite0 (588 KiB a sample), 32 samples a run: 1.25 GB peak, one
+# a run: 0.44 GB (0.39 without tuning) and no slower. PP-OCRv4 rec (180 KiB): two a run, 0.41 GB.
+_RUN_INPUT_BYTES = 1 << 19
+
+
 @dataclass(frozen=True)
 class _Target:
     bias: str  # the INT32 initializer a DequantizeLinear turns into the conv's bias
@@ -62,6 +68,7 @@ def tune_biases(fp32: onnx.ModelProto, int8: onnx.ModelProto, plan: QuantPlan,
     targets = _targets(int8, plan, {o for n in fp32.graph.node for o in n.output})
     if not targets:
         return int8, 0
+    batches = _split(batches, _RUN_INPUT_BYTES)
     reference_model, reference_names = _with_mean_probes(fp32, targets)
     session = make_session(reference_model)
     outs = [session.run(reference_names, batch) for batch in batches]
@@ -161,3 +168,14 @@ def _with_mean_probes(model: onnx.ModelProto, targets: list[_Target]) -> tuple[o
 def _mean_over_batches(means: list[np.ndarray]) -> np.ndarray:
     """Per-channel mean from the (samples, channels) means of every batch."""
     return sum(m.sum(axis=0, dtype=np.float64) for m in means) / sum(len(m) for m in means)
+
+
+def _split(batches: list[dict[str, np.ndarray]], budget: int) -> list[dict[str, np.ndarray]]:
+    """The same samples in batches of at most ``budget`` input bytes (one sample at least)."""
+    out = []
+    for batch in batches:
+        count = len(next(iter(batch.values())))
+        per_sample = sum(v.nbytes for v in batch.values()) / max(count, 1)
+        size = max(1, int(budget // max(per_sample, 1)))
+        out.extend({k: v[i:i + size] for k, v in batch.items()} for i in range(0, count, size))
+    return out
