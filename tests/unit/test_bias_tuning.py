@@ -78,3 +78,15 @@ def test_quantize_with_bias_tuning_reads_the_first_samples_again(tmp_path):
         int8kit.quantize(model, stats=stats, output_dir=tmp_path / "b", bias_tuning=8, progress=False)
     with pytest.raises(ConfigError, match="bias-tuning"):
         QuantConfig(bias_tuning=-1)
+
+
+def test_tuning_runs_split_batches_by_input_bytes_and_keep_every_sample():
+    from int8kit.emit.bias_tuning import _split
+
+    x = np.arange(10 * 256, dtype=np.float32).reshape(10, 256)  # 1 KiB a sample
+    ids = np.arange(10, dtype=np.int64)[:, None]
+    parts = _split([{"x": x[:7], "ids": ids[:7]}, {"x": x[7:], "ids": ids[7:]}], budget=3 * 1032)
+    assert [len(p["x"]) for p in parts] == [3, 3, 1, 3]
+    np.testing.assert_array_equal(np.concatenate([p["x"] for p in parts]), x)
+    np.testing.assert_array_equal(np.concatenate([p["ids"] for p in parts]), ids)
+    assert [len(p["x"]) for p in _split([{"x": x}], budget=10)] == [1] * 10  # one sample at least
