@@ -90,3 +90,14 @@ def test_tuning_runs_split_batches_by_input_bytes_and_keep_every_sample():
     np.testing.assert_array_equal(np.concatenate([p["x"] for p in parts]), x)
     np.testing.assert_array_equal(np.concatenate([p["ids"] for p in parts]), ids)
     assert [len(p["x"]) for p in _split([{"x": x}], budget=10)] == [1] * 10  # one sample at least
+
+
+def test_a_fixed_batch_size_is_not_split(tmp_path, monkeypatch):
+    import int8kit.emit.bias_tuning as bt
+
+    monkeypatch.setattr(bt, "_RUN_INPUT_BYTES", 1)  # would split every batch into single samples
+    model = _two_convs()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 4  # the model takes 4 samples a run
+    x = RNG.standard_normal((16, 8, 6, 6)).astype(np.float32)
+    result = int8kit.quantize(model, x, output_dir=tmp_path, bias_tuning=8, batch_size=4, progress=False)
+    assert "bias_tuning" in result.timings

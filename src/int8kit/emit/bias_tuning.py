@@ -26,6 +26,7 @@ from onnx import helper, numpy_helper
 from tqdm import tqdm
 
 from int8kit.calib.taps import default_opset
+from int8kit.data.sources import model_input_specs
 from int8kit.plan.types import QuantPlan
 from int8kit.runtime.piecewise import PiecewiseRun
 from int8kit.runtime.session import make_session
@@ -68,7 +69,8 @@ def tune_biases(fp32: onnx.ModelProto, int8: onnx.ModelProto, plan: QuantPlan,
     targets = _targets(int8, plan, {o for n in fp32.graph.node for o in n.output})
     if not targets:
         return int8, 0
-    batches = _split(batches, _RUN_INPUT_BYTES)
+    if all(spec.batch_dim is None for spec in model_input_specs(fp32)):  # a fixed batch size stays
+        batches = _split(batches, _RUN_INPUT_BYTES)
     reference_model, reference_names = _with_mean_probes(fp32, targets)
     session = make_session(reference_model)
     outs = [session.run(reference_names, batch) for batch in batches]
