@@ -1,6 +1,6 @@
 """Cost of ``int8kit.quantize`` (default settings: kl, per-channel) against one plain FP32 pass.
 
-    python benchmarks/calib_speed.py [--calib 256] [--repeats 3]
+    python benchmarks/calib_speed.py [--calib 256] [--repeats 3] [--bias-tuning N]
 
 On EfficientNet-Lite0 with ``--calib`` ImageNet-like calibration crops (benchmarks/realdata.py),
 each repeat times, in this process: one onnxruntime pass over the same samples (default graph
@@ -46,11 +46,11 @@ def fp32_pass(model: Path, feeds: dict[str, np.ndarray]) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def quantize_call(model: Path, calib: Path) -> tuple[float, float, dict[str, float]]:
+def quantize_call(model: Path, calib: Path, bias_tuning: int = 0) -> tuple[float, float, dict[str, float]]:
     """Wall and CPU seconds of one default ``int8kit.quantize`` call, and its per-stage timings."""
     with tempfile.TemporaryDirectory() as out:
         wall, cpu = time.perf_counter(), time.process_time()
-        result = int8kit.quantize(str(model), str(calib), output_dir=out, progress=False)
+        result = int8kit.quantize(str(model), str(calib), output_dir=out, progress=False, bias_tuning=bias_tuning)
         return time.perf_counter() - wall, time.process_time() - cpu, result.timings
 
 
@@ -58,6 +58,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calib", type=int, default=256, help="calibration samples")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--bias-tuning", type=int, default=0, help="also tune biases on this many samples")
     args = ap.parse_args()
     case = effnet_case(args.calib, 64)
     with np.load(case.calib_npz) as z:
@@ -65,7 +66,7 @@ def main() -> None:
     rows = []
     for r in range(args.repeats):
         fw, fc = fp32_pass(case.model_path, feeds)
-        qw, qc, stages = quantize_call(case.model_path, case.calib_npz)
+        qw, qc, stages = quantize_call(case.model_path, case.calib_npz, args.bias_tuning)
         rows.append({"repeat": r, "fp32 s": fw, "quantize s": qw, "ratio": qw / fw, "fp32 CPU s": fc, "quantize CPU s": qc,
                      **{f"{k} s": v for k, v in stages.items()}})
     print(tabulate(rows, headers="keys", floatfmt=".2f"))
