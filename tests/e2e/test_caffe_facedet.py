@@ -126,7 +126,8 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def test_facedet_int8_detections_match_fp32(facedet, photos, tmp_path):
+@pytest.mark.parametrize("bias_tuning", [0, 16])  # tuning runs through the detector's NMS tail too
+def test_facedet_int8_detections_match_fp32(facedet, photos, tmp_path, bias_tuning):
     from int8kit import api
 
     model, weights = facedet
@@ -144,7 +145,9 @@ def test_facedet_int8_detections_match_fp32(facedet, photos, tmp_path):
         y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
         crop = img[y:y + ch, x:x + cw]
         calib.append(_blob(crop[:, ::-1] if rng.random() < 0.5 else crop))
-    result = api.quantize(fp32, np.concatenate(calib), output_dir=tmp_path / "out", progress=False)
+    result = api.quantize(fp32, np.concatenate(calib), output_dir=tmp_path / "out", progress=False,
+                          bias_tuning=bias_tuning)
+    assert (result.bias_tuned > 0) == (bias_tuning > 0)
     int8 = onnx.load(result.int8_model)
     det_ops = {n.op_type for n in int8.graph.node if n.name.startswith("detection_out")}
     assert "NonMaxSuppression" in det_ops and not det_ops & {"QuantizeLinear", "DequantizeLinear"}
@@ -159,6 +162,6 @@ def test_facedet_int8_detections_match_fp32(facedet, photos, tmp_path):
         for det in ref:
             total += 1
             matched += any(_iou(det[3:], g[3:]) >= 0.5 for g in got)
-    print(f"\nfacedet INT8 vs FP32: {matched}/{total} faces (confidence >= 0.5) matched at IoU >= 0.5")
+    print(f"\nfacedet INT8 (bias tuning {bias_tuning}) vs FP32: {matched}/{total} faces (confidence >= 0.5) matched at IoU >= 0.5")
     assert total >= 10
     assert matched / total >= 0.95
