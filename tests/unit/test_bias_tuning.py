@@ -101,3 +101,38 @@ def test_a_fixed_batch_size_is_not_split(tmp_path, monkeypatch):
     x = RNG.standard_normal((16, 8, 6, 6)).astype(np.float32)
     result = int8kit.quantize(model, x, output_dir=tmp_path, bias_tuning=8, batch_size=4, progress=False)
     assert "bias_tuning" in result.timings
+
+
+def test_only_values_inside_the_range_count_as_following_the_bias():
+    from int8kit.emit.bias_tuning import _Target
+
+    relu6 = _Target(bias="b", bias_scale=np.ones(2), step_inputs=(), quantized="q", scale=6 / 255, zero_point=0,
+                    tensor="t", lo=0.0, hi=6.0)
+    q = np.zeros((2, 2, 10), np.uint8)
+    q[:, 0, :5] = 100  # channel 0: half at 0 (clipped), half inside
+    q[:, 1, :8] = 40
+    q[:, 1, 8:] = 255  # channel 1: 80 % inside, 20 % at the top
+    np.testing.assert_allclose(relu6.active([q[:1], q[1:]]), [0.5, 0.8])
+    np.testing.assert_allclose(relu6.mean([q]), [50 * 6 / 255, (0.8 * 40 + 0.2 * 255) * 6 / 255])
+
+
+def test_a_bias_pushed_into_the_relu_floor_is_moved_back_in_one_step():
+    """With half a channel clipped at 0, the mean follows a bias change only half as much."""
+    model = _two_convs()
+    relu = helper.make_node("Relu", ["c"], ["c_relu"], name="relu")
+    model.graph.node.insert(1, relu)
+    model.graph.node[2].input[0] = "c_relu"
+    x = RNG.standard_normal((32, 8, 6, 6)).astype(np.float32)
+    stats = collect(model, x, tensors=candidate_tensors(model), progress=False)
+    quant_plan = plan(model, stats, QuantConfig(th_method="max"))
+    int8 = emit_qdq(model, quant_plan)
+    bias = next(t for t in int8.graph.initializer if t.name == "b1_quantized")
+    step = float(np.asarray(quant_plan.tensors["b1"].scale).reshape(-1)[0])
+    shifted = numpy_helper.to_array(bias).copy()
+    shifted -= int(round(0.3 / step))  # every channel pushed down: more values fall below 0
+    bias.CopyFrom(numpy_helper.from_array(shifted, bias.name))
+    tuned, _ = tune_biases(model, int8, quant_plan, [{"x": x}], progress=False)
+    ref = _channel_means(model, x, "c_relu")
+    before = np.abs(_channel_means(int8, x, "c_relu") - ref).max()
+    after = np.abs(_channel_means(tuned, x, "c_relu") - ref).max()
+    assert after < before / 4, (before, after)  # 0.25 -> 0.05; 0.15 without dividing by the active share

@@ -6,7 +6,8 @@ match to them (0.575) while floating any single early tensor restored 0.9. The a
 (plan/bias_correction.py) removes only the weight-rounding part. Here the QDQ model itself runs on
 a few calibration samples: in graph order, each conv's per-channel output mean is compared with
 FP32's (clipped to the tensor's quantization range, so intended clipping is not "corrected") and
-the difference leaves its INT32 bias. Going in order matters: a correction changes every mean
+the difference, divided by the share of values that clipping lets follow the bias, leaves its
+INT32 bias. Going in order matters: a correction changes every mean
 after it, and correcting all at once overshoots.
 
 The model runs piecewise (runtime/piecewise.py): the nodes before a conv, then the conv with its
@@ -36,6 +37,11 @@ from int8kit.runtime.session import make_session
 # many samples only. EfficientNet-Lite0 (588 KiB a sample), 32 samples a run: 1.25 GB peak, one
 # a run: 0.44 GB (0.39 without tuning) and no slower. PP-OCRv4 rec (180 KiB): two a run, 0.41 GB.
 _RUN_INPUT_BYTES = 1 << 19
+# A bias change moves only the values its clipping lets through (ReLU6 keeps 0 and 6 where they
+# are), so each correction is divided by the channel's fraction of values inside the range (a
+# Newton step on the clipped mean), at most 4x. PP-OCRv4 rec, eight calibration sets: exact match
+# 0.911 (min 0.86) -> 0.929 (min 0.90).
+_MIN_ACTIVE = 0.25
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,14 @@ class _Target:
         rows = [q.reshape(q.shape[0], q.shape[1], -1) for q in quantized]
         total = sum(r.sum(axis=2, dtype=np.int64).sum(axis=0) for r in rows)
         return (total / sum(r.shape[0] * r.shape[2] for r in rows) - self.zero_point) * self.scale
+
+    def active(self, quantized: list[np.ndarray]) -> np.ndarray:
+        """Per-channel fraction of values strictly inside the range: only they follow a bias change."""
+        low = int(np.clip(np.round(self.lo / self.scale + self.zero_point), -(2**31), 2**31 - 1))
+        high = int(np.clip(np.round(self.hi / self.scale + self.zero_point), -(2**31), 2**31 - 1))
+        rows = [q.reshape(q.shape[0], q.shape[1], -1) for q in quantized]
+        inside = sum(((r > low) & (r < high)).sum(axis=(0, 2)) for r in rows)
+        return inside / sum(r.shape[0] * r.shape[2] for r in rows)
 
 
 def tune_biases(fp32: onnx.ModelProto, int8: onnx.ModelProto, plan: QuantPlan,
@@ -85,7 +99,8 @@ def tune_biases(fp32: onnx.ModelProto, int8: onnx.ModelProto, plan: QuantPlan,
         # DQ -> Conv -> Q with a constant bias: onnxruntime runs the real QLinearConv
         step, fetch = run.pending_for([target.quantized]), [target.quantized]
         out = run.run(step, fetch=fetch, initializers={target.bias: biases[target.bias]})
-        shift = np.round((target.mean(out[target.quantized]) - reference[k]) / target.bias_scale)
+        gain = 1.0 / np.maximum(target.active(out[target.quantized]), _MIN_ACTIVE)
+        shift = np.round((target.mean(out[target.quantized]) - reference[k]) * gain / target.bias_scale)
         if np.any(shift):
             moved = biases[target.bias].astype(np.int64) - shift.astype(np.int64)
             biases[target.bias] = np.clip(moved, -(2**31), 2**31 - 1).astype(np.int32)
