@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bias-tuning", type=int, default=0, metavar="N",
                    help="after quantizing, run the INT8 model on the first N calibration samples and move each "
                         "conv's bias so its output mean matches FP32, in graph order (0: off; try 32 for deep "
-                        "networks whose accuracy swings with the calibration set; adds about a fifth to the time)")
+                        "networks whose accuracy swings with the calibration set; adds a fifth to two fifths to the time)")
     p.add_argument("--float-hardswish", action="store_true",
                    help="run HardSwish in float between its QDQ pairs (default: as an INT8 Add and Mul, "
                         "which onnxruntime runs with integer kernels)")
