@@ -15,22 +15,22 @@ from int8kit.plan.types import HardSwishForm
 
 def hardswish_forms(facts: GraphFacts) -> list[HardSwishForm]:
     """Every HardSwish-like subgraph of the model, whose inner tensors nothing else reads."""
-    forms = []
-    for node in facts.nodes:
-        form = _from_hardswish(node) or _from_hardsigmoid(facts, node) or _from_add(facts, node)
-        if form is not None:
-            forms.append(form)
-    return forms
+    return [form for form in (_form_at(facts, node) for node in facts.nodes) if form is not None]
 
 
 def form_reading(facts: GraphFacts, tensor: str) -> HardSwishForm | None:
     """The form whose nodes are all of ``tensor``'s consumers, if there is one."""
     readers = {n.name for n in facts.consumers.get(tensor, [])}
     for node in facts.consumers.get(tensor, []):
-        form = _from_hardswish(node) or _from_hardsigmoid(facts, node) or _from_add(facts, node)
+        form = _form_at(facts, node)
         if form is not None and form.x == tensor and readers <= set(form.nodes):
             return form
     return None
+
+
+def _form_at(facts: GraphFacts, node: onnx.NodeProto) -> HardSwishForm | None:
+    """The form whose first node is ``node``, in any of the three spellings."""
+    return _from_hardswish(node) or _from_hardsigmoid(facts, node) or _from_add(facts, node)
 
 
 def _from_hardswish(node: onnx.NodeProto) -> HardSwishForm | None:
