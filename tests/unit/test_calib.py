@@ -364,3 +364,34 @@ def test_feature_maps_get_their_own_cap_and_are_reduced_in_graph() -> None:
     for name in ("conv", "relu"):  # no map cap: 9216 values a sample, at least 4096, reduced in-graph whole
         np.testing.assert_array_equal(whole[name].hist.counts, _ref_hist(ref[name], BINS).counts, err_msg=name)
         np.testing.assert_allclose(whole[name].channel_mean, ref[name].astype(np.float64).mean(axis=(0, 2, 3)), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("opset", [12, 17])  # 12: ReduceSum takes its axes as an attribute
+def test_dynamic_dims_are_sized_by_array_data_and_reduced_in_graph(monkeypatch, opset: int) -> None:
+    """A model with dynamic H/W calibrated on arrays (one shape) is sized by the data, so its maps
+    are reduced inside onnxruntime; a plain iterable (shapes may vary) is not. Same statistics."""
+    import int8kit.calib.collect as collect_mod
+
+    model = _wide_conv_model()
+    model.opset_import[0].version = opset
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_param, dims[3].dim_param = "h", "w"
+    reduced: list[str] = []
+    real = collect_mod.add_reductions
+    monkeypatch.setattr(collect_mod, "add_reductions", lambda m, name, *a: reduced.append(name) or real(m, name, *a))
+    x = np.random.default_rng(5).standard_normal((6, 3, 48, 48)).astype(np.float32)
+    kw = dict(bins=BINS, progress=False, hist_per_sample=100_000, map_hist_per_sample=None)
+    in_graph = collect(model, x, batch_size=3, **kw)
+    assert sorted(reduced) == ["conv", "relu"]
+    assert in_graph.model_id == model_fingerprint(model)  # the given model's, not the sized copy's
+    reduced.clear()
+    in_numpy = collect(model, [{"image": x[:3]}, {"image": x[3:]}], **kw)
+    assert reduced == []
+    ref = _reference(model, {"image": x}, ["conv", "relu"])
+    for name in ("conv", "relu"):
+        a, b = in_graph[name], in_numpy[name]
+        np.testing.assert_array_equal(a.hist.counts, _ref_hist(ref[name], BINS).counts, err_msg=name)
+        np.testing.assert_array_equal(a.hist.counts, b.hist.counts, err_msg=name)
+        assert (a.min, a.max, a.values) == (b.min, b.max, b.values), name
+        np.testing.assert_array_equal(a.channel_max, b.channel_max)
+        np.testing.assert_allclose(a.channel_mean, ref[name].astype(np.float64).mean(axis=(0, 2, 3)), rtol=1e-5, atol=1e-6)

@@ -32,7 +32,16 @@ from tqdm import tqdm
 
 from int8kit.calib.running import Buffers, RunningStats, histogram_stride
 from int8kit.calib.stats import Stats, model_fingerprint
-from int8kit.calib.taps import activation_tensors, add_reductions, default_opset, infer, resolve_tensors, static_shapes, tap_model
+from int8kit.calib.taps import (
+    activation_tensors,
+    add_reductions,
+    default_opset,
+    infer,
+    pin_sample_shapes,
+    resolve_tensors,
+    static_shapes,
+    tap_model,
+)
 from int8kit.data.sources import DataSource, batches_from, model_input_specs
 from int8kit.errors import ConfigError, DataError
 from int8kit.graph.io import as_model
@@ -102,6 +111,10 @@ def collect(
     source = data if isinstance(data, DataSource) else batches_from(
         data, specs, batch_size=batch_size, iterations=iterations, at_most=at_most
     )
+    # Sized by the data when the model's dims are dynamic: static shapes let tensors be reduced
+    # inside onnxruntime. The fingerprint stays the given model's.
+    fingerprint = model_fingerprint(model)
+    model = pin_sample_shapes(model, source.sample_shapes)
     inferred = infer(model)  # once: types and static shapes both come from it
     known = activation_tensors(model, inferred)
     names = list(known) if tensors is None else resolve_tensors(model, tensors, known)
@@ -115,7 +128,7 @@ def collect(
     plans = _plans(model, names, input_names, known, per_channel_axis, caps, shapes)
     tapped, fetch = tap_model(model, [n for n in names if n not in input_names and n not in plans], known)
     reduced = {n: (add_reductions(tapped, n, *plans[n][:4]), plans[n][4]) for n in plans}
-    session = make_session(tapped, threads=_session_threads())
+    session = make_session(tapped, threads=_session_threads(), reduce_early=True)
     fetch = _float_outputs(session, fetch, strict=tensors is not None)
     names = [n for n in names if n in input_names or n in fetch or n in reduced]
     fetch = fetch + [o for outs, _ in reduced.values() for o in outs]
@@ -129,7 +142,7 @@ def collect(
     for other in parts[1:]:  # exact: histograms merge on the wider edge, extremes and sums add up
         for name, state in states.items():
             state.merge(other[name])
-    return Stats({n: s.result() for n, s in states.items()}, samples, model_fingerprint(model), bins)
+    return Stats({n: s.result() for n, s in states.items()}, samples, fingerprint, bins)
 
 
 def _plans(
@@ -149,7 +162,7 @@ def _plans(
     ``rows`` and ``stride`` follow ``RunningStats.update`` exactly (per channel row when ``inner >= 64``,
     else per flattened sample), so the statistics are the same.
     """
-    if axis not in (None, 1) or default_opset(model) < 13:
+    if axis not in (None, 1) or default_opset(model) < 10:
         return {}
     plans: dict[str, tuple[int | None, int, int, bool, int]] = {}
     for name in names:

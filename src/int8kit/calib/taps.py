@@ -117,6 +117,32 @@ def tap_model(model: onnx.ModelProto, names: Sequence[str], known: dict[str, int
     return tapped, list(names)
 
 
+def pin_sample_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None) -> onnx.ModelProto:
+    """``model`` with each input's dynamic non-batch dims set to the data's (``shapes``: the one
+    sample shape of each input), or ``model`` itself when nothing is dynamic or the shapes are
+    unknown. Shape inference then sizes every activation, so calibration can reduce them inside
+    onnxruntime (PP-OCRv4 det, (N, 3, ?, ?) input, 32 pages at 640x640: 1.15 -> 0.50 GB, 4.6 -> 3.6 s).
+    """
+    if not shapes:
+        return model
+    pinned: onnx.ModelProto | None = None
+    for i, vi in enumerate(model.graph.input):
+        want = shapes.get(vi.name)
+        t = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
+        if want is None or t is None or not t.HasField("shape") or len(t.shape.dim) != len(want) + 1:
+            continue
+        dims = t.shape.dim
+        if all(d.HasField("dim_value") and d.dim_value > 0 for d in dims[1:]):
+            continue
+        if pinned is None:
+            pinned = onnx.ModelProto()
+            pinned.CopyFrom(model)
+        for d, size in zip(pinned.graph.input[i].type.tensor_type.shape.dim[1:], want):
+            d.ClearField("dim_param")
+            d.dim_value = int(size)
+    return model if pinned is None else pinned
+
+
 def static_shapes(model: onnx.ModelProto, inferred: onnx.ModelProto | None | bool = False) -> dict[str, tuple[int | None, ...]]:
     """Shape of every tensor shape inference can tell (``None`` for a symbolic or unknown dim).
 
@@ -150,7 +176,7 @@ def add_reductions(
     The tensor is viewed as (N, C, inner) (``channels=C``) or (N, inner) (``channels=None``). Outputs,
     in order: row minima, row maxima, row sums (over the last axis: (N, C) or (N,)) and the histogram subset: every ``stride``-th value of each (n, c) row when ``rows``,
     else of each flattened sample (the subset ``collect`` histograms; ``name`` itself when ``stride`` is 1,
-    then ``name`` must not be a graph input). Needs opset >= 13.
+    then ``name`` must not be a graph input). Needs opset >= 10 (Slice steps).
     """
     opset = default_opset(model)
     g = model.graph
@@ -169,16 +195,15 @@ def add_reductions(
 
     view = f"{tag}/view"
     g.node.append(onnx.helper.make_node("Reshape", [name, const("shape", shape)], [view]))
-    outs = [f"{tag}/min", f"{tag}/max"]
+    # Row sums: per-channel means, and NaN detection (onnxruntime's ReduceMin/Max skip NaN).
+    outs = [f"{tag}/min", f"{tag}/max", f"{tag}/sum"]
     axes = const("axes", [last])
-    for op, out in zip(("ReduceMin", "ReduceMax"), outs):
-        if opset >= 18:
+    for op, out in zip(("ReduceMin", "ReduceMax", "ReduceSum"), outs):
+        # axes became an input in opset 13 for ReduceSum, in 18 for the others
+        if opset >= (13 if op == "ReduceSum" else 18):
             g.node.append(onnx.helper.make_node(op, [view, axes], [out], keepdims=0))
         else:
             g.node.append(onnx.helper.make_node(op, [view], [out], keepdims=0, axes=[last]))
-    # Row sums: per-channel means, and NaN detection (onnxruntime's ReduceMin/Max skip NaN).
-    outs.append(f"{tag}/sum")
-    g.node.append(onnx.helper.make_node("ReduceSum", [view, axes], [outs[-1]], keepdims=0))
     src = view
     if not rows and channels is not None:
         src = f"{tag}/flat"

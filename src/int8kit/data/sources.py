@@ -125,10 +125,13 @@ class DataSource:
     """An iterable of ``{input_name: array}`` batches.
 
     ``num_samples`` is the number of samples it yields, or ``None`` when unknown (plain iterables).
+    ``sample_shapes`` is the one shape every sample of each input has, by input name, when the
+    source guarantees it (whole arrays), else ``None``.
     """
 
     num_samples: int | None = None
     batch_size: int | None = None
+    sample_shapes: dict[str, tuple[int, ...]] | None = None
 
     def __iter__(self) -> Iterator[Batch]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -141,6 +144,7 @@ class KeepFirst(DataSource):
     def __init__(self, source: DataSource, samples: int):
         self.source, self.samples = source, samples
         self.num_samples, self.batch_size = source.num_samples, source.batch_size
+        self.sample_shapes = source.sample_shapes
         self.kept: list[Batch] = []
 
     def __iter__(self) -> Iterator[Batch]:
@@ -167,6 +171,7 @@ class ArraySource(DataSource):
         self.specs = specs
         self.batch_size = batch_size
         self.num_samples = num_samples
+        self.sample_shapes = {s.name: tuple(self.arrays[s.name].shape[1:]) for s in specs}
 
     def __iter__(self) -> Iterator[Batch]:
         for start in range(0, self.num_samples, self.batch_size):

@@ -86,7 +86,7 @@ def tune_biases(fp32: onnx.ModelProto, int8: onnx.ModelProto, plan: QuantPlan,
     if all(spec.batch_dim is None for spec in model_input_specs(fp32)):  # a fixed batch size stays
         batches = _split(batches, _RUN_INPUT_BYTES)
     reference_model, reference_names = _with_mean_probes(fp32, targets)
-    session = make_session(reference_model)
+    session = make_session(reference_model, reduce_early=True)
     outs = [session.run(reference_names, batch) for batch in batches]
     reference = [_mean_over_batches([o[k] for o in outs]) for k in range(len(targets))]
     inits = {t.name: t for t in int8.graph.initializer}
