@@ -83,9 +83,9 @@ def parse_config(spec: str) -> tuple[str, list[str]]:
     return (label.strip(), shlex.split(args)) if sep else (spec, shlex.split(spec))
 
 
-def run_int8kit(model: Path, calib: Path, label: str, args: list[str]) -> tuple[Measured, Path]:
-    """One int8kit quantize call in a fresh process."""
-    outdir = cache_dir() / "bench_out" / "ocr_rec" / label.replace(" ", "_")
+def run_int8kit(model: Path, calib: Path, label: str, args: list[str], bench: str = "ocr_rec") -> tuple[Measured, Path]:
+    """One int8kit quantize call in a fresh process (outputs under the cache's ``bench_out/<bench>``)."""
+    outdir = cache_dir() / "bench_out" / bench / label.replace(" ", "_")
     shutil.rmtree(outdir, ignore_errors=True)
     cmd = [sys.executable, "-m", "int8kit", "quantize", str(model), "--data", str(calib),
            "-o", str(outdir), "--no-progress", *args]
