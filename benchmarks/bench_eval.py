@@ -20,6 +20,7 @@ def _session(model: Path, threads: int | None = None):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # the PP-OCR exports' unused initializers warn on every session
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
