@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.realdata_common import Case, cache_dir, save_npz
-from benchmarks.realdata_ocr import rapidocr_models_dir
+from benchmarks.realdata_ocr import rapidocr_model
 from benchmarks.realdata_orientation import _render_page
 from benchmarks.realdata_text import english_sentences
 
@@ -31,10 +31,7 @@ MIN_REGION_PIXELS = 9
 
 def det_onnx() -> Path:
     """Path of the PP-OCRv4 detector ONNX file."""
-    path = rapidocr_models_dir() / DET_MODEL
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist (rapidocr-onnxruntime 1.4.4 ships it)")
-    return path
+    return rapidocr_model(DET_MODEL)
 
 
 def det_preprocess(bgr: np.ndarray) -> np.ndarray:

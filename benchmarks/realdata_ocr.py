@@ -39,12 +39,17 @@ def rapidocr_models_dir() -> Path:
     return Path(spec.origin).parent / "models"
 
 
-def rec_onnx() -> Path:
-    """Path of the PP-OCRv4 recogniser ONNX file."""
-    path = rapidocr_models_dir() / REC_MODEL
+def rapidocr_model(name: str) -> Path:
+    """Path of one ONNX file of rapidocr's models folder."""
+    path = rapidocr_models_dir() / name
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist (rapidocr-onnxruntime 1.4.4 ships it)")
     return path
+
+
+def rec_onnx() -> Path:
+    """Path of the PP-OCRv4 recogniser ONNX file."""
+    return rapidocr_model(REC_MODEL)
 
 
 def rec_preprocess(bgr: np.ndarray) -> np.ndarray:

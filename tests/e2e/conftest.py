@@ -54,6 +54,34 @@ def minilm_case() -> CaseTuple:
     return build(32, 64).as_tuple()
 
 
+def _rapidocr_case(build, *sizes: int):
+    """A PP-OCRv4 case from rapidocr's models folder (INT8KIT_RAPIDOCR_MODELS or the installed
+    rapidocr_onnxruntime), with text rendered by Pillow and cv2; skips when any is missing."""
+    if not os.environ.get("INT8KIT_RAPIDOCR_MODELS") and importlib.util.find_spec("rapidocr_onnxruntime") is None:
+        pytest.skip("needs INT8KIT_RAPIDOCR_MODELS (rapidocr-onnxruntime 1.4.4 models folder) or rapidocr_onnxruntime installed")
+    _require("cv2", "PIL")
+    try:
+        return build(*sizes)
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def ocr_rec_case():
+    """PP-OCRv4 recogniser, 128 calibration and 64 test rendered lines (a benchmarks Case)."""
+    from benchmarks.realdata_ocr import ocr_rec_case as build
+
+    return _rapidocr_case(build, 128, 64)
+
+
+@pytest.fixture(scope="session")
+def ocr_det_case():
+    """PP-OCRv4 detector, 16 calibration and 8 test rendered pages at 640x640 (a benchmarks Case)."""
+    from benchmarks.realdata_det import ocr_det_case as build
+
+    return _rapidocr_case(build, 16, 8)
+
+
 @pytest.fixture(scope="session")
 def facedet() -> tuple[Path, Path]:
     """The Caffe res10_300x300 SSD face detector (prototxt, caffemodel) from INT8KIT_FACEDET_DIR."""

@@ -3,20 +3,12 @@
 A DBNet with dynamic H/W (opset 12): HardSwish backbone, SE blocks, nearest Resize and Concat in
 the FPN neck, two ConvTranspose in the head. Needs the rapidocr models folder in
 INT8KIT_RAPIDOCR_MODELS (CI exports it) or an installed rapidocr_onnxruntime package, plus cv2
-and Pillow to render pages; skips otherwise.
+and Pillow to render pages; skips otherwise (conftest's ``ocr_det_case``).
 """
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-_ROOT = Path(__file__).resolve().parents[2]
-if str(_ROOT) not in sys.path:  # benchmarks/ lives at the repo root, outside the package
-    sys.path.insert(0, str(_ROOT))
 
 pytestmark = pytest.mark.e2e
 
@@ -28,36 +20,19 @@ MAP_COSINE_FLOOR = 0.985
 
 
 @pytest.fixture(scope="module")
-def det_case():
-    import importlib.util
-
-    if not os.environ.get("INT8KIT_RAPIDOCR_MODELS") and importlib.util.find_spec("rapidocr_onnxruntime") is None:
-        pytest.skip("needs INT8KIT_RAPIDOCR_MODELS (rapidocr-onnxruntime 1.4.4 models folder) or rapidocr_onnxruntime installed")
-    for module in ("cv2", "PIL"):
-        if importlib.util.find_spec(module) is None:
-            pytest.skip(f"rendering text pages needs {module}")
-    from benchmarks.realdata_det import ocr_det_case
-
-    try:
-        return ocr_det_case(16, 8)
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
-
-
-@pytest.fixture(scope="module")
-def quantized(det_case, tmp_path_factory):
+def quantized(ocr_det_case, tmp_path_factory):
     import int8kit
 
     out = tmp_path_factory.mktemp("det")
-    return int8kit.quantize(det_case.model_path, str(det_case.calib_npz), output_dir=out, progress=False)
+    return int8kit.quantize(ocr_det_case.model_path, str(ocr_det_case.calib_npz), output_dir=out, progress=False)
 
 
-def test_int8_text_map_matches_fp32(det_case, quantized) -> None:
+def test_int8_text_map_matches_fp32(ocr_det_case, quantized) -> None:
     from benchmarks.bench_eval import load_npz, run_model
     from benchmarks.realdata_det import det_metrics
 
-    test = load_npz(det_case.test_npz)
-    fp32 = run_model(det_case.model_path, test, batch=4)
+    test = load_npz(ocr_det_case.test_npz)
+    fp32 = run_model(ocr_det_case.model_path, test, batch=4)
     metrics = det_metrics(fp32, run_model(quantized.int8_model, test, batch=4))
     assert metrics["regions"] >= 40, metrics  # the rendered pages are read as text
     assert metrics["region recall"] >= REGION_RECALL_FLOOR, metrics
@@ -65,7 +40,7 @@ def test_int8_text_map_matches_fp32(det_case, quantized) -> None:
     assert metrics["map cosine"] >= MAP_COSINE_FLOOR, metrics
 
 
-def test_neck_and_head_run_quantized_and_sizes_stay_dynamic(det_case, quantized) -> None:
+def test_neck_and_head_run_quantized_and_sizes_stay_dynamic(ocr_det_case, quantized) -> None:
     """Resize/Concat read and write INT8 (onnxruntime runs them on uint8), ConvTranspose takes INT8
     weights, and the INT8 model still takes any page size although calibration sized a copy by the data."""
     import onnx
@@ -92,8 +67,8 @@ def test_neck_and_head_run_quantized_and_sizes_stay_dynamic(det_case, quantized)
 
     from benchmarks.bench_eval import load_npz
 
-    page = load_npz(det_case.test_npz)["x"][:1, :, :480, :]  # the top 480 rows: another size than calibration's
-    fp32 = ort.InferenceSession(str(det_case.model_path), providers=["CPUExecutionProvider"]).run(None, {"x": page})[0]
+    page = load_npz(ocr_det_case.test_npz)["x"][:1, :, :480, :]  # the top 480 rows: another size than calibration's
+    fp32 = ort.InferenceSession(str(ocr_det_case.model_path), providers=["CPUExecutionProvider"]).run(None, {"x": page})[0]
     int8 = ort.InferenceSession(str(quantized.int8_model), providers=["CPUExecutionProvider"]).run(None, {"x": page})[0]
     assert int8.shape == fp32.shape == (1, 1, 480, 640)
     cos = float(np.dot(fp32.ravel(), int8.ravel()) / (np.linalg.norm(fp32) * np.linalg.norm(int8)))

@@ -1,64 +1,38 @@
 """PP-OCRv4 text recogniser (rapidocr-onnxruntime 1.4.4): INT8 greedy CTC decoding matches FP32.
 
 Needs the rapidocr models folder in INT8KIT_RAPIDOCR_MODELS (CI exports it) or an installed
-rapidocr_onnxruntime package; skips otherwise.
+rapidocr_onnxruntime package; skips otherwise (conftest's ``ocr_rec_case``).
 """
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
-
 import pytest
-
-_ROOT = Path(__file__).resolve().parents[2]
-if str(_ROOT) not in sys.path:  # benchmarks/ lives at the repo root, outside the package
-    sys.path.insert(0, str(_ROOT))
 
 pytestmark = pytest.mark.e2e
 
-# Measured with the default kl, 128 calibration + 64 test lines: exact match 0.84, step cosine
+# Measured with the default kl, 128 calibration + 64 test lines (conftest's ocr_rec_case): exact match 0.84, step cosine
 # 0.9889. 128 lines is bench_ocr.py's default: there four calibration sets gave 0.86-0.925 on 200
 # test lines, while 64-line sets still swing 0.63-0.97 (the model sits near a cliff: floating any
 # one of six early tensors lifts a bad set to 0.9), so the floor guards this fixed set at the
 # recommended size, not every calibration set.
-CALIBRATION_LINES = 128
 EXACT_MATCH_FLOOR = 0.80
 STEP_COSINE_FLOOR = 0.985
 
 
-@pytest.fixture(scope="module")
-def ocr_case():
-    import importlib.util
-
-    if not os.environ.get("INT8KIT_RAPIDOCR_MODELS") and importlib.util.find_spec("rapidocr_onnxruntime") is None:
-        pytest.skip("needs INT8KIT_RAPIDOCR_MODELS (rapidocr-onnxruntime 1.4.4 models folder) or rapidocr_onnxruntime installed")
-    for module in ("cv2", "PIL"):
-        if importlib.util.find_spec(module) is None:
-            pytest.skip(f"rendering OCR lines needs {module}")
-    from benchmarks.realdata_ocr import ocr_rec_case
-
-    try:
-        return ocr_rec_case(CALIBRATION_LINES, 64)
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
-
-
-def test_ocr_rec_int8_decodes_like_fp32(ocr_case, tmp_path) -> None:
+def test_ocr_rec_int8_decodes_like_fp32(ocr_rec_case, tmp_path) -> None:
     import int8kit
     from benchmarks.bench_eval import load_npz, run_model
     from benchmarks.bench_ocr import ctc_greedy, ocr_metrics
 
-    result = int8kit.quantize(ocr_case.model_path, str(ocr_case.calib_npz), output_dir=tmp_path, progress=False)
-    test = load_npz(ocr_case.test_npz)
-    fp32 = run_model(ocr_case.model_path, test)
+    result = int8kit.quantize(ocr_rec_case.model_path, str(ocr_rec_case.calib_npz), output_dir=tmp_path, progress=False)
+    test = load_npz(ocr_rec_case.test_npz)
+    fp32 = run_model(ocr_rec_case.model_path, test)
     assert sum(len(seq) > 0 for seq in ctc_greedy(fp32)) >= 60  # the rendered lines are read as text
     metrics = ocr_metrics(fp32, run_model(result.int8_model, test))
     assert metrics["exact match"] >= EXACT_MATCH_FLOOR, metrics
     assert metrics["step cosine"] >= STEP_COSINE_FLOOR, metrics
 
 
-def test_bias_tuning_rescues_a_bad_small_calibration_set(ocr_case, tmp_path) -> None:
+def test_bias_tuning_rescues_a_bad_small_calibration_set(ocr_rec_case, tmp_path) -> None:
     """64 lines of seed 3 leave the recogniser at exact match 0.53 / cosine 0.962 here; moving
     each conv's bias to match FP32's output mean brings 0.89 / 0.995 (emit/bias_tuning.py)."""
     import int8kit
