@@ -334,7 +334,7 @@ def evaluate(
     if per_layer or report is not None:
         from int8kit.evaluation.layerwise import layer_errors
 
-        result.layers = layer_errors(fp32_model, int8_model, data, max_samples=32, batch_size=batch_size)
+        result.layers = layer_errors(fp32_model, int8_model, data, max_samples=32, batch_size=batch_size, progress=progress)
     if report is not None:
         from int8kit.evaluation.report import report_for_models
 

@@ -256,3 +256,34 @@ def test_layer_errors_leave_out_tensors_whose_size_depends_on_the_data() -> None
     errors = {e.name: e for e in layer_errors(model(0.0), model(0.5), x, tensors=["a", "g"])}
     assert "g" not in errors and errors["a"].relative_error > 0.1
     assert "g" in {e.name for e in layer_errors(model(0.0), model(0.0), x, tensors=["a", "g"])}
+
+
+def test_layer_errors_run_in_pieces_of_bounded_size(monkeypatch) -> None:
+    """Pieces of one sample (tapped tensors over the byte budget) give the errors of whole batches,
+    and stop at max_samples exactly."""
+    import int8kit.evaluation.layerwise as layerwise
+
+    x = np.random.default_rng(6).standard_normal((10, 4, 3, 3)).astype(np.float32)
+    reference, other = _conv_hardswish(None), _conv_hardswish(-1.0)
+    whole = layerwise.layer_errors(reference, other, x, batch_size=5, max_samples=7)
+    pieces: list[int] = []
+    real = layerwise.make_session
+
+    def counting_session(model):
+        session = real(model)
+
+        class Counting:
+            def run(self, names, feeds):
+                pieces.append(len(next(iter(feeds.values()))))
+                return session.run(names, feeds)
+
+        return Counting()
+
+    monkeypatch.setattr(layerwise, "make_session", counting_session)
+    monkeypatch.setattr(layerwise, "_RUN_BYTES", 1)
+    small = layerwise.layer_errors(reference, other, x, batch_size=5, max_samples=7)
+    assert pieces == [1] * 14  # 7 samples, one at a time, through both models
+    for a, b in zip(whole, small):
+        assert a.name == b.name
+        assert a.cosine == pytest.approx(b.cosine, abs=1e-12) and a.relative_error == pytest.approx(b.relative_error, abs=1e-12)
+        assert a.max_abs_error == b.max_abs_error
