@@ -234,3 +234,20 @@ def test_strict_flag_on_the_cli(classes, tmp_path, capsys):
     assert main(args + ["--strict"]) == 2
     assert "broken.jpg' is not a readable image" in capsys.readouterr().err
     assert main(args) == 0
+
+
+def test_fixed_size_preprocessing_sizes_a_dynamic_model(classes, monkeypatch):
+    """A resize to h x w gives every sample one shape: the batches say so, and calibration of a
+    model with dynamic H/W reduces its tensors inside onnxruntime; a short-side resize does not."""
+    import int8kit.calib.collect as collect_mod
+
+    specs = model_input_specs(_model((None, 3, None, None)))
+    assert batches_from(ImageSource(classes, PRE, input_name="x"), specs, batch_size=3).sample_shapes == {"x": (3, 8, 10)}
+    assert ImageSource(classes, "resize_side=8", input_name="x").sample_shapes() is None
+    assert batches_from(ImageSource(classes, "resize_side=8", input_name="x"), specs, batch_size=1).sample_shapes is None
+    reduced: list[str] = []
+    real = collect_mod.add_reductions
+    monkeypatch.setattr(collect_mod, "add_reductions", lambda m, name, *a: reduced.append(name) or real(m, name, *a))
+    big = "resize_h=48,resize_w=96;bgr2rgb"  # 13824 values a sample: over the in-graph floor
+    stats = collect_mod.collect(_model((None, 3, None, None)), ImageSource(classes, big, input_name="x"), bins=512, progress=False)
+    assert sorted(reduced) == ["x", "y"] and stats.samples == 4

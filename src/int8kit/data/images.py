@@ -183,6 +183,12 @@ class ImageSource(SampleSource):
         if list_labels is None and class_labels and self.path.is_dir():
             self._labels, self.classes = _folder_labels(self.path, self.files)
 
+    def sample_shapes(self) -> dict[str, tuple[int, ...]] | None:
+        """The preprocessing's output shape when it does not depend on the image size (a resize to
+        h x w, a crop), probed on two blank images of different sizes; ``None`` otherwise."""
+        a, b = self.pipeline.output_shape(97, 131), self.pipeline.output_shape(211, 389)
+        return {self.input_name: tuple(a)} if a == b else None
+
     def _check(self, candidates: list[Path], labels: list[int] | None, strict: bool):
         with ThreadPoolExecutor(max(1, self.workers)) as pool:
             reasons = list(pool.map(_probe, map(str, candidates)))

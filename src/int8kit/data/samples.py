@@ -45,5 +45,10 @@ class SampleSource(ABC):
         """Every sample's label in iteration order without decoding the data, or ``None`` if unlabelled."""
         return None
 
+    def sample_shapes(self) -> dict[str, tuple[int, ...]] | None:
+        """The one shape every sample of each input has, by input name, when the source guarantees
+        it (calibration then sizes a model's dynamic dims by it), else ``None``."""
+        return None
+
     def close(self) -> None:
         """Release files, environments or worker pools."""

@@ -272,6 +272,10 @@ class SampleBatches(DataSource):
             if n == 0:
                 raise DataError(f"{source.description} has {total} samples, fewer than the model's fixed batch size {batch_size}; provide more data.")
         self.num_samples = n
+        shapes = source.sample_shapes()
+        if shapes is not None and set(shapes) == {UNNAMED} and len(specs) == 1:
+            shapes = {specs[0].name: shapes[UNNAMED]}
+        self.sample_shapes = shapes if shapes is not None and set(shapes) == {s.name for s in specs} else None
 
     def labels(self) -> list[Any] | None:
         """Labels of the samples this source yields (``None`` if the data has none)."""
