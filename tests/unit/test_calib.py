@@ -14,7 +14,7 @@ from int8kit.calib.collect import collect
 from int8kit.calib.histogram import Histogram
 from int8kit.calib.stats import FORMAT_VERSION, Stats, merge_histograms, model_fingerprint
 from int8kit.data.sources import batches_from, model_input_specs
-from int8kit.errors import CalibrationError, ConfigError
+from int8kit.errors import CalibrationError, ConfigError, DataError
 
 BINS = 512
 OPSET = [helper.make_opsetid("", 17)]
@@ -395,3 +395,24 @@ def test_dynamic_dims_are_sized_by_array_data_and_reduced_in_graph(monkeypatch, 
         assert (a.min, a.max, a.values) == (b.min, b.max, b.values), name
         np.testing.assert_array_equal(a.channel_max, b.channel_max)
         np.testing.assert_allclose(a.channel_mean, ref[name].astype(np.float64).mean(axis=(0, 2, 3)), rtol=1e-5, atol=1e-6)
+
+
+def test_data_the_model_cannot_run_is_a_data_error_naming_batch_and_shapes() -> None:
+    """A size the model cannot take (here: an Add with a fixed 4x4 constant) fails inside
+    onnxruntime; calibration and evaluation say where and with which shapes, without a traceback."""
+    from int8kit.evaluation.compare import compare_models
+
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "bias"], ["y"])], "fixed_add",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.ones((1, 3, 4, 4), np.float32), "bias")],
+    )
+    model = helper.make_model(graph, opset_imports=OPSET)
+    good = np.zeros((2, 3, 4, 4), np.float32)
+    bad = np.zeros((2, 3, 5, 4), np.float32)
+    collect(model, [{"x": good}], bins=BINS, progress=False)  # the right size runs
+    with pytest.raises(DataError, match=r"calibration batch 1 with inputs 'x' \(2, 3, 5, 4\).*Add.*sizes and preprocessing"):
+        collect(model, [{"x": good}, {"x": bad}], bins=BINS, progress=False)
+    with pytest.raises(DataError, match=r"evaluation samples 0-1 \(FP32 model\) with inputs 'x' \(2, 3, 5, 4\)"):
+        compare_models(model, model, bad, progress=False, latency=False)

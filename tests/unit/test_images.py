@@ -251,3 +251,15 @@ def test_fixed_size_preprocessing_sizes_a_dynamic_model(classes, monkeypatch):
     big = "resize_h=48,resize_w=96;bgr2rgb"  # 13824 values a sample: over the in-graph floor
     stats = collect_mod.collect(_model((None, 3, None, None)), ImageSource(classes, big, input_name="x"), bins=512, progress=False)
     assert sorted(reduced) == ["x", "y"] and stats.samples == 4
+
+
+def test_mixed_sizes_name_a_few_shapes_and_suggest_batches_of_one(tmp_path):
+    """Five images of five sizes kept at their size: the error lists three shapes and the count,
+    and suggests --batch 1 only when the model takes any size."""
+    for i in range(5):
+        _save(tmp_path / f"{i}.png", i, size=(10 + i, 12))
+    pre = "mean_value=0,scale=1.0"
+    with pytest.raises(DataError, match=r"\(3, 10, 12\), \(3, 11, 12\), \(3, 12, 12\) and 2 more.*--batch 1"):
+        list(batches_from(ImageSource(tmp_path, pre, input_name="x"), model_input_specs(_model((None, 3, None, None))), batch_size=5))
+    with pytest.raises(DataError, match=r"same size\.$"):
+        list(batches_from(ImageSource(tmp_path, pre, input_name="x"), model_input_specs(_model((None, 3, 10, 12))), batch_size=5))

@@ -45,7 +45,7 @@ from int8kit.calib.taps import (
 from int8kit.data.sources import DataSource, batches_from, model_input_specs
 from int8kit.errors import ConfigError, DataError
 from int8kit.graph.io import as_model
-from int8kit.runtime.session import make_session
+from int8kit.runtime.session import make_session, run_checked
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +255,7 @@ def _run(
     failed: list[BaseException] = []
 
     def process(states: dict[str, RunningStats], bufs: Buffers, k: int, piece: dict[str, np.ndarray]) -> list[np.ndarray]:
-        outs = session.run(fetch, piece) if fetch else []
+        outs = run_checked(session, fetch, piece, where=f"calibration batch {k}") if fetch else []
         arrays = dict(zip(fetch, outs))
         arrays.update({n: piece[n] for n in inputs if n in states})
         _reduce(states, arrays, k, bufs, reduced, outputs)

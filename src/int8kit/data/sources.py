@@ -306,7 +306,11 @@ class SampleBatches(DataSource):
             arrays = [np.asarray(r[spec.name]) for r in rows]
             shapes = {a.shape for a in arrays}
             if len(shapes) > 1:
-                raise DataError(f"input '{spec.name}' has samples of different shapes {sorted(shapes)} in {where}; expected one shape; resize or crop them to the same size.")
+                listed = ", ".join(map(str, sorted(shapes)[:3])) + (f" and {len(shapes) - 3} more" if len(shapes) > 3 else "")
+                any_size = spec.sample_shape is not None and None in spec.sample_shape
+                hint = "resize or crop them to the same size" + (
+                    ", or use batches of one sample (--batch 1): the model takes any size" if any_size else "")
+                raise DataError(f"input '{spec.name}' has samples of different shapes ({listed}) in {where}; expected one shape; {hint}.")
             _check_shape(spec, arrays[0].shape, what="samples")
             arr = _convert(spec, np.stack(arrays), where=where)
             _check_finite(spec, arr, where=where)

@@ -26,7 +26,7 @@ from int8kit.errors import DataError, ModelError
 from int8kit.evaluation import metrics
 from int8kit.data.sources import SampleBatches, batches_from, model_input_specs
 from int8kit.graph.io import as_model
-from int8kit.runtime.session import make_session
+from int8kit.runtime.session import make_session, run_checked
 
 log = logging.getLogger(__name__)
 
@@ -320,8 +320,9 @@ def compare_models(
         for feed in source:
             if first_feed is None:
                 first_feed = {k: v[:latency_rows] for k, v in feed.items()}
-            fp_out = dict(zip(names, fp_sess.run(names, feed)))
-            q_out = dict(zip(names, q_sess.run(names, feed)))
+            at = f"evaluation samples {acc.samples}-{acc.samples + len(next(iter(feed.values()))) - 1}"
+            fp_out = dict(zip(names, run_checked(fp_sess, names, feed, where=f"{at} (FP32 model)")))
+            q_out = dict(zip(names, run_checked(q_sess, names, feed, where=f"{at} (INT8 model)")))
             bar.update(acc.add(fp_out, q_out))
     if acc.samples == 0:
         raise DataError("the evaluation data yielded no samples; expected at least one; check the data source.")

@@ -26,7 +26,7 @@ from int8kit.graph.io import as_model
 from int8kit.graph.passes.constants import constants_to_initializers
 from int8kit.plan.domains import consumer_domain
 from int8kit.plan.graph_facts import GraphFacts
-from int8kit.runtime.session import make_session
+from int8kit.runtime.session import make_session, run_checked
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,9 @@ def layer_errors(
         while start < size and seen < max_samples:
             step = min(rows, max_samples - seen) if splittable else size
             piece = {k: v[start : start + step] for k, v in batch.items()}
-            a_all, b_all = s32.run(names, piece), s8.run(names, piece)
+            at = f"per-layer samples {seen}-{seen + len(next(iter(piece.values()))) - 1}"
+            a_all = run_checked(s32, names, piece, where=f"{at} (FP32 model)")
+            b_all = run_checked(s8, names, piece, where=f"{at} (INT8 model)")
             got = len(next(iter(piece.values())))
             if splittable:  # size the next pieces by what this one returned
                 per_sample = sum(a.nbytes + b.nbytes for a, b in zip(a_all, b_all)) / max(got, 1)

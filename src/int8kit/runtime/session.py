@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import os
+import re
 
+from collections.abc import Mapping, Sequence
+
+import numpy as np
 import onnx
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
-from int8kit.errors import ModelError
+from int8kit.errors import DataError, ModelError
+
+# onnxruntime's run-time failures (all plain Exception subclasses of its binding module)
+_RUN_ERRORS = tuple(
+    getattr(_ort_state, name) for name in ("Fail", "InvalidArgument", "RuntimeException", "NotImplemented", "EPFail")
+    if isinstance(getattr(_ort_state, name, None), type)
+)
 
 
 def make_session(
@@ -28,7 +39,7 @@ def make_session(
     can (PP-OCRv4 det at 640x640, one sample: +486 MB -> +121 MB, and 20% faster).
     """
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # errors reach the user as int8kit's own sentence, not as a log line too
     if threads is not None:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -44,4 +55,20 @@ def make_session(
         raise ModelError(
             f"onnxruntime cannot load {name} ({str(exc).splitlines()[0][:300]}); "
             "expected a valid ONNX model with operators onnxruntime supports."
+        ) from None
+
+
+def run_checked(session: ort.InferenceSession, names: Sequence[str] | None, feeds: Mapping[str, np.ndarray], *,
+                where: str) -> list[np.ndarray]:
+    """``session.run``, with onnxruntime's failures on the data (a size the model cannot take, ...)
+    raised as one ``DataError`` sentence naming ``where`` and the input shapes."""
+    try:
+        return session.run(names, dict(feeds))
+    except _RUN_ERRORS as exc:
+        shapes = ", ".join(f"'{k}' {tuple(np.shape(v))}" for k, v in feeds.items())
+        reason = re.sub(r"\[ONNXRuntimeError\] : \d+ : \w+ : |/onnxruntime_src/\S+ ", "", " ".join(str(exc).split()))[:300]
+        raise DataError(
+            f"onnxruntime cannot run the model on {where} with inputs {shapes} ({reason}); expected inputs the "
+            "model accepts: check the data's sizes and preprocessing (a detector may need sizes that are a "
+            "multiple of its stride)."
         ) from None
