@@ -50,6 +50,20 @@ def test_array_batches_default_32_and_reiterable() -> None:
     np.testing.assert_array_equal(again, x)
 
 
+def test_large_samples_batch_by_bytes_unless_a_batch_size_is_asked(monkeypatch) -> None:
+    """Without --batch, batches hold at most DEFAULT_BATCH_BYTES of input (the model's float32 size
+    counts, not the file's uint8), one sample at least; an asked batch size is kept."""
+    import int8kit.data.sources as sources
+
+    monkeypatch.setattr(sources, "DEFAULT_BATCH_BYTES", 10 * 28 * 28 * 4)  # ten float32 images
+    specs = model_input_specs(_image_model())
+    x = np.zeros((25, 1, 28, 28), np.uint8)
+    assert [b["image"].shape[0] for b in batches_from(x, specs)] == [10, 10, 5]
+    assert [b["image"].shape[0] for b in batches_from(x, specs, batch_size=25)] == [25]
+    monkeypatch.setattr(sources, "DEFAULT_BATCH_BYTES", 1)
+    assert [b["image"].shape[0] for b in batches_from(x[:3], specs)] == [1, 1, 1]
+
+
 def test_batch_size_and_iterations_cap() -> None:
     specs = model_input_specs(_image_model())
     x = np.zeros((50, 1, 28, 28), np.float32)
