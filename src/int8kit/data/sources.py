@@ -131,7 +131,7 @@ class DataSource:
 
     ``num_samples`` is the number of samples it yields, or ``None`` when unknown (plain iterables).
     ``sample_shapes`` is the one shape every sample of each input has, by input name, when the
-    source guarantees it (whole arrays), else ``None``.
+    source guarantees it (whole arrays, images preprocessed to a fixed size), else ``None``.
     """
 
     num_samples: int | None = None
