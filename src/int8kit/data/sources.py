@@ -10,15 +10,15 @@ import logging
 import os
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 
 from int8kit.data.filearray import FileArray, open_npy, open_npz
 from int8kit.data.samples import UNNAMED, Sample, SampleSource
+from int8kit.data.specs import InputSpec, check_finite, check_shape, to_input_dtype
+from int8kit.data.specs import model_input_specs  # noqa: F401 (re-exported: callers import it from here)
 from int8kit.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -30,100 +30,6 @@ DEFAULT_BATCH = 32
 # 3.7-4.2 s / 1.1 GB). 224x224 float images still batch by DEFAULT_BATCH.
 DEFAULT_BATCH_BYTES = 20 << 20
 Batch = dict[str, np.ndarray]
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """One model input: name, numpy dtype and shape (``None`` for a dynamic dim; shape ``None`` if unknown)."""
-
-    name: str
-    dtype: np.dtype
-    shape: tuple[int | None, ...] | None
-
-    @property
-    def is_float(self) -> bool:
-        return np.issubdtype(self.dtype, np.floating)
-
-    @property
-    def batch_dim(self) -> int | None:
-        """Fixed size of the first (batch) dim, or ``None`` when dynamic or unknown."""
-        return self.shape[0] if self.shape else None
-
-    @property
-    def sample_shape(self) -> tuple[int | None, ...] | None:
-        return None if self.shape is None or not self.shape else self.shape[1:]
-
-
-def model_input_specs(model: onnx.ModelProto) -> list[InputSpec]:
-    """The model's real inputs (initializers listed as graph inputs are left out)."""
-    inits = {t.name for t in model.graph.initializer}
-    specs = []
-    for vi in model.graph.input:
-        if vi.name in inits:
-            continue
-        tt = vi.type.tensor_type
-        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)) if tt.elem_type else np.dtype(np.float32)
-        shape = None
-        if tt.HasField("shape"):
-            shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tt.shape.dim)
-        specs.append(InputSpec(vi.name, dtype, shape))
-    return specs
-
-
-def _fmt(shape: tuple[int | None, ...]) -> str:
-    inner = ", ".join("?" if d is None else str(d) for d in shape)
-    return f"({inner},)" if len(shape) == 1 else f"({inner})"
-
-
-def _check_shape(spec: InputSpec, got: tuple[int, ...], *, what: str) -> None:
-    """Compare a sample (or batch) shape with the model's fixed dims."""
-    want = spec.sample_shape if what == "samples" else spec.shape
-    if want is None:
-        return
-    if len(got) != len(want) or any(w is not None and w != g for w, g in zip(want, got)):
-        hint = f"reshape it to (N, {_fmt(want)[1:]}" if what == "samples" and want else "fix the data's layout"
-        raise DataError(
-            f"input '{spec.name}' expects {what} of shape {_fmt(want)}, got {_fmt(got)}; {hint}."
-        )
-
-
-def _convert(spec: InputSpec, arr: Any, *, where: str) -> np.ndarray:
-    """Bring data to the input's dtype: cast ints/bools to float inputs, refuse floats for int inputs."""
-    arr = np.asarray(arr)
-    if arr.dtype == spec.dtype:
-        return arr
-    if spec.is_float:
-        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-            raise DataError(f"input '{spec.name}' expects {spec.dtype} data, got {arr.dtype} in {where}; provide numeric arrays.")
-        return arr.astype(spec.dtype)
-    if np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.complexfloating):
-        raise DataError(
-            f"input '{spec.name}' expects integer ({spec.dtype}) data such as token ids or masks, got {arr.dtype} "
-            f"in {where}; save it with the integer dtype instead of floats."
-        )
-    if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
-        raise DataError(f"input '{spec.name}' expects {spec.dtype} data, got {arr.dtype} in {where}; provide numeric arrays.")
-    return arr.astype(spec.dtype)
-
-
-def _check_finite(spec: InputSpec, arr: np.ndarray, *, where: str, chunk: int = 1 << 20) -> None:
-    """Count NaN/Inf in chunks so memory-mapped data is never materialised at once."""
-    if not np.issubdtype(arr.dtype, np.floating):
-        return
-    if isinstance(arr, FileArray):
-        rows = max(1, chunk // max(1, int(np.prod(arr.shape[1:], dtype=np.int64))))
-        for start in range(0, arr.shape[0], rows):
-            _check_finite(spec, arr[start : start + rows], where=where, chunk=chunk)
-        return
-    flat = arr.reshape(-1) if arr.flags.c_contiguous else np.ravel(arr)
-    bad = 0
-    for start in range(0, flat.size, chunk):
-        part = flat[start : start + chunk]
-        bad += part.size - int(np.count_nonzero(np.isfinite(part)))
-    if bad:
-        raise DataError(
-            f"input '{spec.name}' has {bad} NaN/Inf values in {where}; expected finite numbers, clean the data first."
-        )
 
 
 class DataSource:
@@ -181,9 +87,9 @@ class ArraySource(DataSource):
     def __iter__(self) -> Iterator[Batch]:
         for start in range(0, self.num_samples, self.batch_size):
             stop = min(start + self.batch_size, self.num_samples)
-            # _convert casts only this batch, so int8 images never become a full float copy.
+            # to_input_dtype casts only this batch, so int8 images never become a full float copy.
             yield {
-                s.name: np.ascontiguousarray(_convert(s, self.arrays[s.name][start:stop], where="the data"))
+                s.name: np.ascontiguousarray(to_input_dtype(s, self.arrays[s.name][start:stop], where="the data"))
                 for s in self.specs
             }
 
@@ -220,11 +126,11 @@ class IterableSource(DataSource):
         out: Batch = {}
         sizes = set()
         for spec in self.specs:
-            arr = _convert(spec, raw[spec.name], where=where)
+            arr = to_input_dtype(spec, raw[spec.name], where=where)
             if arr.ndim == 0:
                 raise DataError(f"input '{spec.name}' in {where} is a scalar; expected a batch array.")
-            _check_shape(spec, arr.shape, what="batches")
-            _check_finite(spec, arr, where=where)
+            check_shape(spec, arr.shape, what="batches")
+            check_finite(spec, arr, where=where)
             sizes.add(arr.shape[0])
             out[spec.name] = np.ascontiguousarray(arr)
         if len(sizes) > 1:
@@ -322,9 +228,9 @@ class SampleBatches(DataSource):
                 hint = "resize or crop them to the same size" + (
                     ", or use batches of one sample (--batch 1): the model takes any size" if any_size else "")
                 raise DataError(f"input '{spec.name}' has samples of different shapes ({listed}) in {where}; expected one shape; {hint}.")
-            _check_shape(spec, arrays[0].shape, what="samples")
-            arr = _convert(spec, np.stack(arrays), where=where)
-            _check_finite(spec, arr, where=where)
+            check_shape(spec, arrays[0].shape, what="samples")
+            arr = to_input_dtype(spec, np.stack(arrays), where=where)
+            check_finite(spec, arr, where=where)
             batch[spec.name] = np.ascontiguousarray(arr)
         return batch
 
@@ -407,8 +313,8 @@ def _array_source(
             arr = np.asarray(arr)
         if arr.ndim == 0:
             raise DataError(f"input '{spec.name}' in {origin} is a scalar; expected an array whose first axis is samples.")
-        _check_shape(spec, arr.shape[1:], what="samples")
-        _convert(spec, arr[:1], where=origin)  # dtype check only; the cast happens per batch
+        check_shape(spec, arr.shape[1:], what="samples")
+        to_input_dtype(spec, arr[:1], where=origin)  # dtype check only; the cast happens per batch
         counts[spec.name] = arr.shape[0]
         converted[spec.name] = arr
     if len(set(counts.values())) > 1:
@@ -426,7 +332,7 @@ def _array_source(
         n = min(iterations, total)
     for spec in specs:
         arr = converted[spec.name]
-        _check_finite(spec, arr.head(n) if isinstance(arr, FileArray) else arr[:n], where=origin)
+        check_finite(spec, arr.head(n) if isinstance(arr, FileArray) else arr[:n], where=origin)
     bs = _resolve_batch(specs, batch_size, {s.name: tuple(converted[s.name].shape[1:]) for s in specs})
     if specs and any(s.batch_dim is not None for s in specs) and n % bs:
         dropped = n % bs
