@@ -174,8 +174,10 @@ class SampleBatches(DataSource):
     tail that does not fill a batch.
     """
 
-    def __init__(self, source: SampleSource, specs: list[InputSpec], batch_size: int, iterations: int | None,
+    def __init__(self, source: SampleSource, specs: list[InputSpec], batch_size: int | None, iterations: int | None,
                  at_most: bool = False):
+        self.sample_shapes = _named_shapes(source, specs)
+        batch_size = _resolve_batch(specs, batch_size, self.sample_shapes)
         self.source, self.specs, self.batch_size = source, specs, batch_size
         total = len(source)
         if total == 0:
@@ -192,7 +194,6 @@ class SampleBatches(DataSource):
             if n == 0:
                 raise DataError(f"{source.description} has {total} samples, fewer than the model's fixed batch size {batch_size}; provide more data.")
         self.num_samples = n
-        self.sample_shapes = _named_shapes(source, specs)
 
     def labels(self) -> list[Any] | None:
         """Labels of the samples this source yields (``None`` if the data has none)."""
@@ -363,7 +364,7 @@ def batches_from(
     if isinstance(data, DataSource):
         return data
     if isinstance(data, SampleSource):
-        return SampleBatches(data, specs, _resolve_batch(specs, batch_size, _named_shapes(data, specs)), iterations, at_most)
+        return SampleBatches(data, specs, batch_size, iterations, at_most)
     if isinstance(data, (str, os.PathLike)):
         path = Path(data)
         return _array_source(_load_file(path, specs), specs, f"data file '{path}'", batch_size, iterations, at_most)
