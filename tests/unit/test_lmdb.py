@@ -67,6 +67,11 @@ def test_named_multi_input_records_and_batches(tmp_path):
     src.close()
     assert [b["input_ids"].shape[0] for b in batches] == [3, 1]
     np.testing.assert_array_equal(np.concatenate([b["input_ids"] for b in batches]), ids)
+    # the scan checked one layout per input: calibration may size dynamic dims by it
+    src = LmdbSource(tmp_path / "db")
+    assert src.sample_shapes() == {"input_ids": (16,), "attention_mask": (16,)}
+    assert batches_from(src, specs, batch_size=3).sample_shapes == {"input_ids": (16,), "attention_mask": (16,)}
+    src.close()
 
 
 def test_map_grows_and_keys_keep_order(tmp_path):
@@ -255,6 +260,21 @@ def test_caffe_datum_with_pipeline_sees_rgb(tmp_path):
     got = next(iter(src)).inputs[UNNAMED]
     src.close()
     np.testing.assert_array_equal(got, parse_preprocess(text)(photo))
+
+
+def test_caffe_datum_sample_shapes_only_when_fixed(tmp_path):
+    from int8kit.data.preprocess import parse_preprocess
+
+    gray = (np.arange(30 * 40) % 251).astype(np.uint8).reshape(1, 30, 40)
+    _caffe_lmdb(tmp_path / "db", [_datum(channels=1, height=30, width=40, data=gray.tobytes(), label=0)])
+    fixed = LmdbSource(tmp_path / "db", pipeline=parse_preprocess("resize_h=20,resize_w=24;crop_h=16,crop_w=16"))
+    got = next(iter(fixed)).inputs[UNNAMED].shape
+    assert fixed.sample_shapes() == {UNNAMED: got} and got[0] == 1  # probed with the datum's one channel
+    by_size = LmdbSource(tmp_path / "db", pipeline=parse_preprocess("resize_side=8"))
+    raw = LmdbSource(tmp_path / "db")
+    assert by_size.sample_shapes() is None and raw.sample_shapes() is None
+    for src in (fixed, by_size, raw):
+        src.close()
 
 
 def test_lmdb_errors(tmp_path):

@@ -184,10 +184,9 @@ class ImageSource(SampleSource):
             self._labels, self.classes = _folder_labels(self.path, self.files)
 
     def sample_shapes(self) -> dict[str, tuple[int, ...]] | None:
-        """The preprocessing's output shape when it does not depend on the image size (a resize to
-        h x w, a crop), probed on two blank images of different sizes; ``None`` otherwise."""
-        a, b = self.pipeline.output_shape(97, 131), self.pipeline.output_shape(211, 389)
-        return {self.input_name: tuple(a)} if a == b else None
+        """The preprocessing's output shape when it does not depend on the image size, else ``None``."""
+        shape = self.pipeline.fixed_output_shape()
+        return None if shape is None else {self.input_name: shape}
 
     def _check(self, candidates: list[Path], labels: list[int] | None, strict: bool):
         with ThreadPoolExecutor(max(1, self.workers)) as pool:

@@ -218,6 +218,7 @@ class LmdbSource(SampleSource):
                 "drop the preprocessing (it applies to Caffe image LMDBs)."
             )
         self._fn = transform or (None if pipeline is None else (lambda a: pipeline(bgr_chw_to_rgb_hwc(a))))
+        self._pipeline = pipeline
         self.workers = workers if workers is not None else min(4, os.cpu_count() or 1)
 
     @property
@@ -240,6 +241,20 @@ class LmdbSource(SampleSource):
             with self._env.begin() as txn:
                 self._labels = [self._datum_label(v, k) for k, v in txn.cursor()]
         return None if self._labels is None else list(self._labels)
+
+    def sample_shapes(self) -> dict[str, tuple[int, ...]] | None:
+        """int8kit records: the one layout the scan checked. Datums: the preprocessing's output
+        shape when it does not depend on the image size (probed with the first datum's channels)."""
+        if self.index.kind == INT8KIT:
+            return {name: shape for name, (shape, _) in self.index.arrays.items()}
+        fixed = getattr(self._pipeline, "fixed_output_shape", None)
+        if fixed is None:
+            return None
+        with self._env.begin() as txn:
+            key, value = next(iter(txn.cursor()))
+            first, _ = decode_datum(value, where=f"record {key.decode(errors='replace')} of {self.description}")
+        shape = fixed(first.shape[0])
+        return None if shape is None else {UNNAMED: shape}
 
     def _datum_label(self, value: bytes, key: bytes) -> Any:
         from int8kit.importers.caffe.proto import Datum

@@ -196,6 +196,12 @@ class Pipeline:
         """Shape of the output for an input image of this size (a dry run on a blank image)."""
         return self(np.zeros((height, width, channels), dtype=np.uint8)).shape
 
+    def fixed_output_shape(self, channels: int = 3) -> tuple[int, ...] | None:
+        """The output shape when it does not depend on the image size (a resize to h x w, a crop),
+        probed on two blank images of different sizes; ``None`` when it does."""
+        a, b = self.output_shape(97, 131, channels), self.output_shape(211, 389, channels)
+        return tuple(a) if a == b else None
+
     def __call__(self, image: np.ndarray) -> np.ndarray:
         return self._run(image, self.ops)
 
