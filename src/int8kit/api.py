@@ -23,7 +23,7 @@ from int8kit.emit.bias_tuning import tune_biases
 from int8kit.emit.qdq import emit_qdq
 from int8kit.emit.records import write_calibration_table, write_quant_json, write_tensorrt_cache
 from int8kit.errors import ConfigError
-from int8kit.graph.io import as_model, save_model
+from int8kit.graph.io import as_model, check_outputs, outputs_together, save_model
 from int8kit.graph.optimize import optimize_model
 from int8kit.importers.convert import convert_model as convert  # the `convert` verb: one signature, kept there
 from int8kit.plan.config import LayerOverride, QuantConfig, load_overrides
@@ -110,6 +110,7 @@ def optimize(model: ModelLike, *, output: str | os.PathLike | None = None, no_fu
     Writes ``output`` when given (atomically); the input file is never touched. ``framework``,
     ``weights``, ``input_shapes``: take another framework's model directly (see ``convert``).
     """
+    check_outputs({"the output": output}, _inputs(model=model, weights=weights))
     optimized, log = optimize_model(as_model(_source(model, framework, weights, input_shapes)), no_fuse=no_fuse)
     path = save_model(optimized, output) if output is not None else None
     return OptimizeResult(optimized, path, log)
@@ -139,6 +140,7 @@ def calibrate(
     ``data`` may also be an image folder/list (with ``preprocess`` or ``preprocess_template``),
     an LMDB folder or a Caffe Data-layer prototxt (see ``int8kit.data.open.open_data``).
     """
+    check_outputs({"the statistics output": output}, _inputs(model=model, data=data, weights=weights))
     optimized, _ = optimize_model(as_model(_source(model, framework, weights, input_shapes)), no_fuse=no_fuse)
     QuantConfig(bins=bins)  # validates bins with the same message as quantize
     data = _open_data(optimized, data, preprocess, preprocess_template, strict)
@@ -226,6 +228,21 @@ def quantize(
         overrides=_overrides(overrides),
     )
     _check_method(config)
+    out, stem = Path(output_dir), _stem(model)
+    names = {s: out / f"{stem}{s}" for s in ("_int8.onnx", "_fp32_optimized.onnx", "_quant.json", "_calibration_table.txt", "_trt_calib.cache")}
+    check_outputs({"--dump-stats": dump_stats, **{f"output '{p.name}'": p for p in names.values()}},
+                  _inputs(model=model, data=data, stats=stats, overrides=overrides, weights=weights))
+    with outputs_together():  # an error or Ctrl-C midway leaves none of the outputs, not some
+        return _quantize(model, data, config, names, stats=stats, iterations=iterations, batch_size=batch_size,
+                         no_fuse=no_fuse, dump_stats=dump_stats, progress=progress, preprocess=preprocess,
+                         preprocess_template=preprocess_template, strict=strict, framework=framework, weights=weights,
+                         input_shapes=input_shapes)
+
+
+def _quantize(model: ModelLike, data: Any, config: QuantConfig, names: dict[str, Path], *, stats: Any, iterations: int | None,
+              batch_size: int | None, no_fuse: Collection[str], dump_stats: Any, progress: bool, preprocess: str | None,
+              preprocess_template: str | None, strict: bool, framework: str | None, weights: Any, input_shapes: Any
+              ) -> QuantizeResult:
     timings: dict[str, float] = {}
     start = time.perf_counter()
     source = _source(model, framework, weights, input_shapes)
@@ -236,8 +253,13 @@ def quantize(
     optimized, opt_log = optimize_model(source, no_fuse=no_fuse)
     timings["optimize"] = time.perf_counter() - start
 
-    if config.bias_tuning and data is None:
+    if stats is not None and data is None and config.bias_tuning:
         raise ConfigError("--bias-tuning runs the INT8 model on calibration samples; pass --data as well as --stats.")
+    if stats is not None and data is not None and not config.bias_tuning:
+        raise ConfigError("--data is not read when --stats is given (the saved statistics replace the calibration pass; "
+                          "only --bias-tuning reads samples again); drop one of them.")
+    if stats is not None and dump_stats is not None:
+        raise ConfigError("--dump-stats saves a new calibration pass, but --stats skips it; drop --dump-stats.")
     tuning: KeepFirst | None = None
     bias_tuned = 0
     if data is not None and config.bias_tuning:  # the first samples are read again after planning
@@ -247,13 +269,14 @@ def quantize(
     if stats is not None:
         start = time.perf_counter()
         stats = stats if isinstance(stats, Stats) else Stats.load(stats, model_id=model_fingerprint(optimized))
+        config.bins = stats.bins  # the histograms are as they were calibrated; the record says so
         timings["load_stats"] = time.perf_counter() - start
         if tuning is not None:
             tuning.fill()
     else:
         data = _open_data(optimized, data, preprocess, preprocess_template, strict)
         start = time.perf_counter()
-        stats = _collect(optimized, data, bins=bins, iterations=iterations, batch_size=batch_size, progress=progress)
+        stats = _collect(optimized, data, bins=config.bins, iterations=iterations, batch_size=batch_size, progress=progress)
         timings["calibrate"] = time.perf_counter() - start
         if dump_stats is not None:
             stats.save(dump_stats)
@@ -269,22 +292,19 @@ def quantize(
         int8, bias_tuned = tune_biases(optimized, int8, quant_plan, tuning.kept, progress=progress)
         timings["bias_tuning"] = time.perf_counter() - start
 
-    out = Path(output_dir)
-    stem = _stem(model)
     order = _tensor_order(optimized)
-    result = QuantizeResult(
-        int8_model=save_model(int8, out / f"{stem}_int8.onnx"),
-        fp32_optimized_model=save_model(optimized, out / f"{stem}_fp32_optimized.onnx"),
-        quant_json=write_quant_json(quant_plan, out / f"{stem}_quant.json", model_name=stem, config=config.to_dict(), order=order),
-        calibration_table=write_calibration_table(quant_plan, out / f"{stem}_calibration_table.txt", order=order),
-        tensorrt_cache=write_tensorrt_cache(quant_plan, out / f"{stem}_trt_calib.cache"),
+    return QuantizeResult(
+        int8_model=save_model(int8, names["_int8.onnx"]),
+        fp32_optimized_model=save_model(optimized, names["_fp32_optimized.onnx"]),
+        quant_json=write_quant_json(quant_plan, names["_quant.json"], model_name=_stem(model), config=config.to_dict(), order=order),
+        calibration_table=write_calibration_table(quant_plan, names["_calibration_table.txt"], order=order),
+        tensorrt_cache=write_tensorrt_cache(quant_plan, names["_trt_calib.cache"]),
         plan=quant_plan,
         config=config,
         timings=timings,
         optimize_log=opt_log,
         bias_tuned=bias_tuned,
     )
-    return result
 
 
 def evaluate(
@@ -318,6 +338,8 @@ def evaluate(
     """
     from int8kit.evaluation.compare import compare_models
 
+    check_outputs({"--report": report}, _inputs(fp32_model=fp32_model, int8_model=int8_model, data=data, labels=labels,
+                                                  quant_json=quant_json, stats=stats, weights=weights))
     fp32_model = _source(fp32_model, framework, weights, input_shapes)  # the original framework's files work too
     data = _open_data(fp32_model, data, preprocess, preprocess_template, strict)
     result = compare_models(
@@ -355,6 +377,11 @@ def _open_data(model: ModelLike, data: Any, preprocess: str | None, template: st
     specs = model_input_specs(as_model(model))
     return open_data(data, preprocess=preprocess, preprocess_template=template, strict=strict,
                      input_shapes=[s.shape for s in specs], input_names=[s.name for s in specs])
+
+
+def _inputs(**paths: Any) -> dict[str, Any]:
+    """The run's input files by a label for messages ("the model file '...'")."""
+    return {f"the {what.replace('_', ' ')} file given": p for what, p in paths.items()}
 
 
 def _collect(optimized: onnx.ModelProto, data: Any, **kwargs: Any) -> Stats:

@@ -27,3 +27,7 @@ class ConfigError(Int8kitError):
 
 class CalibrationError(Int8kitError):
     """Statistics are unusable: wrong file, other model, non-finite activations."""
+
+
+class OutputError(Int8kitError):
+    """An output path cannot be written, or names one of the run's own input files."""

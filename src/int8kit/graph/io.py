@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Any
 
 import onnx
 
-from int8kit.errors import ModelError
+from int8kit.errors import ModelError, OutputError
 
 # Models above this size keep their weights in a side file (protobuf's 2 GB limit).
 _EXTERNAL_DATA_BYTES = 1_800_000_000
@@ -41,24 +44,103 @@ def as_model(model: onnx.ModelProto | str | os.PathLike) -> onnx.ModelProto:
     return load_model(model)
 
 
+# Inside ``outputs_together``: the (temp file, final path) pairs waiting for the block to succeed.
+_STAGED: ContextVar[list[tuple[Path, Path]] | None] = ContextVar("int8kit_staged_outputs", default=None)
+
+
 def _write_atomically(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Call ``write(temp_path)`` on a temp file beside ``path``, then rename it into place.
 
     A failure leaves an existing ``path`` untouched. The file gets the permissions a plain
-    ``open()`` would give it (``mkstemp`` makes temp files private to their owner).
+    ``open()`` would give it (``mkstemp`` makes temp files private to their owner). Inside
+    ``outputs_together`` the rename waits for the end of the block.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     try:
-        write(tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise IsADirectoryError(21, "it is a folder")
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _unwritable(path, exc) from None
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(name)
         os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        staged = _STAGED.get()
+        if staged is None:
+            os.replace(tmp, path)
+        else:
+            staged.append((tmp, path))
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _unwritable(path, exc) from None
         raise
     return path
+
+
+def _unwritable(path: Path, exc: OSError) -> OutputError:
+    reason = exc.strerror or str(exc)
+    return OutputError(f"cannot write '{path}' ({reason}); expected a writable file path, choose another output path.")
+
+
+@contextmanager
+def outputs_together() -> Iterator[None]:
+    """Files written inside the block appear together when it ends, or none of them when it fails
+    (an error or Ctrl-C midway leaves no partial set of outputs). Nested blocks join the outer one."""
+    if _STAGED.get() is not None:
+        yield
+        return
+    staged: list[tuple[Path, Path]] = []
+    token = _STAGED.set(staged)
+    try:
+        yield
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        _STAGED.reset(token)
+    for i, (tmp, path) in enumerate(staged):
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            for left, _ in staged[i:]:
+                left.unlink(missing_ok=True)
+            raise _unwritable(path, exc) from None
+
+
+def check_outputs(outputs: Mapping[str, Any], inputs: Mapping[str, Any]) -> None:
+    """Before any work: refuse an output path that names one of the inputs (int8kit never
+    overwrites its inputs) or that cannot be created (a file in the way, a read-only folder).
+
+    Both map a label for messages ("--dump-stats", "the data file") to a path; entries that are
+    not paths (arrays, loaded models, ``None``) are skipped.
+    """
+    taken = {Path(p).resolve(): what for what, p in inputs.items() if isinstance(p, (str, os.PathLike)) and str(p)}
+    for what, p in outputs.items():
+        if not isinstance(p, (str, os.PathLike)):
+            continue
+        path = Path(p)
+        if not str(p):
+            raise OutputError(f"{what} is an empty path; expected a file path.")
+        if path.resolve() in taken:
+            raise OutputError(f"{what} '{path}' is {taken[path.resolve()]}; int8kit never overwrites its inputs, choose another path.")
+        _check_creatable(what, path)
+
+
+def _check_creatable(what: str, path: Path) -> None:
+    if path.is_dir():
+        raise OutputError(f"{what} '{path}' is a folder; expected a file path.")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"{what} '{path}' lies under '{parent}', which is a file, not a folder; choose another path.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} '{path}' cannot be written: folder '{parent}' is not writable; choose another path.")
 
 
 def _read_umask() -> int:
