@@ -81,6 +81,29 @@ def test_create_errors(tmp_path, photo_folder, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_overwrite_replaces_an_lmdb_only_and_never_the_images(tmp_path, photo_folder, capsys):
+    def snapshot(root):
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+    before = snapshot(tmp_path)
+    other = tmp_path / "work"
+    (other / "pics").mkdir(parents=True)
+    (other / "notes.txt").write_text("keep me")
+    for target in (photo_folder, photo_folder / "lmdb", tmp_path, other, other / "notes.txt"):
+        rc = main(["lmdb", "create", "--images", str(photo_folder), "--preprocess", PRE, "--shape", "1,3,32,32",
+                   "-o", str(target), "--overwrite", "--no-progress"])
+        err = capsys.readouterr().err
+        assert rc == 2 and "Traceback" not in err, target
+        assert ("never touches its inputs" in err) or ("is not an LMDB folder" in err), err
+    assert {k: v for k, v in snapshot(tmp_path).items() if not k.startswith("work")} == before
+    assert (other / "notes.txt").read_text() == "keep me" and (other / "pics").is_dir()
+    assert not [p for p in tmp_path.rglob(".*")]  # no staging or .old folders left behind
+
+    db = tmp_path / "db"  # an LMDB it made is replaced
+    args = ["lmdb", "create", "--images", str(photo_folder), "--preprocess", PRE, "--shape", "1,3,32,32", "-o", str(db), "--no-progress"]
+    assert main(args) == 0 and main(args) == 2 and main(args + ["--overwrite"]) == 0
+
+
 def test_lmdb_with_labels_feeds_quantize_and_eval(tmp_path, capsys):
     """The bundled MNIST CNN quantized from an LMDB and evaluated on one whose data.label gives accuracy."""
     import onnxruntime as ort

@@ -68,6 +68,12 @@ def create_from_images(
         raise ConfigError("lmdb create needs --preprocess or --preprocess-template; give the preprocessing the model expects.")
     if len(shape) < 2:
         raise ConfigError(f"shape must be N followed by the sample's dims (e.g. 1,3,224,224), got {shape}.")
+    images_at, output_at = Path(images).resolve(), Path(output).resolve()
+    if output_at == images_at or output_at in images_at.parents or images_at in output_at.parents:
+        raise ConfigError(
+            f"the LMDB '{output}' would be written over or inside the images '{images}'; "
+            "int8kit never touches its inputs, choose an output folder outside them."
+        )
     source = ImageSource(images, pipeline, strict=strict, workers=workers)  # finds, checks and labels the files
     labels = source.labels()
     per_record, sample_shape = shape[0], tuple(shape[1:])

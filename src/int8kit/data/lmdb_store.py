@@ -64,6 +64,11 @@ def _as_images(originals: Any, n: int) -> list[np.ndarray]:
     return out
 
 
+def _is_lmdb_folder(path: Path) -> bool:
+    """A folder holding an LMDB (data.mdb), the only thing overwrite may replace."""
+    return path.is_dir() and (path / "data.mdb").is_file()
+
+
 def _swap_in(staging: Path, target: Path) -> None:
     """Move a finished folder to ``target``; an old ``target`` is removed only after the move."""
     if not target.exists():
@@ -100,6 +105,11 @@ class LmdbWriter:
         self.path = Path(path)
         if self.path.exists() and not overwrite:
             raise DataError(f"'{self.path}' already exists; choose a new LMDB folder, or replace it with overwrite=True (--overwrite on the command line).")
+        if self.path.exists() and not _is_lmdb_folder(self.path):
+            raise DataError(
+                f"'{self.path}' exists and is not an LMDB folder (no data.mdb in it); "
+                "overwrite replaces an LMDB only, choose a new folder."
+            )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._staging = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent))
         self._env = lmdb.open(str(self._staging), map_size=map_size, subdir=True, sync=False, metasync=False)
