@@ -163,6 +163,37 @@ def test_overrides_threshold_and_scale(model_and_stats):
     assert over.tensors["c2"].threshold == pytest.approx(0.5 * base.tensors["c2"].threshold, rel=1e-5)
 
 
+def test_range_overrides_that_reach_no_quantized_tensor_are_errors(model_and_stats):
+    model, stats, _ = model_and_stats
+    # conv1's own output is fused with relu1: the range lives on r1, and the error names it
+    with pytest.raises(ConfigError, match="put it on 'r1'"):
+        plan(model, stats, QuantConfig(overrides={"conv1": LayerOverride(threshold=2.0)}))
+    with pytest.raises(ConfigError, match="stays float"):
+        plan(model, stats, QuantConfig(fp_layers=("fc",), overrides={"fc": LayerOverride(th_method="max")}))
+    assert plan(model, stats, QuantConfig(overrides={"relu1": LayerOverride(threshold=2.0)})).tensors["r1"].threshold == 2.0
+
+
+@pytest.mark.parametrize("raw, needle", [({"threshold": float("nan")}, "threshold"), ({"th_scale": float("inf")}, "th_scale"),
+                                         ({"threshold": True}, "threshold"), ({"th_method": 3}, "th_method"),
+                                         ({"depthwise_channel_scales": False}, "unknown key")])
+def test_override_values_are_checked(raw, needle):
+    with pytest.raises(ConfigError, match=needle):
+        LayerOverride.from_dict("conv1", raw)
+
+
+def test_overrides_file_errors(tmp_path):
+    from int8kit.plan.config import load_overrides
+
+    (tmp_path / "v.json").write_text('{"version": 99, "layers": {}}')
+    (tmp_path / "b.json").write_bytes(b'{"layers": {"\xff\xfe": 1}}'.replace(b"\\xff\\xfe", b"\xff\xfe"))
+    with pytest.raises(ConfigError, match="version 99"):
+        load_overrides(tmp_path / "v.json")
+    with pytest.raises(ConfigError, match="UTF-8"):
+        load_overrides(tmp_path / "b.json")
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_overrides(tmp_path)
+
+
 def test_unknown_layer_names_are_config_errors(model_and_stats):
     model, stats, _ = model_and_stats
     with pytest.raises(ConfigError, match="conv9"):

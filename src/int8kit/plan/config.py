@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -16,6 +17,10 @@ from typing import Any
 from int8kit.errors import ConfigError
 
 CONFIG_VERSION = 1
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 def _unknown_key(where: str, key: str, allowed: list[str]) -> ConfigError:
@@ -42,13 +47,15 @@ class LayerOverride:
             raise ConfigError(f"override for '{name}' must be an object like {{\"th_method\": \"max\"}}, got {type(raw).__name__}.")
         allowed = [f.name for f in fields(cls)]
         for key in raw:
-            if key not in allowed and key != "depthwise_channel_scales":
+            if key not in allowed:
                 raise _unknown_key(f"override for '{name}'", key, allowed)
         out = cls(**raw)
-        if not isinstance(out.th_scale, (int, float)) or out.th_scale <= 0:
-            raise ConfigError(f"override for '{name}': th_scale must be a positive number, got {out.th_scale!r}.")
-        if out.threshold is not None and (not isinstance(out.threshold, (int, float)) or out.threshold <= 0):
-            raise ConfigError(f"override for '{name}': threshold must be a positive number, got {out.threshold!r}.")
+        if not _positive(out.th_scale):
+            raise ConfigError(f"override for '{name}': th_scale must be a positive finite number, got {out.th_scale!r}.")
+        if out.threshold is not None and not _positive(out.threshold):
+            raise ConfigError(f"override for '{name}': threshold must be a positive finite number, got {out.threshold!r}.")
+        if out.th_method is not None and not isinstance(out.th_method, str):
+            raise ConfigError(f"override for '{name}': th_method must be a method name like \"max\", got {out.th_method!r}.")
         if not isinstance(out.float, bool):
             raise ConfigError(f"override for '{name}': float must be true or false, got {out.float!r}.")
         return out
@@ -105,7 +112,7 @@ class QuantConfig:
             )
         for name in ("outlier_ratio", "skew_ratio"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value < 0:
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
                 raise ConfigError(f"{name} must be a number >= 0 (0 disables the rule), got {value!r}.")
         if self.version != CONFIG_VERSION:
             raise ConfigError(f"config version {self.version} is not supported; expected {CONFIG_VERSION}.")
@@ -137,15 +144,18 @@ def load_overrides(path: str | os.PathLike) -> dict[str, LayerOverride]:
     """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"overrides file '{path}' does not exist; check the path.")
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise ConfigError(f"overrides file '{path}' {what}; expected a JSON file, check the path.")
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"overrides file '{path}' is not valid JSON ({exc}); expected {{\"layers\": {{NAME: {{...}}}}}}.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"overrides file '{path}' is not valid UTF-8 JSON ({exc}); expected {{\"layers\": {{NAME: {{...}}}}}}.") from None
     if isinstance(raw, dict) and "layers" in raw:
         extra = set(raw) - {"layers", "version"}
         if extra:
             raise _unknown_key(f"overrides file '{path}'", sorted(extra)[0], ["layers", "version"])
+        if raw.get("version", CONFIG_VERSION) != CONFIG_VERSION:
+            raise ConfigError(f"overrides file '{path}' has version {raw['version']!r}; this int8kit reads version {CONFIG_VERSION}.")
         raw = raw["layers"]
     if not isinstance(raw, dict):
         raise ConfigError(f"overrides file '{path}' must hold an object of layer names, got {type(raw).__name__}.")

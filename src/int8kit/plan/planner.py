@@ -17,6 +17,7 @@ from int8kit.graph.ops import BINARY, COMPUTE, FUSABLE, SHARED, UNARY, VARIADIC,
 from int8kit.plan.config import LayerOverride, QuantConfig
 from int8kit.plan.domains import consumer_domain
 from int8kit.plan.graph_facts import GraphFacts, float_nodes
+from int8kit.plan.override_check import check_overrides_apply
 from int8kit.plan.channel_scales import assign_channel_steps
 from int8kit.plan.integer_ops import drop_inner_tensors, integer_hardswish
 from int8kit.plan.params import activation_quant
@@ -100,6 +101,7 @@ def plan(model: onnx.ModelProto, stats, config: QuantConfig) -> QuantPlan:
         assign_channel_steps(facts, stats, quantized, result, frozenset(f.nodes[-1] for f in integer.values()))
     result.integer_hardswish = {y: f for y, f in integer.items() if result.tensors[y].channel_step is None}
     drop_inner_tensors(facts, result)
+    check_overrides_apply(facts, config, result)
 
     # Weights and biases of compute nodes.
     for node in facts.nodes:
