@@ -24,6 +24,7 @@ from int8kit.emit.qdq import emit_qdq
 from int8kit.emit.records import write_calibration_table, write_quant_json, write_tensorrt_cache
 from int8kit.errors import ConfigError
 from int8kit.graph.io import as_model, check_outputs, outputs_together, save_model
+from int8kit.graph.model_checks import check_float_model
 from int8kit.graph.optimize import optimize_model
 from int8kit.importers.convert import convert_model as convert  # the `convert` verb: one signature, kept there
 from int8kit.plan.config import LayerOverride, QuantConfig, load_overrides
@@ -141,7 +142,9 @@ def calibrate(
     an LMDB folder or a Caffe Data-layer prototxt (see ``int8kit.data.open.open_data``).
     """
     check_outputs({"the statistics output": output}, _inputs(model=model, data=data, weights=weights))
-    optimized, _ = optimize_model(as_model(_source(model, framework, weights, input_shapes)), no_fuse=no_fuse)
+    source = as_model(_source(model, framework, weights, input_shapes))
+    check_float_model(source)
+    optimized, _ = optimize_model(source, no_fuse=no_fuse)
     QuantConfig(bins=bins)  # validates bins with the same message as quantize
     data = _open_data(optimized, data, preprocess, preprocess_template, strict)
     start = time.perf_counter()
@@ -250,6 +253,7 @@ def _quantize(model: ModelLike, data: Any, config: QuantConfig, names: dict[str,
         timings["convert"] = time.perf_counter() - start
         start = time.perf_counter()
     source = as_model(source)
+    check_float_model(source)
     optimized, opt_log = optimize_model(source, no_fuse=no_fuse)
     timings["optimize"] = time.perf_counter() - start
 

@@ -170,18 +170,23 @@ class Stats:
         path = Path(path)
         if not path.is_file():
             raise CalibrationError(f"statistics file '{path}' does not exist; check the path or run calibrate first.")
+        not_stats = CalibrationError(
+            f"file '{path}' is not an int8kit statistics file; expected the .npz written by calibrate, re-run calibrate."
+        )
         try:
-            with np.load(path, allow_pickle=False) as npz:
+            loaded = np.load(path, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):  # a plain .npy array
+                raise not_stats
+            with loaded as npz:
                 data = {k: npz[k] for k in npz.files}
-        except (ValueError, OSError, zipfile.BadZipFile, EOFError):
-            raise CalibrationError(
-                f"file '{path}' is not an int8kit statistics file; expected the .npz written by calibrate, re-run calibrate."
-            ) from None
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError, SyntaxError):
+            raise not_stats from None
         if "format" not in data or str(data["format"]) != FORMAT_NAME:
-            raise CalibrationError(
-                f"file '{path}' is not an int8kit statistics file; expected the .npz written by calibrate, re-run calibrate."
-            )
-        version = int(data.get("version", -1))
+            raise not_stats
+        try:
+            version = int(data.get("version", -1))
+        except (TypeError, ValueError):
+            version = -1
         if version != FORMAT_VERSION:
             raise CalibrationError(
                 f"statistics file '{path}' has format version {version}, this int8kit reads version {FORMAT_VERSION}; "

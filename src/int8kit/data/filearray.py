@@ -69,7 +69,11 @@ def open_npy(path: str | os.PathLike, offset: int = 0) -> FileArray | None:
         dtype, shape, fortran = head
         if fortran or dtype.hasobject or not shape:
             return None
-        return FileArray(path, fh.tell(), dtype, shape)
+        start, need = fh.tell(), int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        have = os.fstat(fh.fileno()).st_size - start
+        if have < need:  # found now, not as a reshape error batches later
+            raise ValueError(f"truncated: the header promises {need} bytes of data, the file holds {have}")
+        return FileArray(path, start, dtype, shape)
 
 
 def open_npz(path: str | os.PathLike) -> dict[str, np.ndarray | FileArray]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import zipfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -264,13 +263,13 @@ def _load_file(path: Path, specs: list[InputSpec]) -> dict[str, np.ndarray]:
             # read slice by slice: memory holds one batch, whatever the file size
             lazy = open_npy(path)
             return {specs[0].name: lazy if lazy is not None else np.load(path, allow_pickle=False)}
-        except (ValueError, OSError) as exc:
-            raise DataError(f"data file '{path}' is not a readable .npy array ({exc}); re-save it with numpy.save.") from None
+        except Exception as exc:  # numpy raises ValueError, OSError, SyntaxError or TokenError for a bad header
+            raise DataError(f"data file '{path}' is not a readable .npy array ({type(exc).__name__}: {exc}); re-save it with numpy.save.") from None
     if ext == ".npz":
         try:
             arrays = open_npz(path)
-        except (ValueError, OSError, zipfile.BadZipFile) as exc:
-            raise DataError(f"data file '{path}' is not a readable .npz archive ({exc}); re-save it with numpy.savez.") from None
+        except Exception as exc:  # zipfile and numpy raise many unrelated types for a damaged archive
+            raise DataError(f"data file '{path}' is not a readable .npz archive ({type(exc).__name__}: {exc}); re-save it with numpy.savez.") from None
         return arrays
     raise DataError(f"data file '{path}' has extension '{path.suffix}'; expected .npy or .npz.")
 

@@ -73,8 +73,8 @@ def to_input_dtype(spec: InputSpec, arr: Any, *, where: str) -> np.ndarray:
     if arr.dtype == spec.dtype:
         return arr
     if spec.is_float:
-        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-            raise DataError(f"input '{spec.name}' expects {spec.dtype} data, got {arr.dtype} in {where}; provide numeric arrays.")
+        if np.issubdtype(arr.dtype, np.complexfloating) or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+            raise DataError(f"input '{spec.name}' expects {spec.dtype} data, got {arr.dtype} in {where}; provide real-valued numeric arrays.")
         return arr.astype(spec.dtype)
     if np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.complexfloating):
         raise DataError(

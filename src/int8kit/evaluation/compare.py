@@ -131,6 +131,8 @@ def load_labels(labels: np.ndarray | str | os.PathLike) -> np.ndarray:
     if arr.ndim == 2 and arr.shape[1] > 1:
         arr = arr.argmax(axis=1)
     arr = arr.reshape(-1)
+    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise DataError(f"labels have dtype {arr.dtype}; expected integer class indices; pass an int array.")
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
         if not np.all(np.mod(arr, 1) == 0):
             raise DataError(
@@ -165,10 +167,12 @@ def _label_mismatch(n_labels: int, n_samples: int) -> DataError:
 
 
 def _model_inputs(model: ModelLike) -> tuple[onnx.ModelProto, int | None]:
-    """Loaded model and its size on disk (only when given as a path)."""
+    """Loaded model and its size (serialized, weights included even when they lie in an external
+    data file beside the .onnx; only for models given as a path)."""
     if isinstance(model, onnx.ModelProto):
         return model, None
-    return as_model(model), Path(model).stat().st_size
+    loaded = as_model(model)
+    return loaded, max(Path(model).stat().st_size, loaded.ByteSize())
 
 
 def measure_latency(
@@ -234,6 +238,11 @@ class _Accumulator:
                     f"output '{name}' has shape {fp[name].shape} in the FP32 model but {q[name].shape} "
                     "in the INT8 model; expected equal shapes; compare an INT8 model made from this FP32 one."
                 )
+            if not np.isfinite(fp[name]).all():
+                raise DataError(
+                    f"the FP32 model's output '{name}' holds NaN/Inf for evaluation samples {self.samples}-{self.samples + n - 1}; "
+                    "expected finite outputs to compare against; check the data's scale and preprocessing."
+                )
             # Per-sample cosine needs the batch axis; scalar or batch-less outputs count as one sample.
             bn = len(fp[name]) if np.ndim(fp[name]) else 1
             self.cos_sum[name] += metrics.mean_cosine(fp[name], q[name]) * bn if bn else 0.0
@@ -251,6 +260,12 @@ class _Accumulator:
         lab = self.labels[self.samples : self.samples + n]
         if len(lab) < n:
             raise _label_mismatch(len(self.labels), self.samples + n)
+        bad = np.flatnonzero((lab < 0) | (lab >= a.shape[1]))
+        if bad.size:
+            raise DataError(
+                f"label {int(lab[bad[0]])} of sample {self.samples + int(bad[0])} is not a class of output '{self.output}' "
+                f"(0-{a.shape[1] - 1}); expected class indices of this model, check the labels file."
+            )
         for k in (1, 5):
             self.hits[f"fp32_top{k}"] += metrics.topk_accuracy(a, lab, k) * n
             self.hits[f"int8_top{k}"] += metrics.topk_accuracy(b, lab, k) * n
@@ -291,6 +306,12 @@ def compare_models(
     q_proto, q_size = _model_inputs(int8_model)
     fp_sess = make_session(fp_proto, threads=threads)
     q_sess = make_session(q_proto, threads=threads)
+    fp_inputs, q_inputs = sorted(i.name for i in fp_sess.get_inputs()), sorted(i.name for i in q_sess.get_inputs())
+    if fp_inputs != q_inputs:
+        raise ModelError(
+            f"the INT8 model takes inputs {q_inputs} but the FP32 model {fp_inputs}; expected the same inputs; "
+            "compare an INT8 model made from this FP32 one."
+        )
     names = [o.name for o in fp_sess.get_outputs()]
     q_names = {o.name for o in q_sess.get_outputs()}
     missing = [n for n in names if n not in q_names]

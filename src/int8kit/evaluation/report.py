@@ -417,6 +417,12 @@ def report_for_models(
     if quant_json is None:
         quant_json = find_quant_json(int8_model)
     note = None
+    if isinstance(stats, (str, os.PathLike)):  # saved statistics must come from this model
+        from int8kit.calib.stats import Stats, model_fingerprint
+        from int8kit.graph.io import as_model
+        from int8kit.graph.optimize import optimize_model
+
+        stats = Stats.load(stats, model_id=model_fingerprint(optimize_model(as_model(fp32_model))[0]))
     if stats is None and layer_errors and _pyplot_figure() is not None:
         ranked = sorted(layer_errors, key=lambda e: -e.relative_error)
         names = [e.name for e in ranked[:MAX_HISTOGRAMS]]
