@@ -207,7 +207,7 @@ def quantize(
         raise ConfigError("quantize needs calibration data (--data) or saved statistics (--stats); got neither.")
     config = QuantConfig(
         th_method=th_method,
-        th_params=dict(th_params or {}),
+        th_params=dict(th_params) if isinstance(th_params, Mapping) else (th_params or {}),
         bins=bins,
         per_channel=per_channel,
         activation_offset=activation_offset,
@@ -223,11 +223,11 @@ def quantize(
         signed_activations=signed_activations,
         outlier_ratio=outlier_ratio,
         skew_ratio=skew_ratio,
-        fp_inputs=tuple(fp_inputs),
-        fp_outputs=tuple(fp_outputs),
-        fp_blocks=tuple(fp_blocks),
-        fp_layers=tuple(fp_layers),
-        fp_op_types=tuple(fp_op_types),
+        fp_inputs=fp_inputs,
+        fp_outputs=fp_outputs,
+        fp_blocks=fp_blocks,
+        fp_layers=fp_layers,
+        fp_op_types=fp_op_types,
         overrides=_overrides(overrides),
     )
     _check_method(config)
@@ -256,6 +256,7 @@ def _quantize(model: ModelLike, data: Any, config: QuantConfig, names: dict[str,
     check_float_model(source)
     optimized, opt_log = optimize_model(source, no_fuse=no_fuse)
     timings["optimize"] = time.perf_counter() - start
+    _check_layer_names(source, optimized, config)  # now, not after the calibration pass
 
     if stats is not None and data is None and config.bias_tuning:
         raise ConfigError("--bias-tuning runs the INT8 model on calibration samples; pass --data as well as --stats.")
@@ -381,6 +382,23 @@ def _open_data(model: ModelLike, data: Any, preprocess: str | None, template: st
     specs = model_input_specs(as_model(model))
     return open_data(data, preprocess=preprocess, preprocess_template=template, strict=strict,
                      input_shapes=[s.shape for s in specs], input_names=[s.name for s in specs])
+
+
+def _check_layer_names(source: onnx.ModelProto, optimized: onnx.ModelProto, config: QuantConfig) -> None:
+    """Every layer the options name exists in the optimized graph; a layer optimisation folded
+    away (a BatchNormalization into its conv) is named with where it went."""
+    from int8kit.describe import folded_layers
+    from int8kit.plan.graph_facts import GraphFacts, float_nodes
+
+    try:
+        float_nodes(GraphFacts.of(optimized), config)
+    except ConfigError:
+        folded = {name: into for name, _, into in folded_layers(source, optimized)}
+        named = (*config.fp_inputs, *config.fp_outputs, *config.fp_blocks, *config.fp_layers, *config.overrides)
+        for name in (n for n in named if n in folded):
+            raise ConfigError(f"layer '{name}' is folded away by graph optimisation ({folded[name]}); "
+                              "name the layer it became part of ('int8kit inspect' lists both).") from None
+        raise
 
 
 def _inputs(**paths: Any) -> dict[str, Any]:

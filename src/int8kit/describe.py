@@ -4,17 +4,54 @@ from __future__ import annotations
 
 import os
 
+import onnx
 from tabulate import tabulate
 
 from int8kit.graph.io import load_model
+from int8kit.graph.optimize import optimize_model
 
 
 def describe(path: str | os.PathLike) -> str:
-    """One row per node: name, op type, inputs, outputs."""
+    """One row per layer of the optimized graph (the one the per-layer options name): name, op
+    type, activation inputs, outputs; then the layers graph optimisation folded away, and where."""
     model = load_model(path)
-    inits = {t.name for t in model.graph.initializer}
+    optimized, _ = optimize_model(model)
+    inits = {t.name for t in optimized.graph.initializer}
     rows = [
         (n.name or "(unnamed)", n.op_type, ", ".join(i for i in n.input if i and i not in inits), ", ".join(n.output))
-        for n in model.graph.node
+        for n in optimized.graph.node
+        if n.op_type != "Constant"
     ]
-    return tabulate(rows, headers=["layer", "op", "activation inputs", "outputs"])
+    text = tabulate(rows, headers=["layer", "op", "activation inputs", "outputs"])
+    gone = folded_layers(model, optimized)
+    if gone:
+        text += ("\n\nFolded or removed by graph optimisation (per-layer options name the layers above):\n"
+                 + tabulate(gone, headers=["layer", "op", "now part of"]))
+    return text
+
+
+# Ops the optimizer folds into the conv/gemm before them.
+_AFFINE = {"BatchNormalization", "Mul", "Add", "Sub", "Div"}
+
+
+def folded_layers(model: onnx.ModelProto, optimized: onnx.ModelProto) -> list[tuple[str, str, str]]:
+    """(name, op type, the surviving layer it went into, or "removed") for every named node the
+    optimizer folded away: BatchNormalization/Scale into the conv before it, Identity, Dropout."""
+    kept = {n.name for n in optimized.graph.node}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    out = []
+    for node in model.graph.node:
+        if node.name in kept or node.op_type == "Constant" or not node.name:
+            continue
+        source = producer.get(node.input[0]) if node.input else None
+        while source is not None and source.name not in kept:  # a chain of folded layers
+            source = producer.get(source.input[0]) if source.input else None
+        if node.op_type == "Pad":  # padding goes into the conv/pool after it
+            source = next((c for c in consumers.get(node.output[0], []) if c.name in kept), None)
+        into = source.name if source is not None and node.op_type in _AFFINE | {"Pad"} else "removed (a no-op, or folded into a constant)"
+        out.append((node.name, node.op_type, into))
+    return out

@@ -83,3 +83,30 @@ def test_bad_input_is_one_clear_line(files, capsys, case, needle):
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err
     assert err.count("\n") == 1, err  # one line
+
+
+def test_folded_layer_names_are_explained_before_calibration(files, capsys):
+    root, model = files
+    assert main(["inspect", str(model)]) == 0
+    listing = capsys.readouterr().out
+    assert "/stem/stem.1/BatchNormalization" in listing.split("Folded or removed")[1]  # listed as folded...
+    assert "/stem/stem.0/Conv" in listing.split("Folded or removed")[0]  # ...into a layer the options take
+    args = ["quantize", str(model), "--data", str(root / "missing.npy"), "-o", str(root / "f"),
+            "--fp-layers", "/stem/stem.1/BatchNormalization", "--no-progress"]
+    assert main(args) == 2  # the data path is never opened: the name fails first
+    err = capsys.readouterr().err
+    assert "folded away" in err and "/stem/stem.0/Conv" in err
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"per_channel": "no"}, "per_channel"), ({"bins": "2048"}, "bins"), ({"fp_layers": [1]}, "fp_layers"),
+    ({"th_params": [1]}, "th_params"), ({"batch_size": True}, "batch size"), ({"skew_ratio": float("nan")}, "skew_ratio"),
+])
+def test_api_arguments_of_the_wrong_type_are_config_errors(files, kwargs, needle):
+    import int8kit
+
+    root, model = files
+    with pytest.raises(int8kit.errors.ConfigError, match=needle):
+        int8kit.quantize(model, root / "calib.npy", output_dir=root / "api", progress=False, **kwargs)
+    assert int8kit.quantize(model, root / "calib.npy", output_dir=root / "api", progress=False,
+                            fp_layers="/fc/Gemm").plan.float_nodes["/fc/Gemm"] == "--fp-layers"  # one string: comma list

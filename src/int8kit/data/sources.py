@@ -354,7 +354,7 @@ def batches_from(
     ``DataSource`` (returned as is). ``iterations`` is the number of samples to use: more than the
     data holds is an error, unless ``at_most`` (then it is only a cap, for previews and compares).
     """
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ConfigError(f"batch size must be a positive integer, got {batch_size!r}; pass e.g. 32.")
     if iterations is not None and (not isinstance(iterations, int) or iterations < 1):
         raise ConfigError(f"iterations must be a positive integer, got {iterations!r}; pass the number of samples to use.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import numbers
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -17,6 +18,21 @@ from typing import Any
 from int8kit.errors import ConfigError
 
 CONFIG_VERSION = 1
+
+
+def name_list(value: Any, option: str) -> tuple[str, ...]:
+    """Layer/op names from a collection of strings, or one string of comma-separated names."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    try:
+        names = tuple(value)
+    except TypeError:
+        names = None
+    if names is None or not all(isinstance(v, str) for v in names):
+        raise ConfigError(f"{option} takes layer names (a list of strings or 'a,b'), got {value!r}.")
+    return names
 
 
 def _positive(value: Any) -> bool:
@@ -92,11 +108,19 @@ class QuantConfig:
 
     def __post_init__(self) -> None:
         for name in ("fp_inputs", "fp_outputs", "fp_blocks", "fp_layers", "fp_op_types"):
-            setattr(self, name, tuple(getattr(self, name) or ()))
+            setattr(self, name, name_list(getattr(self, name), name))
         self.validate()
 
     def validate(self) -> None:
-        """Check value ranges; raise ConfigError naming the option."""
+        """Check types and value ranges; raise ConfigError naming the option."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type == "bool" and not (isinstance(value, (bool, int)) and value in (True, False)):
+                raise ConfigError(f"{f.name} must be True or False, got {value!r}.")
+            if f.type == "int" and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+                raise ConfigError(f"{f.name} must be a whole number, got {value!r}.")
+        if not isinstance(self.th_method, str) or not isinstance(self.th_params, dict):
+            raise ConfigError(f"th_method must be a method name and th_params a mapping, got {self.th_method!r} and {self.th_params!r}.")
         if self.bitwidth not in (8, 16):
             raise ConfigError(
                 f"--bitwidth must be 8 or 16, got {self.bitwidth}; ONNX QuantizeLinear saturates only to whole 8/16-bit types."

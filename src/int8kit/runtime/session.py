@@ -11,7 +11,7 @@ import onnx
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
-from int8kit.errors import DataError, ModelError
+from int8kit.errors import ConfigError, DataError, ModelError
 
 # onnxruntime's run-time failures (all plain Exception subclasses of its binding module)
 _RUN_ERRORS = tuple(
@@ -40,6 +40,8 @@ def make_session(
     opts = ort.SessionOptions()
     opts.log_severity_level = 4  # errors reach the user as int8kit's own sentence, not as a log line too
     if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+            raise ConfigError(f"threads must be a whole number >= 0 (0: all cores), got {threads!r}.")
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
     if not optimize:
