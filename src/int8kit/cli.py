@@ -176,7 +176,7 @@ def _run(args: argparse.Namespace) -> int:
         print(describe(args.model))
         return 0
     if args.verb == "optimize":
-        out = args.output or str(Path(args.model).with_name(Path(args.model).stem + "_optimized.onnx"))
+        out = args.output or (str(Path(args.model).with_name(Path(args.model).stem + "_optimized.onnx")) if Path(args.model).name else None)
         result = api.optimize(args.model, output=out, no_fuse=_names(args.no_fuse), **cli_convert.source_kwargs(args))
         for line in result.log:
             print(line)

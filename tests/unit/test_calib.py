@@ -416,3 +416,20 @@ def test_data_the_model_cannot_run_is_a_data_error_naming_batch_and_shapes() -> 
         collect(model, [{"x": good}, {"x": bad}], bins=BINS, progress=False)
     with pytest.raises(DataError, match=r"evaluation samples 0-1 \(FP32 model\) with inputs 'x' \(2, 3, 5, 4\)"):
         compare_models(model, model, bad, progress=False, latency=False)
+
+
+def test_pinning_sizes_dynamic_dims_and_refuses_two_sizes_for_one_named_dim():
+    from onnx import TensorProto, helper
+
+    from int8kit.calib.taps import pin_sample_shapes
+    from int8kit.errors import DataError
+
+    ids = helper.make_tensor_value_info("ids", TensorProto.FLOAT, ["N", "seq"])
+    mask = helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["N", "seq"])
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    model = helper.make_model(helper.make_graph([helper.make_node("Add", ["ids", "mask"], ["y"])], "g", [ids, mask], [out]))
+    pinned = pin_sample_shapes(model, {"ids": (16,), "mask": (16,)})
+    assert [d.dim_value for d in pinned.graph.input[1].type.tensor_type.shape.dim] == [0, 16]
+    assert model.graph.input[1].type.tensor_type.shape.dim[1].dim_param == "seq"  # the given model is untouched
+    with pytest.raises(DataError, match="share dimension 'seq'"):
+        pin_sample_shapes(model, {"ids": (16,), "mask": (12,)})

@@ -169,7 +169,8 @@ class Stats:
         """Read a statistics file; ``model_id`` (from ``model_fingerprint``) checks it belongs to that model."""
         path = Path(path)
         if not path.is_file():
-            raise CalibrationError(f"statistics file '{path}' does not exist; check the path or run calibrate first.")
+            what = "is a folder" if path.is_dir() else "does not exist"
+            raise CalibrationError(f"statistics file '{path}' {what}; expected the .npz written by calibrate, check the path.")
         not_stats = CalibrationError(
             f"file '{path}' is not an int8kit statistics file; expected the .npz written by calibrate, re-run calibrate."
         )

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import onnx
 
-from int8kit.errors import ConfigError
+from int8kit.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,7 @@ def pin_sample_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]
     """
     if not shapes:
         return model
+    _check_shared_dims(model, shapes)
     pinned: onnx.ModelProto | None = None
     for i, vi in enumerate(model.graph.input):
         want = shapes.get(vi.name)
@@ -141,6 +142,25 @@ def pin_sample_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]
             d.ClearField("dim_param")
             d.dim_value = int(size)
     return model if pinned is None else pinned
+
+
+def _check_shared_dims(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Inputs that share a named dim (BERT's ids and mask: 'sequence') must get one size from the data."""
+    seen: dict[str, tuple[str, int]] = {}
+    for vi in model.graph.input:
+        want = shapes.get(vi.name)
+        t = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
+        if want is None or t is None or not t.HasField("shape") or len(t.shape.dim) != len(want) + 1:
+            continue
+        for d, size in zip(t.shape.dim[1:], want):
+            if not d.dim_param:
+                continue
+            other = seen.setdefault(d.dim_param, (vi.name, int(size)))
+            if other[1] != size:
+                raise DataError(
+                    f"inputs '{other[0]}' and '{vi.name}' share dimension '{d.dim_param}' in the model, but the data gives "
+                    f"them {other[1]} and {size}; expected one size, pad or cut the arrays to the same length."
+                )
 
 
 def static_shapes(model: onnx.ModelProto, inferred: onnx.ModelProto | None | bool = False) -> dict[str, tuple[int | None, ...]]:

@@ -118,7 +118,8 @@ def load_labels(labels: np.ndarray | str | os.PathLike) -> np.ndarray:
     if isinstance(labels, (str, os.PathLike)):
         path = Path(labels)
         if not path.is_file():
-            raise DataError(f"labels file '{path}' does not exist; expected a .npy or text file; check the path.")
+            what = "is a folder" if path.is_dir() else "does not exist"
+            raise DataError(f"labels file '{path}' {what}; expected a .npy or text file; check the path.")
         try:
             arr = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, dtype=np.int64, ndmin=1)
         except Exception as exc:

@@ -20,6 +20,8 @@ _EXTERNAL_DATA_BYTES = 1_800_000_000
 
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     """Read an ONNX model, raising ``ModelError`` with a one-sentence reason when it cannot."""
+    if not str(path):
+        raise ModelError("the model path is empty; expected an .onnx file.")
     path = Path(path)
     if not path.exists():
         raise ModelError(f"model file '{path}' does not exist; check the path.")
