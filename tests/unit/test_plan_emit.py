@@ -445,3 +445,32 @@ def test_hardswish_inputs_are_clamped_to_the_domain_it_distinguishes(monkeypatch
     err_clamped = np.abs(_run(emit_qdq(model, qplan), x[:16]) - y).mean()
     err_full = np.abs(_run(emit_qdq(model, full), x[:16]) - y).mean()
     assert err_clamped < err_full
+
+
+def test_initializers_read_only_inside_if_branches_are_kept():
+    """An If whose branches read an outer initializer (torch.jit.script control flow): the INT8
+    model must keep it, or onnxruntime cannot load the model."""
+    out_t = helper.make_tensor_value_info("b", TensorProto.FLOAT, None)
+
+    def branch(name: str, scale: float) -> onnx.GraphProto:
+        nodes = [helper.make_node("Mul", ["r", f"{name}_s"], [f"{name}_m"]), helper.make_node("Conv", [f"{name}_m", "w2"], ["b"], pads=[1, 1, 1, 1])]
+        return helper.make_graph(nodes, name, [], [out_t], [numpy_helper.from_array(np.array(scale, np.float32), f"{name}_s")])
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("ReduceMean", ["r"], ["mean"], name="mean", keepdims=0),
+        helper.make_node("Greater", ["mean", "half"], ["cond"], name="gt"),
+        helper.make_node("If", ["cond"], ["y"], name="branch", then_branch=branch("then", 1.0), else_branch=branch("else", 2.0)),
+    ]
+    graph = helper.make_graph(nodes, "ifnet", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [_init("w1", (4, 3, 3, 3)), _init("w2", (4, 4, 3, 3)), numpy_helper.from_array(np.array(0.5, np.float32), "half")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    data = RNG.standard_normal((16, 3, 8, 8)).astype(np.float32)
+    stats = collect(model, data, tensors=candidate_tensors(model), progress=False)
+    qmodel = emit_qdq(model, plan(model, stats, QuantConfig(th_method="max")))
+    assert "w2" in {t.name for t in qmodel.graph.initializer}
+    want = _run(model, data[:4])
+    got = _run(qmodel, data[:4])
+    assert np.abs(got - want).max() < 0.1 * np.abs(want).max()

@@ -25,6 +25,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from int8kit.errors import ModelError
+from int8kit.graph.graphview import node_inputs
 from int8kit.graph.ops import SHARED, op_info
 from int8kit.plan.types import QuantPlan, TensorQuant
 
@@ -101,7 +102,7 @@ def emit_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
             again.output[0] = source
             nodes.append(again)
         node.input[idx] = source
-    used = {i for n in nodes + qdq_nodes for i in n.input} | {o.name for o in graph.output}
+    used = {i for n in nodes + qdq_nodes for i in node_inputs(n)} | {o.name for o in graph.output}  # If/Loop bodies too
     del graph.initializer[:]
     # constants only the removed Relu/Clip nodes read (Clip bounds) go away with them
     graph.initializer.extend(t for t in kept_inits + new_inits if t.name in used)
@@ -260,7 +261,7 @@ def _topological(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.
     waiting: dict[str, list[int]] = {}
     missing = [0] * len(nodes)
     for idx, node in enumerate(nodes):
-        for inp in set(i for i in node.input if i and i not in available):
+        for inp in set(i for i in node_inputs(node) if i not in available):
             waiting.setdefault(inp, []).append(idx)
             missing[idx] += 1
     ready = [i for i, m in enumerate(missing) if m == 0]
