@@ -372,3 +372,27 @@ def test_affine_folds_forward_only_when_convs_alone_read_it() -> None:
     _assert_same(model, out, {"x": (2, 8, 6, 6)})
     out, _ = optimize_model(_affine_then_convs(pads=0), no_fuse=["conv1"])
     assert _ops(out)["Add"] == 1
+
+
+def test_a_weight_shared_by_two_convs_is_untied_before_folding():
+    """One conv weight read twice (a module called twice), BatchNormalization after one reader:
+    folding it must not change the other reader."""
+    rng = np.random.default_rng(5)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c1"], name="first", pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c1", "g", "beta", "mu", "var"], ["n1"], name="bn"),
+        helper.make_node("Relu", ["n1"], ["r1"], name="relu"),
+        helper.make_node("Conv", ["r1", "w", "b"], ["y"], name="second", pads=[1, 1, 1, 1]),
+    ]
+    arr = lambda *shape: rng.normal(size=shape).astype(np.float32)  # noqa: E731
+    inits = [numpy_helper.from_array(a, n) for n, a in [
+        ("w", arr(4, 4, 3, 3) * 0.3), ("b", arr(4)), ("g", arr(4) + 2), ("beta", arr(4)), ("mu", arr(4)), ("var", np.abs(arr(4)) + 0.5)]]
+    graph = helper.make_graph(nodes, "tied", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    optimized, log = optimize_model(model)
+    assert any("own copy" in line for line in log)
+    readers = Counter(i for n in optimized.graph.node if n.op_type == "Conv" for i in n.input[1:])
+    assert max(readers.values()) == 1 and "BatchNormalization" not in {n.op_type for n in optimized.graph.node}
+    feeds = {"x": arr(2, 4, 6, 6)}
+    np.testing.assert_allclose(_run(optimized, feeds)[0], _run(model, feeds)[0], rtol=1e-4, atol=1e-4)

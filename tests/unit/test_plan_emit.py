@@ -474,3 +474,30 @@ def test_initializers_read_only_inside_if_branches_are_kept():
     want = _run(model, data[:4])
     got = _run(qmodel, data[:4])
     assert np.abs(got - want).max() < 0.1 * np.abs(want).max()
+
+
+def test_a_linear_layer_called_twice_runs_the_same_fused_and_unfused(tmp_path):
+    """Each reader of a shared weight/bias gets its own INT8 weight and INT32 bias (the bias scale
+    depends on the reader's input scale): onnxruntime's fused QGemm must match plain QDQ."""
+    import int8kit
+
+    nodes = [
+        helper.make_node("Gemm", ["x", "w", "b"], ["h1"], name="fc_a", transB=1),
+        helper.make_node("Relu", ["h1"], ["r1"], name="relu_a"),
+        helper.make_node("Mul", ["r1", "three"], ["m"], name="scale_up"),
+        helper.make_node("Gemm", ["m", "w", "b"], ["h2"], name="fc_b", transB=1),
+        helper.make_node("Relu", ["h2"], ["y"], name="relu_b"),
+    ]
+    graph = helper.make_graph(nodes, "twice", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])],
+                              [_init("w", (16, 16), 0.4), _init("b", (16,), 0.5), numpy_helper.from_array(np.array(3.0, np.float32), "three")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    data = RNG.standard_normal((256, 16)).astype(np.float32)
+    result = int8kit.quantize(model, data, output_dir=tmp_path, progress=False)
+    qmodel = onnx.load(str(result.int8_model))
+    outs = []
+    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = level
+        outs.append(ort.InferenceSession(qmodel.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(None, {"x": data[:64]})[0])
+    np.testing.assert_allclose(outs[1], outs[0], atol=0.02 * float(np.abs(outs[0]).max()))

@@ -25,6 +25,7 @@ from int8kit.graph.passes.fold_pad import fold_pads
 from int8kit.graph.passes.fuse_affine import fuse_affine
 from int8kit.graph.passes.identity import remove_identities
 from int8kit.graph.passes.naming import name_nodes
+from int8kit.graph.passes.untie import untie_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +112,8 @@ def optimize_model(
     remove_identities(out, log)
     if fold_constants:
         fold_constant_nodes(out, log)
+    # Before any fold rewrites a layer's weights: a shared weight would change for every reader.
+    untie_parameters(out, log)
     # TF "same" padding (Pad -> Conv) becomes Conv pads: a Pad between Q/DQ blocks QLinearConv fusion.
     fold_pads(out, log, blocked)
     # Shape information tells which MatMul outputs are 2-D (needed to fold BN after MatMul).
