@@ -501,3 +501,26 @@ def test_a_linear_layer_called_twice_runs_the_same_fused_and_unfused(tmp_path):
         opts.graph_optimization_level = level
         outs.append(ort.InferenceSession(qmodel.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(None, {"x": data[:64]})[0])
     np.testing.assert_allclose(outs[1], outs[0], atol=0.02 * float(np.abs(outs[0]).max()))
+
+
+def test_a_conv_writing_a_model_output_runs_as_qlinearconv(tmp_path):
+    """A detection head: without an output QuantizeLinear onnxruntime runs it in float."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="body", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["y"], name="head"),
+    ]
+    graph = helper.make_graph(nodes, "head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [_init("w1", (16, 8, 3, 3)), _init("b1", (16,)), _init("w2", (16, 16, 1, 1)), _init("b2", (16,))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    data = RNG.standard_normal((64, 8, 8, 8)).astype(np.float32)
+    stats = collect(model, data, tensors=candidate_tensors(model), progress=False)
+    qmodel = emit_qdq(model, plan(model, stats, QuantConfig(stem_float=False)))
+    path = str(tmp_path / "opt.onnx")
+    y = _run(qmodel, data[:8], optimized_path=path)
+    ops = [n.op_type for n in onnx.load(path).graph.node]
+    assert ops.count("QLinearConv") == 2 and "Conv" not in ops
+    want = _run(model, data[:8])
+    cos = float(np.sum(y * want) / np.linalg.norm(y) / np.linalg.norm(want))
+    assert cos > 0.999

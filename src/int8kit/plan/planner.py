@@ -283,14 +283,15 @@ def _tensors_to_quantize(facts: GraphFacts, quantized: set[str], forced: dict[st
 def _output_needed(facts: GraphFacts, node: onnx.NodeProto, quantized: set[str]) -> bool:
     """Whether a quantized compute op's output gets a QuantizeLinear.
 
-    Conv needs one to run as QLinearConv. MatMul and Gemm run as MatMulIntegerToFloat / QGemm
-    with a float output, so they quantize their output only for a quantized reader: a float
-    reader then gets full precision (the FFN output of BERT-like encoders holds outliers 60x
-    beyond its 99.99th percentile that any INT8 range would destroy), and so does the model's
-    output.
+    Conv needs one to run as QLinearConv, even when it writes a model output (a detection head:
+    without it onnxruntime runs the conv in float on dequantized weights). MatMul and Gemm run as
+    MatMulIntegerToFloat / QGemm with a float output, so they quantize their output only for a
+    quantized reader: a float reader then gets full precision (the FFN output of BERT-like
+    encoders holds outliers 60x beyond its 99.99th percentile that any INT8 range would destroy),
+    and so does the model's output.
     """
     out = node.output[0]
-    if node.op_type in ("MatMul", "Gemm") or out in facts.graph_outputs:
+    if node.op_type in ("MatMul", "Gemm"):
         return any(c.name in quantized for c in _consumers_through_activations(facts, out))
     return True
 
