@@ -524,3 +524,29 @@ def test_a_conv_writing_a_model_output_runs_as_qlinearconv(tmp_path):
     want = _run(model, data[:8])
     cos = float(np.sum(y * want) / np.linalg.norm(y) / np.linalg.norm(want))
     assert cos > 0.999
+
+
+def test_a_uint8_image_input_cast_in_the_graph_is_quantized_after_the_cast(tmp_path):
+    """uint8 NHWC pixels -> Transpose -> Cast -> /255 -> convs: everything after the Cast is data
+    (not an id or a mask) and gets quantized; the uint8 tensors themselves are left alone."""
+    import int8kit
+
+    nodes = [
+        helper.make_node("Transpose", ["img"], ["t"], perm=[0, 3, 1, 2]),
+        helper.make_node("Cast", ["t"], ["f"], to=TensorProto.FLOAT),
+        helper.make_node("Div", ["f", "s"], ["n"]),
+        helper.make_node("Conv", ["n", "w1", "b1"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Conv", ["r", "w2", "b2"], ["y"], name="conv2"),
+    ]
+    graph = helper.make_graph(nodes, "pixels", [helper.make_tensor_value_info("img", TensorProto.UINT8, ["N", 16, 16, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(np.array(255, np.float32), "s"), _init("w1", (8, 3, 3, 3)), _init("b1", (8,)),
+                               _init("w2", (8, 8, 1, 1)), _init("b2", (8,))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = RNG.integers(0, 256, (64, 16, 16, 3)).astype(np.uint8)
+    result = int8kit.quantize(model, x, output_dir=tmp_path, stem_float=False, progress=False)
+    assert {"n", "r", "w1", "w2"} <= set(result.plan.tensors) and not {"img", "t"} & set(result.plan.tensors)
+    sess = ort.InferenceSession(str(result.int8_model), providers=["CPUExecutionProvider"])
+    got, want = sess.run(None, {"img": x[:8]})[0], ort.InferenceSession(model.SerializeToString()).run(None, {"img": x[:8]})[0]
+    assert float(np.sum(got * want) / np.linalg.norm(got) / np.linalg.norm(want)) > 0.999

@@ -16,6 +16,8 @@ from int8kit.graph.passes.linear import conv_group, node_attr  # noqa: F401  (pl
 
 _FLOATS = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
 _LOOKUPS = {"Gather", "GatherElements", "GatherND"}
+# Image inputs fed as raw pixels (not ids or masks, which are int32/int64/bool).
+_PIXELS = {TensorProto.UINT8, TensorProto.INT8, TensorProto.UINT16}
 
 
 @dataclass
@@ -52,10 +54,10 @@ class GraphFacts:
         return facts
 
     def _float_activations(self) -> set[str]:
-        # A tensor is an activation when it depends on a float model input or an embedding
-        # lookup. Tensors derived only from integer inputs (attention masks, ids) or constants are not: their ranges are
+        # A tensor is an activation when it depends on a float or 8/16-bit pixel model input (an
+        # image fed as uint8 and cast to float in the graph) or an embedding lookup. Tensors derived only from integer inputs (attention masks, ids) or constants are not: their ranges are
         # data-independent and often extreme (-1e4 / -inf mask values) and must stay float.
-        tainted = {n for n in self.graph_inputs if self.elem_type.get(n) in _FLOATS}
+        tainted = {n for n in self.graph_inputs if self.elem_type.get(n) in _FLOATS | _PIXELS}
         for node in self.nodes:
             if node.op_type in ("Shape", "Size"):
                 continue
@@ -66,9 +68,10 @@ class GraphFacts:
                 continue
             if any(i in tainted for i in node.input if i):
                 for out in node.output:
-                    if out and self.elem_type.get(out, TensorProto.FLOAT) in _FLOATS:
+                    if out and self.elem_type.get(out, TensorProto.FLOAT) in _FLOATS | _PIXELS:
                         tainted.add(out)
-        return tainted
+        # pixels pass the taint on (a uint8 image transposed, then cast) but only floats are quantized
+        return {t for t in tainted if self.elem_type.get(t, TensorProto.FLOAT) in _FLOATS}
 
     def node_names(self) -> set[str]:
         return {n.name for n in self.nodes}
