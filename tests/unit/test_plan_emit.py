@@ -550,3 +550,14 @@ def test_a_uint8_image_input_cast_in_the_graph_is_quantized_after_the_cast(tmp_p
     sess = ort.InferenceSession(str(result.int8_model), providers=["CPUExecutionProvider"])
     got, want = sess.run(None, {"img": x[:8]})[0], ort.InferenceSession(model.SerializeToString()).run(None, {"img": x[:8]})[0]
     assert float(np.sum(got * want) / np.linalg.norm(got) / np.linalg.norm(want)) > 0.999
+
+
+def test_an_add_kept_float_is_not_fused_back_into_qlinearadd(model_and_stats, tmp_path):
+    model, stats, data = model_and_stats
+    qmodel = emit_qdq(model, plan(model, stats, QuantConfig(fp_layers=("add1",))))
+    path = str(tmp_path / "opt.onnx")
+    got = _run(qmodel, data[:8], optimized_path=path)
+    ops = [n.op_type for n in onnx.load(path).graph.node]
+    assert "QLinearAdd" not in ops and "Add" in ops
+    want = _run(model, data[:8])
+    assert float(np.sum(got * want) / np.linalg.norm(got) / np.linalg.norm(want)) > 0.99

@@ -90,10 +90,14 @@ def emit_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
         qdq_nodes.append(_q(fname, scale.name, zp.name, qname, contrib))
         qdq_nodes.append(_dq(qname, scale.name, zp.name, tq.name, None, contrib))
 
+    activated: set[str] = set()
     for node, idx, tensor in float_reads:
         source = tensor if tensor in graph_inputs else tensor + "_float"
         act = fused_acts.get(tensor)
-        if act is not None:
+        if act is not None and tensor in activated:
+            source = tensor + "_float_activated"  # another float reader already re-applies it
+        elif act is not None:
+            activated.add(tensor)
             # the float source of a fused activation is its pre-activation input: apply it again
             again = copy.deepcopy(act)
             again.name = act.name + "_for_float"
@@ -193,6 +197,10 @@ def _channel_scaled_qdq(tq: TensorQuant, plan: QuantPlan, nodes: list[onnx.NodeP
     return [gain_init]
 
 
+# Float ops onnxruntime would fuse back into INT8 kernels when they read DequantizeLinear outputs.
+_REFUSABLE = {"Add", "Mul", "Concat"}
+
+
 def _float_compute_reads(nodes, producer, plan: QuantPlan) -> list[tuple[onnx.NodeProto, int, str]]:
     """Where a float Conv/ConvTranspose/Gemm must read the unquantized source of its input.
 
@@ -205,6 +213,11 @@ def _float_compute_reads(nodes, producer, plan: QuantPlan) -> list[tuple[onnx.No
     """
     reads = []
     for node in nodes:
+        if node.name in plan.float_nodes and node.op_type in _REFUSABLE:
+            # an Add/Mul/Concat the user keeps float: read the float sources, or onnxruntime fuses
+            # DequantizeLinear -> Add -> QuantizeLinear back into QLinearAdd
+            reads += [(node, i, t) for i, t in enumerate(node.input) if t in plan.tensors and plan.tensors[t].values is None]
+            continue
         if node.op_type not in ("Conv", "ConvTranspose", "Gemm") or len(node.input) < 2:
             continue
         if node.input[1] in plan.tensors:
