@@ -157,6 +157,8 @@ def _choose_nodes(facts: GraphFacts, forced: dict[str, str], result: QuantPlan) 
         acts = [node.input[i] for i in info.activation_inputs if i < len(node.input)]
         if info.role == COMPUTE:
             if node.input[0] not in facts.activations:
+                if node.input[0] in facts.initializers and node.op_type == "MatMul":
+                    result.float_nodes[node.name] = "constant first operand (W @ x): INT8 MatMul takes the weight second"
                 continue
             w = node.input[info.weight_input]
             if w in facts.initializers:
