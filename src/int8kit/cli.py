@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     granularity.add_argument("--per-tensor", dest="per_channel", action="store_false",
                              help="one weight scale per tensor (the vendor tools' default; hurts depthwise convs)")
     p.add_argument("--activation-offset", action="store_true", help="asymmetric activations (zero point)")
-    p.add_argument("--bitwidth", type=int, default=8, help="activation bits: 8 (default) or 16")
+    p.add_argument("--bitwidth", type=int, default=8, help="activation bits: 8 (default) or 16 (onnxruntime has no 16-bit integer kernels: an accuracy reference, slower than FP32)")
     p.add_argument("--conv-group", action="store_true", help="group output channels of similar range, one scale per group")
     p.add_argument("--fold-concat-scale", action="store_true", help="give Concat inputs the output's scale")
     p.add_argument("--accuracy-opt", action="store_true", help="keep depthwise convolutions in float")
