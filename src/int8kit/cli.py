@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print("int8kit: interrupted; no partial output was left behind.", file=sys.stderr)
+        if argv is None:  # the console command: skip interpreter teardown, where onnxruntime's
+            sys.stdout.flush()  # threads can abort the process (exit 134) after a Ctrl-C
+            sys.stderr.flush()
+            os._exit(130)
         return 130
 
 
