@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Collection, Mapping
@@ -33,6 +34,7 @@ from int8kit.plan.types import QuantPlan
 from int8kit.thresholds import resolve
 
 ModelLike = onnx.ModelProto | str | os.PathLike
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -294,6 +296,9 @@ def _quantize(model: ModelLike, data: Any, config: QuantConfig, names: dict[str,
     timings["emit"] = time.perf_counter() - start
     if tuning is not None:
         start = time.perf_counter()
+        kept = sum(len(next(iter(b.values()))) for b in tuning.kept)
+        if kept < config.bias_tuning:
+            log.warning("--bias-tuning asked %d samples but the data holds %d; tuning on those", config.bias_tuning, kept)
         int8, bias_tuned = tune_biases(optimized, int8, quant_plan, tuning.kept, progress=progress)
         timings["bias_tuning"] = time.perf_counter() - start
 

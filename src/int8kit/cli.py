@@ -31,6 +31,8 @@ def _th_params(pairs: list[str], percentile: float | None) -> dict[str, Any]:
         except json.JSONDecodeError:
             params[key.strip()] = value
     if percentile is not None:
+        if "percentile" in params and params["percentile"] != percentile:
+            raise ConfigError(f"--percentile {percentile} and --th-param percentile={params['percentile']} disagree; give one of them.")
         params["percentile"] = percentile
     return params
 

@@ -196,8 +196,8 @@ class Stats:
         file_model = str(data["model_id"])
         if model_id is not None and file_model != model_id:
             raise CalibrationError(
-                f"statistics file '{path}' was collected on another model ({file_model[:12]}, this one is {model_id[:12]}); "
-                "re-run calibrate on this model."
+                f"statistics file '{path}' was collected on another model ({file_model[:12]}, this one is {model_id[:12]}), "
+                "or with other --no-fuse layers; re-run calibrate on this model with the same --no-fuse."
             )
         try:
             return cls._from_arrays(data, file_model)
