@@ -31,7 +31,7 @@ from int8kit.importers.convert import convert_model as convert  # the `convert` 
 from int8kit.plan.config import LayerOverride, QuantConfig, load_overrides
 from int8kit.plan.planner import candidate_tensors, plan
 from int8kit.plan.types import QuantPlan
-from int8kit.thresholds import resolve
+from int8kit.preflight import check_layer_names, check_methods, input_paths
 
 ModelLike = onnx.ModelProto | str | os.PathLike
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ def optimize(model: ModelLike, *, output: str | os.PathLike | None = None, no_fu
     Writes ``output`` when given (atomically); the input file is never touched. ``framework``,
     ``weights``, ``input_shapes``: take another framework's model directly (see ``convert``).
     """
-    check_outputs({"the output": output}, _inputs(model=model, weights=weights))
+    check_outputs({"the output": output}, input_paths(model=model, weights=weights))
     optimized, log = optimize_model(as_model(_source(model, framework, weights, input_shapes)), no_fuse=no_fuse)
     path = save_model(optimized, output) if output is not None else None
     return OptimizeResult(optimized, path, log)
@@ -143,7 +143,7 @@ def calibrate(
     ``data`` may also be an image folder/list (with ``preprocess`` or ``preprocess_template``),
     an LMDB folder or a Caffe Data-layer prototxt (see ``int8kit.data.open.open_data``).
     """
-    check_outputs({"the statistics output": output}, _inputs(model=model, data=data, weights=weights))
+    check_outputs({"the statistics output": output}, input_paths(model=model, data=data, weights=weights))
     source = as_model(_source(model, framework, weights, input_shapes))
     check_float_model(source)
     optimized, _ = optimize_model(source, no_fuse=no_fuse)
@@ -232,11 +232,11 @@ def quantize(
         fp_op_types=fp_op_types,
         overrides=_overrides(overrides),
     )
-    _check_method(config)
+    check_methods(config)
     out, stem = Path(output_dir), _stem(model)
     names = {s: out / f"{stem}{s}" for s in ("_int8.onnx", "_fp32_optimized.onnx", "_quant.json", "_calibration_table.txt", "_trt_calib.cache")}
     check_outputs({"--dump-stats": dump_stats, **{f"output '{p.name}'": p for p in names.values()}},
-                  _inputs(model=model, data=data, stats=stats, overrides=overrides, weights=weights))
+                  input_paths(model=model, data=data, stats=stats, overrides=overrides, weights=weights))
     with outputs_together():  # an error or Ctrl-C midway leaves none of the outputs, not some
         return _quantize(model, data, config, names, stats=stats, iterations=iterations, batch_size=batch_size,
                          no_fuse=no_fuse, dump_stats=dump_stats, progress=progress, preprocess=preprocess,
@@ -258,7 +258,7 @@ def _quantize(model: ModelLike, data: Any, config: QuantConfig, names: dict[str,
     check_float_model(source)
     optimized, opt_log = optimize_model(source, no_fuse=no_fuse)
     timings["optimize"] = time.perf_counter() - start
-    _check_layer_names(source, optimized, config)  # now, not after the calibration pass
+    check_layer_names(source, optimized, config)  # now, not after the calibration pass
 
     if stats is not None and data is None and config.bias_tuning:
         raise ConfigError("--bias-tuning runs the INT8 model on calibration samples; pass --data as well as --stats.")
@@ -348,7 +348,7 @@ def evaluate(
     """
     from int8kit.evaluation.compare import compare_models
 
-    check_outputs({"--report": report}, _inputs(fp32_model=fp32_model, int8_model=int8_model, data=data, labels=labels,
+    check_outputs({"--report": report}, input_paths(fp32_model=fp32_model, int8_model=int8_model, data=data, labels=labels,
                                                   quant_json=quant_json, stats=stats, weights=weights))
     fp32_model = _source(fp32_model, framework, weights, input_shapes)  # the original framework's files work too
     data = _open_data(fp32_model, data, preprocess, preprocess_template, strict)
@@ -389,28 +389,6 @@ def _open_data(model: ModelLike, data: Any, preprocess: str | None, template: st
                      input_shapes=[s.shape for s in specs], input_names=[s.name for s in specs])
 
 
-def _check_layer_names(source: onnx.ModelProto, optimized: onnx.ModelProto, config: QuantConfig) -> None:
-    """Every layer the options name exists in the optimized graph; a layer optimisation folded
-    away (a BatchNormalization into its conv) is named with where it went."""
-    from int8kit.describe import folded_layers
-    from int8kit.plan.graph_facts import GraphFacts, float_nodes
-
-    try:
-        float_nodes(GraphFacts.of(optimized), config)
-    except ConfigError:
-        folded = {name: into for name, _, into in folded_layers(source, optimized)}
-        named = (*config.fp_inputs, *config.fp_outputs, *config.fp_blocks, *config.fp_layers, *config.overrides)
-        for name in (n for n in named if n in folded):
-            raise ConfigError(f"layer '{name}' is folded away by graph optimisation ({folded[name]}); "
-                              "name the layer it became part of ('int8kit inspect' lists both).") from None
-        raise
-
-
-def _inputs(**paths: Any) -> dict[str, Any]:
-    """The run's input files by a label for messages ("the model file '...'")."""
-    return {f"the {what.replace('_', ' ')} file given": p for what, p in paths.items()}
-
-
 def _collect(optimized: onnx.ModelProto, data: Any, **kwargs: Any) -> Stats:
     """Tap exactly the tensors some plan could quantize, so one pass serves every re-plan."""
     return collect(optimized, data, tensors=candidate_tensors(optimized), **kwargs)
@@ -423,14 +401,6 @@ def _overrides(raw: str | os.PathLike | Mapping[str, Any] | None) -> dict[str, L
         layers = raw.get("layers", raw)
         return {k: v if isinstance(v, LayerOverride) else LayerOverride.from_dict(k, v) for k, v in layers.items()}
     return load_overrides(raw)
-
-
-def _check_method(config: QuantConfig) -> None:
-    """Fail before the calibration pass, not after it, on a misspelt method."""
-    resolve(config.th_method)
-    for ov in config.overrides.values():
-        if ov.th_method:
-            resolve(ov.th_method)
 
 
 def _tensor_order(model: onnx.ModelProto) -> list[str]:
