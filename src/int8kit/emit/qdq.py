@@ -213,10 +213,12 @@ def _float_compute_reads(nodes, producer, plan: QuantPlan) -> list[tuple[onnx.No
     """
     reads = []
     for node in nodes:
-        if node.name in plan.float_nodes and node.op_type in _REFUSABLE:
-            # an Add/Mul/Concat the user keeps float: read the float sources, or onnxruntime fuses
-            # DequantizeLinear -> Add -> QuantizeLinear back into QLinearAdd
-            reads += [(node, i, t) for i, t in enumerate(node.input) if t in plan.tensors and plan.tensors[t].values is None]
+        quantized_inputs = [t in plan.tensors and plan.tensors[t].values is None for t in node.input if t]
+        if node.name in plan.float_nodes and node.op_type in _REFUSABLE and quantized_inputs and all(quantized_inputs):
+            # a float Add/Mul/Concat whose every input comes from a DequantizeLinear: onnxruntime
+            # would fuse DequantizeLinear -> Add -> QuantizeLinear back into QLinearAdd, so it reads
+            # the float sources (with one unquantized input the pattern cannot match: left alone)
+            reads += [(node, i, t) for i, t in enumerate(node.input) if t]
             continue
         if node.op_type not in ("Conv", "ConvTranspose", "Gemm") or len(node.input) < 2:
             continue
