@@ -561,3 +561,26 @@ def test_an_add_kept_float_is_not_fused_back_into_qlinearadd(model_and_stats, tm
     assert "QLinearAdd" not in ops and "Add" in ops
     want = _run(model, data[:8])
     assert float(np.sum(got * want) / np.linalg.norm(got) / np.linalg.norm(want)) > 0.99
+
+
+def test_a_float_mul_with_an_unquantized_input_leaves_its_producer_fused(tmp_path):
+    """A Mul by a constant-derived tensor stays float by rule; it must read the dequantized tensor
+    (onnxruntime cannot fuse it anyway), or the conv writing that tensor loses QLinearConv."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu"),
+        helper.make_node("Mul", ["r1", "gain"], ["m"], name="gate"),
+        helper.make_node("Conv", ["m", "w2", "b2"], ["y"], name="conv2"),
+    ]
+    graph = helper.make_graph(nodes, "gate", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [_init("w1", (16, 8, 3, 3)), _init("b1", (16,)), _init("w2", (16, 16, 1, 1)), _init("b2", (16,)),
+                               numpy_helper.from_array((RNG.random((1, 16, 1, 1)) + 0.5).astype(np.float32), "gain")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    data = RNG.standard_normal((64, 8, 8, 8)).astype(np.float32)
+    stats = collect(model, data, tensors=candidate_tensors(model), progress=False)
+    qplan = plan(model, stats, QuantConfig(stem_float=False))
+    assert "gate" in qplan.float_nodes
+    path = str(tmp_path / "opt.onnx")
+    _run(emit_qdq(model, qplan), data[:4], optimized_path=path)
+    assert [n.op_type for n in onnx.load(path).graph.node].count("QLinearConv") == 2
