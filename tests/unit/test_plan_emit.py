@@ -584,3 +584,20 @@ def test_a_float_mul_with_an_unquantized_input_leaves_its_producer_fused(tmp_pat
     path = str(tmp_path / "opt.onnx")
     _run(emit_qdq(model, qplan), data[:4], optimized_path=path)
     assert [n.op_type for n in onnx.load(path).graph.node].count("QLinearConv") == 2
+
+
+def test_a_concat_input_left_a_few_levels_is_warned_about(caplog):
+    nodes = [
+        helper.make_node("Conv", ["x", "wa"], ["a"], name="big"),
+        helper.make_node("Conv", ["x", "wb"], ["b"], name="small"),
+        helper.make_node("Concat", ["a", "b"], ["cat"], name="join", axis=1),
+        helper.make_node("Conv", ["cat", "wc"], ["y"], name="reader"),
+    ]
+    graph = helper.make_graph(nodes, "join", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [_init("wa", (8, 8, 1, 1), 10.0), _init("wb", (8, 8, 1, 1), 0.05), _init("wc", (4, 16, 1, 1))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    stats = collect(model, RNG.standard_normal((32, 8, 4, 4)).astype(np.float32), tensors=candidate_tensors(model), progress=False)
+    with caplog.at_level("WARNING"):
+        plan(model, stats, QuantConfig(th_method="max"))
+    assert "input 'b'" in caplog.text and "keep reader float" in caplog.text and "input 'a'" not in caplog.text

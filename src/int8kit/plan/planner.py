@@ -14,6 +14,7 @@ from onnx import numpy_helper
 
 from int8kit.errors import CalibrationError
 from int8kit.graph.ops import BINARY, COMPUTE, FUSABLE, SHARED, UNARY, VARIADIC, op_info
+from int8kit.plan.advice import warn_narrow_concat_inputs
 from int8kit.plan.config import LayerOverride, QuantConfig
 from int8kit.plan.domains import consumer_domain
 from int8kit.plan.graph_facts import GraphFacts, float_nodes
@@ -102,6 +103,7 @@ def plan(model: onnx.ModelProto, stats, config: QuantConfig) -> QuantPlan:
     result.integer_hardswish = {y: f for y, f in integer.items() if result.tensors[y].channel_step is None}
     drop_inner_tensors(facts, result)
     check_overrides_apply(facts, config, result)
+    warn_narrow_concat_inputs(facts, result)
 
     # Weights and biases of compute nodes.
     for node in facts.nodes:
