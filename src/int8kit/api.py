@@ -233,6 +233,8 @@ def quantize(
         overrides=_overrides(overrides),
     )
     check_methods(config)
+    if not isinstance(output_dir, (str, os.PathLike)) or (stats is not None and not isinstance(stats, (str, os.PathLike, Stats))):
+        raise ConfigError(f"output_dir must be a folder path and stats a statistics file path or Stats, got {output_dir!r} and {stats!r}.")
     out, stem = Path(output_dir), _stem(model)
     names = {s: out / f"{stem}{s}" for s in ("_int8.onnx", "_fp32_optimized.onnx", "_quant.json", "_calibration_table.txt", "_trt_calib.cache")}
     check_outputs({"--dump-stats": dump_stats, **{f"output '{p.name}'": p for p in names.values()}},
@@ -348,6 +350,10 @@ def evaluate(
     """
     from int8kit.evaluation.compare import compare_models
 
+    if report is not None and quant_json is None:  # the record the report reads by default is an input too
+        from int8kit.evaluation.report import find_quant_json
+
+        quant_json = find_quant_json(int8_model)
     check_outputs({"--report": report}, input_paths(fp32_model=fp32_model, int8_model=int8_model, data=data, labels=labels,
                                                   quant_json=quant_json, stats=stats, weights=weights))
     fp32_model = _source(fp32_model, framework, weights, input_shapes)  # the original framework's files work too
@@ -399,7 +405,11 @@ def _overrides(raw: str | os.PathLike | Mapping[str, Any] | None) -> dict[str, L
         return {}
     if isinstance(raw, Mapping):
         layers = raw.get("layers", raw)
+        if not isinstance(layers, Mapping):
+            raise ConfigError(f"overrides must map layer names to settings, got {type(layers).__name__}: {layers!r}.")
         return {k: v if isinstance(v, LayerOverride) else LayerOverride.from_dict(k, v) for k, v in layers.items()}
+    if not isinstance(raw, (str, os.PathLike)):
+        raise ConfigError(f"overrides must be a JSON file path or a mapping, got {type(raw).__name__}.")
     return load_overrides(raw)
 
 

@@ -102,6 +102,12 @@ def test_overwrite_replaces_an_lmdb_only_and_never_the_images(tmp_path, photo_fo
     db = tmp_path / "db"  # an LMDB it made is replaced
     args = ["lmdb", "create", "--images", str(photo_folder), "--preprocess", PRE, "--shape", "1,3,32,32", "-o", str(db), "--no-progress"]
     assert main(args) == 0 and main(args) == 2 and main(args + ["--overwrite"]) == 0
+    # ...unless an image list names files inside it
+    inner = db / "original_images" / "0000000000_0.jpg"
+    (tmp_path / "list.txt").write_text(f"{inner}\n")
+    listed = ["lmdb", "create", "--images", str(tmp_path / "list.txt"), "--preprocess", PRE, "--shape", "1,3,32,32",
+              "-o", str(db), "--overwrite", "--no-progress"]
+    assert main(listed) == 2 and "lies inside the LMDB" in capsys.readouterr().err and inner.is_file()
 
 
 def test_lmdb_with_labels_feeds_quantize_and_eval(tmp_path, capsys):

@@ -101,3 +101,17 @@ def test_stats_exclude_data_and_dump_and_record_their_own_bins(files):
 
 def test_output_error_is_an_int8kit_error():
     assert issubclass(OutputError, int8kit.errors.Int8kitError)
+
+
+def test_outputs_may_not_overwrite_each_other_or_the_record_a_report_reads(files, capsys):
+    root, model = files
+    calib = str(root / "calib.npy")
+    args = ["quantize", str(model), "--data", calib, "-o", str(root / "q"), "--dump-stats", str(root / "q" / "net_int8.onnx"), "--no-progress"]
+    assert main(args) == 2
+    assert "one would overwrite the other" in capsys.readouterr().err
+    assert main(["quantize", str(model), "--data", calib, "-o", str(root / "q"), "--no-progress"]) == 0
+    record = root / "q" / "net_quant.json"
+    before = record.read_bytes()
+    args = ["eval", str(model), str(root / "q" / "net_int8.onnx"), "--data", calib, "--report", str(record), "--no-latency", "--no-progress"]
+    assert main(args) == 2  # the default --quant-json is an input of the report
+    assert "never overwrites its inputs" in capsys.readouterr().err and record.read_bytes() == before

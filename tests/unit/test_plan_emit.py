@@ -453,7 +453,8 @@ def test_initializers_read_only_inside_if_branches_are_kept():
     out_t = helper.make_tensor_value_info("b", TensorProto.FLOAT, None)
 
     def branch(name: str, scale: float) -> onnx.GraphProto:
-        nodes = [helper.make_node("Mul", ["r", f"{name}_s"], [f"{name}_m"]), helper.make_node("Conv", [f"{name}_m", "w2"], ["b"], pads=[1, 1, 1, 1])]
+        source = "r" if name == "then" else "c"  # the else branch reads the conv output before the Relu
+        nodes = [helper.make_node("Mul", [source, f"{name}_s"], [f"{name}_m"]), helper.make_node("Conv", [f"{name}_m", "w2"], ["b"], pads=[1, 1, 1, 1])]
         return helper.make_graph(nodes, name, [], [out_t], [numpy_helper.from_array(np.array(scale, np.float32), f"{name}_s")])
 
     nodes = [
@@ -469,7 +470,7 @@ def test_initializers_read_only_inside_if_branches_are_kept():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     data = RNG.standard_normal((16, 3, 8, 8)).astype(np.float32)
     stats = collect(model, data, tensors=candidate_tensors(model), progress=False)
-    qmodel = emit_qdq(model, plan(model, stats, QuantConfig(th_method="max")))
+    qmodel = emit_qdq(model, plan(model, stats, QuantConfig(th_method="max", stem_float=False)))
     assert "w2" in {t.name for t in qmodel.graph.initializer}
     want = _run(model, data[:4])
     got = _run(qmodel, data[:4])

@@ -75,6 +75,12 @@ def create_from_images(
             "int8kit never touches its inputs, choose an output folder outside them."
         )
     source = ImageSource(images, pipeline, strict=strict, workers=workers)  # finds, checks and labels the files
+    inside = next((f for f in source.files if output_at in Path(f).resolve().parents), None)
+    if inside is not None:  # an image list can name files inside the LMDB folder being replaced
+        raise ConfigError(
+            f"image '{inside}' lies inside the LMDB '{output}' being written; int8kit never touches its inputs, "
+            "choose another output folder or move the images."
+        )
     labels = source.labels()
     per_record, sample_shape = shape[0], tuple(shape[1:])
 

@@ -122,6 +122,7 @@ def check_outputs(outputs: Mapping[str, Any], inputs: Mapping[str, Any]) -> None
     not paths (arrays, loaded models, ``None``) are skipped.
     """
     taken = {Path(p).resolve(): what for what, p in inputs.items() if isinstance(p, (str, os.PathLike)) and str(p)}
+    written: dict[Path, str] = {}
     for what, p in outputs.items():
         if not isinstance(p, (str, os.PathLike)):
             continue
@@ -130,6 +131,9 @@ def check_outputs(outputs: Mapping[str, Any], inputs: Mapping[str, Any]) -> None
             raise OutputError(f"{what} is an empty path; expected a file path.")
         if path.resolve() in taken:
             raise OutputError(f"{what} '{path}' is {taken[path.resolve()]}; int8kit never overwrites its inputs, choose another path.")
+        if path.resolve() in written:
+            raise OutputError(f"{what} '{path}' is also {written[path.resolve()]}; one would overwrite the other, choose another path.")
+        written[path.resolve()] = what
         _check_creatable(what, path)
 
 

@@ -12,12 +12,13 @@ from onnx import TensorProto, numpy_helper
 
 from int8kit.errors import ConfigError
 from int8kit.graph.ops import COMPUTE, op_info
+from int8kit.graph.graphview import node_inputs
 from int8kit.graph.passes.linear import conv_group, node_attr  # noqa: F401  (plan modules take them from here)
 
 _FLOATS = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
 _LOOKUPS = {"Gather", "GatherElements", "GatherND"}
-# Image inputs fed as raw pixels (not ids or masks, which are int32/int64/bool).
-_PIXELS = {TensorProto.UINT8, TensorProto.INT8, TensorProto.UINT16}
+# Image or audio inputs fed as raw samples (not ids or masks, which are int32/int64/bool).
+_PIXELS = {TensorProto.UINT8, TensorProto.INT8, TensorProto.UINT16, TensorProto.INT16}
 
 
 @dataclass
@@ -47,9 +48,8 @@ class GraphFacts:
             for out in node.output:
                 if out:
                     facts.producer[out] = node
-            for inp in node.input:
-                if inp:
-                    facts.consumers.setdefault(inp, []).append(node)
+            for inp in node_inputs(node):  # an If/Loop reading a tensor in its branches consumes it too
+                facts.consumers.setdefault(inp, []).append(node)
         facts.activations = facts._float_activations()
         return facts
 
