@@ -190,6 +190,8 @@ def load_any_model(
     from int8kit.graph.io import as_model
     from int8kit.importers.common import parse_input_shapes, parse_names
 
+    if isinstance(model, (str, os.PathLike)) and not str(model):
+        raise ModelError("the model path is empty; expected a model file (.onnx, .prototxt, .cfg, ...).")
     if isinstance(model, onnx.ModelProto):
         if framework not in (None, "onnx") or weights is not None:
             raise ConfigError("a loaded ONNX ModelProto was given with a framework or weights; pass the original files instead.")
