@@ -602,3 +602,21 @@ def test_a_concat_input_left_a_few_levels_is_warned_about(caplog):
     with caplog.at_level("WARNING"):
         plan(model, stats, QuantConfig(th_method="max"))
     assert "input 'b'" in caplog.text and "keep reader float" in caplog.text and "input 'a'" not in caplog.text
+
+
+@pytest.mark.parametrize("op, shift", [("Relu", 1.0), ("Softplus", 2.0), ("NegRelu", -0.1)])
+def test_divergence_methods_do_not_collapse_one_sided_tensors_away_from_zero(op, shift):
+    """relu(x) + 1, softplus(x) + 2, -relu(x) - 0.1: KL compares histograms from zero and would clip
+    every value onto one; such tensors take MSE and keep their whole range."""
+    first = [helper.make_node("Relu", ["c"], ["r"]), helper.make_node("Neg", ["r"], ["h"])] if op == "NegRelu" else [helper.make_node(op, ["c"], ["h"])]
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c"], name="first"), *first,
+             helper.make_node("Add", ["h", "shift"], ["a"], name="offset"), helper.make_node("Conv", ["a", "w"], ["y"], name="conv")]
+    graph = helper.make_graph(nodes, "offset", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(np.array(shift, np.float32), "shift"), _init("w0", (4, 8, 1, 1), 0.5), _init("w", (4, 4, 1, 1))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    data = RNG.standard_normal((64, 8, 6, 6)).astype(np.float32)
+    stats = collect(model, data, tensors=candidate_tensors(model), progress=False)
+    tq = plan(model, stats, QuantConfig(th_method="kl", stem_float=False)).tensors["a"]
+    assert tq.method == "mse"
+    assert max(abs(tq.min), abs(tq.max)) > 0 and tq.threshold >= 0.8 * max(abs(tq.min), abs(tq.max))

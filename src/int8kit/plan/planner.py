@@ -371,6 +371,12 @@ def _activation(facts: GraphFacts, stats, config: QuantConfig, name: str, near_i
         # (text strokes, edges) are what every later layer reads. MSE cut PP-OCRv4 rec's stem
         # output at 2.1-2.9 of 3.4 depending on the calibration lines (exact match 0.70 -> 0.92).
         method, params = "max", {}
+    elif (_off_zero(tstats.hist) or tstats.hist.max <= 0.0 < -tstats.hist.min) and resolve(method)[0] in _DIVERGENCE_METHODS:
+        # One-sided tensors that stay away from zero (Softplus outputs in [2.3, 3.8], relu(x) + 1)
+        # or lie below it: the divergence methods compare histograms of the positive side from 0,
+        # see all the mass in the last bin (or none) at any threshold below the data and clip every
+        # value onto one (relative error 0.25-0.29). MSE weighs the actual error.
+        method, params = "mse", {}
     elif tstats.hist.min < 0.0 < tstats.hist.max and resolve(method)[0] in _DIVERGENCE_METHODS:
         # Signed tensors (conv outputs before HardSwish, linear bottlenecks): KL, made for the
         # one-sided outputs of ReLU, cuts tails that the next layer reads linearly. MSE weighs the
@@ -392,6 +398,12 @@ def _activation(facts: GraphFacts, stats, config: QuantConfig, name: str, near_i
         threshold=ov.threshold if ov else None,
         signed=signed,
     )
+
+
+def _off_zero(hist) -> bool:
+    """All values on one side of zero, the nearest at least 1/8 as far out as the farthest."""
+    near, far = (hist.min, hist.max) if hist.min > 0 else (-hist.max, -hist.min)
+    return near > 0 and near >= far / 8
 
 
 def _bounded(node: onnx.NodeProto) -> bool:
