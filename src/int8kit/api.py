@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -358,6 +358,9 @@ def evaluate(
                                                   quant_json=quant_json, stats=stats, weights=weights))
     fp32_model = _source(fp32_model, framework, weights, input_shapes)  # the original framework's files work too
     data = _open_data(fp32_model, data, preprocess, preprocess_template, strict)
+    keep: KeepFirst | None = None
+    if (per_layer or report is not None) and isinstance(data, Iterator):  # a generator is read once: keep
+        data = keep = KeepFirst(batches_from(data, model_input_specs(as_model(fp32_model)), batch_size=batch_size), 32)
     result = compare_models(
         fp32_model,
         int8_model,
@@ -369,6 +372,8 @@ def evaluate(
         latency=latency,
         progress=progress,
     )
+    if keep is not None:
+        data = keep.kept  # the first samples again, for the per-layer pass
     if per_layer or report is not None:
         from int8kit.evaluation.layerwise import layer_errors
 

@@ -110,3 +110,22 @@ def test_api_arguments_of_the_wrong_type_are_config_errors(files, kwargs, needle
         int8kit.quantize(model, root / "calib.npy", output_dir=root / "api", progress=False, **kwargs)
     assert int8kit.quantize(model, root / "calib.npy", output_dir=root / "api", progress=False,
                             fp_layers="/fc/Gemm").plan.float_nodes["/fc/Gemm"] == "--fp-layers"  # one string: comma list
+
+
+def test_per_layer_errors_from_a_one_shot_generator_match_a_list(files):
+    """A generator is read once by the output comparison; the per-layer pass gets the kept
+    first samples again instead of an empty stream (which read as 'no error anywhere')."""
+    import int8kit
+
+    root, model = files
+    x = np.load(root / "test.npy")
+
+    def batches():
+        for i in range(0, len(x), 4):
+            yield {"image": x[i:i + 4]}
+
+    int8 = root / "q" / "net_int8.onnx"
+    a = int8kit.evaluate(model, int8, batches(), per_layer=True, latency=False, progress=False)
+    b = int8kit.evaluate(model, int8, list(batches()), per_layer=True, latency=False, progress=False)
+    errors = [e.relative_error for e in a.layers]
+    assert max(errors) > 0 and errors == [e.relative_error for e in b.layers]
