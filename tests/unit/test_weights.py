@@ -156,3 +156,27 @@ def test_conv_group_axis1_and_many_channels():
     assert np.abs(q).max() <= 127 and np.array_equal(s, s2)
     with pytest.raises(ConfigError, match="max_groups"):
         group_channel_scales(w, 1, max_groups=0)
+
+
+def test_a_pruned_channel_keeps_its_bias_under_a_wide_input_range():
+    """All-zero weights leave a channel only its bias; with the default zero-channel scale the
+    bias step is the input scale, and a wide input range rounded a 0.7 bias to 0."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from int8kit.calib.collect import collect
+    from int8kit.plan.config import QuantConfig
+    from int8kit.plan.planner import candidate_tensors, plan
+
+    w = np.random.default_rng(0).normal(size=(4, 8, 1, 1)).astype(np.float32)
+    w[2] = 0.0
+    b = np.array([0.1, -0.2, 0.7, 0.3], np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv")], "pruned",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 4, 4])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    data = (np.random.default_rng(1).normal(size=(16, 8, 4, 4)) * 1000).astype(np.float32)
+    stats = collect(model, data, tensors=candidate_tensors(model), progress=False)
+    bias = plan(model, stats, QuantConfig(th_method="max", stem_float=False)).tensors["b"]
+    restored = np.asarray(bias.values, np.float64) * np.asarray(bias.scale, np.float64)
+    assert abs(restored[2] - 0.7) < 1e-6

@@ -55,11 +55,25 @@ def plan_weights(facts: GraphFacts, node: onnx.NodeProto, config: QuantConfig, r
         conv_group=config.conv_group,
         min_scale=bias_min_weight_scale(b, float(x.scale)) if b is not None else None,
     )
+    if b is not None and tq.method == "per_channel":
+        _keep_bias_of_zero_channels(tq, b, float(x.scale))
     result.tensors[w_name] = tq
     if b is not None and config.bias_correction:
         b = b - weight_error_shift(node, w, tq, mean)
     if b is not None:
         result.tensors[b_name] = bias_quant(b_name, b, float(x.scale), tq.scale)
+
+
+def _keep_bias_of_zero_channels(tq, b: np.ndarray, input_scale: float) -> None:
+    """A channel whose weights are all zero (pruned) is only its bias. Any scale leaves its weights
+    zero, so it gets the one that makes its INT32 bias step |b| / 2**24: with the default scale
+    1.0 the bias step is the input scale, and a wide input range rounded a 0.7 bias to 0."""
+    codes = np.moveaxis(np.asarray(tq.values), tq.axis, 0).reshape(np.size(tq.scale), -1)
+    zero = ~np.any(codes, axis=1) & (b != 0)
+    if zero.any():
+        scale = np.array(tq.scale, dtype=np.float32)
+        scale[zero] = (np.abs(b[zero]) / (input_scale * 2.0**24)).astype(np.float32)
+        tq.scale = scale
 
 
 def _weight_axis(node: onnx.NodeProto, w: np.ndarray) -> int:
