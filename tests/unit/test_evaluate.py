@@ -287,3 +287,27 @@ def test_layer_errors_run_in_pieces_of_bounded_size(monkeypatch) -> None:
         assert a.name == b.name
         assert a.cosine == pytest.approx(b.cosine, abs=1e-12) and a.relative_error == pytest.approx(b.relative_error, abs=1e-12)
         assert a.max_abs_error == b.max_abs_error
+
+
+def test_relative_error_tells_what_cosine_cannot_for_one_value_per_sample() -> None:
+    def model(scale: float) -> onnx.ModelProto:
+        graph = helper.make_graph(
+            [helper.make_node("Mul", ["x", "s"], ["m"]), helper.make_node("ReduceSum", ["m", "axes"], ["y"], keepdims=1)], "reg",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])],
+            [numpy_helper.from_array(np.array(scale, np.float32), "s"), numpy_helper.from_array(np.array([1], np.int64), "axes")])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    x = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
+    result = compare_models(model(1.0), model(1.5), x, latency=False, progress=False)
+    sim = result.outputs[0]
+    assert sim.mean_cosine == pytest.approx(1.0) and sim.relative_error == pytest.approx(0.5, rel=1e-5)
+    assert "relative error (y)" in result.to_table()
+
+
+def test_layer_cosine_is_zero_when_only_one_side_is_all_zero() -> None:
+    from int8kit.evaluation.layerwise import _Sums
+
+    sums = _Sums(["t"], {})
+    sums.add([np.ones(4, np.float32)], [np.zeros(4, np.float32)])
+    (err,) = sums.errors()
+    assert err.cosine == 0.0 and err.relative_error == pytest.approx(1.0)

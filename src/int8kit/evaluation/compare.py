@@ -40,6 +40,9 @@ class OutputSimilarity:
     name: str
     mean_cosine: float
     max_abs_error: float
+    # ||INT8 - FP32|| / ||FP32|| over all samples: meaningful where a per-sample cosine is not
+    # (one value per sample: a regression output's cosine is always 1)
+    relative_error: float = 0.0
 
 
 @dataclasses.dataclass
@@ -85,6 +88,7 @@ class EvalResult:
         for sim in self.outputs:
             rows.append([f"mean cosine ({sim.name})", "", f"{sim.mean_cosine:.6f}", ""])
             rows.append([f"max abs error ({sim.name})", "", f"{sim.max_abs_error:.6g}", ""])
+            rows.append([f"relative error ({sim.name})", "", f"{sim.relative_error:.6g}", ""])
         if self.fp32_latency_ms is not None and self.int8_latency_ms is not None:
             ratio = f"x{self.latency_ratio:.2f}" if self.latency_ratio is not None else ""
             rows.append(["latency, batch 1 (ms)", f"{self.fp32_latency_ms:.3f}", f"{self.int8_latency_ms:.3f}", ratio])
@@ -93,6 +97,12 @@ class EvalResult:
             rows.append(["model size (KiB)", f"{self.fp32_size_bytes / 1024:.1f}", f"{self.int8_size_bytes / 1024:.1f}", ratio])
         title = f"{self.samples} samples, output '{self.output}'"
         return title + "\n" + tabulate(rows, headers=["metric", "FP32", "INT8", "change"], tablefmt="simple")
+
+
+def _relative(err_sq: float, ref_sq: float) -> float:
+    if ref_sq > 0:
+        return math.sqrt(err_sq / ref_sq)
+    return 0.0 if err_sq == 0 else float("inf")
 
 
 def _pct(x: float) -> str:
@@ -227,6 +237,8 @@ class _Accumulator:
         self.samples = 0
         self.cos_sum = dict.fromkeys(names, 0.0)
         self.max_err = dict.fromkeys(names, 0.0)
+        self.err_sq = dict.fromkeys(names, 0.0)
+        self.ref_sq = dict.fromkeys(names, 0.0)
         self.hits = {"fp32_top1": 0.0, "int8_top1": 0.0, "fp32_top5": 0.0, "int8_top5": 0.0}
         self.agree = 0.0
         self.classes: int | None = None  # set when the chosen output is 2-D
@@ -248,6 +260,9 @@ class _Accumulator:
             bn = len(fp[name]) if np.ndim(fp[name]) else 1
             self.cos_sum[name] += metrics.mean_cosine(fp[name], q[name]) * bn if bn else 0.0
             self.max_err[name] = max(self.max_err[name], metrics.max_abs_error(fp[name], q[name]))
+            a, b = fp[name].astype(np.float64).ravel(), q[name].astype(np.float64).ravel()
+            self.err_sq[name] += float((a - b) @ (a - b))
+            self.ref_sq[name] += float(a @ a)
         a, b = fp[self.output], q[self.output]
         if a.ndim == 2 and n:
             self.classes = a.shape[1]
@@ -274,7 +289,8 @@ class _Accumulator:
     def result(self) -> EvalResult:
         n = self.samples
         res = EvalResult(output=self.output, samples=n)
-        res.outputs = [OutputSimilarity(m, self.cos_sum[m] / n, self.max_err[m]) for m in self.names]
+        res.outputs = [OutputSimilarity(m, self.cos_sum[m] / n, self.max_err[m], _relative(self.err_sq[m], self.ref_sq[m]))
+                       for m in self.names]
         if self.classes is not None:
             res.top1_agreement = self.agree / n
             if self.labels is not None:

@@ -73,7 +73,9 @@ class _Sums:
 
     def errors(self) -> list[LayerError]:
         with np.errstate(divide="ignore", invalid="ignore"):
-            cos = np.where((self.n32 > 0) & (self.n8 > 0), self.dot / np.sqrt(self.n32 * self.n8), 1.0)
+            # both all zero: equal (1); only one all zero: nothing in common (0)
+            cos = np.where((self.n32 > 0) & (self.n8 > 0), self.dot / np.sqrt(self.n32 * self.n8),
+                           np.where((self.n32 > 0) | (self.n8 > 0), 0.0, 1.0))
             rel = np.where(self.n32 > 0, np.sqrt(self.diff / self.n32), 0.0)
         if self.resized:
             log.info("left out %d tensor(s) whose size differs between the models: %s", len(self.resized), sorted(self.resized)[:5])
