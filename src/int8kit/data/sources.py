@@ -188,10 +188,10 @@ class SampleBatches(DataSource):
                 f"lower --iterations to {total} or provide more data."
             )
         if any(s.batch_dim is not None for s in specs) and n % batch_size:
+            if n < batch_size:
+                raise _fewer_than_batch(source.description, total, n, batch_size)
             log.warning("the model's batch size is fixed to %d; the last %d samples do not fill a batch and are skipped", batch_size, n % batch_size)
             n -= n % batch_size
-            if n == 0:
-                raise DataError(f"{source.description} has {total} samples, fewer than the model's fixed batch size {batch_size}; provide more data.")
         self.num_samples = n
 
     def labels(self) -> list[Any] | None:
@@ -274,6 +274,12 @@ def _load_file(path: Path, specs: list[InputSpec]) -> dict[str, np.ndarray]:
     raise DataError(f"data file '{path}' has extension '{path.suffix}'; expected .npy or .npz.")
 
 
+def _fewer_than_batch(origin: str, total: int, used: int, batch: int) -> DataError:
+    if used < total:  # --iterations asked fewer
+        return DataError(f"{used} iterations are fewer than the model's fixed batch size {batch}; ask at least {batch}.")
+    return DataError(f"{origin} has {total} samples, fewer than the model's fixed batch size {batch}; provide more data.")
+
+
 def _resolve_batch(specs: list[InputSpec], batch_size: int | None, shapes: Mapping[str, tuple[int, ...]] | None = None) -> int:
     """The model's fixed batch size, else ``batch_size``, else as many samples of ``shapes`` (one
     shape per input, when known) as fit in ``DEFAULT_BATCH_BYTES``, at most ``DEFAULT_BATCH``."""
@@ -335,11 +341,11 @@ def _array_source(
         check_finite(spec, arr.head(n) if isinstance(arr, FileArray) else arr[:n], where=origin)
     bs = _resolve_batch(specs, batch_size, {s.name: tuple(converted[s.name].shape[1:]) for s in specs})
     if specs and any(s.batch_dim is not None for s in specs) and n % bs:
+        if n < bs:
+            raise _fewer_than_batch(origin, total, n, bs)
         dropped = n % bs
         log.warning("the model's batch size is fixed to %d; the last %d samples do not fill a batch and are skipped", bs, dropped)
         n -= dropped
-        if n == 0:
-            raise DataError(f"{origin} has {total} samples, fewer than the model's fixed batch size {bs}; provide more data.")
     return ArraySource(converted, specs, bs, n)
 
 
