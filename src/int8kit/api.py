@@ -22,13 +22,13 @@ from int8kit.calib.stats import Stats, model_fingerprint
 from int8kit.data.sources import KeepFirst, batches_from, model_input_specs
 from int8kit.emit.bias_tuning import tune_biases
 from int8kit.emit.qdq import emit_qdq
-from int8kit.emit.records import write_calibration_table, write_quant_json, write_tensorrt_cache
+from int8kit.emit.records import tensor_order, write_calibration_table, write_quant_json, write_tensorrt_cache
 from int8kit.errors import ConfigError
 from int8kit.graph.io import as_model, check_outputs, outputs_together, save_model
 from int8kit.graph.model_checks import check_float_model
 from int8kit.graph.optimize import optimize_model
 from int8kit.importers.convert import convert_model as convert  # the `convert` verb: one signature, kept there
-from int8kit.plan.config import LayerOverride, QuantConfig, load_overrides
+from int8kit.plan.config import QuantConfig, as_overrides
 from int8kit.plan.planner import candidate_tensors, plan
 from int8kit.plan.types import QuantPlan
 from int8kit.preflight import check_layer_names, check_methods, input_paths
@@ -230,7 +230,7 @@ def quantize(
         fp_blocks=fp_blocks,
         fp_layers=fp_layers,
         fp_op_types=fp_op_types,
-        overrides=_overrides(overrides),
+        overrides=as_overrides(overrides),
     )
     check_methods(config)
     if not isinstance(output_dir, (str, os.PathLike)) or (stats is not None and not isinstance(stats, (str, os.PathLike, Stats))):
@@ -304,7 +304,7 @@ def _quantize(model: ModelLike, data: Any, config: QuantConfig, names: dict[str,
         int8, bias_tuned = tune_biases(optimized, int8, quant_plan, tuning.kept, progress=progress)
         timings["bias_tuning"] = time.perf_counter() - start
 
-    order = _tensor_order(optimized)
+    order = tensor_order(optimized)
     return QuantizeResult(
         int8_model=save_model(int8, names["_int8.onnx"]),
         fp32_optimized_model=save_model(optimized, names["_fp32_optimized.onnx"]),
@@ -403,24 +403,3 @@ def _open_data(model: ModelLike, data: Any, preprocess: str | None, template: st
 def _collect(optimized: onnx.ModelProto, data: Any, **kwargs: Any) -> Stats:
     """Tap exactly the tensors some plan could quantize, so one pass serves every re-plan."""
     return collect(optimized, data, tensors=candidate_tensors(optimized), **kwargs)
-
-
-def _overrides(raw: str | os.PathLike | Mapping[str, Any] | None) -> dict[str, LayerOverride]:
-    if raw is None:
-        return {}
-    if isinstance(raw, Mapping):
-        layers = raw.get("layers", raw)
-        if not isinstance(layers, Mapping):
-            raise ConfigError(f"overrides must map layer names to settings, got {type(layers).__name__}: {layers!r}.")
-        return {k: v if isinstance(v, LayerOverride) else LayerOverride.from_dict(k, v) for k, v in layers.items()}
-    if not isinstance(raw, (str, os.PathLike)):
-        raise ConfigError(f"overrides must be a JSON file path or a mapping, got {type(raw).__name__}.")
-    return load_overrides(raw)
-
-
-def _tensor_order(model: onnx.ModelProto) -> list[str]:
-    order = [i.name for i in model.graph.input]
-    for node in model.graph.node:
-        order.extend(i for i in node.input if i)
-        order.extend(node.output)
-    return list(dict.fromkeys(order))

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from int8kit import __version__
 from int8kit.errors import ConfigError
@@ -301,3 +302,12 @@ def read_tensorrt_cache(path: str | os.PathLike) -> dict[str, float]:
                 f"TensorRT calibration cache '{path}' line {i} reads {line!r}; expected 'name: 8 hex digits', regenerate the cache."
             ) from None
     return scales
+
+
+def tensor_order(model: onnx.ModelProto) -> list[str]:
+    """Every tensor name in graph order (inputs, then each node's inputs and outputs): the order of the records."""
+    order = [i.name for i in model.graph.input]
+    for node in model.graph.node:
+        order.extend(i for i in node.input if i)
+        order.extend(node.output)
+    return list(dict.fromkeys(order))

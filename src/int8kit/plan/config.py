@@ -11,6 +11,7 @@ import json
 import math
 import numbers
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -184,3 +185,17 @@ def load_overrides(path: str | os.PathLike) -> dict[str, LayerOverride]:
     if not isinstance(raw, dict):
         raise ConfigError(f"overrides file '{path}' must hold an object of layer names, got {type(raw).__name__}.")
     return {name: LayerOverride.from_dict(name, value) for name, value in raw.items()}
+
+
+def as_overrides(raw: str | os.PathLike | Mapping[str, Any] | None) -> dict[str, LayerOverride]:
+    """Overrides from a JSON file path, a mapping (with or without its "layers" key) or ``None``."""
+    if raw is None:
+        return {}
+    if isinstance(raw, Mapping):
+        layers = raw.get("layers", raw)
+        if not isinstance(layers, Mapping):
+            raise ConfigError(f"overrides must map layer names to settings, got {type(layers).__name__}: {layers!r}.")
+        return {k: v if isinstance(v, LayerOverride) else LayerOverride.from_dict(k, v) for k, v in layers.items()}
+    if not isinstance(raw, (str, os.PathLike)):
+        raise ConfigError(f"overrides must be a JSON file path or a mapping, got {type(raw).__name__}.")
+    return load_overrides(raw)
