@@ -158,7 +158,8 @@ def test_conv_group_axis1_and_many_channels():
         group_channel_scales(w, 1, max_groups=0)
 
 
-def test_a_pruned_channel_keeps_its_bias_under_a_wide_input_range():
+@pytest.mark.parametrize("tiny_bias", [0.0, 1e-39])  # zero, and a denormal bias (PP-OCRv4 rec has one)
+def test_a_pruned_channel_keeps_its_bias_under_a_wide_input_range(tiny_bias):
     """All-zero weights leave a channel only its bias; with the default zero-channel scale the
     bias step is the input scale, and a wide input range rounded a 0.7 bias to 0."""
     from onnx import TensorProto, helper, numpy_helper
@@ -168,8 +169,8 @@ def test_a_pruned_channel_keeps_its_bias_under_a_wide_input_range():
     from int8kit.plan.planner import candidate_tensors, plan
 
     w = np.random.default_rng(0).normal(size=(4, 8, 1, 1)).astype(np.float32)
-    w[2] = 0.0
-    b = np.array([0.1, -0.2, 0.7, 0.3], np.float32)
+    w[2] = w[3] = 0.0
+    b = np.array([0.1, -0.2, 0.7, tiny_bias], np.float32)
     graph = helper.make_graph(
         [helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv")], "pruned",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 4, 4])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
@@ -179,4 +180,4 @@ def test_a_pruned_channel_keeps_its_bias_under_a_wide_input_range():
     stats = collect(model, data, tensors=candidate_tensors(model), progress=False)
     bias = plan(model, stats, QuantConfig(th_method="max", stem_float=False)).tensors["b"]
     restored = np.asarray(bias.values, np.float64) * np.asarray(bias.scale, np.float64)
-    assert abs(restored[2] - 0.7) < 1e-6
+    assert abs(restored[2] - 0.7) < 1e-6 and abs(restored[3]) < 1e-6 and np.all(np.asarray(bias.scale) > 0)

@@ -15,6 +15,7 @@ from int8kit.graph.passes.linear import conv_group, conv_input_index
 from int8kit.plan.graph_facts import GraphFacts
 from int8kit.plan.params import bias_min_weight_scale, bias_quant, weight_quant
 from int8kit.plan.types import QuantPlan
+from int8kit.weights.arq import MIN_CHANNEL_SCALE
 
 
 def _input_mean(facts: GraphFacts, stats, node: onnx.NodeProto) -> np.ndarray | None:
@@ -69,10 +70,12 @@ def _keep_bias_of_zero_channels(tq, b: np.ndarray, input_scale: float) -> None:
     zero, so it gets the one that makes its INT32 bias step |b| / 2**24: with the default scale
     1.0 the bias step is the input scale, and a wide input range rounded a 0.7 bias to 0."""
     codes = np.moveaxis(np.asarray(tq.values), tq.axis, 0).reshape(np.size(tq.scale), -1)
-    zero = ~np.any(codes, axis=1) & (b != 0)
+    target = (np.abs(b.astype(np.float64)) / (input_scale * 2.0**24)).astype(np.float32)
+    # a bias too small for a normal float32 scale is as good as zero: keep the default scale
+    zero = ~np.any(codes, axis=1) & (target >= MIN_CHANNEL_SCALE)
     if zero.any():
         scale = np.array(tq.scale, dtype=np.float32)
-        scale[zero] = (np.abs(b[zero]) / (input_scale * 2.0**24)).astype(np.float32)
+        scale[zero] = target[zero]
         tq.scale = scale
 
 
