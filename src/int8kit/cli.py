@@ -20,6 +20,15 @@ def _names(text: str | None) -> tuple[str, ...]:
     return tuple(n.strip() for n in (text or "").split(",") if n.strip())
 
 
+def _number_list(text: str) -> Any:
+    """'0.5,2' or '(0.5, 2)' as [0.5, 2.0]; any other text as it is."""
+    parts = text.strip().strip("()[]").split(",")
+    try:
+        return [float(p) for p in parts] if len(parts) > 1 else text
+    except ValueError:
+        return text
+
+
 def _th_params(pairs: list[str], percentile: float | None) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for pair in pairs or []:
@@ -29,7 +38,7 @@ def _th_params(pairs: list[str], percentile: float | None) -> dict[str, Any]:
         try:
             params[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
-            params[key.strip()] = value
+            params[key.strip()] = _number_list(value)
     if percentile is not None:
         if "percentile" in params and params["percentile"] != percentile:
             raise ConfigError(f"--percentile {percentile} and --th-param percentile={params['percentile']} disagree; give one of them.")

@@ -34,8 +34,11 @@ def input_paths(**paths: Any) -> dict[str, Any]:
 
 
 def check_methods(config: QuantConfig) -> None:
-    """Fail before the calibration pass, not after it, on a misspelt method."""
-    resolve(config.th_method)
+    """Fail before the calibration pass, not after it, on a misspelt method; write the global one
+    by its canonical name with the parameters an alias implies (PERCENTILE9999: percentile 99.99),
+    so the record says what ran."""
+    name, implied = resolve(config.th_method)
+    config.th_method, config.th_params = name, {**implied, **config.th_params}
     for ov in config.overrides.values():
         if ov.th_method:
             resolve(ov.th_method)

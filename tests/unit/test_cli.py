@@ -122,3 +122,15 @@ def test_demo_runs_and_prints_fp32_vs_int8(tmp_path, capsys):
     assert code == 0
     assert "FP32" in out and "INT8" in out and "accuracy" in out
     assert (tmp_path / "demo").is_dir()
+
+
+def test_th_params_read_numbers_lists_and_aliases(demo_files, capsys):
+    from int8kit.cli import _th_params
+
+    assert _th_params(["search_range=0.5,2", "r=(0.7, 1.3)", "n=3", "s=x,y"], None) == {
+        "search_range": [0.5, 2.0], "r": [0.7, 1.3], "n": 3, "s": "x,y"}
+    root, model = demo_files
+    out = root / "alias"
+    assert main(["quantize", str(model), "--data", str(root / "calib.npy"), "-o", str(out), "--th-method", "PERCENTILE9999", "--no-progress"]) == 0
+    config = read_quant_json(out / f"{model.stem}_quant.json")["config"]
+    assert config["th_method"] == "percentile" and config["th_params"] == {"percentile": 99.99}

@@ -63,6 +63,7 @@ class EvalResult:
     fp32_latency_ms: float | None = None
     int8_latency_ms: float | None = None
     latency_ratio: float | None = None
+    latency_batch: int | None = None  # samples per latency run: 1, or the model's fixed batch
     fp32_size_bytes: int | None = None
     int8_size_bytes: int | None = None
     layers: list[Any] | None = None  # per-tensor ``layerwise.LayerError``s when asked for (evaluate(per_layer=True))
@@ -91,7 +92,7 @@ class EvalResult:
             rows.append([f"relative error ({sim.name})", "", f"{sim.relative_error:.6g}", ""])
         if self.fp32_latency_ms is not None and self.int8_latency_ms is not None:
             ratio = f"x{self.latency_ratio:.2f}" if self.latency_ratio is not None else ""
-            rows.append(["latency, batch 1 (ms)", f"{self.fp32_latency_ms:.3f}", f"{self.int8_latency_ms:.3f}", ratio])
+            rows.append([f"latency, batch {self.latency_batch or 1} (ms)", f"{self.fp32_latency_ms:.3f}", f"{self.int8_latency_ms:.3f}", ratio])
         if self.fp32_size_bytes is not None and self.int8_size_bytes is not None:
             ratio = f"x{self.int8_size_bytes / self.fp32_size_bytes:.2f}" if self.fp32_size_bytes else ""
             rows.append(["model size (KiB)", f"{self.fp32_size_bytes / 1024:.1f}", f"{self.int8_size_bytes / 1024:.1f}", ratio])
@@ -367,10 +368,13 @@ def compare_models(
     if label_arr is not None and total is None and acc.samples != len(label_arr):
         raise _label_mismatch(len(label_arr), acc.samples)
 
+    if label_arr is not None and acc.classes is None:
+        log.warning("labels were given but output '%s' has no class axis (not 2-D); accuracy is not measured", output)
     result = acc.result()
     result.fp32_size_bytes, result.int8_size_bytes = fp_size, q_size
     if latency and first_feed is not None:
         result.fp32_latency_ms, result.int8_latency_ms = measure_latencies([fp_proto, q_proto], first_feed, threads=1)
+        result.latency_batch = len(next(iter(first_feed.values()))) if first_feed else None
         if result.fp32_latency_ms > 0:
             result.latency_ratio = result.int8_latency_ms / result.fp32_latency_ms
     log.info("compared %d samples on output '%s'", result.samples, output)
