@@ -54,8 +54,9 @@ class GraphFacts:
         return facts
 
     def _float_activations(self) -> set[str]:
-        # A tensor is an activation when it depends on a float or 8/16-bit pixel model input (an
-        # image fed as uint8 and cast to float in the graph) or an embedding lookup. Tensors derived only from integer inputs (attention masks, ids) or constants are not: their ranges are
+        # A tensor is an activation when it depends on a float or 8/16-bit sample model input (an
+        # image fed as uint8 and cast to float in the graph) or an embedding lookup. Tensors derived
+        # only from id/mask inputs (int32/int64/bool) or constants are not: their ranges are
         # data-independent and often extreme (-1e4 / -inf mask values) and must stay float.
         tainted = {n for n in self.graph_inputs if self.elem_type.get(n) in _FLOATS | _PIXELS}
         for node in self.nodes:
