@@ -183,7 +183,7 @@ def test_open_data_dispatch(classes, tmp_path):
     assert next(iter(src)).inputs["x"].shape == (3, 224, 224)
     with pytest.raises(DataError, match=r"into shape \(3, 8, 10\) but input 'x' expects \(3, 224, 224\).*resize_h=224,resize_w=224"):
         open_data(classes, preprocess=PRE, input_shapes=[(None, 3, 224, 224)], input_names=["x"])
-    with pytest.raises(DataError, match="layout differs"):
+    with pytest.raises(DataError, match="the model takes channels last: add layout=NHWC"):
         open_data(classes, preprocess=PRE, input_shapes=[(1, 8, 10, 3)], input_names=["x"])
 
 
@@ -263,3 +263,20 @@ def test_mixed_sizes_name_a_few_shapes_and_suggest_batches_of_one(tmp_path):
         list(batches_from(ImageSource(tmp_path, pre, input_name="x"), model_input_specs(_model((None, 3, None, None))), batch_size=5))
     with pytest.raises(DataError, match=r"same size\.$"):
         list(batches_from(ImageSource(tmp_path, pre, input_name="x"), model_input_specs(_model((None, 3, 10, 12))), batch_size=5))
+
+
+def test_a_16_bit_grey_png_keeps_its_pixels(tmp_path):
+    from int8kit.data.images import decode_rgb
+
+    grey = (np.arange(32 * 48) % 256).astype(np.uint16).reshape(32, 48)
+    Image.fromarray(grey * 257).save(tmp_path / "g16.png")  # 16-bit PNG, mode I;16
+    got = decode_rgb(tmp_path / "g16.png")
+    assert got.shape == (32, 48, 3) and np.array_equal(got[..., 0], grey.astype(np.uint8))  # not clipped to white
+
+
+@pytest.mark.parametrize("got, want, needle", [((3, 28, 28), (1, 28, 28), "add gray"), ((1, 224, 224), (3, 224, 224), "drop gray"),
+                                               ((224, 224, 3), (3, 224, 224), "layout=NCHW"), ((3, 224, 224), (224, 224, 3), "add layout=NHWC")])
+def test_shape_hints_name_the_fix(got, want, needle):
+    from int8kit.data.open import _shape_hint
+
+    assert needle in _shape_hint(got, want)

@@ -48,6 +48,10 @@ def open_rgb(path: str | os.PathLike) -> Image.Image:
     with Image.open(path) as img:
         if img.getexif().get(_ORIENTATION, 1) != 1:
             img = ImageOps.exif_transpose(img)
+        if img.mode in ("I", "I;16", "I;16B", "I;16L"):
+            # 16-bit grey (PNG): Pillow's convert clips to 255 (all white); keep the top 8 bits
+            arr = np.asarray(img, dtype=np.int64)
+            img = Image.fromarray((arr >> 8 if arr.max() > 255 else arr).clip(0, 255).astype(np.uint8), "L")
         return img.convert("RGB")
 
 

@@ -36,7 +36,14 @@ def _lazy(module: str, name: str, what: str) -> Any:
 
 def _shape_hint(got: tuple[int, ...], want: tuple[int | None, ...]) -> str:
     if len(got) == 3 and len(want) == 3 and sorted(got) == sorted(d for d in want if d is not None):
-        return "the layout differs: add layout=NHWC or layout=NCHW to --preprocess"
+        if got[0] in (1, 3) and want[2] == got[0]:
+            return "the model takes channels last: add layout=NHWC to --preprocess"
+        return "the model takes channels first: use layout=NCHW (the default) in --preprocess"
+    if len(got) == 3 and len(want) == 3:
+        for c_got, c_want, rest_equal in ((got[0], want[0], got[1:] == want[1:]), (got[2], want[2], got[:2] == want[:2])):
+            if rest_equal and {c_got, c_want} == {1, 3}:
+                return "the model takes one channel: add gray to --preprocess" if c_want == 1 else \
+                    "the model takes three channels: drop gray from --preprocess"
     dims = [d for d in want if d is not None and d > 4]
     if len(dims) == 2:
         return f"add resize_h={dims[0]},resize_w={dims[1]} (or resize_side + crop_h/crop_w) to --preprocess"
