@@ -280,3 +280,11 @@ def test_shape_hints_name_the_fix(got, want, needle):
     from int8kit.data.open import _shape_hint
 
     assert needle in _shape_hint(got, want)
+
+
+def test_a_crop_that_does_not_fit_names_the_image(tmp_path):
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "a_big.png")
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "b_small.png")
+    source = ImageSource(tmp_path, "crop_h=32,crop_w=32", workers=0)
+    with pytest.raises(DataError, match="b_small.png.*crop 32x32 is larger"):
+        list(source)

@@ -62,7 +62,10 @@ def decode_rgb(path: str | os.PathLike) -> np.ndarray:
 
 def _load(path: str, pipeline: Pipeline) -> np.ndarray:
     """Decode and preprocess one image (a module-level function, so process pools can pickle it)."""
-    return pipeline.apply_pil(open_rgb(path))
+    try:
+        return pipeline.apply_pil(open_rgb(path))
+    except DataError as exc:  # a crop or pad that does not fit: say which image
+        raise DataError(f"image '{path}': {exc}") from None
 
 
 def _probe(path: str) -> str | None:

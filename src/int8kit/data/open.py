@@ -61,6 +61,8 @@ def check_first_image(source: Any, want: tuple[int | None, ...] | None, name: st
         got = source.pipeline(decode_rgb(path)).shape
     except (OSError, ValueError) as exc:
         raise DataError(f"{source.description}: the first image '{path}' cannot be decoded ({exc}); remove or re-save it.") from None
+    except DataError as exc:  # a crop or pad that does not fit: say which image
+        raise DataError(f"image '{path}': {exc}") from None
     sample = want[1:]
     if len(got) != len(sample) or any(w is not None and w != g for w, g in zip(sample, got)):
         fmt = "(" + ", ".join("?" if d is None else str(d) for d in sample) + ")"
