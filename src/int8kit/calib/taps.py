@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import onnx
 
@@ -125,15 +125,11 @@ def pin_sample_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]
     """
     if not shapes:
         return model
-    _check_shared_dims(model, shapes)
+    sized = list(_sized_inputs(model, shapes))
+    _check_shared_dims(sized)
     pinned: onnx.ModelProto | None = None
-    for i, vi in enumerate(model.graph.input):
-        want = shapes.get(vi.name)
-        t = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
-        if want is None or t is None or not t.HasField("shape") or len(t.shape.dim) != len(want) + 1:
-            continue
-        dims = t.shape.dim
-        if all(d.HasField("dim_value") and d.dim_value > 0 for d in dims[1:]):
+    for i, name, dims, want in sized:
+        if all(d.HasField("dim_value") and d.dim_value > 0 for d in dims):
             continue
         if pinned is None:
             pinned = onnx.ModelProto()
@@ -144,21 +140,29 @@ def pin_sample_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]
     return model if pinned is None else pinned
 
 
-def _check_shared_dims(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> None:
-    """Inputs that share a named dim (BERT's ids and mask: 'sequence') must get one size from the data."""
-    seen: dict[str, tuple[str, int]] = {}
-    for vi in model.graph.input:
+_Sized = tuple[int, str, Sequence[onnx.TensorShapeProto.Dimension], tuple[int, ...]]
+
+
+def _sized_inputs(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> Iterator[_Sized]:
+    """(index, name, non-batch dims, the data's sample shape) of each input the data gives a shape of the same rank."""
+    for i, vi in enumerate(model.graph.input):
         want = shapes.get(vi.name)
         t = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
-        if want is None or t is None or not t.HasField("shape") or len(t.shape.dim) != len(want) + 1:
-            continue
-        for d, size in zip(t.shape.dim[1:], want):
+        if want is not None and t is not None and t.HasField("shape") and len(t.shape.dim) == len(want) + 1:
+            yield i, vi.name, t.shape.dim[1:], want
+
+
+def _check_shared_dims(sized: list[_Sized]) -> None:
+    """Inputs that share a named dim (BERT's ids and mask: 'sequence') must get one size from the data."""
+    seen: dict[str, tuple[str, int]] = {}
+    for _, name, dims, want in sized:
+        for d, size in zip(dims, want):
             if not d.dim_param:
                 continue
-            other = seen.setdefault(d.dim_param, (vi.name, int(size)))
+            other = seen.setdefault(d.dim_param, (name, int(size)))
             if other[1] != size:
                 raise DataError(
-                    f"inputs '{other[0]}' and '{vi.name}' share dimension '{d.dim_param}' in the model, but the data gives "
+                    f"inputs '{other[0]}' and '{name}' share dimension '{d.dim_param}' in the model, but the data gives "
                     f"them {other[1]} and {size}; expected one size, pad or cut the arrays to the same length."
                 )
 
