@@ -60,8 +60,9 @@ def decode_rgb(path: str | os.PathLike) -> np.ndarray:
     return np.asarray(open_rgb(path))
 
 
-def _load(path: str, pipeline: Pipeline) -> np.ndarray:
-    """Decode and preprocess one image (a module-level function, so process pools can pickle it)."""
+def load_image(path: str | os.PathLike, pipeline: Pipeline) -> np.ndarray:
+    """Decode and preprocess one image; an op that does not fit it names the image (a
+    module-level function, so process pools can pickle it)."""
     try:
         return pipeline.apply_pil(open_rgb(path))
     except DataError as exc:  # a crop or pad that does not fit: say which image
@@ -231,7 +232,7 @@ class ImageSource(SampleSource):
         if self.workers == 0:
             for i, path in enumerate(paths):
                 try:
-                    yield self._sample(i, _load(path, self.pipeline))
+                    yield self._sample(i, load_image(path, self.pipeline))
                 except (OSError, ValueError, SyntaxError) as exc:
                     raise self._failed(i, exc) from None
             return
@@ -241,7 +242,7 @@ class ImageSource(SampleSource):
             # bounded prefetch: at most ``window`` decoded images wait in memory
             window = self.prefetch or 2 * self.workers
             for i, path in enumerate(paths):
-                pending.append(pool.submit(_load, path, self.pipeline))
+                pending.append(pool.submit(load_image, path, self.pipeline))
                 if len(pending) >= window:
                     sample = self._result(i - len(pending) + 1, pending.popleft())
                     if self.prefetch is None and i + 1 == window:

@@ -52,17 +52,15 @@ def _shape_hint(got: tuple[int, ...], want: tuple[int | None, ...]) -> str:
 
 def check_first_image(source: Any, want: tuple[int | None, ...] | None, name: str) -> None:
     """Preprocess the first image once and compare with the model input's per-sample shape."""
-    from int8kit.data.images import decode_rgb
+    from int8kit.data.images import load_image
 
     if not want:
         return
     path = source.files[0]
     try:
-        got = source.pipeline(decode_rgb(path)).shape
+        got = load_image(path, source.pipeline).shape
     except (OSError, ValueError) as exc:
         raise DataError(f"{source.description}: the first image '{path}' cannot be decoded ({exc}); remove or re-save it.") from None
-    except DataError as exc:  # a crop or pad that does not fit: say which image
-        raise DataError(f"image '{path}': {exc}") from None
     sample = want[1:]
     if len(got) != len(sample) or any(w is not None and w != g for w, g in zip(sample, got)):
         fmt = "(" + ", ".join("?" if d is None else str(d) for d in sample) + ")"
