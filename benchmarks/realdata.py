@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.realdata_common import Case, atomic_write, cache_dir, save_npy, save_npz
+from benchmarks.realdata_common import Case, atomic_write, cache_dir, cached_splits, save_npy, save_npz
 from benchmarks.realdata_minilm import minilm_case, minilm_onnx, minilm_sentences
 from benchmarks.realdata_orientation import (
     ORIENTATION_LABELS,
@@ -139,12 +139,8 @@ def imagenet_like(n: int, seed: int, size: int = 224) -> np.ndarray:
 def effnet_case(n_calib: int = 256, n_test: int = 500) -> Case:
     """EfficientNet-Lite0 with calibration (seed 0) and test (seed 1) ImageNet-like crops."""
     model = efficientnet_lite0_onnx()
-    paths = {}
-    for split, n, seed in (("calib", n_calib, CALIB_SEED), ("test", n_test, TEST_SEED)):
-        path = cache_dir() / f"effnet_{split}_n{n}_s{seed}.npz"
-        if not path.exists():
-            save_npz(path, {"input": imagenet_like(n, seed)})
-        paths[split] = path
+    paths = cached_splits("effnet", [("calib", n_calib, CALIB_SEED), ("test", n_test, TEST_SEED)],
+                          lambda n, seed: {"input": imagenet_like(n, seed)})
     return Case("effnet", model, paths["calib"], paths["test"], None, "classify")
 
 

@@ -40,6 +40,18 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
     return atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
 
 
+def cached_splits(name: str, splits: list[tuple[str, int, int]], make: Callable[[int, int], dict[str, np.ndarray]]) -> dict[str, Path]:
+    """The ``<name>_<split>_n<n>_s<seed>.npz`` of each ``(split, n, seed)`` in the cache, made by
+    ``make(n, seed)`` (arrays keyed by model input name) when it is not there yet."""
+    paths = {}
+    for split, n, seed in splits:
+        path = cache_dir() / f"{name}_{split}_n{n}_s{seed}.npz"
+        if not path.exists():
+            save_npz(path, make(n, seed))
+        paths[split] = path
+    return paths
+
+
 def save_npy(path: Path, array: np.ndarray) -> Path:
     """Save one array as .npy, atomically."""
     return atomic_write(path, lambda tmp: np.save(tmp, array))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.realdata_common import Case, cache_dir, save_npz
+from benchmarks.realdata_common import Case, cached_splits
 from benchmarks.realdata_ocr import rapidocr_model
 from benchmarks.realdata_orientation import _render_page
 from benchmarks.realdata_text import english_sentences
@@ -57,14 +57,9 @@ def render_pages(n: int, seed: int) -> list[np.ndarray]:
 def ocr_det_case(n_calib: int = 32, n_test: int = 24) -> Case:
     """PP-OCRv4 detector with rendered calibration (seed 0) and test (seed 1) pages."""
     model = det_onnx()
-    paths: dict[str, Path] = {}
-    for split, n, seed in (("calib", n_calib, 0), ("test", n_test, 1)):
-        path = cache_dir() / f"ocr_det_{split}_n{n}_s{seed}.npz"
-        if not path.exists():
-            # rapidocr reads pages with cv2 (BGR); Pillow renders RGB.
-            batch = [det_preprocess(np.ascontiguousarray(p[..., ::-1])) for p in render_pages(n, seed)]
-            save_npz(path, {"x": np.stack(batch)})
-        paths[split] = path
+    # rapidocr reads pages with cv2 (BGR); Pillow renders RGB.
+    paths = cached_splits("ocr_det", [("calib", n_calib, 0), ("test", n_test, 1)], lambda n, seed: {
+        "x": np.stack([det_preprocess(np.ascontiguousarray(p[..., ::-1])) for p in render_pages(n, seed)])})
     return Case("ocr_det", model, paths["calib"], paths["test"], None, "text map")
 
 

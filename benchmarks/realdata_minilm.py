@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.realdata_common import Case, atomic_write, cache_dir, save_npz
+from benchmarks.realdata_common import Case, atomic_write, cache_dir, cached_splits
 from benchmarks.realdata_text import english_sentences
 
 MINILM_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -82,10 +82,5 @@ def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def minilm_case(n_calib: int = 256, n_test: int = 500) -> Case:
     """MiniLM with disjoint calibration (seed 0) and test (seed 1) sentence sets."""
     model = minilm_onnx()
-    paths = {}
-    for split, n, seed in (("calib", n_calib, 0), ("test", n_test, 1)):
-        path = cache_dir() / f"minilm_{split}_n{n}_s{seed}.npz"
-        if not path.exists():
-            save_npz(path, minilm_sentences(n, seed))
-        paths[split] = path
+    paths = cached_splits("minilm", [("calib", n_calib, 0), ("test", n_test, 1)], minilm_sentences)
     return Case("minilm", model, paths["calib"], paths["test"], None, "embedding")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.realdata_common import Case, cache_dir, save_npz
+from benchmarks.realdata_common import Case, cached_splits
 from benchmarks.realdata_orientation import _FONTS, _font
 from benchmarks.realdata_text import english_sentences
 
@@ -125,12 +125,7 @@ def ocr_rec_case(n_calib: int = 128, n_test: int = 200, calib_seed: int = 0) -> 
     if calib_seed == 1:
         raise ValueError("calib_seed 1 renders the test lines; choose another seed")
     model = rec_onnx()
-    paths: dict[str, Path] = {}
-    for split, n, seed in (("calib", n_calib, calib_seed), ("test", n_test, 1)):
-        path = cache_dir() / f"ocr_rec_{split}_n{n}_s{seed}.npz"
-        if not path.exists():
-            # rapidocr's crops are BGR (cv2.imread); Pillow renders RGB.
-            batch = [rec_preprocess(np.ascontiguousarray(im[..., ::-1])) for im in render_text_lines(n, seed)]
-            save_npz(path, {"x": np.stack(batch)})
-        paths[split] = path
+    # rapidocr's crops are BGR (cv2.imread); Pillow renders RGB.
+    paths = cached_splits("ocr_rec", [("calib", n_calib, calib_seed), ("test", n_test, 1)], lambda n, seed: {
+        "x": np.stack([rec_preprocess(np.ascontiguousarray(im[..., ::-1])) for im in render_text_lines(n, seed)])})
     return Case("ocr_rec", model, paths["calib"], paths["test"], None, "ctc")
