@@ -7,7 +7,7 @@ Each quantizer runs in its own subprocess (wall time and peak RSS are its own). 
 the INT8 probability map with FP32's on rendered text pages (benchmarks/realdata_det.py): text
 regions as rapidocr binarises the map (recall: FP32 regions an INT8 region matches with IoU > 0.5;
 precision the other way round), IoU of the thresholded bitmaps, mean cosine of the maps, and
-INT8/FP32 latency at batch 1 with one thread (models take turns, median of the runs).
+INT8/FP32 latency at batch 1 with one thread (models take turns of 10 back-to-back runs, median of the runs).
 """
 from __future__ import annotations
 

@@ -6,11 +6,19 @@ import json
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from int8kit.errors import DataError
-from int8kit.evaluation.compare import EvalResult, compare_models, load_labels, measure_latencies, measure_latency
+from int8kit.evaluation.compare import (
+    LATENCY_TURN_RUNS,
+    EvalResult,
+    compare_models,
+    load_labels,
+    measure_latencies,
+    measure_latency,
+)
 from int8kit.evaluation.metrics import max_abs_error, mean_cosine, top1_agreement, topk_accuracy
 
 # ---- metrics ---------------------------------------------------------------------------------
@@ -197,6 +205,26 @@ def test_latencies_take_turns_and_rank_a_slower_model_slower(tiny) -> None:
     assert 0.0 < fast_ms < slow_ms
     with pytest.raises(DataError, match="runs=0"):
         measure_latencies([model], {"x": x[:1]}, runs=0)
+
+
+def test_latency_turns_run_back_to_back_after_an_uncounted_run(tiny) -> None:
+    """Each turn starts with a warming run and then runs one model back to back, as a deployed
+    model runs; single-run turns would time every run cold."""
+    model, x, _ = tiny
+    order: list[str] = []
+
+    class Logged(ort.InferenceSession):
+        def __init__(self, tag: str) -> None:
+            super().__init__(model.SerializeToString(), providers=["CPUExecutionProvider"])
+            self.tag = tag
+
+        def run(self, *args, **kwargs):
+            order.append(self.tag)
+            return super().run(*args, **kwargs)
+
+    measure_latencies([Logged("a"), Logged("b")], {"x": x[:1]}, warmup=2, runs=LATENCY_TURN_RUNS + 3)
+    turns = list("ab" * 2) + ["a"] * (LATENCY_TURN_RUNS + 1) + ["b"] * (LATENCY_TURN_RUNS + 1) + list("aaaabbbb")
+    assert order == turns
 
 
 def test_compare_fixed_batch_model_latency(tiny) -> None:
