@@ -1,11 +1,13 @@
 """int8kit: open post-training INT8 quantization for ONNX models.
 
 ``int8kit.convert``, ``quantize``, ``calibrate``, ``optimize`` and ``evaluate`` are the functions of
-``int8kit.api`` (imported lazily so that ``import int8kit`` stays cheap).
+``int8kit.api``, and ``int8kit.inspect`` is ``int8kit inspect`` (``int8kit.demo.run_demo`` is
+``int8kit demo``). They are imported lazily so that ``import int8kit`` stays cheap.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from int8kit.errors import CalibrationError, ConfigError, DataError, Int8kitError, ModelError
@@ -22,12 +24,15 @@ __all__ = [
     "ModelError",
     "__version__",
     *_API,
+    "inspect",
 ]
 
 
 def __getattr__(name: str) -> Any:
     if name in _API:
-        from int8kit import api
-
-        return getattr(api, name)
+        return getattr(importlib.import_module("int8kit.api"), name)
+    if name == "api":
+        return importlib.import_module("int8kit.api")
+    if name == "inspect":
+        return importlib.import_module("int8kit.describe").describe
     raise AttributeError(f"module 'int8kit' has no attribute '{name}'")

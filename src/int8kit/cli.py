@@ -65,23 +65,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", required=True)
 
     p = sub.add_parser("demo", help="quantize the bundled MNIST model and print FP32 vs INT8")
-    p.add_argument("-o", "--output-dir", default="int8kit-demo")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("-o", "--output-dir", default="int8kit-demo", help="folder for the demo's outputs")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     p = sub.add_parser("optimize", help="fold BatchNorm/Scale into convs, drop Identity/Dropout, fold constants")
-    p.add_argument("model")
+    p.add_argument("model", help="FP32 model: ONNX, or Caffe/Darknet/PyTorch/... files (converted first)")
     cli_convert.add_source_args(p)
     p.add_argument("-o", "--output", help="output path (default: <stem>_optimized.onnx beside the input)")
     p.add_argument("--no-fuse", default="", help="comma-separated layer names not to fold")
 
     p = sub.add_parser("calibrate", help="one streaming pass: save activation statistics")
     _add_model_data(p, data_required=True)
-    p.add_argument("-o", "--output", help="statistics file (default: <stem>_stats.npz)")
+    p.add_argument("-o", "--output", help="statistics file (default: <stem>_stats.npz beside the model)")
 
     p = sub.add_parser("quantize", help="calibrate, choose thresholds and write a QDQ INT8 model")
     _add_model_data(p, data_required=False)
     p.add_argument("--stats", help="statistics from 'int8kit calibrate' (no inference pass)")
-    p.add_argument("-o", "--output-dir", default="int8kit-out")
+    p.add_argument("-o", "--output-dir", default="int8kit-out", help="folder for the five outputs (created if missing)")
     p.add_argument("--th-method", default="kl", help="max, percentile, kl (default), symkl, jsd, mse, admm, aciq_laplace, aciq_gauss, ifmr")
     p.add_argument("--percentile", type=float, help="percentile for --th-method percentile (default 99.99)")
     p.add_argument("--th-param", action="append", default=[], metavar="KEY=VALUE", help="extra method parameter, repeatable")
@@ -125,25 +125,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
     p = sub.add_parser("eval", help="FP32 vs INT8: accuracy, agreement, cosine, latency")
-    p.add_argument("fp32_model")
+    p.add_argument("fp32_model", help="the FP32 model: ONNX, or Caffe/Darknet/PyTorch/... files (converted first)")
     cli_convert.add_source_args(p)
-    p.add_argument("int8_model")
+    p.add_argument("int8_model", help="the INT8 ONNX model (quantize's <stem>_int8.onnx)")
     p.add_argument("--data", required=True, help=cli_data.DATA_HELP)
     cli_data.add_preprocess_args(p)
     p.add_argument("--labels", help=".npy of integer class labels")
     p.add_argument("--output", help="model output to compare (default: the first)")
-    p.add_argument("--batch", type=int, dest="batch_size")
-    p.add_argument("--threads", type=int)
-    p.add_argument("--no-latency", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--batch", type=int, dest="batch_size",
+                   help="samples per inference batch (default: up to 32 and at most 20 MB of input)")
+    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads for the accuracy pass (latency uses one)")
+    p.add_argument("--no-latency", action="store_true", help="skip the batch-1 latency measurement")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--per-layer", action="store_true", help="also compare every tensor; print the 20 worst")
     p.add_argument("--report", metavar="HTML", help="write a self-contained HTML report (plots need matplotlib)")
     p.add_argument("--quant-json", help="the quantize record for the report (default: <stem>_quant.json beside <stem>_int8.onnx)")
     p.add_argument("--stats", help="calibration statistics for the report's histograms (calibrate / --dump-stats)")
 
     p = sub.add_parser("inspect", help="list the model's layers (names for the per-layer options)")
-    p.add_argument("model")
+    p.add_argument("model", help="ONNX, or Caffe/Darknet/PyTorch/... files (converted in memory first)")
+    cli_convert.add_source_args(p)
 
     from int8kit import cli_lmdb
 
@@ -189,7 +191,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.verb == "inspect":
         from int8kit.describe import describe
 
-        print(describe(args.model))
+        print(describe(args.model, **cli_convert.source_kwargs(args)))
         return 0
     if args.verb == "optimize":
         out = args.output or (str(Path(args.model).with_name(Path(args.model).stem + "_optimized.onnx")) if Path(args.model).name else None)

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import onnx
 from tabulate import tabulate
 
-from int8kit.graph.io import load_model
 from int8kit.graph.optimize import optimize_model
+from int8kit.importers import load_any_model
 
 
-def describe(path: str | os.PathLike) -> str:
+def describe(
+    path: onnx.ModelProto | str | os.PathLike,
+    *,
+    framework: str | None = None,
+    weights: str | os.PathLike | None = None,
+    input_shapes: Any = None,
+) -> str:
     """One row per layer of the optimized graph (the one the per-layer options name): name, op
-    type, activation inputs, outputs; then the layers graph optimisation folded away, and where."""
-    model = load_model(path)
+    type, activation inputs, outputs; then the layers graph optimisation folded away, and where.
+
+    Another framework's files (Caffe, Darknet, PyTorch, ...) are converted in memory first, as
+    ``quantize`` converts them, so the names are the ones its options take."""
+    model = load_any_model(path, framework=framework, weights=weights, input_shapes=input_shapes)
     optimized, _ = optimize_model(model)
     inits = {t.name for t in optimized.graph.initializer}
     rows = [

@@ -179,3 +179,20 @@ def test_random_weights_option_and_unknown_options(tmp_path):
 
     with pytest.raises(ConfigError, match="fuse_bn"):
         darknet.convert(cfg, random_weights=True, fuse_bn=True)
+
+
+def test_inspect_lists_a_darknet_model_by_the_names_quantize_takes(tmp_path, capsys):
+    from int8kit.cli import main
+
+    cfg, weights = _write(tmp_path, conv(8) + sec("maxpool", size=2, stride=2) + conv(4, size=1))
+    assert main(["inspect", str(cfg), "--weights", str(weights)]) == 0
+    listing = capsys.readouterr().out
+    assert "conv_0" in listing and "pool_1" in listing and "conv_2" in listing
+    assert main(["quantize", str(cfg), "--weights", str(weights), "--fp-layers", "conv_2", "-o", str(tmp_path / "q"),
+                 "--data", str(_calib(tmp_path)), "--no-progress"]) == 0
+
+
+def _calib(tmp_path):
+    path = tmp_path / "calib.npy"
+    np.save(path, np.random.default_rng(0).random((8, 3, 16, 16), dtype=np.float32))
+    return path

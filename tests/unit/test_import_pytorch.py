@@ -160,6 +160,19 @@ def test_cli_convert_pytorch_factory(factory_file, tmp_path, capsys):
     assert onnx.load(out).graph.output[0].name == "output0"
 
 
+def test_compare_builds_the_factory_module_once(tmp_path, capsys):
+    """An unseeded factory builds a different model each call; the export and the reference must
+    be the same module, or a correct conversion fails its compare."""
+    src = tmp_path / "unseeded.py"
+    src.write_text(FACTORY_SOURCE.replace("torch.manual_seed(0)", "print('built', file=__import__('sys').stderr)"))
+    out = tmp_path / "u.onnx"
+    code = main(["convert", "--model", f"{src}:build", "--input-shapes", "(1,3,8,8)", "-o", str(out), "--compare",
+                 "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.out
+    assert captured.err.count("built") == 1
+
+
 def test_cli_quantize_and_eval_take_the_pytorch_model(factory_file, tmp_path, capsys):
     data = tmp_path / "calib.npy"
     np.save(data, np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32))

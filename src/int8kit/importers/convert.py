@@ -75,6 +75,12 @@ def convert_model(
             raise ConfigError(f"output '{output}' is the input model; choose another path (inputs are never overwritten).")
     shapes, names = parse_input_shapes(input_shapes), parse_names(input_names)
     start = time.perf_counter()
+    if key == "pytorch" and (compare or compare_layers):
+        from int8kit.importers.pytorch import load_module
+
+        # One module for the export and the reference: a factory called twice could build two
+        # differently initialised models.
+        model, weights = load_module(model, weights), None
     onnx_model = get_importer(key).convert(model, weights, input_shapes=shapes, input_names=names)
     seconds = time.perf_counter() - start
     path = save_model(onnx_model, output) if output is not None else None
