@@ -167,6 +167,7 @@ def quantize(
     output_dir: str | os.PathLike = "int8kit-out",
     th_method: str = "kl",
     th_params: Mapping[str, Any] | None = None,
+    method_rules: bool = True,
     per_channel: bool = True,
     activation_offset: bool = False,
     bitwidth: int = 8,
@@ -210,6 +211,7 @@ def quantize(
     config = QuantConfig(
         th_method=th_method,
         th_params=dict(th_params) if isinstance(th_params, Mapping) else (th_params or {}),
+        method_rules=method_rules,
         bins=bins,
         per_channel=per_channel,
         activation_offset=activation_offset,

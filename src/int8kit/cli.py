@@ -85,13 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--th-method", default="kl", help="max, percentile, kl (default), symkl, jsd, mse, admm, aciq_laplace, aciq_gauss, ifmr")
     p.add_argument("--percentile", type=float, help="percentile for --th-method percentile (default 99.99)")
     p.add_argument("--th-param", action="append", default=[], metavar="KEY=VALUE", help="extra method parameter, repeatable")
+    p.add_argument("--no-method-rules", action="store_true",
+                   help="apply --th-method to every activation (default: max for model inputs and bounded outputs, "
+                        "mse where kl/symkl/jsd would clip signed or one-sided tensors; overrides still apply)")
     granularity = p.add_mutually_exclusive_group()
     granularity.add_argument("--per-channel", dest="per_channel", action="store_true", default=True,
                              help="one weight scale per output channel (the default)")
     granularity.add_argument("--per-tensor", dest="per_channel", action="store_false",
                              help="one weight scale per tensor (the vendor tools' default; hurts depthwise convs)")
     p.add_argument("--activation-offset", action="store_true", help="asymmetric activations (zero point)")
-    p.add_argument("--bitwidth", type=int, default=8, help="activation bits: 8 (default) or 16 (onnxruntime has no 16-bit integer kernels: an accuracy reference, slower than FP32)")
+    p.add_argument("--bitwidth", type=int, default=8, help="activation bits, 8 (default) to 16; 9-16 are held in 16-bit types, e.g. 12: int12 steps saved as int16 (onnxruntime has no 16-bit integer kernels: an accuracy reference, slower than FP32)")
     p.add_argument("--conv-group", action="store_true", help="group output channels of similar range, one scale per group")
     p.add_argument("--fold-concat-scale", action="store_true", help="give Concat inputs the output's scale")
     p.add_argument("--accuracy-opt", action="store_true", help="keep depthwise convolutions in float")
@@ -259,6 +262,7 @@ def _quantize(api, args: argparse.Namespace) -> int:
         output_dir=args.output_dir,
         th_method=args.th_method,
         th_params=_th_params(args.th_param, args.percentile),
+        method_rules=not args.no_method_rules,
         per_channel=args.per_channel,
         activation_offset=args.activation_offset,
         bitwidth=args.bitwidth,

@@ -107,8 +107,9 @@ def dequantize(
     return ((q.astype(np.float32) - zp) * s).astype(np.float32)
 
 
-def scale_zero_point(lo: float, hi: float, dtype: str, symmetric: bool) -> tuple[np.float32, int]:
-    """Turn a clipping range into ``(scale, zero_point)`` for ``dtype``.
+def scale_zero_point(lo: float, hi: float, dtype: str, symmetric: bool, bits: int | None = None) -> tuple[np.float32, int]:
+    """Turn a clipping range into ``(scale, zero_point)`` for ``dtype``, on a grid of ``bits``
+    (default: the dtype's width; fewer, e.g. 12 in int16, spread the range over 2**12 steps).
 
     The range is first widened to contain 0 (so 0.0 is exactly representable, as padding and
     Relu need). Symmetric: zero point 0 for signed types with ``scale = max(|lo|, |hi|) / qmax``;
@@ -117,6 +118,8 @@ def scale_zero_point(lo: float, hi: float, dtype: str, symmetric: bool) -> tuple
     clipped to the dtype range. The scale is float32 and never below ``MIN_SCALE``.
     """
     qmin, qmax = int_range(dtype)
+    if bits is not None and 2**bits - 1 < qmax - qmin:
+        qmin, qmax = (0, 2**bits - 1) if qmin == 0 else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
     lo, hi = float(lo), float(hi)
     if not (np.isfinite(lo) and np.isfinite(hi)):
         raise ConfigError(

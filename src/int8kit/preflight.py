@@ -8,7 +8,7 @@ import onnx
 
 from int8kit.errors import ConfigError
 from int8kit.plan.config import QuantConfig
-from int8kit.thresholds import resolve
+from int8kit.thresholds import check_params, resolve
 
 
 def check_layer_names(source: onnx.ModelProto, optimized: onnx.ModelProto, config: QuantConfig) -> None:
@@ -39,6 +39,10 @@ def check_methods(config: QuantConfig) -> None:
     so the record says what ran."""
     name, implied = resolve(config.th_method)
     config.th_method, config.th_params = name, {**implied, **config.th_params}
-    for ov in config.overrides.values():
-        if ov.th_method:
+    check_params(name, config.th_params, "--th-param")
+    for layer, ov in config.overrides.items():
+        if ov.th_method and ov.th_method != "USE_KL":
             resolve(ov.th_method)
+            if ov.th_params:
+                check_params(ov.th_method, ov.th_params, f"the override for '{layer}'")
+

@@ -91,7 +91,7 @@ def test_eval_json_reports_accuracy_and_agreement(demo_files, capsys):
         (["quantize", "missing.onnx", "--data", "x.npy"], "missing.onnx"),
         (["quantize", "{model}", "--data", "{root}/calib.npy", "--fp-layers", "conv_nope"], "conv_nope"),
         (["quantize", "{model}", "--data", "{root}/calib.npy", "--th-method", "klx"], "klx"),
-        (["quantize", "{model}", "--data", "{root}/calib.npy", "--bitwidth", "12"], "bitwidth"),
+        (["quantize", "{model}", "--data", "{root}/calib.npy", "--bitwidth", "17"], "bitwidth"),
         (["quantize", "{model}", "--data", "{root}/calib.npy", "--iterations", "100000"], "100000"),
         (["quantize", "{model}"], "--data"),
         (["optimize", "{model}", "--no-fuse", "nonexistent_layer", "-o", "{root}/o.onnx"], "nonexistent_layer"),

@@ -40,3 +40,58 @@ def test_signed_tensors_use_mse_instead_of_a_divergence_method():
     assert plan(model, stats, QuantConfig(th_method="percentile")).tensors["s"].method == "percentile"
     explicit = plan(model, stats, QuantConfig(th_method="kl", overrides={"s": LayerOverride(th_method="kl")}))
     assert explicit.tensors["s"].method == "kl"  # an explicit override still wins
+
+
+def _stats():
+    model = _model()
+    x = np.random.default_rng(8).standard_normal((64, 8, 4, 4)).astype(np.float32)
+    return model, collect(model, x, tensors=candidate_tensors(model), progress=False)
+
+
+def test_no_method_rules_applies_the_global_method_to_every_tensor():
+    model, stats = _stats()
+    ruled = plan(model, stats, QuantConfig(th_method="kl"))
+    assert ruled.tensors["x"].method == "max" and ruled.tensors["s"].method == "mse"
+    plain = plan(model, stats, QuantConfig(th_method="kl", method_rules=False))
+    assert {t.method for t in plain.tensors.values() if t.kind == "activation"} == {"kl"}
+
+
+def test_an_override_inherits_the_global_parameters_of_its_method_or_takes_its_own():
+    model, stats = _stats()
+    glob = plan(model, stats, QuantConfig(th_method="percentile", th_params={"percentile": 99.0}))
+    same = plan(model, stats, QuantConfig(th_method="percentile", th_params={"percentile": 99.0},
+                                          overrides={"r": LayerOverride(th_method="percentile")}))
+    own = plan(model, stats, QuantConfig(th_method="percentile", th_params={"percentile": 99.0},
+                                         overrides={"r": LayerOverride.from_dict("r", {"th_method": "percentile",
+                                                                                       "th_params": {"percentile": 100.0}})}))
+    assert same.tensors["r"].hi == glob.tensors["r"].hi
+    assert own.tensors["r"].hi == stats.tensors["r"].hist.max > glob.tensors["r"].hi
+    # the manual's per-layer IFMR search (conv1: range 0.8-1.2, step 0.02) under another global method
+    ifmr = {"th_method": "ifmr", "th_params": {"search_range_start": 0.2, "search_range_end": 0.3, "search_step": 0.1}}
+    narrow = plan(model, stats, QuantConfig(th_method="kl", overrides={"r": LayerOverride.from_dict("r", ifmr)}))
+    default = plan(model, stats, QuantConfig(th_method="kl", overrides={"r": LayerOverride(th_method="ifmr")}))
+    assert narrow.tensors["r"].method == "ifmr" and narrow.tensors["r"].hi < default.tensors["r"].hi
+
+
+def test_the_manuals_th_strategy_values():
+    model, stats = _stats()
+    assert LayerOverride.from_dict("r", {"th_method": "USE_DEFAULT"}).th_method is None
+    assert LayerOverride.from_dict("r", {"th_method": "use_max"}).th_method == "max"
+    use_kl = {"r": LayerOverride.from_dict("r", {"th_method": "USE_KL"})}
+    assert plan(model, stats, QuantConfig(th_method="symkl", overrides=use_kl)).tensors["r"].method == "symkl"
+    assert plan(model, stats, QuantConfig(th_method="max", overrides=use_kl)).tensors["r"].method == "kl"
+
+
+def test_parameters_a_method_does_not_take_fail_before_calibration():
+    import pytest
+
+    from int8kit.errors import ConfigError
+    from int8kit.preflight import check_methods
+
+    with pytest.raises(ConfigError, match="--th-param gives threshold method 'kl' unknown parameter"):
+        check_methods(QuantConfig(th_method="kl", th_params={"search_step": 0.05}))
+    bad = {"r": LayerOverride.from_dict("r", {"th_method": "ifmr", "th_params": {"percentile": 99}})}
+    with pytest.raises(ConfigError, match="the override for 'r' gives threshold method 'ifmr'"):
+        check_methods(QuantConfig(th_method="kl", overrides=bad))
+    with pytest.raises(ConfigError, match="th_params without th_method"):
+        LayerOverride.from_dict("r", {"th_params": {"percentile": 99}})

@@ -336,3 +336,13 @@ def test_errors() -> None:
     empty = Histogram(counts=np.zeros(64, dtype=np.int64), edge=1.0, min=0.0, max=0.0)
     with pytest.raises(CalibrationError, match="empty"):
         compute_range("kl", empty, Target())
+
+
+def test_ifmr_takes_the_manuals_cfg_names_and_a_step_as_wide_as_the_range() -> None:
+    h = HISTS["gauss"]
+    assert compute_range("ifmr", h, Target(), search_range_start=0.5, search_range_end=0.6, search_step=0.1) == \
+        compute_range("ifmr", h, Target(), search_range=(0.5, 0.6), search_step=0.1)  # 0.6 - 0.5 < 0.1 in floats
+    assert compute_range("ifmr", h, Target(), search_range_end=0.8) == \
+        compute_range("ifmr", h, Target(), search_range=(0.7, 0.8))
+    with pytest.raises(ConfigError, match="search_step"):
+        compute_range("ifmr", h, Target(), search_range=(0.5, 0.6), search_step=0.1001)

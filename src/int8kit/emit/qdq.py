@@ -43,9 +43,10 @@ def emit_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
     qdq_nodes: list[onnx.NodeProto] = []
     uses_contrib = False
 
-    # Signed symmetric storage cannot clip at 0, so there the Relu/Clip stays a node before the
-    # QuantizeLinear (TensorRT fuses Conv -> Relu -> Q itself).
-    nodes, fused_acts = (nodes, {}) if plan.signed_storage else _remove_fused(nodes, plan)
+    # Signed symmetric storage cannot clip at 0, and 9-15 bit grids in 16-bit types saturate past a
+    # Clip's bound, so there the Relu/Clip stays a node before the QuantizeLinear (TensorRT fuses
+    # Conv -> Relu -> Q itself).
+    nodes, fused_acts = (nodes, {}) if plan.keep_activation_nodes else _remove_fused(nodes, plan)
     if plan.integer_hardswish:
         nodes, gate_inits = _integer_hardswish(nodes, plan.integer_hardswish)
         new_inits += gate_inits

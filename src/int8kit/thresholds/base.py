@@ -22,7 +22,7 @@ import logging
 import math
 import re
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -133,6 +133,20 @@ def accepted_params(method: str) -> tuple[str, ...]:
     return _PARAMS[resolve(method)[0]]
 
 
+def check_params(method: str, params: Mapping[str, object], where: str = "") -> None:
+    """Raise :class:`ConfigError` when ``params`` holds a name ``method`` does not take; ``where``
+    says who gave them ("--th-param", "the override for 'conv1'")."""
+    canonical = resolve(method)[0]
+    allowed = _PARAMS[canonical]
+    unknown = [] if canonical in _OPEN else sorted(set(params) - set(allowed))
+    if unknown:
+        accepted = ", ".join(allowed) if allowed else "none"
+        raise ConfigError(
+            f"{where + ' gives ' if where else ''}threshold method {canonical!r} "
+            f"{'' if where else 'got '}unknown parameter(s) {', '.join(unknown)}; it accepts: {accepted}."
+        )
+
+
 def compute_range(method: str, hist: Histogram, target: Target, **params: object) -> tuple[float, float]:
     """Clipping range ``(lo, hi)`` of one tensor by the named threshold method.
 
@@ -140,14 +154,7 @@ def compute_range(method: str, hist: Histogram, target: Target, **params: object
     empty or non-finite histogram.
     """
     canonical, implied = resolve(method)
-    allowed = _PARAMS[canonical]
-    unknown = [] if canonical in _OPEN else sorted(set(params) - set(allowed))
-    if unknown:
-        accepted = ", ".join(allowed) if allowed else "none"
-        raise ConfigError(
-            f"threshold method {canonical!r} got unknown parameter(s) {', '.join(unknown)}; "
-            f"it accepts: {accepted}."
-        )
+    check_params(method, params)
     for key, value in implied.items():
         if key in params and params[key] != value:
             raise ConfigError(

@@ -39,8 +39,15 @@ def ifmr(
     min_percentile: float = 0.999999,
     search_range: tuple[float, float] = (0.7, 1.3),
     search_step: float = 0.01,
+    search_range_start: float | None = None,
+    search_range_end: float | None = None,
 ) -> tuple[float, float]:
-    """Scale a percentile range by the factor (from ``search_range``) with least quantization MSE."""
+    """Scale a percentile range by the factor (from ``search_range``) with least quantization MSE.
+
+    ``search_range_start``/``search_range_end`` are the manual's .cfg names for the two ends."""
+    if search_range_start is not None or search_range_end is not None:
+        search_range = (search_range[0] if search_range_start is None else search_range_start,
+                        search_range[1] if search_range_end is None else search_range_end)
     factors = _factors(max_percentile, min_percentile, search_range, search_step)
     max0 = max(quantile(hist.counts, -hist.edge, hist.width, max_percentile), 0.0)
     min0 = min(quantile(hist.counts, -hist.edge, hist.width, 1.0 - min_percentile), 0.0)
@@ -82,7 +89,8 @@ def _factors(
             f"ifmr search_range must be two numbers 0 < start < end, got {search_range!r}; "
             "the default is (0.7, 1.3)."
         )
-    if not isinstance(search_step, (int, float)) or not 0.0 < search_step <= end - start:
+    # the step may equal the width; 0.6 - 0.5 is 0.0999... in floating point
+    if not isinstance(search_step, (int, float)) or not 0.0 < search_step <= (end - start) * (1 + 1e-9):
         raise ConfigError(
             f"ifmr search_step must be in (0, {end - start:g}] for search_range {search_range!r}, "
             f"got {search_step!r}; the default is 0.01."
