@@ -74,11 +74,12 @@ class QuantizeResult:
         """Per-tensor quantization parameters as plain Python values."""
         out = {}
         for name, tq in self.plan.tensors.items():
+            dtype, zero_point = tq.stored(self.plan.signed_storage)  # as the model holds them
             out[name] = {
                 "kind": tq.kind,
-                "dtype": tq.dtype,
+                "dtype": dtype,
                 "scale": tq.scale.tolist(),
-                "zero_point": tq.zero_point.tolist(),
+                "zero_point": zero_point.tolist(),
                 "axis": tq.axis,
                 "method": tq.method,
                 "threshold": tq.threshold,

@@ -625,3 +625,24 @@ def test_divergence_methods_do_not_collapse_one_sided_tensors_away_from_zero(op,
     tq = plan(model, stats, QuantConfig(th_method="kl", stem_float=False)).tensors["a"]
     assert tq.method == "mse"
     assert max(abs(tq.min), abs(tq.max)) > 0 and tq.threshold >= 0.8 * max(abs(tq.min), abs(tq.max))
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_quant_json_describes_the_zero_points_the_model_holds(model_and_stats, tmp_path, signed):
+    from int8kit.emit.records import read_quant_json, write_quant_json
+
+    model, stats, _ = model_and_stats
+    qplan = plan(model, stats, QuantConfig(th_method="max", signed_activations=signed))
+    assert any(t.dtype == "int8" for t in qplan.tensors.values() if t.kind == "activation")  # c2 is signed
+    qmodel = emit_qdq(model, qplan)
+    doc = read_quant_json(write_quant_json(qplan, tmp_path / "q.json", model_name="m", config={}))
+    inits = {t.name: numpy_helper.to_array(t) for t in qmodel.graph.initializer}
+    checked = 0
+    for node in qmodel.graph.node:
+        if node.op_type == "QuantizeLinear" and node.output[0].endswith("_quantized"):
+            name = node.output[0][: -len("_quantized")]
+            zp = inits[node.input[2]]
+            assert doc["tensors"][name]["dtype"] == str(zp.dtype), name
+            assert doc["tensors"][name]["zero_point"] == zp.reshape(-1).tolist(), name
+            checked += 1
+    assert checked >= 5

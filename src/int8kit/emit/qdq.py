@@ -240,10 +240,7 @@ def _float_compute_reads(nodes, producer, plan: QuantPlan) -> list[tuple[onnx.No
 
 def _param_inits(tq: TensorQuant, signed_storage: bool = False) -> tuple[onnx.TensorProto, onnx.TensorProto]:
     scale = numpy_helper.from_array(np.asarray(tq.scale, dtype=np.float32), tq.name + "_scale")
-    dtype, zero_point = tq.dtype, np.asarray(tq.zero_point)
-    if tq.values is None and dtype == "int8" and not signed_storage:
-        # same grid, unsigned: q + 128 with zero point + 128 (see the module docstring)
-        dtype, zero_point = "uint8", zero_point.astype(np.int32) + 128
+    dtype, zero_point = tq.stored(signed_storage)  # same grid, unsigned (see the module docstring)
     zp = numpy_helper.from_array(np.asarray(zero_point, dtype=_NP_DTYPES[dtype]), tq.name + "_zero_point")
     return scale, zp
 

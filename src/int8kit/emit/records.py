@@ -108,12 +108,13 @@ def _read_lines(path: str | os.PathLike, what: str) -> list[str]:
 # ---------------------------------------------------------------- quant.json
 
 
-def tensor_record(tq: TensorQuant) -> dict[str, Any]:
-    """The quant.json entry of one tensor."""
+def tensor_record(tq: TensorQuant, signed_storage: bool = False) -> dict[str, Any]:
+    """The quant.json entry of one tensor: dtype and zero point as the model holds them."""
+    dtype, zero_point = tq.stored(signed_storage)
     return {
         "kind": tq.kind,
         "method": tq.method,
-        "dtype": tq.dtype,
+        "dtype": dtype,
         "axis": tq.axis,
         "min": _num(tq.min),
         "max": _num(tq.max),
@@ -121,7 +122,7 @@ def tensor_record(tq: TensorQuant) -> dict[str, Any]:
         "hi": _num(tq.hi),
         "threshold": _num(tq.threshold),
         "scale": [_num(s) for s in _flat(tq.scale, float)],
-        "zero_point": _flat(tq.zero_point, int),
+        "zero_point": _flat(zero_point, int),
         **({"channel_step": [_num(s) for s in _flat(tq.channel_step, float)]} if tq.channel_step is not None else {}),
     }
 
@@ -141,7 +142,7 @@ def write_quant_json(
         "tool": f"int8kit {__version__}",
         "model": model_name,
         "config": config,
-        "tensors": {n: tensor_record(plan.tensors[n]) for n in _ordered(plan.tensors, order)},
+        "tensors": {n: tensor_record(plan.tensors[n], plan.signed_storage) for n in _ordered(plan.tensors, order)},
         "float_nodes": {n: plan.float_nodes[n] for n in sorted(plan.float_nodes)},
         "fused": {n: plan.fused[n] for n in sorted(plan.fused)},
         "integer_hardswish": {y: _form_record(plan.integer_hardswish[y]) for y in sorted(plan.integer_hardswish)},

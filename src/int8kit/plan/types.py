@@ -41,6 +41,14 @@ class TensorQuant:
     # carry the factors ``channel_step / scale`` (see plan/channel_scales.py).
     channel_step: np.ndarray | None = None
 
+    def stored(self, signed_storage: bool = False) -> tuple[str, np.ndarray]:
+        """The dtype and zero point the model holds: a symmetric int8 activation is written as
+        the same grid in uint8, zero point + 128 (onnxruntime's fast path), unless the plan keeps
+        signed storage (TensorRT)."""
+        if self.kind == "activation" and self.dtype == "int8" and not signed_storage:
+            return "uint8", np.asarray(self.zero_point).astype(np.int32) + 128
+        return self.dtype, np.asarray(self.zero_point)
+
     @property
     def threshold(self) -> float:
         """The symmetric threshold the vendor tools print: ``max(|lo|, |hi|)``."""
