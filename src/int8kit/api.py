@@ -172,7 +172,7 @@ def quantize(
     per_channel: bool = True,
     activation_offset: bool = False,
     bitwidth: int = 8,
-    bins: int = 2048,
+    bins: int | None = None,
     conv_group: bool = False,
     fold_concat_scale: bool = False,
     accuracy_opt: bool = False,
@@ -204,6 +204,9 @@ def quantize(
 ) -> QuantizeResult:
     """Optimize, calibrate (or load ``stats``), plan and emit a QDQ INT8 model plus its records.
 
+    ``bins``: histogram bins per side; ``None``: 2048, or with ``stats`` the statistics' own (fewer
+    are summed from them exactly).
+
     Writes into ``output_dir``: ``<stem>_int8.onnx``, ``<stem>_fp32_optimized.onnx``,
     ``<stem>_quant.json``, ``<stem>_calibration_table.txt`` and ``<stem>_trt_calib.cache``.
     """
@@ -213,7 +216,7 @@ def quantize(
         th_method=th_method,
         th_params=dict(th_params) if isinstance(th_params, Mapping) else (th_params or {}),
         method_rules=method_rules,
-        bins=bins,
+        bins=2048 if bins is None else bins,
         per_channel=per_channel,
         activation_offset=activation_offset,
         bitwidth=bitwidth,
@@ -243,14 +246,14 @@ def quantize(
     check_outputs({"--dump-stats": dump_stats, **{f"output '{p.name}'": p for p in names.values()}},
                   input_paths(model=model, data=data, stats=stats, overrides=overrides, weights=weights))
     with outputs_together():  # an error or Ctrl-C midway leaves none of the outputs, not some
-        return _quantize(model, data, config, names, stats=stats, iterations=iterations, batch_size=batch_size,
-                         no_fuse=no_fuse, dump_stats=dump_stats, progress=progress, preprocess=preprocess,
+        return _quantize(model, data, config, names, stats=stats, rebin=bins is not None, iterations=iterations,
+                         batch_size=batch_size, no_fuse=no_fuse, dump_stats=dump_stats, progress=progress, preprocess=preprocess,
                          preprocess_template=preprocess_template, strict=strict, framework=framework, weights=weights,
                          input_shapes=input_shapes)
 
 
-def _quantize(model: ModelLike, data: Any, config: QuantConfig, names: dict[str, Path], *, stats: Any, iterations: int | None,
-              batch_size: int | None, no_fuse: Collection[str], dump_stats: Any, progress: bool, preprocess: str | None,
+def _quantize(model: ModelLike, data: Any, config: QuantConfig, names: dict[str, Path], *, stats: Any, rebin: bool,
+              iterations: int | None, batch_size: int | None, no_fuse: Collection[str], dump_stats: Any, progress: bool, preprocess: str | None,
               preprocess_template: str | None, strict: bool, framework: str | None, weights: Any, input_shapes: Any
               ) -> QuantizeResult:
     timings: dict[str, float] = {}
@@ -270,6 +273,8 @@ def _quantize(model: ModelLike, data: Any, config: QuantConfig, names: dict[str,
     if stats is not None and data is not None and not config.bias_tuning:
         raise ConfigError("--data is not read when --stats is given (the saved statistics replace the calibration pass; "
                           "only --bias-tuning reads samples again); drop one of them.")
+    if stats is not None and iterations is not None and not config.bias_tuning:
+        raise ConfigError("--iterations chooses the calibration samples, but --stats skips the calibration pass; drop --iterations.")
     if stats is not None and dump_stats is not None:
         raise ConfigError("--dump-stats saves a new calibration pass, but --stats skips it; drop --dump-stats.")
     tuning: KeepFirst | None = None
@@ -281,7 +286,8 @@ def _quantize(model: ModelLike, data: Any, config: QuantConfig, names: dict[str,
     if stats is not None:
         start = time.perf_counter()
         stats = stats if isinstance(stats, Stats) else Stats.load(stats, model_id=model_fingerprint(optimized))
-        config.bins = stats.bins  # the histograms are as they were calibrated; the record says so
+        stats = stats.with_bins(config.bins) if rebin else stats
+        config.bins = stats.bins  # the histograms are as they were calibrated (or summed down); the record says so
         timings["load_stats"] = time.perf_counter() - start
         if tuning is not None:
             tuning.fill()

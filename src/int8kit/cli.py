@@ -53,7 +53,8 @@ def _add_model_data(p: argparse.ArgumentParser, data_required: bool) -> None:
     cli_data.add_preprocess_args(p)
     p.add_argument("--iterations", type=int, help="number of calibration samples to use (default: all)")
     p.add_argument("--batch", type=int, dest="batch_size", help="batch size for models with a dynamic batch axis")
-    p.add_argument("--th-binnum", type=int, default=2048, dest="bins", help="histogram bins per side, power of two 512-4096")
+    p.add_argument("--th-binnum", type=int, dest="bins",
+                   help="histogram bins per side, power of two 512-4096 (default 2048; with --stats: the statistics' own, or fewer)")
     p.add_argument("--no-fuse", default="", help="comma-separated layer names the optimizer must not fold")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -210,7 +211,7 @@ def _run(args: argparse.Namespace) -> int:
             args.data,
             output=out,
             iterations=args.iterations,
-            bins=args.bins,
+            bins=2048 if args.bins is None else args.bins,
             batch_size=args.batch_size,
             no_fuse=_names(args.no_fuse),
             progress=not args.no_progress,

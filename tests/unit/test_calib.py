@@ -438,3 +438,23 @@ def test_pinning_sizes_dynamic_dims_and_refuses_two_sizes_for_one_named_dim():
     assert model.graph.input[1].type.tensor_type.shape.dim[1].dim_param == "seq"  # the given model is untouched
     with pytest.raises(DataError, match="share dimension 'seq'"):
         pin_sample_shapes(model, {"ids": (16,), "mask": (12,)})
+
+
+def test_fewer_bins_from_saved_statistics_equal_a_pass_with_fewer_bins() -> None:
+    model, x = _conv_model(), _images(24, seed=5, scale=3.0)
+    fine = collect(model, x, bins=2048, progress=False)
+    coarse = collect(model, x, bins=512, progress=False)
+    summed = fine.with_bins(512)
+    assert summed.bins == 512 and fine.with_bins(2048) is fine
+    for name, c in coarse.tensors.items():
+        assert summed[name].hist.edge == c.hist.edge
+        np.testing.assert_array_equal(summed[name].hist.counts, c.hist.counts, err_msg=name)
+    with pytest.raises(CalibrationError, match="--th-binnum 4096 asks for finer histograms"):
+        fine.with_bins(4096)
+
+
+def test_an_iterable_with_fewer_samples_than_asked_is_an_error() -> None:
+    model = _conv_model()
+    batches = [{"image": _images(4, seed=i)} for i in range(3)]
+    with pytest.raises(DataError, match="the data iterable has 12 samples but 16 iterations were asked"):
+        collect(model, batches, iterations=16, bins=BINS, progress=False)

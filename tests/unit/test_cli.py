@@ -61,6 +61,23 @@ def test_weights_are_per_channel_unless_per_tensor_is_asked(demo_files, capsys):
     assert exc.value.code == 2
 
 
+def test_th_binnum_with_stats_sums_bins_down_and_iterations_is_refused(demo_files, capsys):
+    root, model = demo_files
+    stats = root / "bins_stats.npz"
+    assert main(["calibrate", str(model), "--data", str(root / "calib.npy"), "-o", str(stats), "--no-progress"]) == 0
+    args = ["quantize", str(model), "--no-progress", "--th-method", "mse"]
+    assert main(args + ["--stats", str(stats), "-o", str(root / "b1"), "--th-binnum", "1024"]) == 0
+    assert main(args + ["--data", str(root / "calib.npy"), "-o", str(root / "b2"), "--th-binnum", "1024"]) == 0
+    tables = [read_calibration_table(root / d / f"{model.stem}_calibration_table.txt") for d in ("b1", "b2")]
+    assert tables[0] == tables[1]
+    assert read_quant_json(root / "b1" / f"{model.stem}_quant.json")["config"]["bins"] == 1024
+    capsys.readouterr()
+    assert main(args + ["--stats", str(stats), "-o", str(root / "b3"), "--th-binnum", "4096"]) == 2
+    assert "finer histograms than the statistics hold (2048" in capsys.readouterr().err
+    assert main(args + ["--stats", str(stats), "-o", str(root / "b4"), "--iterations", "8"]) == 2
+    assert "--iterations" in capsys.readouterr().err and not (root / "b4").exists()
+
+
 def test_calibrate_then_quantize_from_stats_equals_one_shot(demo_files, capsys):
     root, model = demo_files
     stats = root / "stats.npz"

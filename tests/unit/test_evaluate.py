@@ -125,6 +125,16 @@ def test_compare_model_with_itself(tiny) -> None:
     assert res.fp32_latency_ms is None and res.fp32_size_bytes is None
 
 
+def test_one_hot_labels_must_be_one_hot_and_as_wide_as_the_output(tiny) -> None:
+    model, x, labels = tiny
+    res = compare_models(model, model, {"x": x}, labels=np.eye(6)[labels], latency=False, progress=False)
+    assert res.fp32_top1 == 1.0  # one-hot over the output's 6 classes: the same as the indices
+    with pytest.raises(DataError, match="one-hot over 3 classes but output 'scores' has 6"):
+        compare_models(model, model, {"x": x}, labels=np.eye(3)[labels % 3], latency=False, progress=False)
+    with pytest.raises(DataError, match=r"labels of shape \(20, 3\) are not one-hot rows"):
+        compare_models(model, model, {"x": x}, labels=np.full((20, 3), 2), latency=False, progress=False)
+
+
 def test_compare_model_with_perturbed_copy(tiny, tmp_path) -> None:
     model, x, labels = tiny
     w = numpy_helper.to_array(model.graph.initializer[0])

@@ -10,7 +10,7 @@ import hashlib
 import io
 import os
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +136,19 @@ class Stats:
                 a.values + b.values,
             )
         return Stats(merged, self.samples + other.samples, self.model_id, self.bins, dict(self.meta))
+
+    def with_bins(self, bins: int) -> "Stats":
+        """These statistics with ``bins`` histogram bins per side (at most the calibrated number:
+        fewer bins are exact sums of neighbours, more need a new pass)."""
+        if bins == self.bins:
+            return self
+        if bins > self.bins:
+            raise CalibrationError(
+                f"--th-binnum {bins} asks for finer histograms than the statistics hold ({self.bins} bins per side); "
+                f"pass at most {self.bins}, or calibrate again with --th-binnum {bins}."
+            )
+        tensors = {name: replace(t, hist=t.hist.coarsened(bins)) for name, t in self.tensors.items()}
+        return Stats(tensors, self.samples, self.model_id, bins, dict(self.meta))
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the statistics file atomically (temp file + rename)."""

@@ -153,7 +153,10 @@ class IterableSource(DataSource):
             seen += n
             yield batch
         if self.iterations is not None and seen < self.iterations and not self.at_most:
-            log.warning("the data iterable ran out after %d samples, fewer than the %d iterations asked", seen, self.iterations)
+            raise DataError(
+                f"the data iterable has {seen} samples but {self.iterations} iterations were asked; "
+                f"lower --iterations to {seen} or provide more data."
+            )
 
 
 def _named_shapes(source: SampleSource, specs: list[InputSpec]) -> dict[str, tuple[int, ...]] | None:

@@ -126,6 +126,11 @@ def load_labels(labels: np.ndarray | str | os.PathLike) -> np.ndarray:
 
     One-hot (N, C) arrays are reduced to class indices.
     """
+    return _labels_and_width(labels)[0]
+
+
+def _labels_and_width(labels: np.ndarray | str | os.PathLike) -> tuple[np.ndarray, int | None]:
+    """``load_labels`` and the class count of one-hot labels (``None`` for class indices)."""
     if isinstance(labels, (str, os.PathLike)):
         path = Path(labels)
         if not path.is_file():
@@ -140,8 +145,12 @@ def load_labels(labels: np.ndarray | str | os.PathLike) -> np.ndarray:
             ) from None
     else:
         arr = np.asarray(labels)
+    width = None
     if arr.ndim == 2 and arr.shape[1] > 1:
-        arr = arr.argmax(axis=1)
+        if not (np.issubdtype(arr.dtype, np.number) and np.isin(arr, (0, 1)).all() and (arr.sum(axis=1) == 1).all()):
+            raise DataError(f"labels of shape {arr.shape} are not one-hot rows (a single 1 per row, else 0); "
+                            "expected class indices of shape (N,) or one-hot (N, classes).")
+        arr, width = arr.argmax(axis=1), arr.shape[1]
     arr = arr.reshape(-1)
     if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise DataError(f"labels have dtype {arr.dtype}; expected integer class indices; pass an int array.")
@@ -151,7 +160,7 @@ def load_labels(labels: np.ndarray | str | os.PathLike) -> np.ndarray:
                 f"labels have dtype {arr.dtype} with non-integer values; expected class indices; "
                 "pass integer labels."
             )
-    return arr.astype(np.int64)
+    return arr.astype(np.int64), width
 
 
 def _count_samples(data: Any) -> int | None:
@@ -242,8 +251,8 @@ def measure_latencies(
 class _Accumulator:
     """Streaming sums for every metric, one batch at a time."""
 
-    def __init__(self, names: list[str], output: str, labels: np.ndarray | None) -> None:
-        self.names, self.output, self.labels = names, output, labels
+    def __init__(self, names: list[str], output: str, labels: np.ndarray | None, label_width: int | None = None) -> None:
+        self.names, self.output, self.labels, self.label_width = names, output, labels, label_width
         self.samples = 0
         self.cos_sum = dict.fromkeys(names, 0.0)
         self.max_err = dict.fromkeys(names, 0.0)
@@ -283,6 +292,9 @@ class _Accumulator:
         return n
 
     def _add_accuracy(self, a: np.ndarray, b: np.ndarray, n: int) -> None:
+        if self.label_width is not None and self.label_width != a.shape[1]:
+            raise DataError(f"the labels are one-hot over {self.label_width} classes but output '{self.output}' has "
+                            f"{a.shape[1]}; expected one column per class; pass labels for this model.")
         lab = self.labels[self.samples : self.samples + n]
         if len(lab) < n:
             raise _label_mismatch(len(self.labels), self.samples + n)
@@ -350,7 +362,7 @@ def compare_models(
     output = output or names[0]
     if output not in names:
         raise DataError(f"output '{output}' is not an output of the model; expected one of {names}; pick one of those.")
-    label_arr = load_labels(labels) if labels is not None else None
+    label_arr, label_width = _labels_and_width(labels) if labels is not None else (None, None)
     specs = model_input_specs(fp_proto)
     source = batches_from(data, specs, batch_size=batch_size)
     if label_arr is None:
@@ -362,7 +374,7 @@ def compare_models(
     if label_arr is not None and total is not None and total != len(label_arr):
         raise _label_mismatch(len(label_arr), total)
 
-    acc = _Accumulator(names, output, label_arr)
+    acc = _Accumulator(names, output, label_arr, label_width)
     first_feed: dict[str, np.ndarray] | None = None
     with tqdm(total=source.num_samples, unit="sample", desc="evaluate", disable=not progress) as bar:
         for feed in source:
