@@ -29,7 +29,12 @@ def _number_list(text: str) -> Any:
         return text
 
 
-def _th_params(pairs: list[str], percentile: float | None) -> dict[str, Any]:
+def _th_params(pairs: list[str], percentile: float | None, method: str) -> dict[str, Any]:
+    from int8kit.thresholds import resolve
+
+    if percentile is not None and resolve(method)[0] != "percentile":
+        raise ConfigError(f"--percentile sets the percentile of --th-method percentile, but the method is '{method}'; "
+                          "drop --percentile or choose --th-method percentile.")
     params: dict[str, Any] = {}
     for pair in pairs or []:
         if "=" not in pair:
@@ -262,7 +267,7 @@ def _quantize(api, args: argparse.Namespace) -> int:
         stats=args.stats,
         output_dir=args.output_dir,
         th_method=args.th_method,
-        th_params=_th_params(args.th_param, args.percentile),
+        th_params=_th_params(args.th_param, args.percentile, args.th_method),
         method_rules=not args.no_method_rules,
         per_channel=args.per_channel,
         activation_offset=args.activation_offset,

@@ -8,6 +8,7 @@ import onnx
 
 from int8kit.errors import ConfigError
 from int8kit.plan.config import QuantConfig
+from int8kit.plan.method_rules import override_method_name
 from int8kit.thresholds import check_params, resolve
 
 
@@ -41,8 +42,9 @@ def check_methods(config: QuantConfig) -> None:
     config.th_method, config.th_params = name, {**implied, **config.th_params}
     check_params(name, config.th_params, "--th-param")
     for layer, ov in config.overrides.items():
-        if ov.th_method and ov.th_method != "USE_KL":
-            resolve(ov.th_method)
+        if ov.th_method:
+            method = override_method_name(ov.th_method, name)
+            resolve(method)
             if ov.th_params:
-                check_params(ov.th_method, ov.th_params, f"the override for '{layer}'")
+                check_params(method, ov.th_params, f"the override for '{layer}'")
 

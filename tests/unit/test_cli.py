@@ -11,6 +11,7 @@ import pytest
 
 from int8kit.cli import main
 from int8kit.demo_data import demo_model_path, load_demo_data
+from int8kit.errors import ConfigError
 from int8kit.emit.records import read_calibration_table, read_quant_json, read_tensorrt_cache
 
 
@@ -144,8 +145,11 @@ def test_demo_runs_and_prints_fp32_vs_int8(tmp_path, capsys):
 def test_th_params_read_numbers_lists_and_aliases(demo_files, capsys):
     from int8kit.cli import _th_params
 
-    assert _th_params(["search_range=0.5,2", "r=(0.7, 1.3)", "n=3", "s=x,y"], None) == {
+    assert _th_params(["search_range=0.5,2", "r=(0.7, 1.3)", "n=3", "s=x,y"], None, "ifmr") == {
         "search_range": [0.5, 2.0], "r": [0.7, 1.3], "n": 3, "s": "x,y"}
+    assert _th_params([], 99.9, "PERCENTILE9999") == {"percentile": 99.9}
+    with pytest.raises(ConfigError, match="--percentile sets the percentile of --th-method percentile, but the method is 'kl'"):
+        _th_params([], 99.9, "kl")
     root, model = demo_files
     out = root / "alias"
     assert main(["quantize", str(model), "--data", str(root / "calib.npy"), "-o", str(out), "--th-method", "PERCENTILE9999", "--no-progress"]) == 0

@@ -129,6 +129,8 @@ def test_one_hot_labels_must_be_one_hot_and_as_wide_as_the_output(tiny) -> None:
     model, x, labels = tiny
     res = compare_models(model, model, {"x": x}, labels=np.eye(6)[labels], latency=False, progress=False)
     assert res.fp32_top1 == 1.0  # one-hot over the output's 6 classes: the same as the indices
+    res = compare_models(model, model, {"x": x}, labels=np.eye(6, dtype=bool)[labels], latency=False, progress=False)
+    assert res.fp32_top1 == 1.0  # boolean one-hot too
     with pytest.raises(DataError, match="one-hot over 3 classes but output 'scores' has 6"):
         compare_models(model, model, {"x": x}, labels=np.eye(3)[labels % 3], latency=False, progress=False)
     with pytest.raises(DataError, match=r"labels of shape \(20, 3\) are not one-hot rows"):

@@ -92,3 +92,28 @@ def test_x_times_hardsigmoid_of_x_has_the_hardswish_domain():
     )
     domain = consumer_domain(GraphFacts.of(helper.make_model(graph)), "c")
     assert domain[0] == pytest.approx(-3.0) and domain[1] == np.inf
+
+
+@pytest.mark.parametrize("override", [{"threshold": 8.0}, {"th_scale": 1.5}])
+def test_a_wider_range_on_a_fused_clip_output_keeps_the_clip_bound(override):
+    """The fused Clip(0, 6) is the QuantizeLinear's saturation: a user's threshold above 6 must not
+    let values past 6 through."""
+    import onnxruntime as ort
+
+    from int8kit.calib.collect import collect
+    from int8kit.emit.qdq import emit_qdq
+    from int8kit.plan.config import LayerOverride, QuantConfig
+    from int8kit.plan.planner import candidate_tensors, plan
+
+    model = _clip_model(())
+    model.graph.node.append(helper.make_node("Conv", ["y", "w"], ["z"], name="conv2"))  # y gets a quantized reader
+    model.graph.output[0].name = "z"
+    model = onnx.shape_inference.infer_shapes(model)
+    x = np.random.default_rng(0).uniform(0, 3, (32, 4, 4, 4)).astype(np.float32)  # conv sums reach 6-12
+    stats = collect(model, x, tensors=candidate_tensors(model), progress=False)
+    qplan = plan(model, stats, QuantConfig(th_method="max", stem_float=False, overrides={"y": LayerOverride(**override)}))
+    assert "relu6" in qplan.fused and qplan.tensors["y"].hi == pytest.approx(6.0)
+    qmodel = emit_qdq(model, qplan)
+    qmodel.graph.output.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, None))  # the dequantized y
+    sess = ort.InferenceSession(qmodel.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert sess.run(["y"], {"x": x})[0].max() <= 6.0 + 1e-6

@@ -443,7 +443,7 @@ def test_hardswish_inputs_are_clamped_to_the_domain_it_distinguishes(monkeypatch
     # exact for HardSwish, and finer: the INT8 model is closer than with the full range
     import int8kit.plan.planner as planner
 
-    monkeypatch.setattr(planner, "consumer_domain", lambda facts, name: None)
+    monkeypatch.setattr(planner, "value_domain", lambda facts, name: None)
     full = plan(model, stats, QuantConfig(th_method="max"))
     assert full.tensors["c"].lo == pytest.approx(-unclamped.hi, rel=1e-3)
     y = _run(model, x[:16])

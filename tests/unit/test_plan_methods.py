@@ -93,5 +93,8 @@ def test_parameters_a_method_does_not_take_fail_before_calibration():
     bad = {"r": LayerOverride.from_dict("r", {"th_method": "ifmr", "th_params": {"percentile": 99}})}
     with pytest.raises(ConfigError, match="the override for 'r' gives threshold method 'ifmr'"):
         check_methods(QuantConfig(th_method="kl", overrides=bad))
-    with pytest.raises(ConfigError, match="th_params without th_method"):
+    use_kl = {"r": LayerOverride.from_dict("r", {"th_method": "USE_KL", "th_params": {"bogus": 1}})}
+    with pytest.raises(ConfigError, match="the override for 'r' gives threshold method 'symkl'"):
+        check_methods(QuantConfig(th_method="symkl", overrides=use_kl))
+    with pytest.raises(ConfigError, match="th_params without a method"):
         LayerOverride.from_dict("r", {"th_params": {"percentile": 99}})

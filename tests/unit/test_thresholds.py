@@ -346,3 +346,5 @@ def test_ifmr_takes_the_manuals_cfg_names_and_a_step_as_wide_as_the_range() -> N
         compute_range("ifmr", h, Target(), search_range=(0.7, 0.8))
     with pytest.raises(ConfigError, match="search_step"):
         compute_range("ifmr", h, Target(), search_range=(0.5, 0.6), search_step=0.1001)
+    with pytest.raises(ConfigError, match="give the range one way"):
+        compute_range("ifmr", h, Target(), search_range=(0.7, 1.3), search_range_start=0.8)

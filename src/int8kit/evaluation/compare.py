@@ -147,7 +147,8 @@ def _labels_and_width(labels: np.ndarray | str | os.PathLike) -> tuple[np.ndarra
         arr = np.asarray(labels)
     width = None
     if arr.ndim == 2 and arr.shape[1] > 1:
-        if not (np.issubdtype(arr.dtype, np.number) and np.isin(arr, (0, 1)).all() and (arr.sum(axis=1) == 1).all()):
+        numeric = np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_
+        if not (numeric and np.isin(arr, (0, 1)).all() and (arr.sum(axis=1) == 1).all()):
             raise DataError(f"labels of shape {arr.shape} are not one-hot rows (a single 1 per row, else 0); "
                             "expected class indices of shape (N,) or one-hot (N, classes).")
         arr, width = arr.argmax(axis=1), arr.shape[1]

@@ -80,7 +80,8 @@ class LayerOverride:
             raise ConfigError(f"override for '{name}': th_params must be an object of parameter values like "
                               f"{{\"search_step\": 0.02}}, got {out.th_params!r}.")
         if out.th_params is not None and not out.th_method:
-            raise ConfigError(f"override for '{name}' gives th_params without th_method; name the method they are for.")
+            raise ConfigError(f"override for '{name}' gives th_params without a method for them (th_method missing or "
+                              "USE_DEFAULT); name the method they are for.")
         if not _positive(out.th_scale):
             raise ConfigError(f"override for '{name}': th_scale must be a positive finite number, got {out.th_scale!r}.")
         if out.threshold is not None and not _positive(out.threshold):

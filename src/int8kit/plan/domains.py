@@ -53,3 +53,16 @@ def consumer_domain(facts: GraphFacts, tensor: str) -> Domain | None:
             return None
         lo, hi = min(lo, dom[0]), max(hi, dom[1])
     return lo, hi
+
+
+def value_domain(facts: GraphFacts, tensor: str) -> Domain | None:
+    """The values of ``tensor`` that need codes: its consumers' domain, within the bounds of a
+    producing Clip/Relu. A fused Clip's bound is the QuantizeLinear's saturation, so a user's
+    threshold or th_scale above it must not widen the range past it."""
+    seen = consumer_domain(facts, tensor)
+    producer = facts.producer.get(tensor)
+    made = op_domain(facts, producer) if producer is not None and producer.op_type in ("Clip", "Relu") else None
+    if made is None or seen is None:
+        return made or seen
+    lo, hi = max(seen[0], made[0]), min(seen[1], made[1])
+    return (lo, hi) if lo < hi else made

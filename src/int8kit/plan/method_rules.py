@@ -52,13 +52,18 @@ def rule_choice(hist, producer: onnx.NodeProto | None, method: str, params: dict
     return method, params, symmetric
 
 
+def override_method_name(method: str, global_method: str) -> str:
+    """The method an override names; the manual's ``USE_KL`` is the global method when that is a
+    divergence method (KL, SymKL, JSD), else ``kl``."""
+    if method.upper() == "USE_KL":
+        return global_method if resolve(global_method)[0] in _DIVERGENCE_METHODS else "kl"
+    return method
+
+
 def override_method(ov: LayerOverride, config: QuantConfig) -> tuple[str, dict]:
     """An override's method and its parameters: its own ``th_params``, else the global ones when it
-    names the global method. The manual's ``USE_KL`` is the global method when that is a
-    divergence method (KL, SymKL, JSD), else ``kl``."""
-    method = ov.th_method
-    if method.upper() == "USE_KL":
-        method = config.th_method if resolve(config.th_method)[0] in _DIVERGENCE_METHODS else "kl"
+    names the global method."""
+    method = override_method_name(ov.th_method, config.th_method)
     if ov.th_params is not None:
         return method, dict(ov.th_params)
     canonical, implied = resolve(method)

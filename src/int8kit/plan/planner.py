@@ -16,7 +16,7 @@ from int8kit.errors import CalibrationError
 from int8kit.graph.ops import BINARY, COMPUTE, FUSABLE, SHARED, UNARY, VARIADIC, op_info
 from int8kit.plan.advice import warn_narrow_concat_inputs
 from int8kit.plan.config import LayerOverride, QuantConfig
-from int8kit.plan.domains import consumer_domain
+from int8kit.plan.domains import value_domain
 from int8kit.plan.graph_facts import GraphFacts, float_nodes
 from int8kit.plan.override_check import check_overrides_apply
 from int8kit.plan.channel_scales import assign_channel_steps
@@ -363,7 +363,7 @@ def _activation(facts: GraphFacts, stats, config: QuantConfig, name: str, near_i
         symmetric=symmetric,
         th_scale=ov.th_scale if ov else 1.0,
         # TensorRT's symmetric int8 cannot start a range at -3
-        domain=None if signed else consumer_domain(facts, name),
+        domain=None if signed else value_domain(facts, name),
         threshold=ov.threshold if ov else None,
         signed=signed,
     )

@@ -37,7 +37,7 @@ def ifmr(
     *,
     max_percentile: float = 0.999999,
     min_percentile: float = 0.999999,
-    search_range: tuple[float, float] = (0.7, 1.3),
+    search_range: tuple[float, float] | None = None,
     search_step: float = 0.01,
     search_range_start: float | None = None,
     search_range_end: float | None = None,
@@ -45,9 +45,11 @@ def ifmr(
     """Scale a percentile range by the factor (from ``search_range``) with least quantization MSE.
 
     ``search_range_start``/``search_range_end`` are the manual's .cfg names for the two ends."""
-    if search_range_start is not None or search_range_end is not None:
-        search_range = (search_range[0] if search_range_start is None else search_range_start,
-                        search_range[1] if search_range_end is None else search_range_end)
+    if search_range is not None and (search_range_start is not None or search_range_end is not None):
+        raise ConfigError("ifmr got search_range and search_range_start/_end; give the range one way.")
+    if search_range is None:  # default (0.7, 1.3)
+        search_range = (0.7 if search_range_start is None else search_range_start,
+                        1.3 if search_range_end is None else search_range_end)
     factors = _factors(max_percentile, min_percentile, search_range, search_step)
     max0 = max(quantile(hist.counts, -hist.edge, hist.width, max_percentile), 0.0)
     min0 = min(quantile(hist.counts, -hist.edge, hist.width, 1.0 - min_percentile), 0.0)
