@@ -36,3 +36,7 @@ def __getattr__(name: str) -> Any:
     if name == "inspect":
         return importlib.import_module("int8kit.describe").describe
     raise AttributeError(f"module 'int8kit' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__, "api"})
