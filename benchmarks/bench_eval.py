@@ -71,7 +71,7 @@ def latency_ms(model: Path, sample: dict[str, np.ndarray], runs: int = 30, warmu
 
 def latency_pair_ms(models: list[Path], sample: dict[str, np.ndarray], runs: int = 30, warmup: int = 5) -> list[float]:
     """Median batch-1 latencies of several models that take turns of back-to-back runs (one machine load for all)."""
-    from int8kit.evaluation.compare import measure_latencies
+    from int8kit.evaluate.compare import measure_latencies
 
     return measure_latencies([_session(m, threads=1) for m in models], sample, warmup=warmup, runs=runs)
 

@@ -405,7 +405,7 @@ def test_dynamic_dims_are_sized_by_array_data_and_reduced_in_graph(monkeypatch, 
 def test_data_the_model_cannot_run_is_a_data_error_naming_batch_and_shapes() -> None:
     """A size the model cannot take (here: an Add with a fixed 4x4 constant) fails inside
     onnxruntime; calibration and evaluation say where and with which shapes, without a traceback."""
-    from int8kit.evaluation.compare import compare_models
+    from int8kit.evaluate.compare import compare_models
 
     graph = helper.make_graph(
         [helper.make_node("Add", ["x", "bias"], ["y"])], "fixed_add",

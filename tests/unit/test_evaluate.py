@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from int8kit.errors import DataError
-from int8kit.evaluation.compare import (
+from int8kit.evaluate.compare import (
     LATENCY_TURN_RUNS,
     EvalResult,
     compare_models,
@@ -19,7 +19,7 @@ from int8kit.evaluation.compare import (
     measure_latencies,
     measure_latency,
 )
-from int8kit.evaluation.metrics import max_abs_error, mean_cosine, top1_agreement, topk_accuracy
+from int8kit.evaluate.metrics import max_abs_error, mean_cosine, top1_agreement, topk_accuracy
 
 # ---- metrics ---------------------------------------------------------------------------------
 
@@ -268,7 +268,7 @@ def _conv_hardswish(clamp_at: float | None) -> onnx.ModelProto:
 def test_layer_errors_ignore_differences_no_reader_can_see() -> None:
     """Values below -3 all become 0 in the HardSwish: clamping them there is no error at all,
     clamping at -1 is."""
-    from int8kit.evaluation.layerwise import layer_errors
+    from int8kit.analysis.layerwise import layer_errors
 
     x = np.random.default_rng(4).standard_normal((8, 4, 3, 3)).astype(np.float32)
     reference = _conv_hardswish(None)
@@ -280,7 +280,7 @@ def test_layer_errors_ignore_differences_no_reader_can_see() -> None:
 
 def test_layer_errors_leave_out_tensors_whose_size_depends_on_the_data() -> None:
     """A detector's NonMaxSuppression keeps a different number of boxes in INT8: no crash, no row."""
-    from int8kit.evaluation.layerwise import layer_errors
+    from int8kit.analysis.layerwise import layer_errors
 
     def model(shift: float) -> onnx.ModelProto:
         graph = helper.make_graph(
@@ -301,7 +301,7 @@ def test_layer_errors_leave_out_tensors_whose_size_depends_on_the_data() -> None
 def test_layer_errors_run_in_pieces_of_bounded_size(monkeypatch) -> None:
     """Pieces of one sample (tapped tensors over the byte budget) give the errors of whole batches,
     and stop at max_samples exactly."""
-    import int8kit.evaluation.layerwise as layerwise
+    import int8kit.analysis.layerwise as layerwise
 
     x = np.random.default_rng(6).standard_normal((10, 4, 3, 3)).astype(np.float32)
     reference, other = _conv_hardswish(None), _conv_hardswish(-1.0)
@@ -345,7 +345,7 @@ def test_relative_error_tells_what_cosine_cannot_for_one_value_per_sample() -> N
 
 
 def test_layer_cosine_is_zero_when_only_one_side_is_all_zero() -> None:
-    from int8kit.evaluation.layerwise import _Sums
+    from int8kit.analysis.layerwise import _Sums
 
     sums = _Sums(["t"], {})
     sums.add([np.ones(4, np.float32)], [np.zeros(4, np.float32)])

@@ -13,9 +13,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 import int8kit.api as api
 from int8kit.cli import main
-from int8kit.evaluation import report as report_mod
-from int8kit.evaluation.layerwise import LayerError
-from int8kit.evaluation.report import find_quant_json, write_report
+from int8kit.analysis import report as report_mod
+from int8kit.analysis.layerwise import LayerError
+from int8kit.analysis.report import find_quant_json, write_report
 
 PNG = "data:image/png;base64,"
 

@@ -23,7 +23,7 @@ from tabulate import tabulate
 from tqdm import tqdm
 
 from int8kit.errors import DataError, ModelError
-from int8kit.evaluation import metrics
+from int8kit.evaluate import metrics
 from int8kit.data.sources import SampleBatches, batches_from, model_input_specs
 from int8kit.graph.io import as_model
 from int8kit.runtime.session import make_session, run_checked

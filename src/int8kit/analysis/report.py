@@ -5,7 +5,7 @@ One file, no external assets and no network: plots are PNGs (matplotlib, Agg) em
 Matplotlib is optional (``pip install int8kit[report]``); without it the report keeps its tables
 and says why the plots are missing.
 
-    from int8kit.evaluation.report import write_report
+    from int8kit.analysis.report import write_report
     write_report("report.html", eval_result=res, layer_errors=res.layers,
                  quant_json="out/model_quant.json", stats="model_stats.npz")
 """

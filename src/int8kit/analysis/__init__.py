@@ -1,0 +1,1 @@
+"""Where the quantization error comes from: layer-wise errors and the HTML report."""
