@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,10 +28,10 @@ from int8kit.graph.io import as_model, check_outputs, outputs_together, save_mod
 from int8kit.graph.model_checks import check_float_model
 from int8kit.graph.optimize import optimize_model
 from int8kit.importers.convert import convert_model as convert  # the `convert` verb: one signature, kept there
-from int8kit.plan.config import QuantConfig, as_overrides
+from int8kit.config import CalibOptions, QuantConfig, RunConfig, TuneOptions, split_options
 from int8kit.plan.planner import candidate_tensors, plan
 from int8kit.plan.types import QuantPlan
-from int8kit.preflight import check_layer_names, check_methods, input_paths
+from int8kit.preflight import check_layer_names, input_paths
 
 ModelLike = onnx.ModelProto | str | os.PathLike
 log = logging.getLogger(__name__)
@@ -65,10 +65,15 @@ class QuantizeResult:
     calibration_table: Path
     tensorrt_cache: Path
     plan: QuantPlan
-    config: QuantConfig
+    run_config: RunConfig  # every option of the run, resolved (``save_config`` writes it)
     timings: dict[str, float] = field(default_factory=dict)
     optimize_log: list[str] = field(default_factory=list)
     bias_tuned: int = 0  # convs whose INT32 bias --bias-tuning moved
+
+    @property
+    def config(self) -> QuantConfig:
+        """The quantization configuration the plan was made with."""
+        return self.run_config.quant
 
     def parameters(self) -> dict[str, dict[str, Any]]:
         """Per-tensor quantization parameters as plain Python values."""
@@ -125,9 +130,6 @@ def calibrate(
     data: Any,
     *,
     output: str | os.PathLike | None = None,
-    iterations: int | None = None,
-    bins: int = 2048,
-    batch_size: int | None = None,
     no_fuse: Collection[str] = (),
     progress: bool = True,
     preprocess: str | None = None,
@@ -136,22 +138,26 @@ def calibrate(
     framework: str | None = None,
     weights: Any = None,
     input_shapes: Any = None,
+    **options: Any,
 ) -> CalibrateResult:
     """One streaming pass over ``data``; statistics for every tensor any plan could quantize.
 
-    The model is optimized first (the statistics are keyed by the optimized graph, exactly as
-    ``quantize`` sees it); ``output`` saves them for ``quantize(stats=...)`` (``-dump_dist``).
-    ``data`` may also be an image folder/list (with ``preprocess`` or ``preprocess_template``),
-    an LMDB folder or a Caffe Data-layer prototxt (see ``int8kit.data.open.open_data``).
+    ``options``: the fields of :class:`~int8kit.config.CalibOptions` (``bins``, ``iterations``,
+    ``batch_size``). The model is optimized first (the statistics are keyed by the optimized
+    graph, exactly as ``quantize`` sees it); ``output`` saves them for ``quantize(stats=...)``
+    (``-dump_dist``). ``data`` may also be an image folder/list (with ``preprocess`` or
+    ``preprocess_template``), an LMDB folder or a Caffe Data-layer prototxt (see
+    ``int8kit.data.open.open_data``).
     """
+    (calib,) = split_options(options, stages=(CalibOptions,), where="calibrate")
+    calib_options = CalibOptions(**calib)
     check_outputs({"the statistics output": output}, input_paths(model=model, data=data, weights=weights))
     source = as_model(_source(model, framework, weights, input_shapes))
     check_float_model(source)
     optimized, _ = optimize_model(source, no_fuse=no_fuse)
-    QuantConfig(bins=bins)  # validates bins with the same message as quantize
     data = _open_data(optimized, data, preprocess, preprocess_template, strict)
     start = time.perf_counter()
-    stats = _collect(optimized, data, bins=bins, iterations=iterations, batch_size=batch_size, progress=progress)
+    stats = _collect(optimized, data, calib_options, progress=progress)
     seconds = time.perf_counter() - start
     path = None
     if output is not None:
@@ -165,35 +171,11 @@ def quantize(
     data: Any = None,
     *,
     stats: str | os.PathLike | Stats | None = None,
+    config: QuantConfig | RunConfig | str | os.PathLike | None = None,
     output_dir: str | os.PathLike = "int8kit-out",
-    th_method: str = "kl",
-    th_params: Mapping[str, Any] | None = None,
-    method_rules: bool = True,
-    per_channel: bool = True,
-    activation_offset: bool = False,
-    bitwidth: int = 8,
-    bins: int | None = None,
-    conv_group: bool = False,
-    fold_concat_scale: bool = False,
-    accuracy_opt: bool = False,
-    bias_correction: bool = True,
-    channel_scales: bool = True,
-    integer_hardswish: bool = True,
-    bias_tuning: int = 0,
-    stem_float: bool = True,
-    signed_activations: bool = False,
-    outlier_ratio: float = 2.0,
-    skew_ratio: float = 0.5,
-    fp_inputs: Collection[str] = (),
-    fp_outputs: Collection[str] = (),
-    fp_blocks: Collection[str] = (),
-    fp_layers: Collection[str] = (),
-    fp_op_types: Collection[str] = (),
-    overrides: str | os.PathLike | Mapping[str, Any] | None = None,
-    iterations: int | None = None,
-    batch_size: int | None = None,
-    no_fuse: Collection[str] = (),
+    save_config: str | os.PathLike | None = None,
     dump_stats: str | os.PathLike | None = None,
+    no_fuse: Collection[str] = (),
     progress: bool = True,
     preprocess: str | None = None,
     preprocess_template: str | None = None,
@@ -201,61 +183,82 @@ def quantize(
     framework: str | None = None,
     weights: Any = None,
     input_shapes: Any = None,
+    **options: Any,
 ) -> QuantizeResult:
     """Optimize, calibrate (or load ``stats``), plan and emit a QDQ INT8 model plus its records.
 
-    ``bins``: histogram bins per side; ``None``: 2048, or with ``stats`` the statistics' own (fewer
-    are summed from them exactly).
+    ``config``: a :class:`~int8kit.config.QuantConfig`, a :class:`~int8kit.config.RunConfig`, or
+    the path of a ``save_config`` file (or of a ``<stem>_quant.json`` record) to replay.
+    ``options``: any field of ``QuantConfig``, ``CalibOptions`` or ``TuneOptions`` by name
+    (``th_method="mse"``, ``fp_layers=("conv_12",)``, ``bins=1024``, ``bias_tuning=32``); they
+    change the ``config`` given. ``bins``: ``None`` is 2048, or with ``stats`` the statistics' own
+    (fewer are summed from them exactly). A config file's ``iterations``/``batch_size`` apply only
+    when calibrating from ``data``.
 
     Writes into ``output_dir``: ``<stem>_int8.onnx``, ``<stem>_fp32_optimized.onnx``,
-    ``<stem>_quant.json``, ``<stem>_calibration_table.txt`` and ``<stem>_trt_calib.cache``.
+    ``<stem>_quant.json``, ``<stem>_calibration_table.txt`` and ``<stem>_trt_calib.cache``;
+    ``save_config`` writes the resolved configuration of the run (every option, versioned).
     """
     if data is None and stats is None:
         raise ConfigError("quantize needs calibration data (--data) or saved statistics (--stats); got neither.")
-    config = QuantConfig(
-        th_method=th_method,
-        th_params=dict(th_params) if isinstance(th_params, Mapping) else (th_params or {}),
-        method_rules=method_rules,
-        bins=2048 if bins is None else bins,
-        per_channel=per_channel,
-        activation_offset=activation_offset,
-        bitwidth=bitwidth,
-        conv_group=conv_group,
-        fold_concat_scale=fold_concat_scale,
-        accuracy_opt=accuracy_opt,
-        bias_correction=bias_correction,
-        channel_scales=channel_scales,
-        integer_hardswish=integer_hardswish,
-        bias_tuning=bias_tuning,
-        stem_float=stem_float,
-        signed_activations=signed_activations,
-        outlier_ratio=outlier_ratio,
-        skew_ratio=skew_ratio,
-        fp_inputs=fp_inputs,
-        fp_outputs=fp_outputs,
-        fp_blocks=fp_blocks,
-        fp_layers=fp_layers,
-        fp_op_types=fp_op_types,
-        overrides=as_overrides(overrides),
-    )
-    check_methods(config)
+    base = _run_config(config)
+    quant, calib, tune = split_options(options)
+    run = RunConfig(base.quant.replace(**quant), base.calib.replace(**calib), base.tune.replace(**tune))
     if not isinstance(output_dir, (str, os.PathLike)) or (stats is not None and not isinstance(stats, (str, os.PathLike, Stats))):
         raise ConfigError(f"output_dir must be a folder path and stats a statistics file path or Stats, got {output_dir!r} and {stats!r}.")
     out, stem = Path(output_dir), _stem(model)
     names = {s: out / f"{stem}{s}" for s in ("_int8.onnx", "_fp32_optimized.onnx", "_quant.json", "_calibration_table.txt", "_trt_calib.cache")}
-    check_outputs({"--dump-stats": dump_stats, **{f"output '{p.name}'": p for p in names.values()}},
-                  input_paths(model=model, data=data, stats=stats, overrides=overrides, weights=weights))
-    with outputs_together():  # an error or Ctrl-C midway leaves none of the outputs, not some
-        return _quantize(model, data, config, names, stats=stats, rebin=bins is not None, iterations=iterations,
-                         batch_size=batch_size, no_fuse=no_fuse, dump_stats=dump_stats, progress=progress, preprocess=preprocess,
-                         preprocess_template=preprocess_template, strict=strict, framework=framework, weights=weights,
-                         input_shapes=input_shapes)
+    config_path = config if isinstance(config, (str, os.PathLike)) else None
+    check_outputs({"--dump-stats": dump_stats, "--save-config": save_config, **{f"output '{p.name}'": p for p in names.values()}},
+                  input_paths(model=model, data=data, stats=stats, overrides=options.get("overrides"), config=config_path,
+                              weights=weights))
+    given = _StageInputs(stats=stats, data=data, explicit_calib=calib, dump_stats=dump_stats)
+    with outputs_together(names.values()):  # one unit: a failure or kill at any point keeps the previous complete set
+        return _quantize(model, given, run, names, save_config=save_config, no_fuse=no_fuse, progress=progress,
+                         preprocess=preprocess, preprocess_template=preprocess_template, strict=strict,
+                         framework=framework, weights=weights, input_shapes=input_shapes)
 
 
-def _quantize(model: ModelLike, data: Any, config: QuantConfig, names: dict[str, Path], *, stats: Any, rebin: bool,
-              iterations: int | None, batch_size: int | None, no_fuse: Collection[str], dump_stats: Any, progress: bool, preprocess: str | None,
-              preprocess_template: str | None, strict: bool, framework: str | None, weights: Any, input_shapes: Any
-              ) -> QuantizeResult:
+def _run_config(config: Any) -> RunConfig:
+    """The run configuration ``quantize(config=...)`` starts from."""
+    if config is None:
+        return RunConfig()
+    if isinstance(config, RunConfig):
+        return config
+    if isinstance(config, QuantConfig):
+        return RunConfig(quant=config)
+    if isinstance(config, (str, os.PathLike)):
+        return RunConfig.load(config)
+    raise ConfigError(f"config must be a QuantConfig, a RunConfig or a configuration file path, got {type(config).__name__}.")
+
+
+@dataclass
+class _StageInputs:
+    """Where a quantize run's statistics come from, and which calibration options were given explicitly."""
+
+    stats: Any
+    data: Any
+    explicit_calib: dict[str, Any]
+    dump_stats: Any
+
+    def check(self, tune: TuneOptions) -> None:
+        """Refuse combinations where an option would be silently ignored."""
+        if self.stats is None:
+            return
+        if self.data is None and tune.bias_tuning:
+            raise ConfigError("--bias-tuning runs the INT8 model on calibration samples; pass --data as well as --stats.")
+        if self.data is not None and not tune.bias_tuning:
+            raise ConfigError("--data is not read when --stats is given (the saved statistics replace the calibration pass; "
+                              "only --bias-tuning reads samples again); drop one of them.")
+        if self.explicit_calib.get("iterations") is not None and not tune.bias_tuning:
+            raise ConfigError("--iterations chooses the calibration samples, but --stats skips the calibration pass; drop --iterations.")
+        if self.dump_stats is not None:
+            raise ConfigError("--dump-stats saves a new calibration pass, but --stats skips it; drop --dump-stats.")
+
+
+def _quantize(model: ModelLike, given: _StageInputs, run: RunConfig, names: dict[str, Path], *, save_config: Any,
+              no_fuse: Collection[str], progress: bool, preprocess: str | None, preprocess_template: str | None,
+              strict: bool, framework: str | None, weights: Any, input_shapes: Any) -> QuantizeResult:
     timings: dict[str, float] = {}
     start = time.perf_counter()
     source = _source(model, framework, weights, input_shapes)
@@ -266,65 +269,69 @@ def _quantize(model: ModelLike, data: Any, config: QuantConfig, names: dict[str,
     check_float_model(source)
     optimized, opt_log = optimize_model(source, no_fuse=no_fuse)
     timings["optimize"] = time.perf_counter() - start
-    check_layer_names(source, optimized, config)  # now, not after the calibration pass
+    check_layer_names(source, optimized, run.quant)  # now, not after the calibration pass
+    given.check(run.tune)
 
-    if stats is not None and data is None and config.bias_tuning:
-        raise ConfigError("--bias-tuning runs the INT8 model on calibration samples; pass --data as well as --stats.")
-    if stats is not None and data is not None and not config.bias_tuning:
-        raise ConfigError("--data is not read when --stats is given (the saved statistics replace the calibration pass; "
-                          "only --bias-tuning reads samples again); drop one of them.")
-    if stats is not None and iterations is not None and not config.bias_tuning:
-        raise ConfigError("--iterations chooses the calibration samples, but --stats skips the calibration pass; drop --iterations.")
-    if stats is not None and dump_stats is not None:
-        raise ConfigError("--dump-stats saves a new calibration pass, but --stats skips it; drop --dump-stats.")
-    tuning: KeepFirst | None = None
-    bias_tuned = 0
-    if data is not None and config.bias_tuning:  # the first samples are read again after planning
+    data, tuning = given.data, None
+    if data is not None and run.tune.bias_tuning:  # the first samples are read again after planning
         data = tuning = KeepFirst(batches_from(_open_data(optimized, data, preprocess, preprocess_template, strict),
-                                               model_input_specs(optimized), batch_size=batch_size, iterations=iterations),
-                                  config.bias_tuning)
-    if stats is not None:
-        start = time.perf_counter()
-        stats = stats if isinstance(stats, Stats) else Stats.load(stats, model_id=model_fingerprint(optimized))
-        stats = stats.with_bins(config.bins) if rebin else stats
-        config.bins = stats.bins  # the histograms are as they were calibrated (or summed down); the record says so
+                                               model_input_specs(optimized), batch_size=run.calib.batch_size,
+                                               iterations=run.calib.iterations), run.tune.bias_tuning)
+    start = time.perf_counter()
+    if given.stats is not None:
+        stats = given.stats if isinstance(given.stats, Stats) else Stats.load(given.stats, model_id=model_fingerprint(optimized))
+        stats = stats.with_bins(run.calib.bins) if run.calib.bins is not None else stats
         timings["load_stats"] = time.perf_counter() - start
         if tuning is not None:
             tuning.fill()
     else:
-        data = _open_data(optimized, data, preprocess, preprocess_template, strict)
-        start = time.perf_counter()
-        stats = _collect(optimized, data, bins=config.bins, iterations=iterations, batch_size=batch_size, progress=progress)
+        stats = _collect(optimized, _open_data(optimized, data, preprocess, preprocess_template, strict), run.calib,
+                         progress=progress)
         timings["calibrate"] = time.perf_counter() - start
-        if dump_stats is not None:
-            stats.save(dump_stats)
+        if given.dump_stats is not None:
+            stats.save(given.dump_stats)
+    # the histograms are as they were calibrated (or summed down); the record says so
+    run = RunConfig(run.quant, run.calib.replace(bins=stats.bins), run.tune)
 
     start = time.perf_counter()
-    quant_plan = plan(optimized, stats, config)
+    quant_plan = plan(optimized, stats, run.quant)
     timings["plan"] = time.perf_counter() - start
     start = time.perf_counter()
     int8 = emit_qdq(optimized, quant_plan)
     timings["emit"] = time.perf_counter() - start
+    bias_tuned = 0
     if tuning is not None:
         start = time.perf_counter()
-        kept = sum(len(next(iter(b.values()))) for b in tuning.kept)
-        if kept < config.bias_tuning:
-            log.warning("--bias-tuning asked %d samples but the data holds %d; tuning on those", config.bias_tuning, kept)
-        int8, bias_tuned = tune_biases(optimized, int8, quant_plan, tuning.kept, progress=progress)
+        int8, bias_tuned = _tune(optimized, int8, quant_plan, tuning, run.tune, progress)
         timings["bias_tuning"] = time.perf_counter() - start
+    return _write_outputs(model, optimized, int8, quant_plan, run, names, save_config,
+                          timings=timings, optimize_log=opt_log, bias_tuned=bias_tuned)
 
+
+def _tune(optimized: onnx.ModelProto, int8: onnx.ModelProto, quant_plan: QuantPlan, tuning: KeepFirst,
+          tune: TuneOptions, progress: bool) -> tuple[onnx.ModelProto, int]:
+    """Bias tuning on the kept calibration samples (``--bias-tuning N``)."""
+    kept = sum(len(next(iter(b.values()))) for b in tuning.kept)
+    if kept < tune.bias_tuning:
+        log.warning("--bias-tuning asked %d samples but the data holds %d; tuning on those", tune.bias_tuning, kept)
+    return tune_biases(optimized, int8, quant_plan, tuning.kept, progress=progress)
+
+
+def _write_outputs(model: ModelLike, optimized: onnx.ModelProto, int8: onnx.ModelProto, quant_plan: QuantPlan,
+                   run: RunConfig, names: dict[str, Path], save_config: Any, **extra: Any) -> QuantizeResult:
+    """The five outputs (and the run configuration when asked), inside the caller's outputs_together."""
     order = tensor_order(optimized)
+    if save_config is not None:
+        run.save(save_config)
     return QuantizeResult(
         int8_model=save_model(int8, names["_int8.onnx"]),
         fp32_optimized_model=save_model(optimized, names["_fp32_optimized.onnx"]),
-        quant_json=write_quant_json(quant_plan, names["_quant.json"], model_name=_stem(model), config=config.to_dict(), order=order),
+        quant_json=write_quant_json(quant_plan, names["_quant.json"], model_name=_stem(model), config=run.to_dict(), order=order),
         calibration_table=write_calibration_table(quant_plan, names["_calibration_table.txt"], order=order),
         tensorrt_cache=write_tensorrt_cache(quant_plan, names["_trt_calib.cache"]),
         plan=quant_plan,
-        config=config,
-        timings=timings,
-        optimize_log=opt_log,
-        bias_tuned=bias_tuned,
+        run_config=run,
+        **extra,
     )
 
 
@@ -357,10 +364,10 @@ def evaluate(
     ``<stem>_quant.json`` beside a ``<stem>_int8.onnx``) and ``stats`` add clipping ranges and
     calibration histograms to it.
     """
-    from int8kit.evaluation.compare import compare_models
+    from int8kit.evaluate.compare import compare_models
 
     if report is not None and quant_json is None:  # the record the report reads by default is an input too
-        from int8kit.evaluation.report import find_quant_json
+        from int8kit.analysis.report import find_quant_json
 
         quant_json = find_quant_json(int8_model)
     check_outputs({"--report": report}, input_paths(fp32_model=fp32_model, int8_model=int8_model, data=data, labels=labels,
@@ -384,11 +391,11 @@ def evaluate(
     if keep is not None:
         data = keep.kept  # the first samples again, for the per-layer pass
     if per_layer or report is not None:
-        from int8kit.evaluation.layerwise import layer_errors
+        from int8kit.analysis.layerwise import layer_errors
 
         result.layers = layer_errors(fp32_model, int8_model, data, max_samples=32, batch_size=batch_size, progress=progress)
     if report is not None:
-        from int8kit.evaluation.report import report_for_models
+        from int8kit.analysis.report import report_for_models
 
         report_for_models(report, fp32_model, data, eval_result=result, layer_errors=result.layers, int8_model=int8_model,
                           quant_json=quant_json, stats=stats, batch_size=batch_size)
@@ -409,6 +416,7 @@ def _open_data(model: ModelLike, data: Any, preprocess: str | None, template: st
                      input_shapes=[s.shape for s in specs], input_names=[s.name for s in specs])
 
 
-def _collect(optimized: onnx.ModelProto, data: Any, **kwargs: Any) -> Stats:
+def _collect(optimized: onnx.ModelProto, data: Any, calib: CalibOptions, progress: bool) -> Stats:
     """Tap exactly the tensors some plan could quantize, so one pass serves every re-plan."""
-    return collect(optimized, data, tensors=candidate_tensors(optimized), **kwargs)
+    return collect(optimized, data, tensors=candidate_tensors(optimized), bins=calib.histogram_bins,
+                   iterations=calib.iterations, batch_size=calib.batch_size, progress=progress)

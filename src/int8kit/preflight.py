@@ -7,9 +7,7 @@ from typing import Any
 import onnx
 
 from int8kit.errors import ConfigError
-from int8kit.plan.config import QuantConfig
-from int8kit.plan.method_rules import override_method_name
-from int8kit.thresholds import check_params, resolve
+from int8kit.config import QuantConfig
 
 
 def check_layer_names(source: onnx.ModelProto, optimized: onnx.ModelProto, config: QuantConfig) -> None:
@@ -32,19 +30,3 @@ def check_layer_names(source: onnx.ModelProto, optimized: onnx.ModelProto, confi
 def input_paths(**paths: Any) -> dict[str, Any]:
     """The run's input files by a label for messages ("the model file '...'")."""
     return {f"the {what.replace('_', ' ')} file given": p for what, p in paths.items()}
-
-
-def check_methods(config: QuantConfig) -> None:
-    """Fail before the calibration pass, not after it, on a misspelt method; write the global one
-    by its canonical name with the parameters an alias implies (PERCENTILE9999: percentile 99.99),
-    so the record says what ran."""
-    name, implied = resolve(config.th_method)
-    config.th_method, config.th_params = name, {**implied, **config.th_params}
-    check_params(name, config.th_params, "--th-param")
-    for layer, ov in config.overrides.items():
-        if ov.th_method:
-            method = override_method_name(ov.th_method, name)
-            resolve(method)
-            if ov.th_params:
-                check_params(method, ov.th_params, f"the override for '{layer}'")
-

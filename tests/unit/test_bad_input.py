@@ -100,7 +100,7 @@ def test_folded_layer_names_are_explained_before_calibration(files, capsys):
 
 @pytest.mark.parametrize("kwargs, needle", [
     ({"per_channel": "no"}, "per_channel"), ({"bins": "2048"}, "bins"), ({"fp_layers": [1]}, "fp_layers"),
-    ({"th_params": [1]}, "th_params"), ({"batch_size": True}, "batch size"), ({"skew_ratio": float("nan")}, "skew_ratio"),
+    ({"th_params": [1]}, "th_params"), ({"batch_size": True}, "batch_size"), ({"skew_ratio": float("nan")}, "skew_ratio"),
 ])
 def test_api_arguments_of_the_wrong_type_are_config_errors(files, kwargs, needle):
     import int8kit

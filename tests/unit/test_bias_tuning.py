@@ -13,7 +13,7 @@ from int8kit.calib.collect import collect
 from int8kit.emit.bias_tuning import tune_biases
 from int8kit.emit.qdq import emit_qdq
 from int8kit.errors import ConfigError
-from int8kit.plan.config import QuantConfig
+from int8kit.config import QuantConfig, TuneOptions
 from int8kit.plan.planner import candidate_tensors, plan
 
 RNG = np.random.default_rng(11)
@@ -67,7 +67,7 @@ def test_quantize_with_bias_tuning_reads_the_first_samples_again(tmp_path):
     x = RNG.standard_normal((24, 8, 6, 6)).astype(np.float32)
     batches = ({"x": x[i:i + 4]} for i in range(0, 24, 4))  # a one-shot stream
     result = int8kit.quantize(model, batches, output_dir=tmp_path, bias_tuning=8, progress=False)
-    assert "bias_tuning" in result.timings and result.config.bias_tuning == 8
+    assert "bias_tuning" in result.timings and result.run_config.tune.bias_tuning == 8
     plain = int8kit.quantize(model, x, output_dir=tmp_path / "plain", progress=False)
     biases = [{t.name: numpy_helper.to_array(t) for t in onnx.load(r.int8_model).graph.initializer
                if t.data_type == TensorProto.INT32} for r in (result, plain)]
@@ -77,7 +77,7 @@ def test_quantize_with_bias_tuning_reads_the_first_samples_again(tmp_path):
         int8kit.calibrate(model, x, output=stats, progress=False)
         int8kit.quantize(model, stats=stats, output_dir=tmp_path / "b", bias_tuning=8, progress=False)
     with pytest.raises(ConfigError, match="bias-tuning"):
-        QuantConfig(bias_tuning=-1)
+        TuneOptions(bias_tuning=-1)
 
 
 def test_tuning_runs_split_batches_by_input_bytes_and_keep_every_sample():

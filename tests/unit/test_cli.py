@@ -71,7 +71,7 @@ def test_th_binnum_with_stats_sums_bins_down_and_iterations_is_refused(demo_file
     assert main(args + ["--data", str(root / "calib.npy"), "-o", str(root / "b2"), "--th-binnum", "1024"]) == 0
     tables = [read_calibration_table(root / d / f"{model.stem}_calibration_table.txt") for d in ("b1", "b2")]
     assert tables[0] == tables[1]
-    assert read_quant_json(root / "b1" / f"{model.stem}_quant.json")["config"]["bins"] == 1024
+    assert read_quant_json(root / "b1" / f"{model.stem}_quant.json")["config"]["calibration"]["bins"] == 1024
     capsys.readouterr()
     assert main(args + ["--stats", str(stats), "-o", str(root / "b3"), "--th-binnum", "4096"]) == 2
     assert "finer histograms than the statistics hold (2048" in capsys.readouterr().err
@@ -143,15 +143,15 @@ def test_demo_runs_and_prints_fp32_vs_int8(tmp_path, capsys):
 
 
 def test_th_params_read_numbers_lists_and_aliases(demo_files, capsys):
-    from int8kit.cli import _th_params
+    from int8kit.cli.options import apply_percentile, parse_th_params
 
-    assert _th_params(["search_range=0.5,2", "r=(0.7, 1.3)", "n=3", "s=x,y"], None, "ifmr") == {
+    assert parse_th_params(["search_range=0.5,2", "r=(0.7, 1.3)", "n=3", "s=x,y"]) == {
         "search_range": [0.5, 2.0], "r": [0.7, 1.3], "n": 3, "s": "x,y"}
-    assert _th_params([], 99.9, "PERCENTILE9999") == {"percentile": 99.9}
+    assert apply_percentile({"th_method": "PERCENTILE9999"}, 99.9)["th_params"] == {"percentile": 99.9}
     with pytest.raises(ConfigError, match="--percentile sets the percentile of --th-method percentile, but the method is 'kl'"):
-        _th_params([], 99.9, "kl")
+        apply_percentile({}, 99.9)
     root, model = demo_files
     out = root / "alias"
     assert main(["quantize", str(model), "--data", str(root / "calib.npy"), "-o", str(out), "--th-method", "PERCENTILE9999", "--no-progress"]) == 0
-    config = read_quant_json(out / f"{model.stem}_quant.json")["config"]
+    config = read_quant_json(out / f"{model.stem}_quant.json")["config"]["quantization"]
     assert config["th_method"] == "percentile" and config["th_params"] == {"percentile": 99.99}

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from int8kit.cli import build_parser
-from int8kit.cli_reference import markdown
+from int8kit.cli.reference import markdown
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 
@@ -21,7 +21,7 @@ def _actions(parser: argparse.ArgumentParser):
 
 
 def test_docs_cli_md_is_current() -> None:
-    assert DOC.read_text(encoding="utf-8") == markdown(), "regenerate: python -m int8kit.cli_reference > docs/cli.md"
+    assert DOC.read_text(encoding="utf-8") == markdown(), "regenerate: python -m int8kit.cli.reference > docs/cli.md"
 
 
 def test_every_option_is_explained() -> None:

@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from int8kit.calib.collect import collect
 from int8kit.emit.qdq import emit_qdq
 from int8kit.plan.channel_scales import _MIN_NOISE_REDUCTION, _MIN_NOISE_REDUCTION_VS_INTEGER, noise_reduction
-from int8kit.plan.config import QuantConfig
+from int8kit.config import QuantConfig
 from int8kit.plan.planner import candidate_tensors, plan
 
 RNG = np.random.default_rng(7)

@@ -97,8 +97,8 @@ def test_stats_exclude_data_and_dump_and_record_their_own_bins(files):
         int8kit.quantize(model, stats=stats, dump_stats=root / "t.npz", output_dir=root / "o", progress=False)
     with pytest.raises(int8kit.errors.CalibrationError, match="finer histograms than the statistics hold"):
         int8kit.quantize(model, stats=stats, bins=4096, output_dir=root / "o", progress=False)
-    assert int8kit.quantize(model, stats=stats, output_dir=root / "o", progress=False).config.bins == 1024
-    assert int8kit.quantize(model, stats=stats, bins=512, output_dir=root / "o", progress=False).config.bins == 512
+    assert int8kit.quantize(model, stats=stats, output_dir=root / "o", progress=False).run_config.calib.bins == 1024
+    assert int8kit.quantize(model, stats=stats, bins=512, output_dir=root / "o", progress=False).run_config.calib.bins == 512
 
 
 def test_output_error_is_an_int8kit_error():

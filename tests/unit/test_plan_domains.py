@@ -102,7 +102,7 @@ def test_a_wider_range_on_a_fused_clip_output_keeps_the_clip_bound(override):
 
     from int8kit.calib.collect import collect
     from int8kit.emit.qdq import emit_qdq
-    from int8kit.plan.config import LayerOverride, QuantConfig
+    from int8kit.config import LayerOverride, QuantConfig
     from int8kit.plan.planner import candidate_tensors, plan
 
     model = _clip_model(())

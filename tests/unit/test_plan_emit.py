@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from int8kit.calib.collect import collect
 from int8kit.emit.qdq import emit_qdq
 from int8kit.errors import ConfigError
-from int8kit.plan.config import LayerOverride, QuantConfig
+from int8kit.config import LayerOverride, QuantConfig
 from int8kit.plan.planner import candidate_tensors, plan
 
 RNG = np.random.default_rng(0)
@@ -182,7 +182,7 @@ def test_override_values_are_checked(raw, needle):
 
 
 def test_overrides_file_errors(tmp_path):
-    from int8kit.plan.config import load_overrides
+    from int8kit.config import load_overrides
 
     (tmp_path / "v.json").write_text('{"version": 99, "layers": {}}')
     (tmp_path / "b.json").write_bytes(b'{"layers": {"\xff\xfe": 1}}'.replace(b"\\xff\\xfe", b"\xff\xfe"))

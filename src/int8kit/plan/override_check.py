@@ -7,7 +7,7 @@ Relu/Clip after it is fused, and a layer kept float has no range at all.
 from __future__ import annotations
 
 from int8kit.errors import ConfigError
-from int8kit.plan.config import QuantConfig
+from int8kit.config import QuantConfig
 from int8kit.plan.graph_facts import GraphFacts
 from int8kit.plan.types import QuantPlan
 

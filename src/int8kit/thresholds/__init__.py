@@ -13,6 +13,8 @@ method family's module explains its method.
 from __future__ import annotations
 
 from int8kit.thresholds import aciq, admm, entropy, ifmr, mse, simple  # noqa: F401  (registers)
-from int8kit.thresholds.base import METHODS, Target, accepted_params, check_params, compute_range, register, resolve
+from int8kit.thresholds.base import (
+    DIVERGENCE_METHODS, METHODS, Target, accepted_params, check_params, compute_range, override_method_name, register, resolve,
+)
 
-__all__ = ["METHODS", "Target", "accepted_params", "check_params", "compute_range", "register", "resolve"]
+__all__ = ["DIVERGENCE_METHODS", "METHODS", "override_method_name", "Target", "accepted_params", "check_params", "compute_range", "register", "resolve"]

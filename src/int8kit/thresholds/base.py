@@ -133,6 +133,18 @@ def accepted_params(method: str) -> tuple[str, ...]:
     return _PARAMS[resolve(method)[0]]
 
 
+#: Methods that compare histograms of the positive side (the manual's USE_KL picks one of these).
+DIVERGENCE_METHODS = frozenset({"kl", "symkl", "jsd"})
+
+
+def override_method_name(method: str, global_method: str) -> str:
+    """The method an override names; the manual's ``USE_KL`` is the global method when that is a
+    divergence method (KL, SymKL, JSD), else ``kl``."""
+    if method.upper() == "USE_KL":
+        return global_method if resolve(global_method)[0] in DIVERGENCE_METHODS else "kl"
+    return method
+
+
 def check_params(method: str, params: Mapping[str, object], where: str = "") -> None:
     """Raise :class:`ConfigError` when ``params`` holds a name ``method`` does not take; ``where``
     says who gave them ("--th-param", "the override for 'conv1'")."""

@@ -1,0 +1,54 @@
+"""``int8kit`` command line: a thin shell over ``int8kit.api``, one module per verb.
+
+Each verb module has ``add_parser(sub)``, which registers its options and sets ``run``, the
+function that calls the API and prints the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from int8kit import __version__
+from int8kit.errors import Int8kitError
+
+log = logging.getLogger("int8kit")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole parser: every verb and option (docs/cli.md is generated from it)."""
+    from int8kit.cli import calibrate, convert, data, demo, eval, inspect, lmdb, optimize, quantize
+
+    parser = argparse.ArgumentParser(prog="int8kit", description="Post-training INT8 quantization of ONNX models.")
+    parser.add_argument("--version", action="version", version=f"int8kit {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what each stage does")
+    sub = parser.add_subparsers(dest="verb", required=True)
+    for verb in (demo, optimize, calibrate, quantize, eval, inspect, lmdb, data, convert):
+        verb.add_parser(sub)
+    for name, verb in (("lmdb", lmdb), ("data", data), ("convert", convert)):
+        sub.choices[name].set_defaults(run=verb.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; user errors print one line and return their exit code (2)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="int8kit: %(message)s")
+    try:
+        return args.run(args)
+    except Int8kitError as exc:
+        print(f"int8kit: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("int8kit: interrupted; no partial output was left behind.", file=sys.stderr)
+        if argv is None:  # the console command: skip interpreter teardown, where onnxruntime's
+            sys.stdout.flush()  # threads can abort the process (exit 134) after a Ctrl-C
+            sys.stderr.flush()
+            os._exit(130)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""``int8kit eval``: FP32 vs INT8 on the same data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from int8kit.cli import convert as cli_convert
+from int8kit.cli import data as cli_data
+from int8kit.cli.common import add_model, add_progress
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("eval", help="FP32 vs INT8: accuracy, agreement, cosine, latency")
+    add_model(p, "the FP32 model: ONNX, or Caffe/Darknet/PyTorch/... files (converted first)", dest="fp32_model")
+    p.add_argument("int8_model", help="the INT8 ONNX model (quantize's <stem>_int8.onnx)")
+    p.add_argument("--data", required=True, help=cli_data.DATA_HELP)
+    cli_data.add_preprocess_args(p)
+    p.add_argument("--labels", help=".npy of integer class labels")
+    p.add_argument("--output", help="model output to compare (default: the first)")
+    p.add_argument("--batch", type=int, dest="batch_size",
+                   help="samples per inference batch (default: up to 32 and at most 20 MB of input)")
+    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads for the accuracy pass (latency uses one)")
+    p.add_argument("--no-latency", action="store_true", help="skip the batch-1 latency measurement")
+    add_progress(p)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--per-layer", action="store_true", help="also compare every tensor; print the 20 worst")
+    p.add_argument("--report", metavar="HTML", help="write a self-contained HTML report (plots need matplotlib)")
+    p.add_argument("--quant-json", help="the quantize record for the report (default: <stem>_quant.json beside <stem>_int8.onnx)")
+    p.add_argument("--stats", help="calibration statistics for the report's histograms (calibrate / --dump-stats)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from int8kit import api
+
+    result = api.evaluate(
+        args.fp32_model, args.int8_model, args.data, labels=args.labels, output=args.output, batch_size=args.batch_size,
+        threads=args.threads, latency=not args.no_latency, progress=not args.no_progress, per_layer=args.per_layer,
+        report=args.report, quant_json=args.quant_json, stats=args.stats, **cli_data.preprocess_kwargs(args),
+        **cli_convert.source_kwargs(args),
+    )
+    payload = result.to_dict()
+    if not args.per_layer:
+        payload.pop("layers", None)
+    print(json.dumps(payload, indent=2) if args.json else result.to_table())
+    if args.per_layer and not args.json:
+        from int8kit.analysis.layerwise import layer_table
+
+        print(f"\nworst {min(20, len(result.layers))} of {len(result.layers)} tensors (relative error, up to 32 samples)")
+        print(layer_table(result.layers, worst=20))
+    if args.report:
+        print(f"wrote {args.report}", file=sys.stderr if args.json else sys.stdout)
+    return 0
