@@ -31,3 +31,7 @@ class CalibrationError(Int8kitError):
 
 class OutputError(Int8kitError):
     """An output path cannot be written, or names one of the run's own input files."""
+
+
+class PathError(Int8kitError):
+    """A path cannot be followed: a symbolic link in it loops back on itself."""

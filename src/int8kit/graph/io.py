@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -12,7 +12,9 @@ from typing import Any
 
 import onnx
 
-from int8kit.errors import ModelError, OutputError
+from int8kit.errors import ModelError, OutputError, PathError
+from int8kit.graph.fsops import os_reason, safe_resolve
+from int8kit.graph.output_set import OutputSet
 
 # Models above this size keep their weights in a side file (protobuf's 2 GB limit).
 _EXTERNAL_DATA_BYTES = 1_800_000_000
@@ -46,8 +48,16 @@ def as_model(model: onnx.ModelProto | str | os.PathLike) -> onnx.ModelProto:
     return load_model(model)
 
 
-# Inside ``outputs_together``: the (temp file, final path) pairs waiting for the block to succeed.
-_STAGED: ContextVar[list[tuple[Path, Path]] | None] = ContextVar("int8kit_staged_outputs", default=None)
+class _Staging:
+    """Inside ``outputs_together``: the output set being staged, and the (temp file, final path)
+    pairs of other files that wait for the block to succeed."""
+
+    def __init__(self, output_set: OutputSet | None):
+        self.output_set = output_set
+        self.deferred: list[tuple[Path, Path]] = []
+
+
+_STAGED: ContextVar[_Staging | None] = ContextVar("int8kit_staged_outputs", default=None)
 
 
 def _write_atomically(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
@@ -58,6 +68,16 @@ def _write_atomically(path: str | os.PathLike, write: Callable[[str], None]) -> 
     ``outputs_together`` the rename waits for the end of the block.
     """
     path = Path(path)
+    staging = _STAGED.get()
+    inside = staging.output_set.staged_path(path) if staging is not None and staging.output_set is not None else None
+    if inside is not None:  # a member of the output set: its run folder is private until the commit
+        try:
+            write(str(inside))
+            os.chmod(inside, 0o666 & ~_UMASK)
+        except OSError as exc:
+            inside.unlink(missing_ok=True)
+            raise _unwritable(path, exc) from None
+        return path
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_dir():
@@ -70,11 +90,10 @@ def _write_atomically(path: str | os.PathLike, write: Callable[[str], None]) -> 
     try:
         write(name)
         os.chmod(tmp, 0o666 & ~_UMASK)
-        staged = _STAGED.get()
-        if staged is None:
+        if staging is None:
             os.replace(tmp, path)
         else:
-            staged.append((tmp, path))
+            staging.deferred.append((tmp, path))
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError):
@@ -84,32 +103,50 @@ def _write_atomically(path: str | os.PathLike, write: Callable[[str], None]) -> 
 
 
 def _unwritable(path: Path, exc: OSError) -> OutputError:
-    reason = exc.strerror or str(exc)
-    return OutputError(f"cannot write '{path}' ({reason}); expected a writable file path, choose another output path.")
+    return OutputError(f"cannot write '{path}' ({os_reason(exc)}); expected a writable file path, choose another output path.")
 
 
 @contextmanager
-def outputs_together() -> Iterator[None]:
-    """Files written inside the block appear together when it ends, or none of them when it fails
-    (an error or Ctrl-C midway leaves no partial set of outputs). Nested blocks join the outer one."""
+def outputs_together(files: Iterable[str | os.PathLike] = ()) -> Iterator[None]:
+    """Files written inside the block appear together when it ends, or none of them when it fails.
+
+    ``files`` (paths in one folder) form an output set replaced as one unit
+    (``int8kit.graph.output_set``): the previous complete set stays until the new one is complete,
+    whatever interrupts the run, SIGKILL included; a second run into the same set is refused while
+    this one holds it. Other files written in the block are renamed into place after the set.
+    Nested blocks join the outer one.
+    """
     if _STAGED.get() is not None:
         yield
         return
-    staged: list[tuple[Path, Path]] = []
-    token = _STAGED.set(staged)
+    files = list(files)
+    output_set = OutputSet(files) if files else None
+    if output_set is not None:
+        output_set.begin()
+    staging = _Staging(output_set)
+    token = _STAGED.set(staging)
     try:
         yield
     except BaseException:
-        for tmp, _ in staged:
+        for tmp, _ in staging.deferred:
             tmp.unlink(missing_ok=True)
+        if output_set is not None:
+            output_set.discard()
         raise
     finally:
         _STAGED.reset(token)
-    for i, (tmp, path) in enumerate(staged):
+    try:
+        if output_set is not None:
+            output_set.commit()
+    except BaseException:
+        for tmp, _ in staging.deferred:
+            tmp.unlink(missing_ok=True)
+        raise
+    for i, (tmp, path) in enumerate(staging.deferred):
         try:
             os.replace(tmp, path)
         except OSError as exc:
-            for left, _ in staged[i:]:
+            for left, _ in staging.deferred[i:]:
                 left.unlink(missing_ok=True)
             raise _unwritable(path, exc) from None
 
@@ -121,7 +158,7 @@ def check_outputs(outputs: Mapping[str, Any], inputs: Mapping[str, Any]) -> None
     Both map a label for messages ("--dump-stats", "the data file") to a path; entries that are
     not paths (arrays, loaded models, ``None``) are skipped.
     """
-    taken = {Path(p).resolve(): what for what, p in inputs.items() if isinstance(p, (str, os.PathLike)) and str(p)}
+    taken = {resolve_path(what, p): what for what, p in inputs.items() if isinstance(p, (str, os.PathLike)) and str(p)}
     written: dict[Path, str] = {}
     for what, p in outputs.items():
         if not isinstance(p, (str, os.PathLike)):
@@ -129,12 +166,21 @@ def check_outputs(outputs: Mapping[str, Any], inputs: Mapping[str, Any]) -> None
         path = Path(p)
         if not str(p):
             raise OutputError(f"{what} is an empty path; expected a file path.")
-        if path.resolve() in taken:
-            raise OutputError(f"{what} '{path}' is {taken[path.resolve()]}; int8kit never overwrites its inputs, choose another path.")
-        if path.resolve() in written:
-            raise OutputError(f"{what} '{path}' is also {written[path.resolve()]}; one would overwrite the other, choose another path.")
-        written[path.resolve()] = what
+        real = resolve_path(what, path)
+        if real in taken:
+            raise OutputError(f"{what} '{path}' is {taken[real]}; int8kit never overwrites its inputs, choose another path.")
+        if real in written:
+            raise OutputError(f"{what} '{path}' is also {written[real]}; one would overwrite the other, choose another path.")
+        written[real] = what
         _check_creatable(what, path)
+
+
+def resolve_path(what: str, path: str | os.PathLike) -> Path:
+    """``Path(path).resolve()``; a symbolic-link loop is a ``PathError`` naming ``what``."""
+    try:
+        return safe_resolve(Path(path))
+    except OSError as exc:
+        raise PathError(f"{what} '{path}' cannot be followed ({os_reason(exc)}).") from None
 
 
 def _check_creatable(what: str, path: Path) -> None:
