@@ -20,7 +20,7 @@ import onnx
 from int8kit.calib.collect import collect
 from int8kit.calib.stats import Stats, model_fingerprint
 from int8kit.data.sources import KeepFirst, batches_from, model_input_specs
-from int8kit.emit.bias_tuning import tune_biases
+from int8kit.tune.bias_tuning import tune_biases
 from int8kit.emit.qdq import emit_qdq
 from int8kit.emit.records import tensor_order, write_calibration_table, write_quant_json, write_tensorrt_cache
 from int8kit.errors import ConfigError
@@ -364,7 +364,7 @@ def evaluate(
     ``<stem>_quant.json`` beside a ``<stem>_int8.onnx``) and ``stats`` add clipping ranges and
     calibration histograms to it.
     """
-    from int8kit.evaluate.compare import compare_models
+    from int8kit.evaluate.evaluator import LAYER_SAMPLES, Evaluator
 
     if report is not None and quant_json is None:  # the record the report reads by default is an input too
         from int8kit.analysis.report import find_quant_json
@@ -374,31 +374,20 @@ def evaluate(
                                                   quant_json=quant_json, stats=stats, weights=weights))
     fp32_model = _source(fp32_model, framework, weights, input_shapes)  # the original framework's files work too
     data = _open_data(fp32_model, data, preprocess, preprocess_template, strict)
-    keep: KeepFirst | None = None
-    if (per_layer or report is not None) and isinstance(data, Iterator):  # a generator is read once: keep
-        data = keep = KeepFirst(batches_from(data, model_input_specs(as_model(fp32_model)), batch_size=batch_size), 32)
-    result = compare_models(
-        fp32_model,
-        int8_model,
-        data,
-        labels=labels,
-        output=output,
-        batch_size=batch_size,
-        threads=threads,
-        latency=latency,
-        progress=progress,
-    )
-    if keep is not None:
-        data = keep.kept  # the first samples again, for the per-layer pass
+    # One evaluator: the FP32 reference (cached on disk) serves the outputs, the layers and the report.
+    evaluator = Evaluator(fp32_model, data, labels=labels, output=output, batch_size=batch_size, threads=threads,
+                          progress=progress)
+    result = evaluator.evaluate(int8_model, latency=latency)
     if per_layer or report is not None:
         from int8kit.analysis.layerwise import layer_errors
 
-        result.layers = layer_errors(fp32_model, int8_model, data, max_samples=32, batch_size=batch_size, progress=progress)
+        result.layers = layer_errors(fp32_model, int8_model, None, max_samples=LAYER_SAMPLES, evaluator=evaluator,
+                                     progress=progress)
     if report is not None:
         from int8kit.analysis.report import report_for_models
 
-        report_for_models(report, fp32_model, data, eval_result=result, layer_errors=result.layers, int8_model=int8_model,
-                          quant_json=quant_json, stats=stats, batch_size=batch_size)
+        report_for_models(report, fp32_model, eval_result=result, layer_errors=result.layers, int8_model=int8_model,
+                          quant_json=quant_json, stats=stats, evaluator=evaluator, max_samples=LAYER_SAMPLES)
     return result
 
 

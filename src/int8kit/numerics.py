@@ -1,7 +1,7 @@
 """The one numerics module: quantize/dequantize exactly as ONNX QuantizeLinear/DequantizeLinear.
 
 Rounding is round-half-to-even (``np.rint``), results saturate to the integer range of the
-target dtype (``plan.types.INT_RANGES``), and a 1-D scale/zero point broadcasts along ``axis``.
+target dtype (``INT_RANGES``), and a 1-D scale/zero point broadcasts along ``axis``.
 Every other module that turns floats into integers goes through these functions so the
 emitted model, the records and the error analysis all agree bit for bit with the runtime.
 """
@@ -11,7 +11,15 @@ from __future__ import annotations
 import numpy as np
 
 from int8kit.errors import ConfigError
-from int8kit.plan.types import INT_RANGES
+
+#: The integer types a tensor can be quantized to, and their ranges.
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "int8": (-128, 127),
+    "uint8": (0, 255),
+    "int16": (-32768, 32767),
+    "uint16": (0, 65535),
+    "int32": (-(2**31), 2**31 - 1),
+}
 
 # A scale of 0 would divide by zero at run time; a range that collapses to a point gets this.
 MIN_SCALE = np.float32(1e-12)

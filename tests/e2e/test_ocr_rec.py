@@ -34,7 +34,7 @@ def test_ocr_rec_int8_decodes_like_fp32(ocr_rec_case, tmp_path) -> None:
 
 def test_bias_tuning_rescues_a_bad_small_calibration_set(ocr_rec_case, tmp_path) -> None:
     """64 lines of seed 3 leave the recogniser at exact match 0.53 / cosine 0.962 here; moving
-    each conv's bias to match FP32's output mean brings 0.89 / 0.995 (emit/bias_tuning.py)."""
+    each conv's bias to match FP32's output mean brings 0.89 / 0.995 (tune/bias_tuning.py)."""
     import int8kit
     from benchmarks.bench_eval import load_npz, run_model
     from benchmarks.bench_ocr import ocr_metrics

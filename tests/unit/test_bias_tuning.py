@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import int8kit
 from int8kit.calib.collect import collect
-from int8kit.emit.bias_tuning import tune_biases
+from int8kit.tune.bias_tuning import tune_biases
 from int8kit.emit.qdq import emit_qdq
 from int8kit.errors import ConfigError
 from int8kit.config import QuantConfig, TuneOptions
@@ -81,7 +81,7 @@ def test_quantize_with_bias_tuning_reads_the_first_samples_again(tmp_path):
 
 
 def test_tuning_runs_split_batches_by_input_bytes_and_keep_every_sample():
-    from int8kit.emit.bias_tuning import _split
+    from int8kit.tune.bias_tuning import _split
 
     x = np.arange(10 * 256, dtype=np.float32).reshape(10, 256)  # 1 KiB a sample
     ids = np.arange(10, dtype=np.int64)[:, None]
@@ -93,7 +93,7 @@ def test_tuning_runs_split_batches_by_input_bytes_and_keep_every_sample():
 
 
 def test_a_fixed_batch_size_is_not_split(tmp_path, monkeypatch):
-    import int8kit.emit.bias_tuning as bt
+    import int8kit.tune.bias_tuning as bt
 
     monkeypatch.setattr(bt, "_RUN_INPUT_BYTES", 1)  # would split every batch into single samples
     model = _two_convs()
@@ -104,7 +104,7 @@ def test_a_fixed_batch_size_is_not_split(tmp_path, monkeypatch):
 
 
 def test_only_values_inside_the_range_count_as_following_the_bias():
-    from int8kit.emit.bias_tuning import _Target
+    from int8kit.tune.bias_tuning import _Target
 
     relu6 = _Target(bias="b", bias_scale=np.ones(2), step_inputs=(), quantized="q", scale=6 / 255, zero_point=0,
                     tensor="t", lo=0.0, hi=6.0)

@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from int8kit.calib.stats import TensorStats
+from int8kit.plan.context import PlanContext
 from int8kit.plan.graph_facts import GraphFacts, conv_group
-from int8kit.plan.types import INT_RANGES, QuantPlan, TensorQuant
+from int8kit.plan.memo import read_only
+from int8kit.numerics import INT_RANGES
+from int8kit.plan.types import QuantPlan, TensorQuant
 
 # Steps are at most this many times finer than the tensor's (4 bits): a channel nearly silent on
 # the calibration data keeps room for what it does on other inputs.
@@ -65,12 +69,14 @@ def noise_reduction(tq: TensorQuant, steps: np.ndarray) -> float:
     return per_tensor / float(np.sum(np.asarray(steps, np.float64) ** 2))
 
 
-def assign_channel_steps(facts: GraphFacts, stats, quantized: set[str], result: QuantPlan,
+def assign_channel_steps(ctx: PlanContext, quantized: set[str], result: QuantPlan,
                          integer_capable: frozenset[str] = frozenset()) -> None:
     """Give one quantization step per channel to 8-bit activations that only convs read.
 
     ``integer_capable`` names float producers that run in INT8 unless their output gets steps.
+    The steps of a tensor depend only on its planned range and grid: memoized in ``ctx.steps``.
     """
+    facts, stats = ctx.facts, ctx.stats
     for name, tq in result.tensors.items():
         tstats = stats.tensors.get(name)
         if not _takes_channel_steps(facts, quantized, result, name) or tstats is None or tstats.channel_max is None:
@@ -78,14 +84,20 @@ def assign_channel_steps(facts: GraphFacts, stats, quantized: set[str], result: 
         if any(tstats.channel_max.size != _input_channels(facts, r) for r in facts.consumers[name]):
             continue
         depthwise = all(facts.is_depthwise(r) for r in facts.consumers[name])
-        zero_point, steps = channel_steps(tq, tstats.channel_min, tstats.channel_max,
-                                          max_gain=_MAX_GAIN if depthwise else _MAX_GAIN_CONV)
+        max_gain = _MAX_GAIN if depthwise else _MAX_GAIN_CONV
+        key = (name, tq.dtype, float(tq.scale), tq.lo, tq.hi, max_gain)
+        zero_point, steps = ctx.steps.get(key, lambda: _steps_of(tq, tstats, max_gain))
         producer = facts.producer[name].name
         needed = _MIN_NOISE_REDUCTION_VS_INTEGER if producer in integer_capable else _MIN_NOISE_REDUCTION
         if noise_reduction(tq, steps) < needed:
             continue
         tq.zero_point = np.asarray(zero_point, dtype=np.asarray(tq.zero_point).dtype)
         tq.channel_step = steps
+
+
+def _steps_of(tq: TensorQuant, tstats: TensorStats, max_gain: float) -> tuple[int, np.ndarray]:
+    zero_point, steps = channel_steps(tq, tstats.channel_min, tstats.channel_max, max_gain=max_gain)
+    return zero_point, read_only(steps)  # shared by every plan that hits the memo
 
 
 def _takes_channel_steps(facts: GraphFacts, quantized: set[str], result: QuantPlan, name: str) -> bool:

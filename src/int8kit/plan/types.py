@@ -6,13 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-INT_RANGES: dict[str, tuple[int, int]] = {
-    "int8": (-128, 127),
-    "uint8": (0, 255),
-    "int16": (-32768, 32767),
-    "uint16": (0, 65535),
-    "int32": (-(2**31), 2**31 - 1),
-}
+from int8kit.numerics import INT_RANGES  # noqa: F401  (the plan's dtypes are its keys)
+
 
 
 @dataclass

@@ -13,8 +13,7 @@ import logging
 import numpy as np
 
 from int8kit.errors import ConfigError
-from int8kit.numerics import quantize
-from int8kit.plan.types import INT_RANGES
+from int8kit.numerics import INT_RANGES, quantize
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Steps that run the quantized model after planning (bias tuning; BN update later)."""
