@@ -8,6 +8,7 @@ one is complete. Formats: ``int8kit.data.lmdb_format`` and docs/lmdb.md.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -33,8 +34,9 @@ from int8kit.data.lmdb_format import (
     record_key,
 )
 from int8kit.data.samples import UNNAMED
-from int8kit.errors import DataError
-from int8kit.graph.io import write_text_atomic
+from int8kit.errors import DataError, OutputError
+from int8kit.graph.fsops import is_abandoned, os_reason, rename_exchange, try_lock, unlock
+from int8kit.graph.io import UMASK, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -69,20 +71,69 @@ def _is_lmdb_folder(path: Path) -> bool:
     return path.is_dir() and (path / "data.mdb").is_file()
 
 
+def _carry_over(target: Path, staging: Path) -> None:
+    """Give ``staging`` everything in ``target`` that is not the database (a user's notes, scripts,
+    sub-folders), as hard links where the file system allows, so the swap keeps them."""
+    for entry in target.iterdir():
+        dst = staging / entry.name
+        if entry.name in _LMDB_FILES or dst.exists() or entry.name.startswith(".int8kit-"):
+            continue
+        if entry.is_symlink():
+            os.symlink(os.readlink(entry), dst)
+        elif entry.is_dir():
+            shutil.copytree(entry, dst, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(entry, dst)
+
+
+def _link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # no hard links here: a copy keeps the content all the same
+        shutil.copy2(src, dst)
+
+
 def _swap_in(staging: Path, target: Path) -> None:
-    """Move a finished folder to ``target``; an old ``target`` is removed only after the move."""
+    """Put the finished folder ``staging`` at ``target`` in one step: a new path is one rename; an
+    existing LMDB folder is exchanged with it (``renameat2(RENAME_EXCHANGE)``), so at every instant
+    an LMDB, old or new, is at ``target``. The old one ends at ``staging`` and is removed."""
     if not target.exists():
         os.replace(staging, target)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    old.rmdir()
-    os.replace(target, old)
-    try:
-        os.replace(staging, target)
-    except BaseException:
-        os.replace(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+    _carry_over(target, staging)
+    with contextlib.suppress(OSError):
+        os.chmod(staging, target.stat().st_mode & 0o7777)  # the folder keeps its permissions
+    if not rename_exchange(staging, target):  # file systems without the exchange: two renames
+        old = staging.with_name(staging.name.replace(".tmp-", ".old-", 1))
+        os.replace(target, old)
+        try:
+            os.replace(staging, target)
+        except BaseException:
+            os.replace(old, target)
+            raise
+        staging = old
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _clear_stale(target: Path) -> None:
+    """Remove the staging folders of killed writers of ``target`` (their lock is no longer held);
+    an old LMDB a killed two-rename swap left aside is put back first."""
+    for folder in sorted(target.parent.glob(f".{target.name}.*-*")):
+        if not folder.is_dir() or not is_abandoned(folder.parent, _lock_name(folder)):
+            continue
+        if folder.name.startswith(f".{target.name}.old-") and not target.exists():
+            os.replace(folder, target)
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        (folder.parent / _lock_name(folder)).unlink(missing_ok=True)
+    for lock in target.parent.glob(f".{target.name}.tmp-*.lock"):  # a writer killed after its folder went
+        if not lock.with_suffix("").exists() and is_abandoned(lock.parent, lock.name):
+            lock.unlink(missing_ok=True)
+
+
+def _lock_name(staging: Path) -> str:
+    """The lock file beside a staging folder (outside it, so it never lands in the LMDB)."""
+    return staging.name.replace(".old-", ".tmp-", 1) + ".lock"
 
 
 @dataclass(frozen=True)
@@ -110,9 +161,17 @@ class LmdbWriter:
                 f"'{self.path}' exists and is not an LMDB folder (no data.mdb in it); "
                 "overwrite replaces an LMDB only, choose a new folder."
             )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._staging = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent))
-        self._env = lmdb.open(str(self._staging), map_size=map_size, subdir=True, sync=False, metasync=False)
+        self._lock: int | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _clear_stale(self.path)
+            self._staging = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent))
+            self._lock = try_lock(self.path.parent / _lock_name(self._staging))  # marks the staging folder live
+            os.chmod(self._staging, 0o777 & ~UMASK)  # mkdtemp makes it private; an LMDB gets the user's umask
+            self._env = lmdb.open(str(self._staging), map_size=map_size, subdir=True, sync=False, metasync=False)
+        except (OSError, lmdb.Error) as exc:
+            self._release()
+            raise self._unwritable(exc) from None
         self._records = 0
         self._label_kind: str | None = None
         self._label_lines: list[str] = []
@@ -156,20 +215,38 @@ class LmdbWriter:
                 raise DataError(f"record {self._records} has {kind} labels but earlier records have {self._label_kind} labels; use one kind.")
             self._label_kind = kind
         key = record_key(self._records)
+        try:
+            self._put(key, value)
+            if originals and save is not None:
+                save(self._staging / ORIGINALS_DIR, key)
+        except (OSError, lmdb.Error) as exc:  # a full disk, a folder made read-only midway
+            self.abort()
+            raise self._unwritable(exc) from None
+        if labels is not None:
+            self._label_lines.extend(lines)
+        self._records += 1
+
+    def _put(self, key: bytes, value: bytes) -> None:
         while True:
             try:
                 with self._env.begin(write=True) as txn:
                     txn.put(key, value, overwrite=False)
-                break
+                return
             except lmdb.MapFullError:
                 # LMDB's map is a fixed window: grow it and retry the aborted transaction.
                 size = self._env.info()["map_size"]
                 self._env.set_mapsize(max(2 * size, size + 4 * len(value)))
-        if originals and save is not None:
-            save(self._staging / ORIGINALS_DIR, key)
-        if labels is not None:
-            self._label_lines.extend(lines)
-        self._records += 1
+
+    def _unwritable(self, exc: OSError | lmdb.Error) -> OutputError:
+        reason = os_reason(exc) if isinstance(exc, OSError) else f"{exc}; the disk may be full or the folder not writable"
+        kept = "it was left as it was" if self.path.exists() else "nothing was left behind"
+        return OutputError(f"cannot write the LMDB '{self.path}' ({reason}); {kept}.")
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            (self.path.parent / _lock_name(self._staging)).unlink(missing_ok=True)
+            unlock(self._lock)
+            self._lock = None
 
     @staticmethod
     def _save_jpegs(images: list[np.ndarray] | None, folder: Path, key: bytes) -> None:
@@ -194,9 +271,13 @@ class LmdbWriter:
             if self._label_kind is not None:
                 write_text_atomic(self._staging / LABEL_FILE, "".join(line + "\n" for line in self._label_lines))
             _swap_in(self._staging, self.path)
+        except (OSError, lmdb.Error) as exc:
+            self.abort()
+            raise self._unwritable(exc) from None
         except BaseException:
             self.abort()
             raise
+        self._release()
         return self.path
 
     def abort(self) -> None:
@@ -206,6 +287,7 @@ class LmdbWriter:
             self._env.close()
         finally:
             shutil.rmtree(self._staging, ignore_errors=True)
+            self._release()
 
     def __enter__(self) -> "LmdbWriter":
         return self
@@ -281,9 +363,6 @@ def refresh_lmdb(path: str | os.PathLike) -> RefreshResult:
             pos += head.n
         if not kept:
             raise DataError(f"every original image of LMDB '{db}' was deleted; refusing to write an empty LMDB (it was left as is).")
-        for extra in db.iterdir():  # keep a user's notes or scripts that live beside the LMDB
-            if extra.name not in _LMDB_FILES and extra.is_file():
-                shutil.copy2(extra, writer._staging / extra.name)
         records = writer.records
         writer.close()
     except BaseException:

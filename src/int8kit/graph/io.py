@@ -202,6 +202,7 @@ def _read_umask() -> int:
 
 
 _UMASK = _read_umask()
+UMASK = _UMASK  # the process's umask, for folders made private first (mkdtemp) then opened up
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
