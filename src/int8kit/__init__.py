@@ -2,7 +2,8 @@
 
 ``int8kit.convert``, ``quantize``, ``calibrate``, ``optimize`` and ``evaluate`` are the functions of
 ``int8kit.api``, and ``int8kit.inspect`` is ``int8kit inspect`` (``int8kit.demo.run_demo`` is
-``int8kit demo``). They are imported lazily so that ``import int8kit`` stays cheap.
+``int8kit demo``). They are imported lazily so that ``import int8kit`` stays cheap. ``QuantConfig``,
+``CalibOptions``, ``TuneOptions`` and ``RunConfig`` are the configuration (``int8kit.config``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from int8kit.config import CalibOptions, QuantConfig, RunConfig, TuneOptions
 from int8kit.errors import CalibrationError, ConfigError, DataError, Int8kitError, ModelError
 
 __version__ = "0.1.0"
@@ -17,11 +19,15 @@ __version__ = "0.1.0"
 _API = ("convert", "quantize", "calibrate", "optimize", "evaluate")
 
 __all__ = [
+    "CalibOptions",
     "CalibrationError",
     "ConfigError",
     "DataError",
     "Int8kitError",
     "ModelError",
+    "QuantConfig",
+    "RunConfig",
+    "TuneOptions",
     "__version__",
     *_API,
     "inspect",

@@ -49,6 +49,7 @@ def test_config_is_frozen_validated_and_changed_by_copy():
         cfg.replace(bitwidth=4)
     assert hash(cfg) == hash(QuantConfig(th_method="mse", fp_layers="conv_12"))  # usable as a cache key
     assert QuantConfig(th_method="PERCENTILE9999").th_params == {"percentile": 99.99}  # an alias resolved once, at construction
+    assert int8kit.QuantConfig is QuantConfig and int8kit.RunConfig is RunConfig  # the names the README uses
 
 
 def test_every_config_round_trips_through_json():
