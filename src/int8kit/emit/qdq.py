@@ -198,10 +198,6 @@ def _channel_scaled_qdq(tq: TensorQuant, plan: QuantPlan, nodes: list[onnx.NodeP
     return [gain_init]
 
 
-# Float ops onnxruntime would fuse back into INT8 kernels when they read DequantizeLinear outputs.
-_REFUSABLE = {"Add", "Mul", "Concat"}
-
-
 def _float_compute_reads(nodes, producer, plan: QuantPlan) -> list[tuple[onnx.NodeProto, int, str]]:
     """Where a float Conv/ConvTranspose/Gemm must read the unquantized source of its input.
 
@@ -215,13 +211,16 @@ def _float_compute_reads(nodes, producer, plan: QuantPlan) -> list[tuple[onnx.No
     reads = []
     for node in nodes:
         quantized_inputs = [t in plan.tensors and plan.tensors[t].values is None for t in node.input if t]
-        if node.name in plan.float_nodes and node.op_type in _REFUSABLE and quantized_inputs and all(quantized_inputs):
+        info = op_info(node.op_type)
+        if info is None:
+            continue
+        if node.name in plan.float_nodes and info.refused_from_dq and quantized_inputs and all(quantized_inputs):
             # a float Add/Mul/Concat whose every input comes from a DequantizeLinear: onnxruntime
             # would fuse DequantizeLinear -> Add -> QuantizeLinear back into QLinearAdd, so it reads
             # the float sources (with one unquantized input the pattern cannot match: left alone)
             reads += [(node, i, t) for i, t in enumerate(node.input) if t]
             continue
-        if node.op_type not in ("Conv", "ConvTranspose", "Gemm") or len(node.input) < 2:
+        if not info.ort_quantizes_float_weight or len(node.input) < 2:
             continue
         if node.input[1] in plan.tensors:
             continue  # a quantized layer

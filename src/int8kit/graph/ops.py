@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import onnx
+
 
 @dataclass(frozen=True)
 class OpInfo:
@@ -30,8 +32,37 @@ class OpInfo:
     role: str
     activation_inputs: tuple[int, ...] = (0,)
     weight_input: int | None = None
-    weight_axis: int | None = None  # output-channel axis of the weight
+    weight_axis: int | None = None  # output-channel axis of the weight (negative: from the end)
     bias_input: int | None = None
+    # (attribute, axis): the weight axis when that attribute is set (Gemm's transB=1 -> axis 0)
+    weight_axis_if: tuple[str, int] | None = None
+    # the weight is a 2-D matrix (MatMul, Gemm): onnxruntime runs MatMulIntegerToFloat / QGemm
+    # with a float output, so the output is quantized only for a quantized reader
+    matrix: bool = False
+    weight_may_be_activation: bool = False  # MatMul: activation x activation runs in INT8 too
+    bias_may_be_row: bool = False  # Gemm: a (1, N) bias broadcasts like a 1-D one
+    # ConvTranspose: with groups the axis-1 channels repeat per group, so one scale per tensor
+    per_tensor_if_grouped: bool = False
+    # fusable Clip: the input holding the lower bound, which must be the constant 0
+    lower_bound_input: int | None = None
+    # onnxruntime's CPU provider has an integer kernel for the QDQ form (ConvTranspose: none, it
+    # computes in float on dequantized weights)
+    int8_kernel: bool = True
+    # kept float but fed only by DequantizeLinear, onnxruntime fuses DQ -> op -> Q back into its
+    # integer kernel (QLinearAdd, ...): a float one must read the float sources
+    refused_from_dq: bool = False
+    # kept float with a float weight but a DequantizeLinear input, onnxruntime quantizes the
+    # weight per tensor by itself (its WeightBiasQuantization pass)
+    ort_quantizes_float_weight: bool = False
+
+    def channel_axis(self, node: onnx.NodeProto, weight_rank: int) -> int:
+        """The weight's output-channel axis for ``node`` (a rank-``weight_rank`` weight)."""
+        axis = self.weight_axis if self.weight_axis is not None else 0
+        if self.weight_axis_if is not None:
+            attr, when_set = self.weight_axis_if
+            if next((a.i for a in node.attribute if a.name == attr), 0):
+                axis = when_set
+        return axis % weight_rank
 
 
 COMPUTE, BINARY, VARIADIC, SHARED, UNARY, FUSABLE = (
@@ -44,14 +75,15 @@ COMPUTE, BINARY, VARIADIC, SHARED, UNARY, FUSABLE = (
 )
 
 OP_TABLE: dict[str, OpInfo] = {
-    "Conv": OpInfo(COMPUTE, (0,), weight_input=1, weight_axis=0, bias_input=2),
-    "ConvTranspose": OpInfo(COMPUTE, (0,), weight_input=1, weight_axis=1, bias_input=2),
-    # Gemm's weight axis depends on transB; the planner resolves it (see weight_axis_of).
-    "Gemm": OpInfo(COMPUTE, (0,), weight_input=1, weight_axis=1, bias_input=2),
-    "MatMul": OpInfo(COMPUTE, (0, 1), weight_input=1, weight_axis=-1),
-    "Add": OpInfo(BINARY, (0, 1)),
-    "Mul": OpInfo(BINARY, (0, 1)),
-    "Concat": OpInfo(VARIADIC, ()),
+    "Conv": OpInfo(COMPUTE, (0,), weight_input=1, weight_axis=0, bias_input=2, ort_quantizes_float_weight=True),
+    "ConvTranspose": OpInfo(COMPUTE, (0,), weight_input=1, weight_axis=1, bias_input=2, per_tensor_if_grouped=True,
+                           int8_kernel=False, ort_quantizes_float_weight=True),
+    "Gemm": OpInfo(COMPUTE, (0,), weight_input=1, weight_axis=1, bias_input=2, weight_axis_if=("transB", 0),
+                   matrix=True, bias_may_be_row=True, ort_quantizes_float_weight=True),
+    "MatMul": OpInfo(COMPUTE, (0, 1), weight_input=1, weight_axis=-1, matrix=True, weight_may_be_activation=True),
+    "Add": OpInfo(BINARY, (0, 1), refused_from_dq=True),
+    "Mul": OpInfo(BINARY, (0, 1), refused_from_dq=True),
+    "Concat": OpInfo(VARIADIC, (), refused_from_dq=True),
     "MaxPool": OpInfo(SHARED),
     "Reshape": OpInfo(SHARED),
     "Transpose": OpInfo(SHARED),
@@ -71,7 +103,7 @@ OP_TABLE: dict[str, OpInfo] = {
     "Sigmoid": OpInfo(UNARY),
     "LeakyRelu": OpInfo(UNARY),
     "Relu": OpInfo(FUSABLE),
-    "Clip": OpInfo(FUSABLE),
+    "Clip": OpInfo(FUSABLE, lower_bound_input=1),
 }
 
 
