@@ -300,28 +300,36 @@ def test_layer_errors_leave_out_tensors_whose_size_depends_on_the_data() -> None
 
 def test_layer_errors_run_in_pieces_of_bounded_size(monkeypatch) -> None:
     """Pieces of one sample (tapped tensors over the byte budget) give the errors of whole batches,
-    and stop at max_samples exactly."""
+    and stop at max_samples exactly: the FP32 pass cuts them, the INT8 pass runs the same pieces."""
     import int8kit.analysis.layerwise as layerwise
+    import int8kit.evaluate.reference as reference
+    import int8kit.runtime.chunking as chunking
 
     x = np.random.default_rng(6).standard_normal((10, 4, 3, 3)).astype(np.float32)
-    reference, other = _conv_hardswish(None), _conv_hardswish(-1.0)
-    whole = layerwise.layer_errors(reference, other, x, batch_size=5, max_samples=7)
+    reference_model, other = _conv_hardswish(None), _conv_hardswish(-1.0)
+    whole = layerwise.layer_errors(reference_model, other, x, batch_size=5, max_samples=7)
     pieces: list[int] = []
-    real = layerwise.make_session
 
-    def counting_session(model):
-        session = real(model)
+    def counting(real):
+        def make(model):
+            session = real(model)
 
-        class Counting:
-            def run(self, names, feeds):
-                pieces.append(len(next(iter(feeds.values()))))
-                return session.run(names, feeds)
+            class Counting:
+                def run(self, names, feeds):
+                    pieces.append(len(next(iter(feeds.values()))))
+                    return session.run(names, feeds)
 
-        return Counting()
+            return Counting()
 
-    monkeypatch.setattr(layerwise, "make_session", counting_session)
-    monkeypatch.setattr(layerwise, "_RUN_BYTES", 1)
-    small = layerwise.layer_errors(reference, other, x, batch_size=5, max_samples=7)
+        return make
+
+    monkeypatch.setattr(layerwise, "make_session", counting(layerwise.make_session))
+    monkeypatch.setattr(reference, "make_session", counting(reference.make_session))
+    monkeypatch.setattr(reference, "Chunker", lambda **kw: chunking.Chunker(budget=1, **kw))
+    from int8kit.evaluate import Evaluator
+
+    fresh = Evaluator(reference_model, x, batch_size=5, cache=False, progress=False)  # not the cached pieces of `whole`
+    small = layerwise.layer_errors(reference_model, other, x, max_samples=7, evaluator=fresh)
     assert pieces == [1] * 14  # 7 samples, one at a time, through both models
     for a, b in zip(whole, small):
         assert a.name == b.name
@@ -345,9 +353,9 @@ def test_relative_error_tells_what_cosine_cannot_for_one_value_per_sample() -> N
 
 
 def test_layer_cosine_is_zero_when_only_one_side_is_all_zero() -> None:
-    from int8kit.analysis.layerwise import _Sums
+    from int8kit.evaluate.accumulate import ErrorAccumulator
 
-    sums = _Sums(["t"], {})
-    sums.add([np.ones(4, np.float32)], [np.zeros(4, np.float32)])
-    (err,) = sums.errors()
+    acc = ErrorAccumulator()
+    acc.add(np.ones((1, 4), np.float32), np.zeros((1, 4), np.float32))
+    err = acc.result()
     assert err.cosine == 0.0 and err.relative_error == pytest.approx(1.0)

@@ -102,7 +102,7 @@ def test_report_without_stats_histograms_eval_data(quantized, tmp_path) -> None:
 
 
 def test_report_without_matplotlib_writes_tables(monkeypatch, tmp_path) -> None:
-    monkeypatch.setattr(report_mod, "_pyplot_figure", lambda: None)
+    monkeypatch.setattr(report_mod, "pyplot_figure", lambda: None)
     errors = [LayerError("a", 1.0, 0.0, 0.0), LayerError("b/conv<x>", 0.99, 0.05, 0.3), LayerError("c", 0.999, 0.01, 0.1)]
     path = write_report(tmp_path / "sub" / "t.html", layer_errors=errors, title="T & co")
     text = path.read_text(encoding="utf-8")

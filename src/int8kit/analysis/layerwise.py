@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
-import sys
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +20,10 @@ import onnx
 from tabulate import tabulate
 from tqdm import tqdm
 
+from int8kit.calib.histogram import Histogram
 from int8kit.calib.taps import activation_tensors, tap_model
-from int8kit.data.sources import batches_from, model_input_specs
+from int8kit.evaluate.accumulate import ErrorAccumulator
+from int8kit.evaluate.evaluator import LAYER_SAMPLES, Evaluator
 from int8kit.graph.io import as_model
 from int8kit.graph.passes.constants import constants_to_initializers
 from int8kit.plan.domains import consumer_domain
@@ -33,54 +35,15 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class LayerError:
-    """Error of one tensor of the INT8 model against the same tensor of the FP32 model."""
+    """Error of one tensor of the INT8 model against the same tensor of the FP32 model
+    (definitions: docs/metrics.md)."""
 
     name: str
-    cosine: float
-    relative_error: float  # ||int8 - fp32|| / ||fp32||
+    cosine: float  # mean over samples of each sample's cosine
+    relative_error: float  # ||int8 - fp32|| / ||fp32|| over all samples
     max_abs_error: float
-
-
-# Bytes of tapped tensors one run of both models may return: batches are cut into pieces of about
-# this size (at least one sample). Whole batches of every tensor held 8 GB on PP-OCRv4 det (8 pages
-# at 640x640); one page at a time holds 1.2 GB.
-_RUN_BYTES = 64 << 20
-
-
-class _Sums:
-    """Running dot products, norms and largest difference of each compared tensor."""
-
-    def __init__(self, names: list[str], domains: dict[str, tuple[float, float]]):
-        self.names, self.domains = names, domains
-        self.dot, self.n32, self.n8, self.diff, self.maxabs = (np.zeros(len(names)) for _ in range(5))
-        self.resized: set[str] = set()
-
-    def add(self, a_all: list[np.ndarray], b_all: list[np.ndarray]) -> None:
-        for i, (a, b) in enumerate(zip(a_all, b_all)):
-            name = self.names[i]
-            if a.shape != b.shape:  # data-dependent sizes (NonMaxSuppression, NonZero): not comparable
-                self.resized.add(name)
-                continue
-            a = a.astype(np.float64).ravel()
-            b = b.astype(np.float64).ravel()
-            if name in self.domains:
-                a, b = np.clip(a, *self.domains[name]), np.clip(b, *self.domains[name])
-            self.dot[i] += a @ b
-            self.n32[i] += a @ a
-            self.n8[i] += b @ b
-            self.diff[i] += (a - b) @ (a - b)
-            self.maxabs[i] = max(self.maxabs[i], float(np.abs(a - b).max()) if a.size else 0.0)
-
-    def errors(self) -> list[LayerError]:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            # both all zero: equal (1); only one all zero: nothing in common (0)
-            cos = np.where((self.n32 > 0) & (self.n8 > 0), self.dot / np.sqrt(self.n32 * self.n8),
-                           np.where((self.n32 > 0) | (self.n8 > 0), 0.0, 1.0))
-            rel = np.where(self.n32 > 0, np.sqrt(self.diff / self.n32), 0.0)
-        if self.resized:
-            log.info("left out %d tensor(s) whose size differs between the models: %s", len(self.resized), sorted(self.resized)[:5])
-        return [LayerError(n, float(c), float(r), float(m))
-                for n, c, r, m in zip(self.names, cos, rel, self.maxabs) if n not in self.resized]
+    min_cosine: float = math.nan  # the lowest per-sample cosine
+    sqnr_db: float = math.inf  # 10 log10(||fp32||^2 / ||int8 - fp32||^2)
 
 
 def layer_errors(
@@ -89,48 +52,69 @@ def layer_errors(
     data: Any,
     *,
     tensors: list[str] | None = None,
-    max_samples: int = 32,
+    max_samples: int = LAYER_SAMPLES,
     batch_size: int | None = None,
     progress: bool = False,
+    evaluator: Evaluator | None = None,
 ) -> list[LayerError]:
     """Compare every tensor both models expose (default: all float activations of the FP32 model
     that also exist in the INT8 model), in graph order, over up to ``max_samples`` samples.
 
-    Batches run in pieces whose tapped tensors take about ``_RUN_BYTES`` (one sample at least), so
-    memory follows one piece, not the batch size."""
-    fp32, int8 = as_model(fp32_model), as_model(int8_model)
+    The FP32 side comes from ``evaluator``'s layer reference (made here from ``fp32_model`` and
+    ``data`` when not given), computed once in pieces of bounded size; the INT8 model runs the
+    same pieces, so memory follows one piece, not the batch size."""
+    if evaluator is None:
+        evaluator = Evaluator(fp32_model, data, batch_size=batch_size, progress=progress)
+    fp32, int8 = evaluator.model, as_model(int8_model)
+    ref = evaluator.layer_reference(max_samples)
     known = activation_tensors(fp32)
+    stored = set(ref.names("values"))
     int8_names = {o for n in int8.graph.node for o in n.output} | {i.name for i in int8.graph.input}
-    names = [n for n in (tensors or list(known)) if n in int8_names and n in known]
-    sums = _Sums(names, _reader_domains(fp32, names))
-    tapped_fp32, _ = tap_model(fp32, names, known)
-    tapped_int8, _ = tap_model(int8, names, {n: known[n] for n in names})
-    s32, s8 = make_session(tapped_fp32), make_session(tapped_int8)
-    specs = model_input_specs(fp32)
-    splittable = all(s.batch_dim is None for s in specs)
-    rows, seen = 1, 0
-    bar = tqdm(total=max_samples, unit="sample", desc="per-layer", file=sys.stderr, disable=not progress, leave=False)
-    for batch in batches_from(data, specs, batch_size=batch_size, iterations=None):
-        size = len(next(iter(batch.values()))) if batch else 0
-        start = 0
-        while start < size and seen < max_samples:
-            step = min(rows, max_samples - seen) if splittable else size
-            piece = {k: v[start : start + step] for k, v in batch.items()}
-            at = f"per-layer samples {seen}-{seen + len(next(iter(piece.values()))) - 1}"
-            a_all = run_checked(s32, names, piece, where=f"{at} (FP32 model)")
-            b_all = run_checked(s8, names, piece, where=f"{at} (INT8 model)")
-            got = len(next(iter(piece.values())))
-            if splittable:  # size the next pieces by what this one returned
-                per_sample = sum(a.nbytes + b.nbytes for a, b in zip(a_all, b_all)) / max(got, 1)
-                rows = max(1, int(_RUN_BYTES // max(per_sample, 1.0)))
-            sums.add(a_all, b_all)
-            del a_all, b_all
-            start, seen = start + got, seen + got
-            bar.update(got)
-        if seen >= max_samples:
-            break
-    bar.close()
-    return sums.errors()
+    names = [n for n in (tensors or ref.names("values")) if n in int8_names and n in known and n in stored]
+    domains = _reader_domains(fp32, names)
+    sums = {n: ErrorAccumulator(domains.get(n)) for n in names}
+    resized: set[str] = set()
+    tapped, _ = tap_model(int8, names, {n: known[n] for n in names})
+    session = make_session(tapped)
+    seen = 0
+    for i in tqdm(range(ref.records("inputs")), unit="piece", desc="per-layer", disable=not progress, leave=False):
+        piece = ref.record("inputs", i)
+        got = len(next(iter(piece.values()))) if piece else 0
+        at = f"per-layer samples {seen}-{seen + got - 1}"
+        values = run_checked(session, names, piece, where=f"{at} (INT8 model)")
+        for name, b in zip(names, values):
+            a = ref.get("values", name, i)
+            if a.shape != b.shape:  # data-dependent sizes (NonMaxSuppression, NonZero): not comparable
+                resized.add(name)
+            elif name not in resized:
+                sums[name].add(a, b)
+        del values
+        seen += got
+    if resized:
+        log.info("left out %d tensor(s) whose size differs between the models: %s", len(resized), sorted(resized)[:5])
+    return [_layer_error(n, sums[n]) for n in names if n not in resized]
+
+
+def _layer_error(name: str, acc: ErrorAccumulator) -> LayerError:
+    e = acc.result()
+    return LayerError(name, e.cosine, e.relative_error, e.max_abs_error, e.min_cosine, e.sqnr_db)
+
+
+def layer_histograms(evaluator: Evaluator, names: list[str], *, max_samples: int = LAYER_SAMPLES,
+                     bins: int = 2048) -> dict[str, Histogram]:
+    """Histograms (calibration's ``Histogram``) of the FP32 values the per-layer pass stored:
+    the report's view of the data when no calibration statistics are given. Runs no model when
+    the layer reference exists."""
+    ref = evaluator.layer_reference(max_samples)
+    stored = set(ref.names("values"))
+    hists = {}
+    for name in names:
+        if name not in stored:
+            continue
+        values = np.concatenate([ref.get("values", name, i).ravel() for i in range(ref.records("values"))])
+        if values.size and np.isfinite(values).all():
+            hists[name] = Histogram.from_values(values, bins)
+    return hists
 
 
 def _reader_domains(model: onnx.ModelProto, names: list[str]) -> dict[str, tuple[float, float]]:
@@ -148,12 +132,15 @@ def layer_table(errors: list[LayerError], *, worst: int | None = None) -> str:
     if worst is not None:
         rows = sorted(errors, key=lambda e: -e.relative_error)[:worst]
     return tabulate(
-        [(e.name, f"{e.cosine:.5f}", f"{e.relative_error:.4f}", f"{e.max_abs_error:.4g}") for e in rows],
-        headers=["tensor", "cosine", "rel. error", "max abs error"],
+        [(e.name, f"{e.cosine:.5f}", f"{e.min_cosine:.5f}", f"{e.relative_error:.4f}", f"{e.sqnr_db:.1f}", f"{e.max_abs_error:.4g}")
+         for e in rows],
+        headers=["tensor", "cosine", "min cosine", "rel. error", "SQNR dB", "max abs error"],
+        disable_numparse=True,
     )
 
 
 def errors_to_dicts(errors: list[LayerError]) -> list[dict[str, Any]]:
+    """Plain dicts of the errors (one per tensor)."""
     return [e.__dict__.copy() for e in errors]
 
 

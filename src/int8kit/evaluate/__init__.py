@@ -12,17 +12,27 @@ import sys
 import types
 from typing import Any
 
-from int8kit.evaluate.compare import EvalResult, OutputSimilarity, compare_models, load_labels, measure_latency
-from int8kit.evaluate.metrics import max_abs_error, mean_cosine, top1_agreement, topk_accuracy
+from int8kit.evaluate.accumulate import ErrorAccumulator, ErrorStats
+from int8kit.evaluate.compare import compare_models
+from int8kit.evaluate.evaluator import Evaluator
+from int8kit.evaluate.labels import load_labels
+from int8kit.evaluate.latency import measure_latencies, measure_latency
+from int8kit.evaluate.metrics import max_abs_error, mean_cosine, sample_cosines, top1_agreement, topk_accuracy
+from int8kit.evaluate.result import EvalResult, OutputSimilarity
 
 __all__ = [
+    "ErrorAccumulator",
+    "ErrorStats",
     "EvalResult",
+    "Evaluator",
     "OutputSimilarity",
     "compare_models",
     "load_labels",
     "max_abs_error",
     "mean_cosine",
+    "measure_latencies",
     "measure_latency",
+    "sample_cosines",
     "top1_agreement",
     "topk_accuracy",
 ]

@@ -1,6 +1,7 @@
 """Pure metric functions on numpy arrays: accuracy against labels and FP32-vs-INT8 similarity.
 
-All functions take the batch axis first and return plain Python floats.
+All functions take the batch axis first. ``docs/metrics.md`` defines every metric; streaming
+sums over many batches live in ``evaluate.accumulate``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,14 @@ def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             "compare the same output of two models run on the same data."
         )
     return a, b
+
+
+def _rows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both arrays as (samples, values): a scalar is one sample of one value."""
+    if a.ndim == 0:
+        return a.reshape(1, 1), b.reshape(1, 1)
+    width = int(np.prod(a.shape[1:], dtype=np.int64))
+    return a.reshape(len(a), width), b.reshape(len(b), width)
 
 
 def topk_accuracy(scores: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
@@ -63,24 +72,26 @@ def top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(a.argmax(axis=1) == b.argmax(axis=1)))
 
 
-def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean over samples of the cosine similarity of each sample's flattened outputs.
+def sample_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each sample's flattened values (first axis = samples).
 
-    A sample where both vectors are all zeros counts as 1 (identical); where exactly one is zero,
-    as 0.
+    A scalar or 0-d output counts as one sample. Where both vectors are all zeros the cosine is 1
+    (identical); where exactly one is, 0 (nothing in common).
     """
-    a, b = _pair(a, b)
-    if a.size == 0:
-        return float("nan")
-    a = a.reshape(len(a), -1) if a.ndim > 0 else a.reshape(1, 1)
-    b = b.reshape(len(b), -1) if b.ndim > 0 else b.reshape(1, 1)
+    a, b = _rows(*_pair(a, b))
     na = np.linalg.norm(a, axis=1)
     nb = np.linalg.norm(b, axis=1)
-    dot = np.sum(a * b, axis=1)
+    dot = np.einsum("ij,ij->i", a, b)
     denom = na * nb
     cos = np.where(denom > 0, dot / np.where(denom > 0, denom, 1.0), 0.0)
     cos = np.where((na == 0) & (nb == 0), 1.0, cos)
-    return float(np.mean(np.clip(cos, -1.0, 1.0)))
+    return np.clip(cos, -1.0, 1.0)
+
+
+def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean over samples of ``sample_cosines`` (NaN for empty arrays)."""
+    cos = sample_cosines(a, b)
+    return float(np.mean(cos)) if cos.size and np.size(a) else float("nan")
 
 
 def max_abs_error(a: np.ndarray, b: np.ndarray) -> float:

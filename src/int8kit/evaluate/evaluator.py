@@ -1,0 +1,231 @@
+"""The ``Evaluator``: the FP32 reference of one data set, computed once, scored against any number
+of INT8 candidates with one INT8 pass each.
+
+    ev = Evaluator("model.onnx", "test.npy", labels="labels.npy")
+    for candidate in candidates:
+        print(ev.evaluate(candidate, latency=False).to_table())
+
+The reference (every output of every sample, and on request every activation of the first few
+samples) is stored on disk under ``<cache>/evaluate/<key>``, keyed by the model's fingerprint, the
+data's content hash, the batch size and the onnxruntime version: a second evaluator of the same
+model and data reads it instead of running the FP32 model. Data that can only be iterated (a
+generator, an image folder) gets a private temporary reference instead, its inputs kept with it
+so that later passes can read them again. Records are memory-mapped, so memory does not grow
+with the number of samples.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import weakref
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from tqdm import tqdm
+
+from int8kit.calib.stats import model_fingerprint
+from int8kit.data.sources import batches_from, model_input_specs
+from int8kit.errors import DataError, ModelError
+from int8kit.evaluate.labels import label_mismatch, labels_and_width, source_class_labels
+from int8kit.evaluate.latency import measure_latencies
+from int8kit.evaluate.reference import ModelLike, compute_layer_reference, compute_reference, load_model
+from int8kit.evaluate.result import EvalResult
+from int8kit.evaluate.scoring import Scorer
+from int8kit.evaluate.store import RecordReader, cache_root, data_fingerprint, open_cached, prune, reference_key
+from int8kit.runtime.session import make_session, run_checked
+
+log = logging.getLogger(__name__)
+
+# A reference group up to this size is read into RAM once; larger ones stay memory-mapped.
+IN_MEMORY_BYTES = 64 << 20
+LAYER_SAMPLES = 32  # samples the per-layer comparison runs
+
+
+class Evaluator:
+    """The FP32 reference of ``data`` for ``fp32_model``, and the scores of candidates against it.
+
+    ``labels``, ``output``, ``batch_size`` and ``threads`` mean what they mean for
+    ``int8kit.evaluate``. ``cache``: ``True`` keeps references in ``<cache>/evaluate``
+    (``$INT8KIT_CACHE``, default ``~/.cache/int8kit``), a path keeps them there, ``False`` keeps
+    them in a temporary folder deleted with the evaluator.
+    """
+
+    def __init__(
+        self,
+        fp32_model: ModelLike,
+        data: Any,
+        *,
+        labels: Any = None,
+        output: str | None = None,
+        batch_size: int | None = None,
+        threads: int | None = None,
+        cache: bool | str | os.PathLike = True,
+        progress: bool = True,
+    ) -> None:
+        self.model, self.size_bytes = load_model(fp32_model)
+        self.specs = model_input_specs(self.model)
+        self.names = [o.name for o in self.model.graph.output]
+        self.output = output or self.names[0]
+        if self.output not in self.names:
+            raise DataError(f"output '{self.output}' is not an output of the model; expected one of {self.names}; pick one of those.")
+        self.batch_size, self.threads, self.progress = batch_size, threads, progress
+        self.labels, self.label_width = labels_and_width(labels) if labels is not None else (None, None)
+        self._data = data
+        # a generator (or any iterator) can be read once: its inputs are kept with the reference
+        self._one_shot = isinstance(data, Iterator)
+        digest = None if self._one_shot else data_fingerprint(data)
+        if cache is False or digest is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="int8kit-eval-")
+            weakref.finalize(self, self._tmp.cleanup)
+            self.root, self.shared = Path(self._tmp.name), False
+        else:
+            self.root = Path(cache) if cache is not True else cache_root() / "evaluate"
+            self.shared = True
+        # the fingerprint leaves out input shapes; they decide the batches (a fixed batch size), so they count
+        shapes = [(spec.name, spec.shape, str(spec.dtype)) for spec in self.specs]
+        self._key = reference_key(model_fingerprint(self.model), shapes, digest, batch_size, ort.__version__)
+        self._reference: RecordReader | None = None
+        self._layers: dict[int, RecordReader] = {}
+        self.fp32_runs = 0  # FP32 passes this evaluator ran (0 when the disk cache had them)
+
+    # ---------------------------------------------------------------- references
+
+    @property
+    def reference(self) -> RecordReader:
+        """Every FP32 output of every batch (and the latency feed); computed on first use."""
+        if self._reference is None:
+            self._reference = self._open_or_compute(self._key, self._compute_outputs)
+            self._check_labels(self._reference.meta["samples"], self._reference.meta.get("declared"))
+        return self._reference
+
+    def layer_reference(self, max_samples: int = LAYER_SAMPLES) -> RecordReader:
+        """Every float activation of the FP32 model on its first ``max_samples`` samples, in pieces
+        of bounded size (inputs kept with each piece, so candidates run exactly these pieces)."""
+        if max_samples not in self._layers:
+            key = reference_key(self._key, "layers", max_samples)
+            self._layers[max_samples] = self._open_or_compute(key, lambda path: self._compute_layers(path, max_samples))
+        return self._layers[max_samples]
+
+    def _open_or_compute(self, key: str, compute: Any) -> RecordReader:
+        folder = self.root / key
+        found = open_cached(folder, in_memory_bytes=IN_MEMORY_BYTES) if self.shared else None
+        if found is not None:
+            log.info("FP32 reference read from %s", folder)
+            return found
+        reader = compute(folder)
+        reader.in_memory_bytes = IN_MEMORY_BYTES
+        if self.shared:
+            prune(self.root, keep=folder)
+        return reader
+
+    def _compute_outputs(self, folder: Path) -> RecordReader:
+        self.fp32_runs += 1
+        session = make_session(self.model, threads=self.threads)
+        source = self._source()
+        self._source_labels(source)
+        return compute_reference(session, self.names, source, folder, keep_inputs=self._one_shot,
+                                 latency_rows=self._latency_rows(), declared=_count_samples(self._data) or source.num_samples,
+                                 progress=self.progress)
+
+    def _compute_layers(self, folder: Path, max_samples: int) -> RecordReader:
+        return compute_layer_reference(self.model, self._batches(), folder, max_samples,
+                                       splittable=self._latency_rows() == 1, progress=self.progress)
+
+    # ---------------------------------------------------------------- data
+
+    def _source(self) -> Any:
+        return batches_from(self._data, self.specs, batch_size=self.batch_size)
+
+    def _source_labels(self, source: Any) -> None:
+        if self.labels is None:
+            self.labels = source_class_labels(source)
+
+    def _batches(self) -> Iterable[Mapping[str, np.ndarray]]:
+        """The data's batches again: read from the data, or from the kept inputs of a one-shot stream."""
+        if not self._one_shot:
+            source = self._source()
+            self._source_labels(source)
+            return source
+        ref = self.reference
+        return (ref.record("inputs", i) for i in range(ref.records("inputs")))
+
+    def _latency_rows(self) -> int | None:
+        """Latency runs at batch 1 unless the model fixes its batch size (then: one whole batch)."""
+        return 1 if all(s.batch_dim is None for s in self.specs) else None
+
+    def _check_labels(self, samples: int, declared: int | None) -> None:
+        # A fixed-batch model may skip a tail of samples; labels must still match the whole data.
+        if self.labels is not None:
+            total = declared if declared is not None else samples
+            if total != len(self.labels):
+                raise label_mismatch(len(self.labels), total)
+
+    # ---------------------------------------------------------------- candidates
+
+    def evaluate(self, int8_model: ModelLike, *, latency: bool = True) -> EvalResult:
+        """Score one candidate: one INT8 pass over the data against the stored FP32 outputs.
+
+        ``latency`` times both models at batch 1 (``measure_latencies``). The per-layer comparison
+        is ``analysis.layerwise.layer_errors(..., evaluator=this)``.
+        """
+        q_proto, q_size = load_model(int8_model)
+        session = make_session(q_proto, threads=self.threads)
+        self._check_candidate(session)
+        ref = self.reference
+        scorer = Scorer(self.names, self.output, self.labels, self.label_width)
+        with tqdm(total=ref.meta["samples"], unit="sample", desc="evaluate", disable=not self.progress) as bar:
+            for i, batch in enumerate(self._batches()):
+                if i >= ref.records("outputs"):
+                    raise DataError("the evaluation data has more batches than when its FP32 reference was computed; "
+                                    "expected the same data; create a new Evaluator for changed data.")
+                at = f"evaluation samples {scorer.samples}-{scorer.samples + len(next(iter(batch.values()))) - 1}"
+                q_out = dict(zip(self.names, run_checked(session, self.names, batch, where=f"{at} (INT8 model)")))
+                bar.update(scorer.add(ref.record("outputs", i), q_out))
+        if scorer.samples != ref.meta["samples"]:
+            raise DataError(f"the evaluation data yielded {scorer.samples} samples, its FP32 reference {ref.meta['samples']}; "
+                            "expected the same data; create a new Evaluator for changed data.")
+        if self.labels is not None and scorer.classes is None:
+            log.warning("labels were given but output '%s' has no class axis (not 2-D); accuracy is not measured", self.output)
+        result = scorer.result()
+        result.fp32_size_bytes, result.int8_size_bytes = self.size_bytes, q_size
+        if latency and ref.records("feed"):
+            self._add_latency(result, q_proto, ref.record("feed", 0))
+        return result
+
+    def _check_candidate(self, session: ort.InferenceSession) -> None:
+        fp_inputs = sorted(s.name for s in self.specs)
+        q_inputs = sorted(i.name for i in session.get_inputs())
+        if fp_inputs != q_inputs:
+            raise ModelError(
+                f"the INT8 model takes inputs {q_inputs} but the FP32 model {fp_inputs}; expected the same inputs; "
+                "compare an INT8 model made from this FP32 one."
+            )
+        q_names = {o.name for o in session.get_outputs()}
+        missing = [n for n in self.names if n not in q_names]
+        if missing:
+            raise ModelError(
+                f"the INT8 model lacks outputs {missing} of the FP32 model; expected the same output names; "
+                "compare an INT8 model made from this FP32 one."
+            )
+
+    def _add_latency(self, result: EvalResult, q_proto: onnx.ModelProto, feed: dict[str, np.ndarray]) -> None:
+        feed = {k: np.array(v) for k, v in feed.items()}  # onnxruntime reads plain arrays, not maps
+        result.fp32_latency_ms, result.int8_latency_ms = measure_latencies([self.model, q_proto], feed, threads=1)
+        result.latency_batch = len(next(iter(feed.values())))
+        if result.fp32_latency_ms > 0:
+            result.latency_ratio = result.int8_latency_ms / result.fp32_latency_ms
+
+
+def _count_samples(data: Any) -> int | None:
+    """Sample count of in-memory data before any batching, else ``None``."""
+    if isinstance(data, np.ndarray) and data.ndim:
+        return int(data.shape[0])
+    if isinstance(data, dict) and data and all(np.ndim(v) for v in data.values()):
+        return int(len(next(iter(data.values()))))
+    return None

@@ -1,0 +1,112 @@
+"""The FP32 passes an ``Evaluator`` runs once: every output of every batch, and every float
+activation of the first few samples, written batch by batch to a record store on disk."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from tqdm import tqdm
+
+from int8kit.calib.taps import activation_tensors, tap_model
+from int8kit.errors import DataError
+from int8kit.evaluate.store import RecordReader, RecordWriter
+from int8kit.graph.io import as_model
+from int8kit.runtime.chunking import Chunker, rows
+from int8kit.runtime.session import make_session, run_checked
+
+ModelLike = onnx.ModelProto | str | os.PathLike
+
+
+def load_model(model: ModelLike) -> tuple[onnx.ModelProto, int | None]:
+    """Loaded model and its size (serialized, weights included even when they lie in an external
+    data file beside the .onnx; only for models given as a path)."""
+    if isinstance(model, onnx.ModelProto):
+        return model, None
+    loaded = as_model(model)
+    return loaded, max(Path(model).stat().st_size, loaded.ByteSize())
+
+
+def compute_reference(
+    session: ort.InferenceSession,
+    names: list[str],
+    batches: Iterable[Mapping[str, np.ndarray]],
+    folder: Path,
+    *,
+    keep_inputs: bool,
+    latency_rows: int | None,
+    declared: int | None,
+    progress: bool,
+) -> RecordReader:
+    """Run the FP32 model once over ``batches``; store its outputs (and the inputs of a one-shot
+    stream, and the first batch's first ``latency_rows`` rows as the latency feed)."""
+    writer = RecordWriter(folder)
+    samples = 0
+    try:
+        total = getattr(batches, "num_samples", None)
+        with tqdm(total=total, unit="sample", desc="FP32 reference", disable=not progress) as bar:
+            for batch in batches:
+                n = rows(batch)
+                at = f"evaluation samples {samples}-{samples + n - 1}"
+                outs = dict(zip(names, run_checked(session, names, batch, where=f"{at} (FP32 model)")))
+                for name, out in outs.items():
+                    if not np.isfinite(out).all():
+                        raise DataError(
+                            f"the FP32 model's output '{name}' holds NaN/Inf for {at}; expected finite outputs to "
+                            "compare against; check the data's scale and preprocessing."
+                        )
+                if samples == 0:
+                    writer.append("feed", {k: v[:latency_rows] for k, v in batch.items()})
+                writer.append("outputs", outs)
+                if keep_inputs:
+                    writer.append("inputs", batch)
+                samples += n
+                bar.update(n)
+        if samples == 0:
+            raise DataError("the evaluation data yielded no samples; expected at least one; check the data source.")
+        return writer.finish({"samples": samples, "declared": declared, "names": names})
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def compute_layer_reference(
+    model: onnx.ModelProto,
+    batches: Iterable[Mapping[str, np.ndarray]],
+    folder: Path,
+    max_samples: int,
+    *,
+    splittable: bool,
+    progress: bool,
+) -> RecordReader:
+    """Every float activation of ``model`` on its first ``max_samples`` samples, run in pieces whose
+    tensors take about ``chunking.RUN_BYTES`` (one sample at least); each piece's inputs are kept
+    with it, so a candidate runs exactly the same pieces."""
+    known = activation_tensors(model)
+    names = list(known)
+    tapped, _ = tap_model(model, names, known)
+    session = make_session(tapped)
+    chunker = Chunker(splittable=splittable, limit=max_samples)
+    writer = RecordWriter(folder)
+    try:
+        with tqdm(total=max_samples, unit="sample", desc="FP32 per-layer", disable=not progress, leave=False) as bar:
+            for batch in batches:
+                for piece in chunker.pieces(batch):
+                    at = f"per-layer samples {chunker.seen - rows(piece)}-{chunker.seen - 1}"
+                    values = run_checked(session, names, piece, where=f"{at} (FP32 model)")
+                    chunker.returned(values, piece)
+                    writer.append("inputs", piece)
+                    writer.append("values", dict(zip(names, values)))
+                    del values
+                    bar.update(rows(piece))
+                if chunker.done:
+                    break
+        return writer.finish({"samples": chunker.seen, "names": names})
+    except BaseException:
+        writer.abort()
+        raise

@@ -1,0 +1,186 @@
+"""Where FP32 references live: the cache folder, the fingerprints that key it, and a record store.
+
+A reference is a folder of raw files, one per tensor, each holding that tensor's arrays of every
+batch (or piece) back to back, plus ``index.json`` with each record's offset, dtype and shape.
+Records are read back as memory maps, so a reference larger than RAM costs page cache, not heap.
+A folder is written under a temporary name and renamed when complete: a half-written reference
+is never read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from int8kit.graph.io import write_text_atomic
+
+log = logging.getLogger(__name__)
+
+STORE_VERSION = 1  # bump when the layout or what a reference holds changes
+CACHE_LIMIT_BYTES = 4 << 30  # older references are deleted past this much in <cache>/evaluate
+_HASH_BLOCK = 8 << 20
+
+
+def cache_root() -> Path:
+    """int8kit's cache folder: ``$INT8KIT_CACHE``, else ``~/.cache/int8kit``."""
+    return Path(os.environ.get("INT8KIT_CACHE") or Path.home() / ".cache" / "int8kit")
+
+
+def data_fingerprint(data: Any) -> str | None:
+    """A content hash of arrays or of a .npy/.npz file; ``None`` for data read only by iterating
+    (iterables, image folders, LMDBs): those references are not kept across evaluators."""
+    h = hashlib.blake2b(digest_size=20)
+    if isinstance(data, np.ndarray):
+        _hash_array(h, "", data)
+    elif isinstance(data, Mapping) and data and all(isinstance(v, np.ndarray) for v in data.values()):
+        for key in sorted(data):
+            _hash_array(h, str(key), data[key])
+    elif isinstance(data, (str, os.PathLike)) and Path(data).suffix.lower() in (".npy", ".npz") and Path(data).is_file():
+        h.update(b"file\0")
+        with open(data, "rb") as fh:
+            while block := fh.read(_HASH_BLOCK):
+                h.update(block)
+    else:
+        return None
+    return h.hexdigest()
+
+
+def _hash_array(h: Any, key: str, arr: np.ndarray) -> None:
+    h.update(f"{key}\0{arr.dtype.str}\0{arr.shape}\0".encode())
+    h.update(memoryview(np.ascontiguousarray(arr)).cast("B"))
+
+
+def reference_key(*parts: Any) -> str:
+    """A short stable id of everything a reference depends on."""
+    return hashlib.sha1(json.dumps([STORE_VERSION, *map(str, parts)]).encode()).hexdigest()[:24]
+
+
+class RecordWriter:
+    """Appends arrays to a new store folder; ``finish`` makes it readable under its final name."""
+
+    def __init__(self, final: Path) -> None:
+        self.final = final
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self.folder = Path(tempfile.mkdtemp(prefix=final.name + ".tmp-", dir=final.parent))
+        self.groups: dict[str, dict[str, Any]] = {}
+        self._files: dict[tuple[str, str], Any] = {}
+
+    def append(self, group: str, arrays: Mapping[str, np.ndarray]) -> None:
+        """One record of ``group``: an array per tensor name (the same names in every record)."""
+        g = self.groups.setdefault(group, {"names": list(arrays), "records": []})
+        row = []
+        for k, name in enumerate(g["names"]):
+            arr = np.ascontiguousarray(arrays[name])
+            fh = self._files.get((group, name))
+            if fh is None:
+                fh = self._files[(group, name)] = open(self.folder / f"{group}.{k}.bin", "wb")
+            row.append([fh.tell(), arr.dtype.str, list(arr.shape)])
+            fh.write(memoryview(arr).cast("B") if arr.size else b"")
+        g["records"].append(row)
+
+    def finish(self, meta: Mapping[str, Any]) -> "RecordReader":
+        """Close the files, write the index, move the folder to its final name and open it."""
+        for fh in self._files.values():
+            fh.close()
+        write_text_atomic(self.folder / "index.json", json.dumps({"meta": dict(meta), "groups": self.groups}))
+        try:
+            os.rename(self.folder, self.final)
+        except OSError:  # another process finished the same reference first: use that one
+            shutil.rmtree(self.folder, ignore_errors=True)
+        return RecordReader(self.final)
+
+    def abort(self) -> None:
+        """Drop the partial folder (after a failure)."""
+        for fh in self._files.values():
+            fh.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class RecordReader:
+    """Reads a finished store; records come back as read-only memory maps (or RAM copies)."""
+
+    def __init__(self, folder: Path, *, in_memory_bytes: int = 0) -> None:
+        self.folder = folder
+        index = json.loads((folder / "index.json").read_text())
+        self.meta: dict[str, Any] = index["meta"]
+        self.groups: dict[str, dict[str, Any]] = index["groups"]
+        self.in_memory_bytes = in_memory_bytes
+        self._maps: dict[tuple[str, int], np.ndarray] = {}
+
+    def names(self, group: str) -> list[str]:
+        return list(self.groups.get(group, {}).get("names", []))
+
+    def records(self, group: str) -> int:
+        return len(self.groups.get(group, {}).get("records", []))
+
+    def nbytes(self, group: str) -> int:
+        """Bytes of every record of ``group``."""
+        return sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize
+                   for row in self.groups.get(group, {}).get("records", []) for _, dt, shape in row)
+
+    def record(self, group: str, index: int) -> dict[str, np.ndarray]:
+        """Record ``index`` of ``group``: an array per tensor name."""
+        g = self.groups[group]
+        return {name: self._array(group, k, *g["records"][index][k]) for k, name in enumerate(g["names"])}
+
+    def get(self, group: str, name: str, index: int) -> np.ndarray:
+        """One tensor of record ``index`` of ``group``."""
+        g = self.groups[group]
+        k = g["names"].index(name)
+        return self._array(group, k, *g["records"][index][k])
+
+    def _array(self, group: str, k: int, offset: int, dtype: str, shape: list[int]) -> np.ndarray:
+        dt = np.dtype(dtype)
+        count = int(np.prod(shape, dtype=np.int64))
+        if count == 0:
+            return np.empty(shape, dt)
+        raw = self._maps.get((group, k))
+        if raw is None:
+            path = self.folder / f"{group}.{k}.bin"
+            # small groups are read into RAM once (faster than page faults); large ones stay mapped
+            small = self.nbytes(group) <= self.in_memory_bytes
+            raw = np.fromfile(path, dtype=np.uint8) if small else np.memmap(path, dtype=np.uint8, mode="r")
+            self._maps[(group, k)] = raw
+        return raw[offset : offset + count * dt.itemsize].view(dt).reshape(shape)
+
+    def touch(self) -> None:
+        """Mark the store as used (the cache deletes the least recently used first)."""
+        os.utime(self.folder / "index.json")
+
+
+def open_cached(folder: Path, *, in_memory_bytes: int = 0) -> RecordReader | None:
+    """The finished store at ``folder``, or ``None`` when there is none (or it cannot be read)."""
+    if not (folder / "index.json").is_file():
+        return None
+    try:
+        reader = RecordReader(folder, in_memory_bytes=in_memory_bytes)
+        reader.touch()
+        return reader
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("ignoring the unreadable cached reference %s (%s)", folder, exc)
+        return None
+
+
+def prune(root: Path, limit: int = CACHE_LIMIT_BYTES, keep: Path | None = None) -> None:
+    """Delete the least recently used references in ``root`` until they take at most ``limit`` bytes."""
+    entries = []
+    for folder in root.glob("*"):
+        index = folder / "index.json"
+        if folder.is_dir() and index.is_file() and folder != keep:
+            size = sum(f.stat().st_size for f in folder.iterdir())
+            entries.append((index.stat().st_mtime, size, folder))
+    total = sum(e[1] for e in entries) + (sum(f.stat().st_size for f in keep.iterdir()) if keep and keep.is_dir() else 0)
+    for _, size, folder in sorted(entries):
+        if total <= limit:
+            break
+        shutil.rmtree(folder, ignore_errors=True)
+        total -= size
