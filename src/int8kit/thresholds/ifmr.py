@@ -15,6 +15,10 @@ rounding and clipping for the target's exact grid).
 
 Candidates beyond the observed extremes are clamped to them before evaluation, since levels
 outside the data are wasted.
+
+Bounded work: at most ``MAX_CANDIDATES`` (10 000) factors, ``(end - start) / search_step + 1``; a
+finer step or a wider range is refused with the step that fits. They are evaluated in blocks of
+``_BLOCK``, so memory stays at a few MB per tensor whatever the count.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from int8kit.errors import ConfigError
 from int8kit.thresholds._error import edge_weights, expected_error
 from int8kit.thresholds.base import Target, finish, is_unsigned, qmax, register
 from int8kit.thresholds.simple import quantile
+
+MAX_CANDIDATES = 10_000  # AMCT's default is 61 (0.7..1.3 by 0.01); 10 000 is 0.0001 steps over 0.7..1.7
+_BLOCK = 256  # candidates per evaluation block: histogram edges x 256 float64s at a time
 
 
 @register("ifmr", aliases=("ifmr_quantize", "amct"))
@@ -61,16 +68,22 @@ def ifmr(
         if not start > 0.0:
             return finish(0.0, 0.0, hist, target)
         edges, weights = edge_weights(hist.abs_counts(), 0.0, hist.width)
-        err = expected_error(edges, weights, np.zeros_like(t), t, qmax(hist, target))
+        err = _in_blocks(edges, weights, np.zeros_like(t), t, qmax(hist, target))
         return finish(0.0, float(t[int(np.argmin(err))]), hist, target)
     lo = np.maximum(factors * min0, min(hist.min, 0.0))
     hi = np.minimum(factors * max0, max(hist.max, 0.0))
     if not max0 - min0 > 0.0:
         return finish(0.0, 0.0, hist, target)
     edges, weights = edge_weights(hist.counts, -hist.edge, hist.width)
-    err = expected_error(edges, weights, lo, hi, 2 ** int(target.bits) - 1)
+    err = _in_blocks(edges, weights, lo, hi, 2 ** int(target.bits) - 1)
     best = int(np.argmin(err))
     return finish(float(lo[best]), float(hi[best]), hist, target)
+
+
+def _in_blocks(edges: np.ndarray, weights: np.ndarray, lo: np.ndarray, hi: np.ndarray, steps: int) -> np.ndarray:
+    """``expected_error`` for every candidate, ``_BLOCK`` candidates at a time (bounded memory)."""
+    return np.concatenate([expected_error(edges, weights, lo[i : i + _BLOCK], hi[i : i + _BLOCK], steps)
+                           for i in range(0, len(lo), _BLOCK)])
 
 
 def _factors(
@@ -97,5 +110,12 @@ def _factors(
             f"ifmr search_step must be in (0, {end - start:g}] for search_range {search_range!r}, "
             f"got {search_step!r}; the default is 0.01."
         )
-    count = int(math.floor((end - start) / search_step + 1e-9)) + 1
+    count = math.floor((end - start) / search_step + 1e-9) + 1
+    if count > MAX_CANDIDATES:
+        fits = (end - start) / (MAX_CANDIDATES - 1)
+        raise ConfigError(
+            f"ifmr search_step {search_step!r} over search_range ({start:g}, {end:g}) gives {count:,} candidate factors, "
+            f"more than the {MAX_CANDIDATES:,} int8kit evaluates per tensor; use a search_step of at least {fits:.3g} "
+            "or a narrower search_range."
+        )
     return start + np.arange(count) * float(search_step)
