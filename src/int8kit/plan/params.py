@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from int8kit.calib.histogram import Histogram
@@ -32,17 +34,19 @@ def activation_quant(
     threshold: float | None = None,
     signed: bool = False,
     domain: tuple[float, float] | None = None,
+    ranges: Callable[..., tuple[float, float]] = compute_range,
 ) -> TensorQuant:
     """Clipping range from the threshold method (or a user threshold), then scale/zero point.
 
     ``signed`` forces symmetric int8 (zero point 0) even for non-negative tensors. ``domain``: the
     values the consumers tell apart (HardSwish: [-3, inf)); the method's range is intersected with
-    it, which only drops codes no consumer can see (the range then gets a zero point)."""
+    it, which only drops codes no consumer can see (the range then gets a zero point). ``ranges``:
+    ``compute_range`` or a memoized stand-in with its signature (plan/context.py)."""
     if threshold is not None:
         lo, hi = (0.0 if hist.min >= 0 else -threshold), threshold
         method = "user"
     else:
-        lo, hi = compute_range(method, hist, Target(bits=bits, symmetric=symmetric), **params)
+        lo, hi = ranges(method, hist, Target(bits=bits, symmetric=symmetric), **params)
     lo, hi = lo * th_scale, hi * th_scale
     if symmetric and (hist.min < 0 or signed):
         t = max(abs(lo), abs(hi))

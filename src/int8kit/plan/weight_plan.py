@@ -1,42 +1,52 @@
 """Weights and biases of the INT8 compute nodes. Pure: the plan's input tensors and the weights in,
-their quantized values out.
+their quantized values out; memoized per layer in the plan context (plan/context.py).
 """
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
-from int8kit.graph.ops import op_info
-from int8kit.plan.bias_correction import weight_error_shift
-from int8kit.plan.config import QuantConfig
+from int8kit.config import QuantConfig
+from int8kit.graph.ops import OpInfo, op_info
 from int8kit.graph.passes.linear import conv_group, conv_input_index
-from int8kit.plan.graph_facts import GraphFacts
+from int8kit.plan.bias_correction import weight_error_shift
+from int8kit.plan.context import PlanContext
+from int8kit.plan.memo import frozen, read_only
 from int8kit.plan.params import bias_min_weight_scale, bias_quant, weight_quant
-from int8kit.plan.types import QuantPlan
+from int8kit.plan.types import QuantPlan, TensorQuant
 from int8kit.weights.arq import MIN_CHANNEL_SCALE
 
 
-def _input_mean(facts: GraphFacts, stats, node: onnx.NodeProto) -> np.ndarray | None:
-    tstats = stats.tensors.get(node.input[0])
-    return None if tstats is None else tstats.channel_mean
-
-
-def plan_weights(facts: GraphFacts, node: onnx.NodeProto, config: QuantConfig, result: QuantPlan, stats) -> None:
+def plan_weights(ctx: PlanContext, node: onnx.NodeProto, config: QuantConfig, result: QuantPlan) -> None:
     """Quantize the weights (per output channel unless ``--per-tensor``) and the INT32 bias of one
-    INT8 compute node; the bias absorbs the mean shift of weight rounding (bias correction)."""
+    INT8 compute node; the bias absorbs the mean shift of weight rounding (bias correction).
+
+    The result depends on the configuration only through the granularity, conv groups, bias
+    correction and the input's scale and channel steps: those key the memo."""
     info = op_info(node.op_type)
-    w_name = node.input[info.weight_input]
-    if w_name not in facts.initializers:
+    if node.input[info.weight_input] not in ctx.facts.initializers:
         return  # activation x activation MatMul: both inputs are planned as activations
-    w = numpy_helper.to_array(facts.initializers[w_name]).astype(np.float32)
-    axis = _weight_axis(node, w)
     per_channel = config.per_channel or config.conv_group
-    if node.op_type == "ConvTranspose" and conv_group(node) > 1:
-        per_channel = False  # axis-1 channels repeat across groups: one scale per tensor
+    if info.per_tensor_if_grouped and conv_group(node) > 1:
+        per_channel = False  # the channel axis repeats across groups: one scale per tensor
     x = result.tensors.get(node.input[0])
-    mean = _input_mean(facts, stats, node)
+    x_key = None if x is None else (float(x.scale), frozen(x.channel_step))
+    key = (node.name, per_channel, config.conv_group, config.bias_correction, x_key)
+    planned = ctx.weights.get(key, lambda: _quantize_layer(ctx, node, info, x, per_channel, config))
+    for tq in planned:
+        result.tensors[tq.name] = copy.copy(tq)  # a plan owns its entries; the arrays are read-only
+
+
+def _quantize_layer(ctx: PlanContext, node: onnx.NodeProto, info: OpInfo, x: TensorQuant | None, per_channel: bool,
+                    config: QuantConfig) -> tuple[TensorQuant, ...]:
+    w_name = node.input[info.weight_input]
+    w = ctx.weight_array(w_name)
+    axis = info.channel_axis(node, w.ndim)
+    tstats = ctx.stats.tensors.get(node.input[0])
+    mean = None if tstats is None else tstats.channel_mean
     if x is not None and x.channel_step is not None:
         # the conv reads channel c multiplied by scale / step_c: its weights take the inverse
         gain = x.channel_step.astype(np.float64) / float(x.scale)
@@ -47,7 +57,7 @@ def plan_weights(facts: GraphFacts, node: onnx.NodeProto, config: QuantConfig, r
     b = None
     if has_bias and x is not None:
         b_name = node.input[info.bias_input]
-        b = numpy_helper.to_array(facts.initializers[b_name]).astype(np.float32).reshape(-1)
+        b = ctx.weight_array(b_name).reshape(-1)
     tq = weight_quant(
         w_name,
         w,
@@ -58,14 +68,17 @@ def plan_weights(facts: GraphFacts, node: onnx.NodeProto, config: QuantConfig, r
     )
     if b is not None and tq.method == "per_channel":
         _keep_bias_of_zero_channels(tq, b, float(x.scale))
-    result.tensors[w_name] = tq
+    planned = [tq]
     if b is not None and config.bias_correction:
         b = b - weight_error_shift(node, w, tq, mean)
     if b is not None:
-        result.tensors[b_name] = bias_quant(b_name, b, float(x.scale), tq.scale)
+        planned.append(bias_quant(b_name, b, float(x.scale), tq.scale))
+    for t in planned:
+        t.scale, t.zero_point, t.values = read_only(t.scale), read_only(t.zero_point), read_only(t.values)
+    return tuple(planned)
 
 
-def _keep_bias_of_zero_channels(tq, b: np.ndarray, input_scale: float) -> None:
+def _keep_bias_of_zero_channels(tq: TensorQuant, b: np.ndarray, input_scale: float) -> None:
     """A channel whose weights are all zero (pruned) is only its bias. Any scale leaves its weights
     zero, so it gets the one that makes its INT32 bias step |b| / 2**24: with the default scale
     1.0 the bias step is the input scale, and a wide input range rounded a 0.7 bias to 0."""
@@ -77,14 +90,3 @@ def _keep_bias_of_zero_channels(tq, b: np.ndarray, input_scale: float) -> None:
         scale = np.array(tq.scale, dtype=np.float32)
         scale[zero] = target[zero]
         tq.scale = scale
-
-
-def _weight_axis(node: onnx.NodeProto, w: np.ndarray) -> int:
-    if node.op_type == "Conv":
-        return 0
-    if node.op_type == "ConvTranspose":
-        return 1
-    if node.op_type == "Gemm":
-        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
-        return 0 if trans_b else 1
-    return w.ndim - 1  # MatMul: columns of B are the output channels
