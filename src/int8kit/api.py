@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,11 @@ from int8kit.calib.stats import Stats, model_fingerprint
 from int8kit.data.sources import KeepFirst, batches_from, model_input_specs
 from int8kit.tune.bias_tuning import tune_biases
 from int8kit.emit.qdq import emit_qdq
-from int8kit.emit.records import tensor_order, write_calibration_table, write_quant_json, write_tensorrt_cache
 from int8kit.errors import ConfigError
 from int8kit.graph.io import as_model, check_outputs, outputs_together, save_model
+from int8kit.results import (
+    UNSET, CalibrateResult, OptimizeResult, QuantizeResult, output_paths, run_config_of, write_outputs,
+)
 from int8kit.graph.model_checks import check_float_model
 from int8kit.graph.optimize import optimize_model
 from int8kit.importers.convert import convert_model as convert  # the `convert` verb: one signature, kept there
@@ -35,63 +37,6 @@ from int8kit.preflight import check_layer_names, input_paths
 
 ModelLike = onnx.ModelProto | str | os.PathLike
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class OptimizeResult:
-    """What ``optimize`` did."""
-
-    model: onnx.ModelProto
-    path: Path | None
-    log: list[str]
-
-
-@dataclass
-class CalibrateResult:
-    """Statistics of one calibration pass, and where they were saved."""
-
-    stats: Stats
-    path: Path | None
-    seconds: float
-
-
-@dataclass
-class QuantizeResult:
-    """Paths of everything ``quantize`` wrote, the plan, and how long each stage took."""
-
-    int8_model: Path
-    fp32_optimized_model: Path
-    quant_json: Path
-    calibration_table: Path
-    tensorrt_cache: Path
-    plan: QuantPlan
-    run_config: RunConfig  # every option of the run, resolved (``save_config`` writes it)
-    timings: dict[str, float] = field(default_factory=dict)
-    optimize_log: list[str] = field(default_factory=list)
-    bias_tuned: int = 0  # convs whose INT32 bias --bias-tuning moved
-
-    @property
-    def config(self) -> QuantConfig:
-        """The quantization configuration the plan was made with."""
-        return self.run_config.quant
-
-    def parameters(self) -> dict[str, dict[str, Any]]:
-        """Per-tensor quantization parameters as plain Python values."""
-        out = {}
-        for name, tq in self.plan.tensors.items():
-            dtype, zero_point = tq.stored(self.plan.signed_storage)  # as the model holds them
-            out[name] = {
-                "kind": tq.kind,
-                "dtype": dtype,
-                "scale": tq.scale.tolist(),
-                "zero_point": zero_point.tolist(),
-                "axis": tq.axis,
-                "method": tq.method,
-                "threshold": tq.threshold,
-                "min": tq.min,
-                "max": tq.max,
-            }
-        return out
 
 
 def _stem(model: ModelLike) -> str:
@@ -172,7 +117,8 @@ def quantize(
     *,
     stats: str | os.PathLike | Stats | None = None,
     config: QuantConfig | RunConfig | str | os.PathLike | None = None,
-    output_dir: str | os.PathLike = "int8kit-out",
+    output_dir: str | os.PathLike | None = UNSET,
+    output: str | os.PathLike | None = None,
     save_config: str | os.PathLike | None = None,
     dump_stats: str | os.PathLike | None = None,
     no_fuse: Collection[str] = (),
@@ -195,41 +141,30 @@ def quantize(
     (fewer are summed from them exactly). A config file's ``iterations``/``batch_size`` apply only
     when calibrating from ``data``.
 
-    Writes into ``output_dir``: ``<stem>_int8.onnx``, ``<stem>_fp32_optimized.onnx``,
-    ``<stem>_quant.json``, ``<stem>_calibration_table.txt`` and ``<stem>_trt_calib.cache``;
+    Writes into ``output_dir`` (default ``int8kit-out``): ``<stem>_int8.onnx``,
+    ``<stem>_fp32_optimized.onnx``, ``<stem>_quant.json``, ``<stem>_calibration_table.txt`` and
+    ``<stem>_trt_calib.cache``, replaced as one set; ``output="x.onnx"`` writes the INT8 model
+    alone; ``output_dir=None`` writes nothing (``result.model`` is the INT8 ModelProto either way).
     ``save_config`` writes the resolved configuration of the run (every option, versioned).
     """
     if data is None and stats is None:
         raise ConfigError("quantize needs calibration data (--data) or saved statistics (--stats); got neither.")
-    base = _run_config(config)
+    base = run_config_of(config)
     quant, calib, tune = split_options(options)
     run = RunConfig(base.quant.replace(**quant), base.calib.replace(**calib), base.tune.replace(**tune))
-    if not isinstance(output_dir, (str, os.PathLike)) or (stats is not None and not isinstance(stats, (str, os.PathLike, Stats))):
-        raise ConfigError(f"output_dir must be a folder path and stats a statistics file path or Stats, got {output_dir!r} and {stats!r}.")
-    out, stem = Path(output_dir), _stem(model)
-    names = {s: out / f"{stem}{s}" for s in ("_int8.onnx", "_fp32_optimized.onnx", "_quant.json", "_calibration_table.txt", "_trt_calib.cache")}
+    if stats is not None and not isinstance(stats, (str, os.PathLike, Stats)):
+        raise ConfigError(f"stats must be a statistics file path or Stats, got {stats!r}.")
+    names = output_paths(output_dir, output, _stem(model))
     config_path = config if isinstance(config, (str, os.PathLike)) else None
     check_outputs({"--dump-stats": dump_stats, "--save-config": save_config, **{f"output '{p.name}'": p for p in names.values()}},
                   input_paths(model=model, data=data, stats=stats, overrides=options.get("overrides"), config=config_path,
                               weights=weights))
     given = _StageInputs(stats=stats, data=data, explicit_calib=calib, dump_stats=dump_stats)
-    with outputs_together(names.values()):  # one unit: a failure or kill at any point keeps the previous complete set
+    together = names.values() if len(names) > 1 else ()  # a lone model file is renamed into place by itself
+    with outputs_together(together):  # one unit: a failure or kill at any point keeps the previous complete set
         return _quantize(model, given, run, names, save_config=save_config, no_fuse=no_fuse, progress=progress,
                          preprocess=preprocess, preprocess_template=preprocess_template, strict=strict,
                          framework=framework, weights=weights, input_shapes=input_shapes)
-
-
-def _run_config(config: Any) -> RunConfig:
-    """The run configuration ``quantize(config=...)`` starts from."""
-    if config is None:
-        return RunConfig()
-    if isinstance(config, RunConfig):
-        return config
-    if isinstance(config, QuantConfig):
-        return RunConfig(quant=config)
-    if isinstance(config, (str, os.PathLike)):
-        return RunConfig.load(config)
-    raise ConfigError(f"config must be a QuantConfig, a RunConfig or a configuration file path, got {type(config).__name__}.")
 
 
 @dataclass
@@ -304,8 +239,8 @@ def _quantize(model: ModelLike, given: _StageInputs, run: RunConfig, names: dict
         start = time.perf_counter()
         int8, bias_tuned = _tune(optimized, int8, quant_plan, tuning, run.tune, progress)
         timings["bias_tuning"] = time.perf_counter() - start
-    return _write_outputs(model, optimized, int8, quant_plan, run, names, save_config,
-                          timings=timings, optimize_log=opt_log, bias_tuned=bias_tuned)
+    result = QuantizeResult(int8, optimized, quant_plan, run, timings=timings, optimize_log=opt_log, bias_tuned=bias_tuned)
+    return write_outputs(result, names, _stem(model), save_config)
 
 
 def _tune(optimized: onnx.ModelProto, int8: onnx.ModelProto, quant_plan: QuantPlan, tuning: KeepFirst,
@@ -315,24 +250,6 @@ def _tune(optimized: onnx.ModelProto, int8: onnx.ModelProto, quant_plan: QuantPl
     if kept < tune.bias_tuning:
         log.warning("--bias-tuning asked %d samples but the data holds %d; tuning on those", tune.bias_tuning, kept)
     return tune_biases(optimized, int8, quant_plan, tuning.kept, progress=progress)
-
-
-def _write_outputs(model: ModelLike, optimized: onnx.ModelProto, int8: onnx.ModelProto, quant_plan: QuantPlan,
-                   run: RunConfig, names: dict[str, Path], save_config: Any, **extra: Any) -> QuantizeResult:
-    """The five outputs (and the run configuration when asked), inside the caller's outputs_together."""
-    order = tensor_order(optimized)
-    if save_config is not None:
-        run.save(save_config)
-    return QuantizeResult(
-        int8_model=save_model(int8, names["_int8.onnx"]),
-        fp32_optimized_model=save_model(optimized, names["_fp32_optimized.onnx"]),
-        quant_json=write_quant_json(quant_plan, names["_quant.json"], model_name=_stem(model), config=run.to_dict(), order=order),
-        calibration_table=write_calibration_table(quant_plan, names["_calibration_table.txt"], order=order),
-        tensorrt_cache=write_tensorrt_cache(quant_plan, names["_trt_calib.cache"]),
-        plan=quant_plan,
-        run_config=run,
-        **extra,
-    )
 
 
 def evaluate(

@@ -76,12 +76,12 @@ def test_outputs_together_lands_all_or_none(tmp_path):
 
 def test_quantize_failing_late_leaves_no_outputs(files, monkeypatch):
     root, model = files
-    import int8kit.api as api
+    import int8kit.emit.records as records
 
     def fail(*args, **kwargs):
         raise KeyboardInterrupt  # as if Ctrl-C came while the records were written
 
-    monkeypatch.setattr(api, "write_tensorrt_cache", fail)
+    monkeypatch.setattr(records, "write_tensorrt_cache", fail)
     with pytest.raises(KeyboardInterrupt):
         int8kit.quantize(model, root / "calib.npy", output_dir=root / "out", dump_stats=root / "s.npz", progress=False)
     assert not (root / "out").exists() or not any((root / "out").iterdir())
@@ -117,3 +117,21 @@ def test_outputs_may_not_overwrite_each_other_or_the_record_a_report_reads(files
     args = ["eval", str(model), str(root / "q" / "net_int8.onnx"), "--data", calib, "--report", str(record), "--no-latency", "--no-progress"]
     assert main(args) == 2  # the default --quant-json is an input of the report
     assert "never overwrites its inputs" in capsys.readouterr().err and record.read_bytes() == before
+
+
+def test_quantize_writes_the_model_alone_or_nothing(files, capsys):
+    """output='x.onnx' is the INT8 model file (it was a folder named x.onnx); output_dir=None keeps
+    the result in memory."""
+    root, model = files
+    alone = int8kit.quantize(model, root / "calib.npy", output=root / "m" / "net_int8.onnx", progress=False)
+    assert (root / "m" / "net_int8.onnx").is_file() and sorted(p.name for p in (root / "m").iterdir()) == ["net_int8.onnx"]
+    assert alone.quant_json is None and alone.int8_model == root / "m" / "net_int8.onnx"
+    memory = int8kit.quantize(model, root / "calib.npy", output_dir=None, progress=False)
+    assert memory.int8_model is None and memory.model.SerializeToString() == alone.model.SerializeToString()
+    assert not (root / "int8kit-out").exists() and not Path("int8kit-out").exists()
+    with pytest.raises(int8kit.errors.ConfigError, match="ends in .onnx but names the folder"):
+        int8kit.quantize(model, root / "calib.npy", output_dir=root / "x.onnx", progress=False)
+    with pytest.raises(int8kit.errors.ConfigError, match="give one of them"):
+        int8kit.quantize(model, root / "calib.npy", output=root / "y.onnx", output_dir=root / "d", progress=False)
+    assert main(["quantize", str(model), "--data", str(root / "calib.npy"), "-o", str(root / "cli.onnx"), "--no-progress"]) == 0
+    assert (root / "cli.onnx").is_file() and "the INT8 model alone" in capsys.readouterr().out

@@ -17,7 +17,8 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("quantize", help="calibrate, choose thresholds and write a QDQ INT8 model")
     add_model_data(p, data_required=False)
     p.add_argument("--stats", help="statistics from 'int8kit calibrate' (no inference pass)")
-    p.add_argument("-o", "--output-dir", default="int8kit-out", help="folder for the five outputs (created if missing)")
+    p.add_argument("-o", "--output-dir", default="int8kit-out",
+                   help="folder for the five outputs (created if missing); a name ending in .onnx writes the INT8 model alone")
     p.add_argument("--config", metavar="JSON",
                    help="replay a run: a --save-config file (or a <stem>_quant.json); options given here change it")
     p.add_argument("--save-config", metavar="JSON", help="write every option of this run, resolved and versioned")
@@ -36,26 +37,30 @@ def run(args: argparse.Namespace) -> int:
     base_method = RunConfig.load(args.config).quant.th_method if args.config else None
     options = apply_percentile(options, args.percentile, base_method)
     result = api.quantize(
-        args.model, args.data, stats=args.stats, config=args.config, output_dir=args.output_dir,
+        args.model, args.data, stats=args.stats, config=args.config, **_destination(args.output_dir),
         save_config=args.save_config, dump_stats=args.dump_stats, no_fuse=names(args.no_fuse),
         progress=not args.no_progress, **options, **given_options(args, CalibOptions),
         **cli_data.preprocess_kwargs(args), **cli_convert.source_kwargs(args),
     )
+    written = ("int8_model", "fp32_optimized_model", "quant_json", "calibration_table", "tensorrt_cache")
     summary = {
-        "int8_model": str(result.int8_model),
-        "fp32_optimized_model": str(result.fp32_optimized_model),
-        "quant_json": str(result.quant_json),
-        "calibration_table": str(result.calibration_table),
-        "tensorrt_cache": str(result.tensorrt_cache),
+        **{key: str(getattr(result, key)) for key in written if getattr(result, key) is not None},
         **({"config": str(args.save_config)} if args.save_config else {}),
         "quantized_tensors": sum(1 for t in result.plan.tensors.values() if t.kind == "activation"),
         "float_nodes": len(result.plan.float_nodes),
         **({"bias_tuned_convs": result.bias_tuned} if result.run_config.tune.bias_tuning else {}),
         "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
     }
+    if result.quant_json is None:
+        summary["note"] = "the INT8 model alone; -o FOLDER also writes the records (quant.json, calibration table, ...)"
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         for key, value in summary.items():
             print(f"{key:22s} {value}")
     return 0
+
+
+def _destination(out: str) -> dict[str, str]:
+    """``-o x.onnx``: the INT8 model file alone; any other ``-o``: the folder for the full set."""
+    return {"output": out} if out.lower().endswith(".onnx") else {"output_dir": out}
