@@ -7,6 +7,7 @@ import dataclasses
 
 import numpy as np
 import onnx
+import onnx.parser
 import pytest
 from onnx import helper, numpy_helper
 
@@ -18,9 +19,39 @@ from int8kit.plan.context import MAX_CONTEXTS, clear_plan_caches, context_for
 from int8kit.plan.memo import Memo, frozen
 from int8kit.plan.planner import candidate_tensors, plan
 from int8kit.plan.types import QuantPlan
-from tests.unit.test_plan_emit import small_cnn
 
 RNG = np.random.default_rng(5)
+
+
+_GRAPH = """
+<ir_version: 8, opset_import: ["" : 17]>
+replan (float[N, 6, 16, 16] x) => (float[N, 10] logits) <float zero = {0.0}, float six = {6.0}> {
+    c1 = Conv <pads = [1, 1, 1, 1]> (x, w1, b1)
+    r1 = Relu (c1)
+    c2 = Conv <pads = [1, 1, 1, 1]> (r1, w2, b2)
+    a1 = Add (c2, r1)
+    r2 = Relu (a1)
+    p1 = MaxPool <kernel_shape = [2, 2], strides = [2, 2]> (r2)
+    c3 = Conv <group = 8, pads = [1, 1, 1, 1]> (p1, w3)
+    r3 = Clip (c3, zero, six)
+    cat = Concat <axis = 1> (p1, r3)
+    gap = GlobalAveragePool (cat)
+    flat = Flatten (gap)
+    logits = Gemm <transB = 1> (flat, wf, bf)
+}
+"""
+_WEIGHTS = {"w1": (8, 6, 3, 3), "b1": (8,), "w2": (8, 8, 3, 3), "b2": (8,), "w3": (8, 1, 3, 3), "wf": (10, 16), "bf": (10,)}
+
+
+def small_cnn() -> onnx.ModelProto:
+    """Conv-Relu, a residual Add, MaxPool, a depthwise Conv-Clip(0, 6), Concat and a Gemm with transB;
+    nodes are named after their outputs (r2 names both the Relu and its output)."""
+    model = onnx.parser.parse_model(_GRAPH)
+    for node in model.graph.node:
+        node.name = node.output[0]
+    model.graph.initializer.extend(numpy_helper.from_array((RNG.standard_normal(shape) * 0.3).astype(np.float32), name)
+                                   for name, shape in _WEIGHTS.items())
+    return model
 
 
 @pytest.fixture()
@@ -52,7 +83,7 @@ def assert_same_plan(a: QuantPlan, b: QuantPlan) -> None:
 
 
 CHANGES = [
-    {"fp_layers": ("conv2",)},
+    {"fp_layers": ("c2",)},
     {"overrides": {"r2": {"th_method": "max"}}},
     {"overrides": {"r2": {"th_method": "percentile", "th_params": {"percentile": 99.0}}}},
     {"overrides": {"r2": {"threshold": 1.5}}},
@@ -61,7 +92,7 @@ CHANGES = [
     {"th_method": "mse"},
     {"bias_correction": False},
     {"activation_offset": True},
-    {"fp_layers": ("relu1",)},
+    {"fp_layers": ("r1",)},
 ]
 
 
@@ -174,5 +205,5 @@ def test_the_weight_axis_comes_from_the_op_table(op, attrs, rank, axis):
 
 def test_a_gemm_with_transposed_weights_gets_one_scale_per_output_row(model_and_stats):
     model, stats = model_and_stats
-    tq = plan(model, stats, QuantConfig()).tensors["wf"]  # fc: transB=1, wf is (10, 16)
+    tq = plan(model, stats, QuantConfig()).tensors["wf"]  # the Gemm: transB=1, wf is (10, 16)
     assert tq.axis == 0 and np.size(tq.scale) == 10
