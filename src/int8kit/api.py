@@ -123,6 +123,7 @@ def quantize(
     dump_stats: str | os.PathLike | None = None,
     no_fuse: Collection[str] = (),
     progress: bool = True,
+    check_latency: bool = True,
     preprocess: str | None = None,
     preprocess_template: str | None = None,
     strict: bool = False,
@@ -146,6 +147,8 @@ def quantize(
     ``<stem>_trt_calib.cache``, replaced as one set; ``output="x.onnx"`` writes the INT8 model
     alone; ``output_dir=None`` writes nothing (``result.model`` is the INT8 ModelProto either way).
     ``save_config`` writes the resolved configuration of the run (every option, versioned).
+    ``check_latency``: time INT8 against FP32 at the end (``result.speed``; a warning names what
+    costs time when INT8 is not faster).
     """
     if data is None and stats is None:
         raise ConfigError("quantize needs calibration data (--data) or saved statistics (--stats); got neither.")
@@ -162,9 +165,31 @@ def quantize(
     given = _StageInputs(stats=stats, data=data, explicit_calib=calib, dump_stats=dump_stats)
     together = names.values() if len(names) > 1 else ()  # a lone model file is renamed into place by itself
     with outputs_together(together):  # one unit: a failure or kill at any point keeps the previous complete set
-        return _quantize(model, given, run, names, save_config=save_config, no_fuse=no_fuse, progress=progress,
+        result = _quantize(model, given, run, names, save_config=save_config, no_fuse=no_fuse, progress=progress,
                          preprocess=preprocess, preprocess_template=preprocess_template, strict=strict,
                          framework=framework, weights=weights, input_shapes=input_shapes)
+    if check_latency:
+        result.speed = _check_speed(result, data, preprocess, preprocess_template, strict)
+    return result
+
+
+def _check_speed(result: QuantizeResult, data: Any, preprocess: str | None, template: str | None, strict: bool):
+    """INT8 vs FP32 latency on one sample (``None`` when no sample can be had); never fails the run."""
+    from int8kit.analysis.speed import check_speed, timing_feed
+
+    try:
+        feed = timing_feed(result.optimized_model, None if data is None else (
+            lambda: _open_data(result.optimized_model, data, preprocess, template, strict)))
+        if feed is None:
+            log.info("latency check skipped: no sample to time (dynamic input sizes and no re-readable data)")
+            return None
+        speed = check_speed(result.optimized_model, result.model, result.plan, feed)
+    except Exception as exc:  # timing is advice: a runtime that cannot load one of the models says so, it does not fail the run
+        log.warning("latency check skipped: %s", exc)
+        return None
+    if not speed.faster:
+        log.warning(speed.advice())
+    return speed
 
 
 @dataclass

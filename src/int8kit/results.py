@@ -69,6 +69,7 @@ class QuantizeResult:
     timings: dict[str, float] = field(default_factory=dict)
     optimize_log: list[str] = field(default_factory=list)
     bias_tuned: int = 0  # convs whose INT32 bias --bias-tuning moved
+    speed: Any = None  # analysis.speed.SpeedCheck: INT8 vs FP32 latency (None: not checked)
 
     @property
     def config(self) -> QuantConfig:

@@ -26,6 +26,9 @@ def add_parser(sub: Any) -> None:
     add_percentile(p)
     add_config_options(p, TuneOptions)
     p.add_argument("--dump-stats", help="also save the statistics of this pass (the manual's -dump_dist)")
+    p.add_argument("--no-latency-check", action="store_true",
+                   help="skip timing INT8 against FP32 at the end (about 2 s; a warning names what costs time when "
+                        "INT8 is not faster)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(run=run)
 
@@ -39,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     result = api.quantize(
         args.model, args.data, stats=args.stats, config=args.config, **_destination(args.output_dir),
         save_config=args.save_config, dump_stats=args.dump_stats, no_fuse=names(args.no_fuse),
-        progress=not args.no_progress, **options, **given_options(args, CalibOptions),
+        progress=not args.no_progress, check_latency=not args.no_latency_check, **options, **given_options(args, CalibOptions),
         **cli_data.preprocess_kwargs(args), **cli_convert.source_kwargs(args),
     )
     written = ("int8_model", "fp32_optimized_model", "quant_json", "calibration_table", "tensorrt_cache")
@@ -51,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
         **({"bias_tuned_convs": result.bias_tuned} if result.run_config.tune.bias_tuning else {}),
         "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
     }
+    if result.speed is not None:
+        summary["latency"] = result.speed.summary()
     if result.quant_json is None:
         summary["note"] = "the INT8 model alone; -o FOLDER also writes the records (quant.json, calibration table, ...)"
     if args.json:
