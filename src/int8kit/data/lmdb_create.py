@@ -17,6 +17,7 @@ import numpy as np
 from int8kit.data.lmdb_source import parallel_map
 from int8kit.data.lmdb_store import LmdbWriter
 from int8kit.errors import ConfigError, DataError
+from int8kit.graph.io import resolve_path
 
 
 @dataclass(frozen=True)
@@ -68,14 +69,14 @@ def create_from_images(
         raise ConfigError("lmdb create needs --preprocess or --preprocess-template; give the preprocessing the model expects.")
     if len(shape) < 2:
         raise ConfigError(f"shape must be N followed by the sample's dims (e.g. 1,3,224,224), got {shape}.")
-    images_at, output_at = Path(images).resolve(), Path(output).resolve()
+    images_at, output_at = resolve_path("the images", images), resolve_path("the LMDB output", output)
     if output_at == images_at or output_at in images_at.parents or images_at in output_at.parents:
         raise ConfigError(
             f"the LMDB '{output}' would be written over or inside the images '{images}'; "
             "int8kit never touches its inputs, choose an output folder outside them."
         )
     source = ImageSource(images, pipeline, strict=strict, workers=workers)  # finds, checks and labels the files
-    inside = next((f for f in source.files if output_at in Path(f).resolve().parents), None)
+    inside = next((f for f in source.files if output_at in resolve_path("image", f).parents), None)
     if inside is not None:  # an image list can name files inside the LMDB folder being replaced
         raise ConfigError(
             f"image '{inside}' lies inside the LMDB '{output}' being written; int8kit never touches its inputs, "

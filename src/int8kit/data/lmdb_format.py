@@ -120,8 +120,8 @@ def decode_header(value: bytes | memoryview, *, where: str) -> RecordHeader:
             ArrayInfo(a["name"], np.dtype(a["dtype"]), tuple(a["shape"]), a["offset"], a["nbytes"]) for a in meta["arrays"]
         )
         n = int(meta["n"])
-    except (struct.error, ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"{where} is not a valid int8kit record ({exc}); re-create the LMDB with int8kit.data.LmdbWriter.") from None
+    except (struct.error, ValueError, KeyError, TypeError, RecursionError) as exc:  # RecursionError: JSON nested absurdly deep
+        raise DataError(f"{where} is not a valid int8kit record ({type(exc).__name__}: {exc}); re-create the LMDB with int8kit.data.LmdbWriter.") from None
     if magic != MAGIC or version != VERSION:
         raise DataError(f"{where} has record version {version}, expected {VERSION}; re-create the LMDB with this int8kit.")
     return RecordHeader(n, arrays, int(meta.get("originals", 0)), _PREFIX.size + size)
@@ -174,6 +174,8 @@ def label_lines(labels: Any, n: int) -> tuple[str, list[str]]:
             labels = json.loads(labels)
         except json.JSONDecodeError:
             return _kind_of_text(labels, n)
+        except RecursionError:
+            raise DataError("labels JSON is nested too deeply to be labels; expected class ids or lists of boxes.") from None
         if isinstance(labels, (str, int)):
             return _kind_of_text(str(labels), n)
     if isinstance(labels, np.ndarray) and labels.ndim == 1:

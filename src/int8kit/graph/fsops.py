@@ -117,7 +117,7 @@ def os_reason(exc: OSError) -> str:
     if code in (errno.EACCES, errno.EPERM, errno.EROFS):
         return "permission denied; choose a folder you can write or fix its permissions"
     if code == errno.ELOOP:
-        return "a symbolic link in the path points back to itself (a symlink loop); fix or remove the link"
+        return "a symbolic link in it loops back on itself; fix or remove the link"
     return exc.strerror or str(exc)
 
 
