@@ -30,6 +30,7 @@ from onnx import numpy_helper
 
 from int8kit.calib.histogram import Histogram
 from int8kit.calib.stats import Stats
+from int8kit.graph.model_memo import clear_model_memo, model_token, per_model
 from int8kit.plan.graph_facts import GraphFacts
 from int8kit.plan.memo import Memo, frozen, read_only
 from int8kit.thresholds import Target, compute_range
@@ -46,7 +47,7 @@ class PlanContext:
     def __init__(self, model: onnx.ModelProto, stats: Stats) -> None:
         self.model = model
         self.stats = stats
-        self.facts = GraphFacts.of(model)
+        self.facts = per_model(model, "graph facts", GraphFacts.of)  # shared by contexts of other statistics
         self.token = _token(model, stats)
         tensors = max(len(stats.tensors), 1)
         self.ranges: Memo[tuple[Histogram, tuple[float, float]]] = Memo(_RANGE_ENTRIES_PER_TENSOR * tensors)
@@ -84,9 +85,7 @@ class PlanContext:
 def _token(model: onnx.ModelProto, stats: Stats) -> Hashable:
     """Cheap fingerprint of what a context was built from: catches nodes, initializers or
     statistics added or removed in place (not values edited in place: see the module docstring)."""
-    g = model.graph
-    return (len(g.node), len(g.initializer), len(g.input), len(g.output), id(stats.tensors), len(stats.tensors),
-            stats.bins, stats.samples)
+    return model_token(model), id(stats.tensors), len(stats.tensors), stats.bins, stats.samples
 
 
 _CONTEXTS: OrderedDict[tuple[int, int], PlanContext] = OrderedDict()
@@ -111,6 +110,7 @@ def context_for(model: onnx.ModelProto, stats: Stats) -> PlanContext:
 
 
 def clear_plan_caches() -> None:
-    """Forget every context (and release the models and statistics they hold)."""
+    """Forget every context and per-model result (and release the models and statistics they hold)."""
     with _CONTEXTS_LOCK:
         _CONTEXTS.clear()
+    clear_model_memo()
