@@ -213,6 +213,7 @@ class Stats:
                 "or with other --no-fuse layers; re-run calibrate on this model with the same --no-fuse."
             )
         try:
+            _check_arrays(data, path)
             return cls._from_arrays(data, file_model)
         except KeyError as exc:
             raise CalibrationError(
@@ -230,6 +231,46 @@ class Stats:
             )
         meta = dict(zip(map(str, data["meta_keys"].tolist()), map(str, data["meta_values"].tolist())))
         return cls(tensors, int(data["samples"]), file_model, int(data["bins"]), meta)
+
+
+def _check_arrays(data: dict[str, np.ndarray], path: Path) -> None:
+    """Check every array of a statistics file against its header, before anything reads them: a
+    damaged or edited file is refused here, naming the file and the tensor, not later as an empty
+    histogram or a wrong threshold."""
+    def bad(what: str, tensor: str | None = None) -> CalibrationError:
+        where = f"statistics file '{path}'" + (f", tensor '{tensor}'" if tensor is not None else "")
+        return CalibrationError(f"{where}: {what}; the file is damaged or was edited, re-run calibrate to write it again.")
+
+    def whole(key: str) -> int:
+        arr = data[key]
+        if arr.shape != () or not np.issubdtype(arr.dtype, np.integer):
+            raise bad(f"'{key}' is {arr.dtype} of shape {arr.shape}, expected one integer")
+        return int(arr)
+
+    samples, bins = whole("samples"), whole("bins")
+    if samples < 1:
+        raise bad(f"the header says samples={samples}, expected at least 1")
+    if not 1 <= bins <= 1 << 24:
+        raise bad(f"the header says bins={bins}, expected 1 to {1 << 24}")
+    names = data["names"]
+    if names.ndim != 1 or names.dtype.kind != "U" or len(set(names.tolist())) != names.size:
+        raise bad(f"the tensor names are {names.dtype} of shape {names.shape}, expected distinct strings")
+    for i, name in enumerate(names.tolist()):
+        counts, rng = data[f"t{i}.counts"], data[f"t{i}.range"]
+        if counts.shape != (2 * bins,) or not np.issubdtype(counts.dtype, np.integer):
+            raise bad(f"its histogram is {counts.dtype} of shape {counts.shape}, expected {2 * bins} integer counts (bins={bins})", name)
+        if counts.size and counts.min() < 0:
+            raise bad(f"its histogram holds a negative count ({int(counts.min())})", name)
+        if rng.shape != (3,) or not np.all(np.isfinite(rng)) or not rng[0] > 0 or rng[1] > rng[2]:
+            raise bad(f"its range (edge, min, max) is {rng.tolist()}, expected finite numbers with edge > 0 and min <= max", name)
+        if f"t{i}.values" in data and (data[f"t{i}.values"].shape != () or int(data[f"t{i}.values"]) < 0):
+            raise bad(f"its value count is {data[f't{i}.values'].tolist()}, expected one integer >= 0", name)
+        channels = [data[k] for k in (f"t{i}.cmin", f"t{i}.cmax", f"t{i}.csum") if k in data]
+        if channels and (len({c.shape for c in channels}) != 1 or channels[0].ndim != 1
+                         or not all(np.issubdtype(c.dtype, np.floating) and np.all(np.isfinite(c)) for c in channels)):
+            raise bad(f"its per-channel arrays have shapes {[c.shape for c in channels]}, expected one finite float per channel each", name)
+        if f"t{i}.cmin" in data and f"t{i}.cmax" in data and np.any(data[f"t{i}.cmin"] > data[f"t{i}.cmax"]):
+            raise bad("a channel's minimum is above its maximum", name)
 
 
 def model_fingerprint(model: onnx.ModelProto) -> str:

@@ -1,0 +1,66 @@
+"""Wrong inputs are refused before any work instead of giving a wrong result: damaged statistics
+files (naming the file and the tensor), float64 models, convert --compare arguments."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import int8kit
+from int8kit.calib.stats import Stats
+from int8kit.demo_data import demo_model_path, load_demo_data
+from int8kit.errors import CalibrationError, ConfigError, ModelError
+
+
+@pytest.fixture()
+def stats_file(tmp_path):
+    model = tmp_path / "net.onnx"
+    shutil.copy(demo_model_path(), model)
+    np.save(tmp_path / "calib.npy", load_demo_data()["calib"][:8])
+    path = tmp_path / "s.npz"
+    int8kit.calibrate(model, tmp_path / "calib.npy", output=path, progress=False)
+    return path
+
+
+def _edited(path, **changes):
+    with np.load(path, allow_pickle=False) as npz:
+        data = {k: npz[k] for k in npz.files}
+    for key, value in changes.items():
+        data[key.replace("__", ".")] = value(data) if callable(value) else value
+    np.savez(path, **data)
+    return path
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"bins": np.int64(8192), "samples": np.int64(-5)}, "samples=-5"),
+    ({"bins": np.int64(8192)}, "tensor '.*histogram is int64 of shape \\(4096,\\), expected 16384"),
+    ({"t0__counts": lambda d: d["t0.counts"][:100]}, "tensor '.*'.*shape \\(100,\\)"),
+    ({"t0__counts": lambda d: -d["t0.counts"] - 1}, "negative count"),
+    ({"t1__range": np.array([1.0, 5.0, -5.0])}, "min <= max"),
+    ({"t0__range": np.array([np.nan, 0.0, 1.0])}, "edge > 0"),
+    ({"names": lambda d: np.array([d["names"][0]] * d["names"].size)}, "distinct"),
+])
+def test_a_damaged_statistics_file_is_refused_naming_the_file_and_tensor(stats_file, changes, message):
+    _edited(stats_file, **changes)
+    with pytest.raises(CalibrationError, match=f"statistics file '.*s.npz'.*{message}.*re-run calibrate"):
+        Stats.load(stats_file)
+
+
+def _double_model(path) -> None:
+    w = numpy_helper.from_array(np.ones((4, 3), np.float64), "w")
+    node = helper.make_node("MatMul", ["x", "w"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [None, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [None, 3])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def test_a_float64_model_is_refused_before_any_work(tmp_path):
+    _double_model(tmp_path / "d.onnx")
+    np.save(tmp_path / "x.npy", np.ones((8, 4), np.float64))
+    with pytest.raises(ModelError, match="float64.*'x'.*float32"):
+        int8kit.quantize(tmp_path / "d.onnx", tmp_path / "x.npy", output_dir=tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
