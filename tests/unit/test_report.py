@@ -137,3 +137,26 @@ def test_cli_eval_per_layer_and_report(quantized, tmp_path, capsys) -> None:
 
     assert main(args[:-7] + ["--json"]) == 0
     assert "layers" not in json.loads(capsys.readouterr().out)
+
+
+def test_report_never_calibrates_and_shows_the_summary_table(quantized, tmp_path, monkeypatch) -> None:
+    """Without --stats the histograms come from the per-layer pass's stored FP32 values, and the
+    summary is EvalResult.to_table's rows (one renderer)."""
+    import int8kit.calib.collect as collect_mod
+    from int8kit.evaluate.result import summary_rows
+
+    def no_calibration(*args, **kwargs):
+        raise AssertionError("the report calibrated")
+
+    monkeypatch.setattr(collect_mod, "collect", no_calibration)
+    monkeypatch.setattr(api, "collect", no_calibration, raising=False)
+    root, q, _ = quantized
+    out = tmp_path / "r.html"
+    res = api.evaluate(q.fp32_optimized_model, q.int8_model, root / "data.npy", report=out, latency=False, progress=False)
+    text = out.read_text(encoding="utf-8")
+    assert "No calibration statistics were given" in text and _png_count(text) >= 2
+    _, rows = summary_rows(res)
+    assert len(rows) >= 5 and "min cosine (logits)" in res.to_table() and "SQNR dB (logits)" in res.to_table()
+    for row in rows:
+        cells = ['<td class="name">' + row[0] + "</td>"] + [f"<td>{v}</td>" for v in row[1:]]
+        assert "".join(cells) in text, row

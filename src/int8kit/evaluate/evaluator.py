@@ -79,7 +79,8 @@ class Evaluator:
         self._data = data
         # a generator (or any iterator) can be read once: its inputs are kept with the reference
         self._one_shot = isinstance(data, Iterator)
-        digest = None if self._one_shot else data_fingerprint(data)
+        # hashing the data costs a read of it: only done when the reference may be shared
+        digest = None if self._one_shot or cache is False else data_fingerprint(data)
         if cache is False or digest is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="int8kit-eval-")
             weakref.finalize(self, self._tmp.cleanup)

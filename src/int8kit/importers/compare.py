@@ -2,8 +2,10 @@
 
 Both run on the same batches (the user's data, or seeded random data of the input shapes). Per
 model output, and with ``layers`` per intermediate layer matched by name (layer name == ONNX node
-name), the result holds the largest absolute error, the largest error relative to the reference's
-largest magnitude, and the lowest per-sample cosine similarity.
+name), the result holds int8kit's one set of error metrics (``evaluate.accumulate``, defined in
+docs/metrics.md): the largest absolute error, the largest error relative to the reference's largest
+magnitude (the number ``--tolerance`` checks), and the mean and lowest per-sample cosine.
+Batches run in pieces of bounded size (``runtime.chunking``): every layer of a piece is held at once.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from tqdm import tqdm
 
 from int8kit.data.sources import InputSpec, batches_from, model_input_specs
 from int8kit.errors import ConfigError, DataError
+from int8kit.evaluate.accumulate import ErrorAccumulator
+from int8kit.runtime.chunking import Chunker
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +42,12 @@ class TensorDiff:
     kind: str  # "output" or "layer"
     shape: tuple[int, ...] | None = None
     max_abs_error: float = 0.0
-    max_rel_error: float = 0.0  # max |onnx - ref| / max |ref|
-    cosine: float = 1.0  # lowest per-sample cosine
+    max_rel_error: float = 0.0  # max |onnx - ref| / max |ref|: what --tolerance checks
+    cosine: float = 1.0  # mean of the per-sample cosines (before 2026-12: the lowest one)
+    min_cosine: float = 1.0  # lowest per-sample cosine
     note: str = ""  # why a tensor could not be compared
     ok: bool = True
-    _ref_max: float = field(default=0.0, repr=False)
+    _errors: ErrorAccumulator = field(default_factory=ErrorAccumulator, repr=False)
 
     def update(self, ref: np.ndarray, got: np.ndarray) -> None:
         """Fold one batch into the running errors."""
@@ -58,16 +63,12 @@ class TensorDiff:
             return
         if _is_detection_layout(a):
             a, b = _canonical_rows(a), _canonical_rows(b)
-        self.max_abs_error = max(self.max_abs_error, float(np.max(np.abs(a - b))))
-        self._ref_max = max(self._ref_max, float(np.max(np.abs(a))))
-        self.max_rel_error = self.max_abs_error / self._ref_max if self._ref_max > 0 else self.max_abs_error
-        rows_a = a.reshape(len(a), -1) if a.ndim > 1 else a.reshape(1, -1)
-        rows_b = b.reshape(len(b), -1) if b.ndim > 1 else b.reshape(1, -1)
-        na, nb = np.linalg.norm(rows_a, axis=1), np.linalg.norm(rows_b, axis=1)
-        denom = na * nb
-        cos = np.where(denom > 0, np.sum(rows_a * rows_b, axis=1) / np.where(denom > 0, denom, 1.0), 0.0)
-        cos = np.where((na == 0) & (nb == 0), 1.0, cos)
-        self.cosine = min(self.cosine, float(np.min(cos)))
+        if a.ndim == 1:  # a batch-less vector is one sample, not one sample per value
+            a, b = a[None], b[None]
+        self._errors.add(a, b)
+        e = self._errors.result()
+        self.max_abs_error, self.max_rel_error = e.max_abs_error, e.peak_relative_error
+        self.cosine, self.min_cosine = e.cosine, e.min_cosine
 
     def judge(self, tolerance: float) -> None:
         """``ok`` when the relative error is within ``tolerance`` (NaN fails); an output that could not
@@ -131,11 +132,12 @@ class CompareResult:
         for d in self.outputs + self.layers:
             verdict = ("ok" if d.ok else "FAIL") if not d.note else ("FAIL: " if not d.ok else "skipped: ") + d.note
             shape = "x".join(map(str, d.shape)) if d.shape else ""
-            rows.append([d.kind, d.name, shape, f"{d.max_abs_error:.3g}", f"{d.max_rel_error:.3g}", f"{d.cosine:.6f}", verdict])
+            rows.append([d.kind, d.name, shape, f"{d.max_abs_error:.3g}", f"{d.max_rel_error:.3g}", f"{d.cosine:.6f}",
+                     f"{d.min_cosine:.6f}", verdict])
         kind = " random" if self.random_data else ""
         head = (f"{self.framework} '{self.model}' vs converted ONNX on {self.samples}{kind} sample(s); "
                 f"tolerance {self.tolerance:g} (max relative error)")
-        table = tabulate(rows, headers=["", "tensor", "shape", "max abs err", "max rel err", "min cosine", "result"], disable_numparse=True)
+        table = tabulate(rows, headers=["", "tensor", "shape", "max abs err", "max rel err", "cosine", "min cosine", "result"], disable_numparse=True)
         failed = sum(not d.ok for d in self.outputs + self.layers)
         tail = "all within tolerance" if not failed else f"{failed} tensor(s) past the tolerance"
         return f"{head}\n{table}\n{tail}"
@@ -230,9 +232,9 @@ def compare(
     if data is None:
         batches: Any = _random_batches(specs, shapes, samples or DEFAULT_SAMPLES, seed)
     else:
-        if batch_size is None and not any(s.batch_dim for s in specs):
-            batch_size = 1 if layers else 8  # every layer of a batch is held at once: keep it small
         batches = batches_from(data, specs, batch_size=batch_size, iterations=samples, at_most=True)
+    # every layer of a piece is held at once (both runtimes): pieces of bounded bytes, not batches
+    chunker = Chunker(splittable=not any(s.batch_dim for s in specs))
     session = make_session(onnx_model)
     out_names = [o.name for o in onnx_model.graph.output]
     outputs = {n: TensorDiff(n, "output") for n in out_names}
@@ -254,7 +256,8 @@ def compare(
     node_output = {n.name: n.output[0] for n in onnx_model.graph.node if n.name and n.output}
     seen = 0
     rename: dict[str, str] | None = None  # reference output name -> ONNX output name, when they differ
-    for feeds in tqdm(batches, desc="compare", unit="batch", disable=not progress, leave=False):
+    pieces = (piece for batch in batches for piece in chunker.pieces(batch))
+    for feeds in tqdm(pieces, desc="compare", unit="piece", disable=not progress, leave=False):
         feeds = {k: np.ascontiguousarray(v) for k, v in feeds.items()}
         got = dict(zip(out_names, session.run(out_names, feeds)))
         ref = reference.run(feeds)
@@ -266,6 +269,7 @@ def compare(
                             key, list(ref), out_names)
                 rename = dict(zip(ref, out_names))
         ref = {rename.get(k, k): v for k, v in ref.items()}
+        held = [*got.values(), *ref.values()]
         for name, diff in outputs.items():
             if name in ref:
                 diff.update(ref[name], got[name])
@@ -287,6 +291,8 @@ def compare(
             for name, diff in layer_diffs.items():
                 if name in ref_layers:
                     diff.update(ref_layers[name], values[node_output[name]])
+            held += [*ref_layers.values(), *values.values()]
+        chunker.returned(held, feeds)
         seen += len(next(iter(feeds.values()))) if feeds else 0
     if seen == 0:
         raise DataError("the compare data yielded no samples; pass data with at least one sample.")
