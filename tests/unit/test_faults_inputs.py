@@ -64,3 +64,16 @@ def test_a_float64_model_is_refused_before_any_work(tmp_path):
     with pytest.raises(ModelError, match="float64.*'x'.*float32"):
         int8kit.quantize(tmp_path / "d.onnx", tmp_path / "x.npy", output_dir=tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"samples": 0}, "--samples must be a positive whole number, got 0"),
+    ({"tolerance": -1}, "--tolerance must be a non-negative number"),
+    ({"tolerance": float("nan")}, "--tolerance must be a non-negative number"),
+    ({"batch_size": 0}, "--batch must be a positive whole number"),
+])
+def test_convert_compare_arguments_are_checked_before_the_output_is_written(tmp_path, options, message):
+    shutil.copy(demo_model_path(), tmp_path / "m.onnx")
+    with pytest.raises(ConfigError, match=message):
+        int8kit.convert(tmp_path / "m.onnx", output=tmp_path / "c.onnx", compare=True, **options)
+    assert not (tmp_path / "c.onnx").exists()

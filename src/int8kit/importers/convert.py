@@ -12,7 +12,7 @@ from typing import Any
 import onnx
 
 from int8kit.errors import ConfigError
-from int8kit.graph.io import save_model
+from int8kit.graph.io import resolve_path, save_model
 from int8kit.importers import get_importer, resolve
 from int8kit.importers.common import parse_input_shapes, parse_names
 from int8kit.importers.compare import CompareResult
@@ -69,9 +69,10 @@ def convert_model(
     """
     if output is not None and Path(output).suffix.lower() != ".onnx":
         raise ConfigError(f"output '{output}' should end in .onnx; pass e.g. -o model.onnx.")
+    check_compare_options(tolerance=tolerance, samples=samples, batch_size=batch_size)  # before anything is written
     key, model, weights = resolve(model, framework, weights)
     if output is not None and isinstance(model, (str, os.PathLike)):
-        if Path(output).resolve() == Path(model).resolve():
+        if resolve_path("output", output) == resolve_path("the model", model):
             raise ConfigError(f"output '{output}' is the input model; choose another path (inputs are never overwritten).")
     shapes, names = parse_input_shapes(input_shapes), parse_names(input_names)
     start = time.perf_counter()
@@ -93,6 +94,15 @@ def convert_model(
             tolerance=tolerance, samples=samples, batch_size=batch_size, onnx_model=onnx_model, progress=progress,
         )
     return result
+
+
+def check_compare_options(*, tolerance: Any, samples: Any, batch_size: Any) -> None:
+    """Refuse compare options no compare can use, before the conversion writes its output."""
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not tolerance >= 0:
+        raise ConfigError(f"--tolerance must be a non-negative number (the largest relative error accepted), got {tolerance!r}; pass e.g. 1e-3.")
+    for name, value in (("--samples", samples), ("--batch", batch_size)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{name} must be a positive whole number, got {value!r}; pass e.g. 8.")
 
 
 def _open(model: onnx.ModelProto, data: Any, preprocess: str | None, template: str | None, strict: bool) -> Any:
