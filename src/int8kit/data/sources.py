@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from int8kit.data.adapters import adapt
 from int8kit.data.filearray import FileArray, open_npy, open_npz
 from int8kit.data.samples import UNNAMED, Sample, SampleSource
 from int8kit.data.specs import InputSpec, check_finite, check_shape, to_input_dtype
@@ -360,8 +361,10 @@ def batches_from(
 
     ``data``: a path to .npy (single-input models) or .npz (arrays keyed by input name), an array,
     a dict name→array (first axis = samples), an iterable of ``{name: batch}`` dicts, or a
-    ``DataSource`` (returned as is). ``iterations`` is the number of samples to use: more than the
-    data holds is an error, unless ``at_most`` (then it is only a cap, for previews and compares).
+    ``DataSource`` (returned as is); also torch tensors, DataLoaders of tensors or (x, y) items,
+    single-sample items, an ``nncf.Dataset`` or a ``get_next()`` reader (``int8kit.data.adapters``).
+    ``iterations`` is the number of samples to use: more than the data holds is an error, unless
+    ``at_most`` (then it is only a cap, for previews and compares).
     """
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ConfigError(f"batch size must be a positive integer, got {batch_size!r}; pass e.g. 32.")
@@ -371,6 +374,7 @@ def batches_from(
         raise DataError("the model has no inputs to feed; expected at least one non-initializer graph input.")
     if isinstance(data, DataSource):
         return data
+    data = adapt(data, specs, batch_size)  # tensors, DataLoaders, nncf.Dataset, get_next() readers
     if isinstance(data, SampleSource):
         return SampleBatches(data, specs, batch_size, iterations, at_most)
     if isinstance(data, (str, os.PathLike)):
@@ -389,5 +393,5 @@ def batches_from(
         return IterableSource(data, specs, iterations, at_most)
     raise DataError(
         f"calibration data of type {type(data).__name__} is not supported; expected a .npy/.npz path, an array, "
-        "a dict of arrays or an iterable of batches."
+        "a dict of arrays, tensors, a DataLoader, an nncf.Dataset, a get_next() reader or an iterable of batches."
     )

@@ -61,10 +61,32 @@ def check_shape(spec: InputSpec, got: tuple[int, ...], *, what: str) -> None:
     if want is None:
         return
     if len(got) != len(want) or any(w is not None and w != g for w, g in zip(want, got)):
-        hint = f"reshape it to (N, {_fmt(want)[1:]}" if what == "samples" and want else "fix the data's layout"
+        sample_got, sample_want = (got, want) if what == "samples" else (got[1:], want[1:])
+        hint = _transpose_hint(tuple(sample_got), tuple(sample_want)) or (
+            f"reshape it to (N, {_fmt(want)[1:]}" if what == "samples" and want else "fix the data's layout")
         raise DataError(
             f"input '{spec.name}' expects {what} of shape {_fmt(want)}, got {_fmt(got)}; {hint}."
         )
+
+
+def _fits(got: tuple[int, ...], want: tuple[int | None, ...]) -> bool:
+    return len(got) == len(want) and all(w is None or w == g for w, g in zip(want, got))
+
+
+def _transpose_hint(got: tuple[int, ...], want: tuple[int | None, ...]) -> str | None:
+    """The transpose that fixes channels-last data for a channels-first input (or the reverse),
+    given per-sample shapes; ``None`` when the axes are not merely in the other order. A reshape
+    would keep the values in memory order and scramble every image."""
+    if len(got) < 2 or _fits(got, want):
+        return None
+    rank = len(got) + 1  # with the batch axis
+    if _fits(got[-1:] + got[:-1], want):
+        perm, names = (0, rank - 1, *range(1, rank - 1)), "channels last but the model takes channels first"
+    elif _fits(got[1:] + got[:1], want):
+        perm, names = (0, *range(2, rank), 1), "channels first but the model takes channels last"
+    else:
+        return None
+    return f"the data is {names}: transpose it with np.transpose(x, {perm}) (a reshape would scramble the images)"
 
 
 def to_input_dtype(spec: InputSpec, arr: Any, *, where: str) -> np.ndarray:
