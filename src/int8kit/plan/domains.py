@@ -59,6 +59,10 @@ def value_domain(facts: GraphFacts, tensor: str) -> Domain | None:
     """The values of ``tensor`` that need codes: its consumers' domain, within the bounds of a
     producing Clip/Relu. A fused Clip's bound is the QuantizeLinear's saturation, so a user's
     threshold or th_scale above it must not widen the range past it."""
+    return facts.memo(("value domain", tensor), lambda: _value_domain(facts, tensor))
+
+
+def _value_domain(facts: GraphFacts, tensor: str) -> Domain | None:
     seen = consumer_domain(facts, tensor)
     producer = facts.producer.get(tensor)
     made = op_domain(facts, producer) if producer is not None and producer.op_type in ("Clip", "Relu") else None

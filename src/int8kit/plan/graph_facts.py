@@ -4,8 +4,9 @@ float activations, and which nodes the user's mixed-precision options keep in fl
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import onnx
 from onnx import TensorProto, numpy_helper
@@ -33,6 +34,7 @@ class GraphFacts:
     graph_outputs: set[str] = field(default_factory=set)
     elem_type: dict[str, int] = field(default_factory=dict)
     activations: set[str] = field(default_factory=set)  # float tensors computed from float model inputs
+    _memo: dict[Hashable, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def of(cls, model: onnx.ModelProto) -> "GraphFacts":
@@ -73,6 +75,13 @@ class GraphFacts:
                         tainted.add(out)
         # pixels pass the taint on (a uint8 image transposed, then cast) but only floats are quantized
         return {t for t in tainted if self.elem_type.get(t, TensorProto.FLOAT) in _FLOATS}
+
+    def memo(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per facts object: derived graph facts (HardSwish forms, domains, name
+        maps) that every re-plan of the same model reads. Callers must not change the value."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
 
     def node_names(self) -> set[str]:
         return {n.name for n in self.nodes}
@@ -134,9 +143,9 @@ class GraphFacts:
 
 def resolve_names(facts: GraphFacts, names: Iterable[str], option: str) -> list[onnx.NodeProto]:
     """Map layer names to nodes; an unknown name is a ConfigError with the closest match."""
-    by_name = {n.name: n for n in facts.nodes}
+    by_name = facts.memo("nodes by name", lambda: {n.name: n for n in facts.nodes})
     # Users often know a layer by its output tensor (Caffe top names); accept those too.
-    out_to_node = {o: n for n in facts.nodes for o in n.output}
+    out_to_node = facts.memo("nodes by output", lambda: {o: n for n in facts.nodes for o in n.output})
     found = []
     for name in names:
         node = by_name.get(name) or out_to_node.get(name)

@@ -13,13 +13,17 @@ from int8kit.plan.graph_facts import GraphFacts, node_attr
 from int8kit.plan.types import HardSwishForm
 
 
-def hardswish_forms(facts: GraphFacts) -> list[HardSwishForm]:
+def hardswish_forms(facts: GraphFacts) -> tuple[HardSwishForm, ...]:
     """Every HardSwish-like subgraph of the model, whose inner tensors nothing else reads."""
-    return [form for form in (_form_at(facts, node) for node in facts.nodes) if form is not None]
+    return facts.memo("hardswish forms", lambda: tuple(f for f in (_form_at(facts, n) for n in facts.nodes) if f is not None))
 
 
 def form_reading(facts: GraphFacts, tensor: str) -> HardSwishForm | None:
     """The form whose nodes are all of ``tensor``'s consumers, if there is one."""
+    return facts.memo(("hardswish form reading", tensor), lambda: _form_reading(facts, tensor))
+
+
+def _form_reading(facts: GraphFacts, tensor: str) -> HardSwishForm | None:
     readers = {n.name for n in facts.consumers.get(tensor, [])}
     for node in facts.consumers.get(tensor, []):
         form = _form_at(facts, node)
