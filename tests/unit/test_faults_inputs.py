@@ -77,3 +77,27 @@ def test_convert_compare_arguments_are_checked_before_the_output_is_written(tmp_
     with pytest.raises(ConfigError, match=message):
         int8kit.convert(tmp_path / "m.onnx", output=tmp_path / "c.onnx", compare=True, **options)
     assert not (tmp_path / "c.onnx").exists()
+
+
+def test_an_opset7_ir3_model_is_converted_as_promised(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from int8kit.cli import main
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.normal(size=4).astype(np.float32), "b")
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8]),  # IR 3: weights are inputs too
+              helper.make_tensor_value_info("w", TensorProto.FLOAT, [4, 3, 3, 3]),
+              helper.make_tensor_value_info("b", TensorProto.FLOAT, [4])]
+    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], [w, b])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 7)])
+    model.ir_version = 3
+    onnx.save(model, tmp_path / "old.onnx")
+    np.save(tmp_path / "x.npy", rng.random((8, 3, 8, 8), dtype=np.float32))
+    assert main(["quantize", str(tmp_path / "old.onnx"), "--data", str(tmp_path / "x.npy"), "-o", str(tmp_path / "out"),
+                 "--quantize-stem", "--no-progress"]) == 0
+    int8 = onnx.load(tmp_path / "out" / "old_int8.onnx")
+    assert [vi.name for vi in int8.graph.input] == ["x"] and any(n.op_type == "QuantizeLinear" for n in int8.graph.node)
+    session = ort.InferenceSession(str(tmp_path / "out" / "old_int8.onnx"), providers=["CPUExecutionProvider"])
+    assert session.run(None, {"x": np.load(tmp_path / "x.npy")[:1]})[0].shape == (1, 4, 8, 8)

@@ -38,6 +38,15 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
         ) from None
     if not model.graph.node:
         raise ModelError(f"model file '{path}' holds no graph nodes; expected an ONNX model, got an empty or corrupt file.")
+    if 0 < model.ir_version < 4:
+        # IR 3 lists every initializer as a graph input too, and the opset converter then demands
+        # it of the weights optimize adds; IR 4 only lifts that rule. The listed weights are dropped
+        # from the inputs (else a weight replaced by its INT8 form would become a real input).
+        model.ir_version = 4
+        weights = {t.name for t in model.graph.initializer}
+        kept = [vi for vi in model.graph.input if vi.name not in weights]
+        del model.graph.input[:]
+        model.graph.input.extend(kept)
     return model
 
 
