@@ -60,6 +60,8 @@ def emit_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
     kept_inits = [t for t in graph.initializer if t.name not in constant_names]
     kept_inputs = [i for i in graph.input if i.name not in constant_names]
 
+    # readers of channel-scaled tensors, found in one pass (a scan per tensor cost 4 ms on PP-OCRv4 rec)
+    readers = _readers(nodes) if any(tq.channel_step is not None for tq in plan.tensors.values()) else {}
     for tq in plan.tensors.values():
         scale, zp = _param_inits(tq, plan.signed_storage)
         new_inits += [scale, zp]
@@ -87,7 +89,7 @@ def emit_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
         fname, qname = tq.name + "_float", tq.name + "_quantized"
         node.output[k] = fname
         if tq.channel_step is not None:
-            new_inits += _channel_scaled_qdq(tq, plan, nodes, qdq_nodes, scale.name, zp.name)
+            new_inits += _channel_scaled_qdq(tq, plan, readers[tq.name], qdq_nodes, scale.name, zp.name)
             continue
         qdq_nodes.append(_q(fname, scale.name, zp.name, qname, contrib))
         qdq_nodes.append(_dq(qname, scale.name, zp.name, tq.name, None, contrib))
@@ -172,7 +174,16 @@ def _integer_hardswish(nodes: list[onnx.NodeProto], forms: dict) -> tuple[list[o
     return out, inits
 
 
-def _channel_scaled_qdq(tq: TensorQuant, plan: QuantPlan, nodes: list[onnx.NodeProto],
+def _readers(nodes: list[onnx.NodeProto]) -> dict[str, list[onnx.NodeProto]]:
+    """The nodes reading each tensor (each node once), in node order."""
+    out: dict[str, list[onnx.NodeProto]] = {}
+    for node in nodes:
+        for name in set(node.input):
+            out.setdefault(name, []).append(node)
+    return out
+
+
+def _channel_scaled_qdq(tq: TensorQuant, plan: QuantPlan, readers: list[onnx.NodeProto],
                          qdq_nodes: list[onnx.NodeProto], scale: str, zp: str) -> list[onnx.TensorProto]:
     """Per-channel steps as a float Mul before a per-tensor QuantizeLinear (onnxruntime's per-axis
     QuantizeLinear is a scalar loop, 15x slower than the whole conv). The conv readers get the
@@ -183,7 +194,7 @@ def _channel_scaled_qdq(tq: TensorQuant, plan: QuantPlan, nodes: list[onnx.NodeP
     with ``g_c = scale / step_c``. ``t`` itself is no longer in the model (its readers read
     ``t_channel_scaled``; a Mul back to ``t`` would cost as much as the first, onnxruntime keeps it).
     """
-    readers = [n for n in nodes if tq.name in n.input]  # the plan gives steps only to tensors convs alone read
+    # ``readers``: the nodes reading ``tq``; the plan gives steps only to tensors convs alone read
     rank = np.asarray(plan.tensors[readers[0].input[1]].values).ndim
     shape = (1, -1) + (1,) * (rank - 2)
     gain = (float(tq.scale) / tq.channel_step.astype(np.float64)).reshape(shape)
