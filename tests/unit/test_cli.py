@@ -155,3 +155,23 @@ def test_th_params_read_numbers_lists_and_aliases(demo_files, capsys):
     assert main(["quantize", str(model), "--data", str(root / "calib.npy"), "-o", str(out), "--th-method", "PERCENTILE9999", "--no-progress"]) == 0
     config = read_quant_json(out / f"{model.stem}_quant.json")["config"]["quantization"]
     assert config["th_method"] == "percentile" and config["th_params"] == {"percentile": 99.99}
+
+
+def test_bare_command_lists_the_verbs_and_sub_commands_name_their_choices(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert all(verb in out for verb in ("quantize", "calibrate", "eval", "lmdb", "convert"))
+    for argv, choices in ((["lmdb"], "{create,info,refresh}"), (["data"], "{templates}")):
+        with pytest.raises(SystemExit):
+            main(argv)
+        err = capsys.readouterr().err
+        assert choices in err and "_cmd" not in err and "_verb" not in err  # no internal names
+
+
+def test_quantize_names_its_float_layers_and_the_next_command(demo_files, capsys):
+    root, model = demo_files
+    assert main(["quantize", str(model), "--data", str(root / "calib.npy"), "-o", str(root / "nf"), "--no-progress",
+                 "--no-latency-check"]) == 0
+    out = capsys.readouterr().out
+    assert "kept float (1):" in out and "stem conv on the model input" in out
+    assert f"next: int8kit eval {model} {root / 'nf' / (model.stem + '_int8.onnx')}" in out

@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="int8kit", description="Post-training INT8 quantization of ONNX models.")
     parser.add_argument("--version", action="version", version=f"int8kit {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what each stage does")
-    sub = parser.add_subparsers(dest="verb", required=True)
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", title="verbs")
     for verb in (demo, optimize, calibrate, quantize, eval, inspect, lmdb, data, convert):
         verb.add_parser(sub)
     for name, verb in (("lmdb", lmdb), ("data", data), ("convert", convert)):
@@ -34,7 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; user errors print one line and return their exit code (2)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verb is None:  # bare `int8kit`: what it can do, not an error about a missing argument
+        parser.print_help()
+        return 0
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="int8kit: %(message)s")
     try:
         return args.run(args)

@@ -34,7 +34,7 @@ def preprocess_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 def add_parser(sub: Any) -> None:
     """Register ``int8kit data templates``."""
     p = sub.add_parser("data", help="preprocessing templates and data helpers")
-    verbs = p.add_subparsers(dest="data_verb", required=True)
+    verbs = p.add_subparsers(dest="data_verb", required=True, metavar="{templates}", title="commands")
     t = verbs.add_parser("templates", help="print the named preprocessing templates (--preprocess-template NAME)")
     t.add_argument("--json", action="store_true", help="print them as a JSON object")
 

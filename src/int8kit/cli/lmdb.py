@@ -12,7 +12,7 @@ from int8kit.errors import ConfigError
 def add_parser(sub: Any) -> None:
     """Register the ``lmdb`` verb and its sub-commands."""
     p = sub.add_parser("lmdb", help="create, inspect and clean LMDB data sets (manual 003: lmdb_save, refresh_lmdb)")
-    cmds = p.add_subparsers(dest="lmdb_cmd", required=True)
+    cmds = p.add_subparsers(dest="lmdb_cmd", required=True, metavar="{create,info,refresh}", title="commands")
 
     c = cmds.add_parser("create", help="preprocess images into an LMDB (plus original_images/ for cleaning)")
     c.add_argument("--images", required=True, help="image folder or ImageList.txt (one path per line)")

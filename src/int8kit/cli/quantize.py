@@ -60,10 +60,25 @@ def run(args: argparse.Namespace) -> int:
         summary["note"] = "the INT8 model alone; -o FOLDER also writes the records (quant.json, calibration table, ...)"
     if args.json:
         print(json.dumps(summary, indent=2))
-    else:
-        for key, value in summary.items():
-            print(f"{key:22s} {value}")
+        return 0
+    for key, value in summary.items():
+        print(f"{key:22s} {value}")
+    print(_float_layers(result.plan.float_nodes))
+    if result.int8_model is not None:
+        print(f"next: int8kit eval {args.model} {result.int8_model} --data TEST_DATA   (add --per-layer or --report "
+              "report.html to see where the error comes from)")
     return 0
+
+
+def _float_layers(float_nodes: dict[str, str], shown: int = 8) -> str:
+    """The layers kept float, with why, so a user knows what to change."""
+    if not float_nodes:
+        return "every quantizable layer runs in INT8"
+    lines = [f"kept float ({len(float_nodes)}):"]
+    lines += [f"  {name}: {why}" for name, why in list(float_nodes.items())[:shown]]
+    if len(float_nodes) > shown:
+        lines.append(f"  ... and {len(float_nodes) - shown} more (all in the quant.json record, 'float_nodes')")
+    return "\n".join(lines)
 
 
 def _destination(out: str) -> dict[str, str]:
