@@ -30,6 +30,7 @@ import numpy as np
 import onnx
 from tqdm import tqdm
 
+from int8kit.calib.checks import InputWatch, warn_constant_inputs
 from int8kit.calib.running import Buffers, RunningStats, histogram_stride
 from int8kit.calib.stats import Stats, model_fingerprint
 from int8kit.calib.taps import (
@@ -135,13 +136,15 @@ def collect(
     parts = [{n: RunningStats(n, bins, per_channel_axis, caps[n]) for n in names} for _ in range(_workers())]
 
     splittable = all(s.batch_dim is None for s in specs)
-    samples = _run(session, source, fetch, parts, input_names, splittable, progress, iterations, reduced)
+    watch = InputWatch(source, specs)
+    samples = _run(session, watch, fetch, parts, input_names, splittable, progress, iterations, reduced)
     if samples == 0:
         raise DataError("the calibration data yielded no samples; expected at least one batch.")
     states = parts[0]
     for other in parts[1:]:  # exact: histograms merge on the wider edge, extremes and sums add up
         for name, state in states.items():
             state.merge(other[name])
+    warn_constant_inputs(watch)  # blank images quantize without an error otherwise
     return Stats({n: s.result() for n, s in states.items()}, samples, fingerprint, bins)
 
 
