@@ -32,6 +32,7 @@ from tqdm import tqdm
 from int8kit.calib.stats import model_fingerprint
 from int8kit.data.sources import batches_from, model_input_specs
 from int8kit.errors import DataError, ModelError
+from int8kit.evaluate.chance import warn_if_chance
 from int8kit.evaluate.labels import label_mismatch, labels_and_width, source_class_labels
 from int8kit.evaluate.latency import measure_latencies
 from int8kit.evaluate.reference import ModelLike, compute_layer_reference, compute_reference, load_model
@@ -194,6 +195,7 @@ class Evaluator:
         if self.labels is not None and scorer.classes is None:
             log.warning("labels were given but output '%s' has no class axis (not 2-D); accuracy is not measured", self.output)
         result = scorer.result()
+        warn_if_chance(result, scorer.classes, self.labels, self._data)  # word-named class folders, wrong labels
         result.fp32_size_bytes, result.int8_size_bytes = self.size_bytes, q_size
         if latency and ref.records("feed"):
             self._add_latency(result, q_proto, ref.record("feed", 0))
