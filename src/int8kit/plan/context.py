@@ -35,7 +35,7 @@ from int8kit.plan.graph_facts import GraphFacts
 from int8kit.plan.memo import Memo, frozen, read_only
 from int8kit.thresholds import Target, compute_range
 
-MAX_CONTEXTS = 4
+MAX_CONTEXTS = 2  # a search re-plans one model; each context holds its model, statistics and int8 weights
 # Entries per memo: generous for a search (tensors x methods tried), bounded for memory.
 _RANGE_ENTRIES_PER_TENSOR = 16
 _WEIGHT_ENTRIES_PER_LAYER = 4
