@@ -81,7 +81,10 @@ def _item_stream(data: Any) -> tuple[Iterable[Any], bool] | None:
         length = data.get_length() if callable(getattr(data, "get_length", None)) else None
         return Reiterable(data.get_inference_data, f"the {type(data).__name__}", length), True
     if callable(getattr(data, "get_next", None)) and not isinstance(data, Iterator):
-        # onnxruntime's CalibrationDataReader subclasses are iterators already; this is a bare reader
+        # onnxruntime's CalibrationDataReader subclasses are iterators already; this is a bare reader,
+        # read once unless it can rewind
+        if not callable(getattr(data, "rewind", None)):
+            return _reader_items(data), True
         return Reiterable(lambda: _reader_items(data), f"the data reader {type(data).__name__}"), True
     if isinstance(data, Iterable) and not isinstance(data, (str, bytes, np.ndarray, Mapping)):
         return data, False
@@ -135,7 +138,8 @@ class Splitter:
         label = None
         if isinstance(item, (tuple, list)) and not self.inputs_only:
             if not item:
-                raise DataError(f"item {index} of the data is an empty {type(item).__name__}; expected (input, label) or the input.")
+                raise DataError(f"item {index} of the data is an empty {type(item).__name__}; "
+                                "expected (input, label) or the input; yield the input first.")
             item, label = item[0], (item[1] if len(item) > 1 else None)
         return self._inputs(item, index), to_numpy(label)
 
@@ -264,6 +268,7 @@ def _stacked(items: Iterator[Any], split: Splitter, specs: list[InputSpec], batc
             yield {k: np.stack([np.asarray(r[k]) for r in rows]) for k in rows[0]}
             rows = []
     if rows and fixed:
-        log.warning("the model's batch size is fixed to %d; the last %d samples do not fill a batch and are skipped", size, len(rows))
+        log.warning("the model's batch size is fixed to %d; the last %d samples do not fill a batch and are skipped",
+                    size, len(rows))
     elif rows:
         yield {k: np.stack([np.asarray(r[k]) for r in rows]) for k in rows[0]}
