@@ -203,3 +203,21 @@ def test_the_adapters_work_without_torch():
     root = __import__("pathlib").Path(__file__).resolve().parents[2]
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=root)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_channels_last_samples_get_the_per_sample_transpose_too():
+    with pytest.raises(DataError, match=r"\(2, 0, 1\) for one sample"):
+        _ranges([{"x": np.ascontiguousarray(s.transpose(1, 2, 0))} for s in X])
+
+
+def test_onnxruntime_calibration_data_reader(reference):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class OrtReader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{"x": X[i : i + 8]} for i in range(0, 40, 8)])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    assert _ranges(OrtReader()) == reference

@@ -86,7 +86,9 @@ def _transpose_hint(got: tuple[int, ...], want: tuple[int | None, ...]) -> str |
         perm, names = (0, *range(2, rank), 1), "channels first but the model takes channels last"
     else:
         return None
-    return f"the data is {names}: transpose it with np.transpose(x, {perm}) (a reshape would scramble the images)"
+    one = tuple(a - 1 for a in perm[1:])
+    return (f"the data is {names}: transpose it with np.transpose(x, {perm}) ({one} for one sample without "
+            "the batch axis; a reshape would scramble the images)")
 
 
 def to_input_dtype(spec: InputSpec, arr: Any, *, where: str) -> np.ndarray:
