@@ -11,9 +11,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from int8kit._interrupt import install as _keep_ctrl_c
 from int8kit.config import CalibOptions, QuantConfig, RunConfig, TuneOptions
 from int8kit.errors import CalibrationError, ConfigError, DataError, Int8kitError, ModelError
+from int8kit.runtime.import_guard import install as _keep_ctrl_c
 
 _keep_ctrl_c()  # a Ctrl-C while onnxruntime imports stays a Ctrl-C, not an ImportError traceback
 del _keep_ctrl_c

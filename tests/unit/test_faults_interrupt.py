@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import int8kit  # noqa: F401  (installs the import guard)
-from int8kit import _interrupt
+from int8kit.runtime import import_guard as _interrupt
 
 
 @pytest.fixture()
