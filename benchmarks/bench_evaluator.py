@@ -2,8 +2,8 @@
 
     python benchmarks/bench_evaluator.py [--samples 500] [--candidates 10] [--rounds 3]
 
-Three ways, timed in the same run and interleaved (each round runs them in a rotated order, so
-they share the machine's load), medians over the rounds:
+Three ways, timed in the same run and interleaved step by step (FP32 steps, then per candidate one
+step of each way, in a rotated order, so the three share the machine's load), medians over rounds:
   old    ``compare_models`` once per candidate (the FP32 model runs again every time);
   new    one ``Evaluator`` (fresh disk cache: FP32 reference computed, hashed and stored once),
          ``evaluate`` once per candidate;
@@ -52,44 +52,54 @@ def build_candidates(model: Path, calib: Path, count: int) -> list[Path]:
     return paths
 
 
-def time_floor(model: Path, candidates: list[Path], data: dict) -> float:
-    """One FP32 pass + one INT8 pass per candidate, plain sessions over the evaluator's batches."""
+def _fp32_pass(model: Path, data: dict) -> float:
+    """One plain pass of ``model`` over the evaluator's batches (session creation included)."""
     from int8kit.data.sources import batches_from, model_input_specs
     from int8kit.graph.io import as_model
     from int8kit.runtime.session import make_session
 
-    specs = model_input_specs(as_model(model))
     t0 = time.perf_counter()
-    for path in [model, *candidates]:
-        session = make_session(path)
-        for batch in batches_from(data, specs):
-            session.run(None, batch)
+    session = make_session(model)
+    for batch in batches_from(data, model_input_specs(as_model(model))):
+        session.run(None, batch)
     return time.perf_counter() - t0
 
 
-def time_new(model: Path, candidates: list[Path], data: dict) -> tuple[float, int]:
-    """One Evaluator with a fresh disk cache, every candidate scored against it."""
-    from int8kit.evaluate import Evaluator
+def one_round(model: Path, candidates: list[Path], data: dict, rotate: int) -> dict[str, float]:
+    """The three ways, interleaved step by step so that they share the machine's load: first the
+    FP32 steps (a plain FP32 pass; a new Evaluator computing, hashing and storing its reference in
+    a fresh cache), then per candidate a plain INT8 pass, ``Evaluator.evaluate`` and
+    ``compare_models``, in an order rotated per step."""
+    from int8kit.evaluate import Evaluator, compare_models
 
     root = Path(tempfile.mkdtemp(prefix="bench-eval-cache-"))
-    try:
+    totals = {"old": 0.0, "new": 0.0, "floor": 0.0}
+    holder: dict[str, Evaluator] = {}
+
+    def new_reference() -> None:
+        holder["ev"] = Evaluator(model, data, cache=root, progress=False)
+        holder["ev"].reference  # noqa: B018  (computes the FP32 reference)
+
+    def timed(fn) -> float:
         t0 = time.perf_counter()
-        ev = Evaluator(model, data, cache=root, progress=False)
-        for path in candidates:
-            ev.evaluate(path, latency=False)
-        return time.perf_counter() - t0, ev.fp32_runs
+        fn()
+        return time.perf_counter() - t0
+
+    try:
+        first = [("floor", lambda: _fp32_pass(model, data)), ("new", new_reference)]
+        for name, fn in first[rotate % 2:] + first[: rotate % 2]:
+            totals[name] += timed(fn)
+        for k, path in enumerate(candidates):
+            steps = [("floor", lambda p=path: _fp32_pass(p, data)),
+                     ("new", lambda p=path: holder["ev"].evaluate(p, latency=False)),
+                     ("old", lambda p=path: compare_models(model, p, data, latency=False, progress=False, cache=False))]
+            r = (rotate + k) % 3
+            for name, fn in steps[r:] + steps[:r]:
+                totals[name] += timed(fn)
+        assert holder["ev"].fp32_runs == 1, "the evaluator ran the FP32 model more than once"
+        return totals
     finally:
         shutil.rmtree(root, ignore_errors=True)
-
-
-def time_old(model: Path, candidates: list[Path], data: dict) -> float:
-    """``compare_models`` per candidate, no reference cache (what every call cost before)."""
-    from int8kit.evaluate import compare_models
-
-    t0 = time.perf_counter()
-    for path in candidates:
-        compare_models(model, path, data, latency=False, progress=False, cache=False)
-    return time.perf_counter() - t0
 
 
 def main() -> int:
@@ -101,17 +111,13 @@ def main() -> int:
     case = get_case("effnet", 256, args.samples)
     candidates = build_candidates(case.model_path, case.calib_npz, args.candidates)
     data = load_npz(case.test_npz)
-    runs = {"old": time_old, "new": time_new, "floor": time_floor}
-    order = list(runs)
-    times: dict[str, list[float]] = {k: [] for k in runs}
+    times: dict[str, list[float]] = {"old": [], "new": [], "floor": []}
     for r in range(args.rounds):
-        for name in order[r % 3:] + order[: r % 3]:  # rotate: each way runs first, second and last
-            got = runs[name](case.model_path, candidates, data)
-            if name == "new":
-                got, fp32_runs = got
-                assert fp32_runs == 1, f"the evaluator ran the FP32 model {fp32_runs} times"
-            times[name].append(got)
-            print(f"round {r + 1} {name:5s} {got:7.1f} s", flush=True)
+        got = one_round(case.model_path, candidates, data, rotate=r)
+        for name, t in got.items():
+            times[name].append(t)
+        print(f"round {r + 1}: " + ", ".join(f"{k} {v:.1f} s" for k, v in got.items()) + f", new/floor {got['new'] / got['floor']:.3f}",
+              flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     n = args.candidates
     print(f"\nEfficientNet-Lite0, {args.samples} samples, {n} INT8 candidates, median of {args.rounds} interleaved rounds:")

@@ -262,7 +262,8 @@ def report_for_models(
 
         ranked = sorted(layer_errors, key=lambda e: -e.relative_error)
         stats = layer_histograms(evaluator, [e.name for e in ranked[:MAX_HISTOGRAMS]], max_samples=max_samples)
-        note = (f"No calibration statistics were given (--stats), so these histograms show the {max_samples} or fewer "
-                "evaluation samples of the per-layer comparison; min/max lines come from the quant record when there is one.")
+        shown = evaluator.layer_reference(max_samples).meta["samples"]
+        note = (f"No calibration statistics were given (--stats), so these histograms show the {shown} evaluation samples "
+                "of the per-layer comparison; min/max lines come from the quant record when there is one.")
     return write_report(path, eval_result=eval_result, layer_errors=layer_errors, quant_json=quant_json,
                         stats=stats, stats_note=note)

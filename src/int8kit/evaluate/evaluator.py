@@ -78,6 +78,9 @@ class Evaluator:
         self.batch_size, self.threads, self.progress = batch_size, threads, progress
         self.labels, self.label_width = labels_and_width(labels) if labels is not None else (None, None)
         self._data = data
+        declared = _count_samples(data)
+        if self.labels is not None and declared is not None and declared != len(self.labels):
+            raise label_mismatch(len(self.labels), declared)  # before any pass
         # a generator (or any iterator) can be read once: its inputs are kept with the reference
         self._one_shot = isinstance(data, Iterator)
         # hashing the data costs a read of it: only done when the reference may be shared
