@@ -35,11 +35,21 @@ def chance_limit(classes: int) -> float | None:
     return 1.0 / classes if classes >= 3 else None
 
 
+def _same(carried: list[Any] | None, labels: np.ndarray) -> bool:
+    """Whether the data's own labels are the ones scored (detection boxes never are)."""
+    if carried is None or len(carried) != len(labels):
+        return False
+    try:
+        return bool(np.array_equal(np.asarray(carried, dtype=np.int64), labels))
+    except (TypeError, ValueError):
+        return False
+
+
 def _origin(labels: np.ndarray | None, data: Any) -> str:
     """Where the labels came from, and what to do about it."""
     check = "check that they are this model's class indices (0-based, in its class order)"
     carried = data.labels() if isinstance(data, SampleSource) else None
-    if labels is None or carried is None or len(carried) != len(labels) or not np.array_equal(np.asarray(carried), labels):
+    if labels is None or not _same(carried, labels):
         if isinstance(data, (str, os.PathLike, np.ndarray, dict)):
             return f"the labels came from --labels / labels=; {check}"
         return f"the labels came from labels= or, without it, the second element of the data's (input, label) items; {check}"
