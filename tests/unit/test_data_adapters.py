@@ -12,6 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import int8kit
+from int8kit.data.sources import batches_from, model_input_specs
 from int8kit.errors import DataError
 
 RNG = np.random.default_rng(7)
@@ -221,3 +222,23 @@ def test_onnxruntime_calibration_data_reader(reference):
             return next(self.items, None)
 
     assert _ranges(OrtReader()) == reference
+
+
+class CountingList(list):
+    """A list that counts how often it is read through."""
+
+    passes = 0
+
+    def __iter__(self):
+        self.passes += 1
+        return super().__iter__()
+
+
+def test_sized_single_sample_items_are_not_read_to_count_them(reference, torch):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    items = CountingList((s, int(y)) for s, y in zip(X, Y))
+    assert _ranges(items) == reference and items.passes == 2  # a look at the first item, then the pass
+    loader = DataLoader(TensorDataset(torch.from_numpy(X), torch.from_numpy(Y)), batch_size=8)
+    source = batches_from(loader, model_input_specs(MODEL)).source  # counted by its sampler
+    assert len(source) == 40 and source.labels() == [int(y) for y in Y]

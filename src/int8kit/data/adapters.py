@@ -115,11 +115,12 @@ def adapt(data: Any, specs: list[InputSpec], batch_size: int | None) -> Any:
     if label is None and not split.is_sample(inputs):
         if isinstance(first, np.ndarray) or (isinstance(first, Mapping) and not any(map(is_tensor, first.values()))):
             return itertools.chain([first], it) if one_shot else items  # today's form: unchanged
-        converted = (split(item, i)[0] for i, item in enumerate(itertools.chain([first], it) if one_shot else items))
-        return converted if one_shot else Reiterable(
-            lambda: (split(item, i)[0] for i, item in enumerate(items)), getattr(items, "description", "the data"))
+        if one_shot:
+            return (split(item, i)[0] for i, item in enumerate(itertools.chain([first], it)))
+        return Reiterable(lambda: (split(item, i)[0] for i, item in enumerate(items)), "the data")
     if not one_shot:
-        return ItemSamples(items, split, getattr(items, "description", f"the {type(items).__name__}"))
+        count = _sized(items) if split.is_sample(inputs) else None  # items are samples: no counting pass
+        return ItemSamples(items, split, getattr(items, "description", f"the {type(items).__name__}"), count)
     if label is not None:
         log.info("the data yields (input, label) items once only (an iterator): the labels are not used; "
                  "pass a re-iterable DataLoader or list, or labels=, for accuracy")
@@ -198,6 +199,16 @@ def _loader_count(loader: Any) -> int | None:
     return n - n % size if getattr(loader, "drop_last", False) else n
 
 
+def _sized(items: Iterable[Any]) -> int | None:
+    """The number of items, when known without reading them (``nncf.Dataset.get_length()``, ``len()``)."""
+    if isinstance(items, Reiterable):
+        return items.length
+    try:
+        return len(items)  # type: ignore[arg-type]
+    except (TypeError, NotImplementedError):
+        return None
+
+
 def _shuffles(loader: Any) -> bool:
     data = sys.modules.get("torch.utils.data")
     return data is not None and isinstance(getattr(loader, "sampler", None), data.RandomSampler)
@@ -207,13 +218,13 @@ class ItemSamples(SampleSource):
     """A re-iterable stream of labelled or single-sample items (a DataLoader of (x, y), a list of
     per-sample dicts), one ``Sample`` at a time, for ``SampleBatches`` to batch and validate.
 
-    The sample count comes from the DataLoader's sampler or the list's length when the items are
-    samples; otherwise the first ``len()`` or ``labels()`` reads the data once to count it.
+    The sample count is ``count`` (the number of single-sample items) or comes from a DataLoader's
+    sampler; otherwise the first ``len()`` or ``labels()`` reads the data once to count it.
     """
 
-    def __init__(self, items: Iterable[Any], split: Splitter, description: str):
+    def __init__(self, items: Iterable[Any], split: Splitter, description: str, count: int | None = None):
         self.items, self.split, self.description = items, split, description
-        self._count = _loader_count(items)
+        self._count = count if count is not None else _loader_count(items)
         self._labels: list[Any] | None = None
 
     def __len__(self) -> int:
