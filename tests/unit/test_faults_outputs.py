@@ -210,3 +210,14 @@ def test_quantize_into_a_folder_another_run_holds_is_one_line(files, capsys):
     assert proc.returncode == 2 and "being written by another int8kit run" in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (root / "out" / "net_int8.onnx").exists()
+
+
+def test_temp_files_of_killed_writers_are_cleared_by_the_next_write(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    killed = tmp_path / f".s.npz.{dead}-x1y2.tmp"  # a calibrate -o killed before its rename
+    older = tmp_path / ".s.npz.k3j2_x9.tmp"  # written by an int8kit without process ids
+    live = tmp_path / f".s.npz.{os.getpid()}-live.tmp"  # another write of this process, in flight
+    for path in (killed, older, live):
+        path.write_bytes(b"x" * 1000)
+    write_bytes_atomic(tmp_path / "s.npz", b"stats")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["s.npz", live.name])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import glob
 import os
 from pathlib import Path
 
@@ -128,3 +129,25 @@ def safe_resolve(path: Path) -> Path:
         return path.resolve()
     except RuntimeError:
         raise OSError(errno.ELOOP, "Symlink loop", str(path)) from None
+
+
+def clear_stale_temps(path: Path) -> None:
+    """Remove temp files of ``path`` (``.<name>.<pid>-<random>.tmp``) whose writing process is
+    gone (killed before its rename); files of older int8kit versions carry no id and go too."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2 :].split("-", 1)[0]
+        if pid.isdigit() and _alive(int(pid)):
+            continue
+        tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True

@@ -13,7 +13,7 @@ from typing import Any
 import onnx
 
 from int8kit.errors import ModelError, OutputError, PathError
-from int8kit.graph.fsops import os_reason, safe_resolve
+from int8kit.graph.fsops import clear_stale_temps, os_reason, safe_resolve
 from int8kit.graph.output_set import OutputSet
 
 # Models above this size keep their weights in a side file (protobuf's 2 GB limit).
@@ -91,7 +91,9 @@ def _write_atomically(path: str | os.PathLike, write: Callable[[str], None]) -> 
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_dir():
             raise IsADirectoryError(21, "it is a folder")
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        clear_stale_temps(path)
+        # the writer's process id in the name lets a later run tell a killed writer's file from a live one's
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise _unwritable(path, exc) from None
     os.close(fd)

@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from int8kit.errors import OutputError
-from int8kit.graph.fsops import lock_owner, note_owner, os_reason, try_lock, unlock
+from int8kit.graph.fsops import clear_stale_temps, lock_owner, note_owner, os_reason, try_lock, unlock
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +89,8 @@ class OutputSet:
         for entry in self.store.iterdir():
             if entry.name not in keep:  # a killed run's folder or pointer; we hold the lock, so none is live
                 _remove(entry)
-        for name in self.names:  # temp files of int8kit versions that renamed file by file
-            for tmp in self.folder.glob(f".{name}.*.tmp"):
-                tmp.unlink(missing_ok=True)
+        for path in self.files:  # temp files of killed runs of int8kit versions that renamed file by file
+            clear_stale_temps(path)
 
     def _current_target(self) -> str | None:
         try:
