@@ -134,6 +134,15 @@ def test_full_disk_in_create_and_refresh_is_one_line_and_keeps_the_old_lmdb(tmp_
         refresh_lmdb(db)
     assert (db / "data.mdb").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["db"]
+    monkeypatch.undo()
+
+    def no_space(*args, **kwargs):  # the disk is full before the first record: lmdb cannot even open
+        raise lmdb.Error("mdb_env_open: No space left on device")
+
+    monkeypatch.setattr(lmdb_store.lmdb, "open", no_space)
+    with pytest.raises(OutputError, match="No space left"):
+        _db(tmp_path / "new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["db"]  # no staging folder, no lock file
 
 
 def test_an_unwritable_folder_is_one_line(tmp_path, monkeypatch):

@@ -162,6 +162,7 @@ class LmdbWriter:
                 "overwrite replaces an LMDB only, choose a new folder."
             )
         self._lock: int | None = None
+        self._staging: Path | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             _clear_stale(self.path)
@@ -170,6 +171,8 @@ class LmdbWriter:
             os.chmod(self._staging, 0o777 & ~UMASK)  # mkdtemp makes it private; an LMDB gets the user's umask
             self._env = lmdb.open(str(self._staging), map_size=map_size, subdir=True, sync=False, metasync=False)
         except (OSError, lmdb.Error) as exc:
+            if self._staging is not None:
+                shutil.rmtree(self._staging, ignore_errors=True)
             self._release()
             raise self._unwritable(exc) from None
         self._records = 0
