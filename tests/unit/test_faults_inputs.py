@@ -37,7 +37,8 @@ def _edited(path, **changes):
 
 @pytest.mark.parametrize("changes, message", [
     ({"bins": np.int64(8192), "samples": np.int64(-5)}, "samples=-5"),
-    ({"bins": np.int64(8192)}, "tensor '.*histogram is int64 of shape \\(4096,\\), expected 16384"),
+    ({"bins": np.int64(8192)}, "bins=8192, expected a power of two from 512 to 4096"),
+    ({"bins": np.int64(1024)}, "tensor '.*histogram is int64 of shape \\(4096,\\), expected 2048"),
     ({"t0__counts": lambda d: d["t0.counts"][:100]}, "tensor '.*'.*shape \\(100,\\)"),
     ({"t0__counts": lambda d: -d["t0.counts"] - 1}, "negative count"),
     ({"t1__range": np.array([1.0, 5.0, -5.0])}, "min <= max"),
@@ -101,3 +102,20 @@ def test_an_opset7_ir3_model_is_converted_as_promised(tmp_path):
     assert [vi.name for vi in int8.graph.input] == ["x"] and any(n.op_type == "QuantizeLinear" for n in int8.graph.node)
     session = ort.InferenceSession(str(tmp_path / "out" / "old_int8.onnx"), providers=["CPUExecutionProvider"])
     assert session.run(None, {"x": np.load(tmp_path / "x.npy")[:1]})[0].shape == (1, 4, 8, 8)
+
+
+def test_a_statistics_file_that_inflates_to_gigabytes_is_refused_unread(stats_file):
+    import tracemalloc
+    import zipfile
+
+    with zipfile.ZipFile(stats_file, "a", zipfile.ZIP_DEFLATED) as zf, zf.open("padding.npy", "w", force_zip64=True) as out:
+        np.lib.format.write_array_header_1_0(out, {"descr": "<f8", "fortran_order": False, "shape": (40 << 20,)})
+        zeros = bytes(1 << 20)
+        for _ in range(320):  # 320 MiB inflated, ~300 KB on disk
+            out.write(zeros)
+    tracemalloc.start()
+    with pytest.raises(CalibrationError, match="inflates beyond 64 MiB .*padding.npy"):
+        Stats.load(stats_file)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 100 << 20, f"{peak >> 20} MiB"

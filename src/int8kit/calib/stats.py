@@ -10,6 +10,7 @@ import hashlib
 import io
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -19,6 +20,11 @@ import onnx
 from int8kit.calib.histogram import Histogram
 from int8kit.errors import CalibrationError
 from int8kit.graph.io import write_bytes_atomic
+
+# Bounds on reading a statistics file: the largest array is a tensor's per-channel extremes or its
+# 2 x 4096 histogram counts; a whole file of 10 000 tensors stays far below the total.
+_MEMBER_BYTES = 64 << 20
+_TOTAL_BYTES = 4 << 30
 
 FORMAT_NAME = "int8kit-stats"
 FORMAT_VERSION = 2  # 2: the model id covers weights and attributes too
@@ -188,12 +194,10 @@ class Stats:
             f"file '{path}' is not an int8kit statistics file; expected the .npz written by calibrate, re-run calibrate."
         )
         try:
-            loaded = np.load(path, allow_pickle=False)
-            if not isinstance(loaded, np.lib.npyio.NpzFile):  # a plain .npy array
+            if not zipfile.is_zipfile(path):  # a plain .npy array, or anything else
                 raise not_stats
-            with loaded as npz:
-                data = {k: npz[k] for k in npz.files}
-        except (ValueError, OSError, zipfile.BadZipFile, EOFError, SyntaxError):
+            data = _read_members(path)
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError, SyntaxError, zlib.error):
             raise not_stats from None
         if "format" not in data or str(data["format"]) != FORMAT_NAME:
             raise not_stats
@@ -233,6 +237,28 @@ class Stats:
         return cls(tensors, int(data["samples"]), file_model, int(data["bins"]), meta)
 
 
+def _read_members(path: Path) -> dict[str, np.ndarray]:
+    """Every array of a statistics .npz, each inflated at most to ``_MEMBER_BYTES`` (and all together
+    to ``_TOTAL_BYTES``): a small compressed file cannot make int8kit allocate gigabytes."""
+    data: dict[str, np.ndarray] = {}
+    total = 0
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            raw = bytearray()
+            with zf.open(info) as member:
+                while len(raw) <= _MEMBER_BYTES and (chunk := member.read(1 << 20)):
+                    raw += chunk
+            total += len(raw)
+            if len(raw) > _MEMBER_BYTES or total > _TOTAL_BYTES:
+                raise CalibrationError(
+                    f"statistics file '{path}' inflates beyond {(_MEMBER_BYTES if len(raw) > _MEMBER_BYTES else _TOTAL_BYTES) >> 20} MiB "
+                    f"(at '{info.filename}'); a file written by calibrate is far smaller, re-run calibrate."
+                )
+            name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+            data[name] = np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
+    return data
+
+
 def _check_arrays(data: dict[str, np.ndarray], path: Path) -> None:
     """Check every array of a statistics file against its header, before anything reads them: a
     damaged or edited file is refused here, naming the file and the tensor, not later as an empty
@@ -250,8 +276,8 @@ def _check_arrays(data: dict[str, np.ndarray], path: Path) -> None:
     samples, bins = whole("samples"), whole("bins")
     if samples < 1:
         raise bad(f"the header says samples={samples}, expected at least 1")
-    if not 1 <= bins <= 1 << 24:
-        raise bad(f"the header says bins={bins}, expected 1 to {1 << 24}")
+    if not 512 <= bins <= 4096 or bins & (bins - 1):  # what calibrate's --th-binnum allows
+        raise bad(f"the header says bins={bins}, expected a power of two from 512 to 4096")
     names = data["names"]
     if names.ndim != 1 or names.dtype.kind != "U" or len(set(names.tolist())) != names.size:
         raise bad(f"the tensor names are {names.dtype} of shape {names.shape}, expected distinct strings")
