@@ -3,9 +3,9 @@
     python benchmarks/bench_replan.py [--models effnet,orientation,ocr_rec] [--rounds 50]
         [--before SRC] [--repeat 1]
 
-Per model: the time of the first ``plan()`` (nothing cached) and of its ``emit_qdq()``, then ``--rounds`` rounds of
-``plan()`` + ``emit_qdq()`` to an in-memory model, each from the default configuration with one
-change: even rounds keep one INT8 layer float (``fp_layers``), odd rounds give one quantized
+Per model: the time of the first ``plan()`` (nothing cached; median of 3 cold plans) and of its
+``emit_qdq()``, then ``--rounds`` rounds of ``plan()`` + ``emit_qdq()`` to an in-memory model,
+each from the default configuration with one change: even rounds keep one INT8 layer float (``fp_layers``), odd rounds give one quantized
 activation another threshold method (an override: ``max``, or ``percentile`` where the tensor
 already has ``max``). ``--before SRC`` runs the same rounds with the int8kit of another checkout
 (``SRC/src``) in its own process, for the "before" column. Every run is a fresh process; with
@@ -33,6 +33,7 @@ from benchmarks.model_digests import case_for  # noqa: E402
 from benchmarks.realdata_common import cache_dir  # noqa: E402
 
 MODELS = ("effnet", "orientation", "ocr_rec")
+FIRST_REPEATS = 3
 
 
 def prepared(name: str) -> tuple[Path, Path]:
@@ -87,14 +88,24 @@ def measure(name: str, rounds: int) -> dict:
     from int8kit.emit.qdq import emit_qdq
     from int8kit.plan.planner import plan
 
+    try:
+        from int8kit.plan.context import clear_plan_caches
+    except ImportError:  # before re-planning was cached: nothing to clear
+        def clear_plan_caches() -> None:
+            return None
+
     model_path, stats_path = prepared(name)
     model, stats = onnx.load(str(model_path)), Stats.load(stats_path)
-    start = time.perf_counter()
-    first = plan(model, stats, make_config({}))
-    first_ms = (time.perf_counter() - start) * 1e3
-    start = time.perf_counter()
-    emit_qdq(model, first)
-    first_emit_ms = (time.perf_counter() - start) * 1e3
+    firsts, first_emits = [], []
+    for _ in range(FIRST_REPEATS):  # a cold plan + emit each time (caches cleared): the median is less noisy
+        clear_plan_caches()
+        start = time.perf_counter()
+        first = plan(model, stats, make_config({}))
+        firsts.append((time.perf_counter() - start) * 1e3)
+        start = time.perf_counter()
+        emit_qdq(model, first)
+        first_emits.append((time.perf_counter() - start) * 1e3)
+    first_ms, first_emit_ms = statistics.median(firsts), statistics.median(first_emits)
     changes = round_configs(first, model, rounds)
     configs = [make_config(c) for c in changes]  # built outside the timed part
     times = []
