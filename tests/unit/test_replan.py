@@ -207,3 +207,26 @@ def test_a_gemm_with_transposed_weights_gets_one_scale_per_output_row(model_and_
     model, stats = model_and_stats
     tq = plan(model, stats, QuantConfig()).tensors["wf"]  # the Gemm: transB=1, wf is (10, 16)
     assert tq.axis == 0 and np.size(tq.scale) == 10
+
+
+def test_advice_is_logged_once_however_often_the_model_is_replanned(caplog):
+    clear_plan_caches()
+    model = onnx.parser.parse_model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    narrow (float[N, 4, 8, 8] x) => (float[N, 4, 8, 8] y) {
+        big = Conv (x, wbig)
+        cat = Concat <axis = 1> (x, big)
+        y = Conv (cat, wout)
+    }
+    """)
+    for name, shape, scale in (("wbig", (4, 4, 1, 1), 200.0), ("wout", (4, 8, 1, 1), 0.3)):
+        model.graph.initializer.append(numpy_helper.from_array((RNG.standard_normal(shape) * scale).astype(np.float32), name))
+    for node in model.graph.node:
+        node.name = node.output[0]
+    data = RNG.standard_normal((16, 4, 8, 8)).astype(np.float32)
+    stats = collect(model, data, tensors=candidate_tensors(model), progress=False)
+    config = QuantConfig(stem_float=False)
+    with caplog.at_level("WARNING", logger="int8kit.plan.advice"):
+        for _ in range(3):
+            plan(model, stats, config)
+    assert sum("Concat 'cat'" in r.getMessage() for r in caplog.records) == 1

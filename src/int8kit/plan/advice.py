@@ -15,10 +15,11 @@ log = logging.getLogger(__name__)
 _FEW_LEVELS = 16
 
 
-def warn_narrow_concat_inputs(facts: GraphFacts, result: QuantPlan) -> list[str]:
+def warn_narrow_concat_inputs(facts: GraphFacts, result: QuantPlan, already: set[str] | None = None) -> list[str]:
     """Warn about each INT8 Concat input whose range is a small share of the output's: the
     requantization to the output's one scale leaves it a handful of levels (a skip connection
-    joining a feature map 100x larger). Returns the warnings."""
+    joining a feature map 100x larger). Returns the warnings; those in ``already`` (the ones
+    earlier plans of the same model logged) are returned but not logged again, and added to it."""
     out: list[str] = []
     for node in facts.nodes:
         if node.op_type != "Concat" or node.output[0] not in result.tensors or node.name in result.float_nodes:
@@ -33,7 +34,10 @@ def warn_narrow_concat_inputs(facts: GraphFacts, result: QuantPlan) -> list[str]
                 out.append(f"Concat '{node.name}': input '{name}' spans {_span(result, name) / whole:.1%} of the output range "
                            f"and keeps about {levels:.0f} of 256 INT8 levels; if accuracy suffers, keep {readers} float (--fp-layers)")
     for line in out:
-        log.warning(line)
+        if already is None or line not in already:
+            log.warning(line)
+    if already is not None:
+        already.update(out)
     return out
 
 

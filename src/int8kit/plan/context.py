@@ -53,7 +53,7 @@ class PlanContext:
         self.ranges: Memo[tuple[Histogram, tuple[float, float]]] = Memo(_RANGE_ENTRIES_PER_TENSOR * tensors)
         self.weights: Memo[tuple] = Memo(_WEIGHT_ENTRIES_PER_LAYER * max(len(self.facts.nodes), 1))
         self.steps: Memo[tuple[int, np.ndarray]] = Memo(_RANGE_ENTRIES_PER_TENSOR * tensors)
-        self.derived: dict[str, object] = {}  # per-model facts other plan modules compute once
+        self.warned: set[str] = set()  # warnings already logged: a search re-plans 100 times
         self._arrays: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
 

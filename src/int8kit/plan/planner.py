@@ -110,7 +110,7 @@ def plan(model: onnx.ModelProto, stats: Stats, config: QuantConfig) -> QuantPlan
     result.integer_hardswish = {y: f for y, f in integer.items() if result.tensors[y].channel_step is None}
     drop_inner_tensors(facts, result)
     check_overrides_apply(facts, config, result)
-    warn_narrow_concat_inputs(facts, result)
+    warn_narrow_concat_inputs(facts, result, ctx.warned)  # once per context, not once per re-plan
 
     # Weights and biases of compute nodes.
     for node in facts.nodes:
