@@ -66,3 +66,18 @@ def test_a_compressed_member_shorter_than_its_header_is_one_line(tmp_path):
         zf.writestr("x.npy", raw[: len(raw) // 2])
     with pytest.raises(DataError, match="cut.npz.*truncated"):
         batches_from(path, [InputSpec("x", np.dtype(np.float32), (None, 4))])
+
+
+def test_a_compressed_member_that_must_be_inflated_whole_is_bounded(tmp_path):
+    path = tmp_path / "f.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf, zf.open("x.npy", "w", force_zip64=True) as out:
+        np.lib.format.write_array_header_1_0(out, {"descr": "<f4", "fortran_order": True, "shape": (1 << 20, 128)})
+        zeros = bytes(1 << 20)
+        for _ in range(512):  # 512 MiB of zeros, Fortran order: rows are not contiguous, no streaming
+            out.write(zeros)
+    with pytest.raises(DataError, match="Fortran-order array of 512 MiB.*C order"):
+        batches_from(path, [InputSpec("x", np.dtype(np.float32), (None, 128))])
+    small = np.asfortranarray(np.arange(64, dtype=np.float32).reshape(16, 4))
+    np.savez_compressed(tmp_path / "small.npz", x=small)  # small Fortran arrays still load whole
+    got = np.concatenate([b["x"] for b in batches_from(tmp_path / "small.npz", [InputSpec("x", np.dtype(np.float32), (None, 4))])])
+    assert got.tolist() == small.tolist()

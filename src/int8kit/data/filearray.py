@@ -22,6 +22,7 @@ import numpy as np
 from int8kit.errors import DataError
 
 _LOCAL_HEADER = 30  # bytes of a zip local file header before its name and extra field
+_WHOLE_BYTES = 256 << 20  # a compressed member that cannot be streamed (Fortran order) is inflated whole up to this
 
 
 class FileArray:
@@ -166,9 +167,12 @@ def _open_compressed(path: str | os.PathLike, info: zipfile.ZipInfo) -> ZipMembe
     if head is None:
         return None
     dtype, shape, fortran = head
+    need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if fortran and need > _WHOLE_BYTES:  # would be inflated whole: only small ones are
+        raise ValueError(f"member '{info.filename}' is a Fortran-order array of {need >> 20} MiB, more than the "
+                         f"{_WHOLE_BYTES >> 20} MiB int8kit inflates at once; save it in C order (np.ascontiguousarray)")
     if fortran or dtype.hasobject or not shape:
         return None
-    need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if info.file_size - start < need:  # the archive's own size of the member, checked now
         raise ValueError(f"truncated: member '{info.filename}' promises {need} bytes of data, the archive lists {info.file_size - start}")
     return ZipMemberArray(path, info.filename, start, dtype, shape)
