@@ -32,7 +32,7 @@ from int8kit.calib.histogram import Histogram
 from int8kit.calib.stats import Stats
 from int8kit.graph.model_memo import clear_model_memo, model_token, per_model
 from int8kit.plan.graph_facts import GraphFacts
-from int8kit.plan.memo import Memo, frozen, read_only
+from int8kit.plan.memo import Memo, frozen
 from int8kit.thresholds import Target, compute_range
 
 MAX_CONTEXTS = 2  # a search re-plans one model; each context holds its model, statistics and int8 weights
@@ -54,8 +54,6 @@ class PlanContext:
         self.weights: Memo[tuple] = Memo(_WEIGHT_ENTRIES_PER_LAYER * max(len(self.facts.nodes), 1))
         self.steps: Memo[tuple[int, np.ndarray]] = Memo(_RANGE_ENTRIES_PER_TENSOR * tensors)
         self.warned: set[str] = set()  # warnings already logged: a search re-plans 100 times
-        self._arrays: dict[str, np.ndarray] = {}
-        self._lock = threading.Lock()
 
     def range(self, method: str, hist: Histogram, target: Target, **params: object) -> tuple[float, float]:
         """``compute_range`` memoized per (histogram, method, parameters, target).
@@ -68,13 +66,9 @@ class PlanContext:
         return result
 
     def weight_array(self, name: str) -> np.ndarray:
-        """Initializer ``name`` as a read-only float32 array, converted once."""
-        with self._lock:
-            array = self._arrays.get(name)
-            if array is None:
-                array = read_only(np.ascontiguousarray(numpy_helper.to_array(self.facts.initializers[name]), dtype=np.float32))
-                self._arrays[name] = array
-            return array
+        """Initializer ``name`` as float32. Not kept: only layers whose quantization misses the
+        memo read it, and a float copy of every weight would double the model in memory."""
+        return numpy_helper.to_array(self.facts.initializers[name]).astype(np.float32)
 
     def cache_info(self) -> dict[str, tuple[int, int, int]]:
         """(hits, misses, entries) of each memo."""
