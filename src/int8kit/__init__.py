@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from int8kit.config import CalibOptions, QuantConfig, RunConfig, TuneOptions
 from int8kit.errors import CalibrationError, ConfigError, DataError, Int8kitError, ModelError
 from int8kit.runtime.import_guard import install as _keep_ctrl_c
 
@@ -21,6 +20,7 @@ del _keep_ctrl_c
 __version__ = "0.1.0"
 
 _API = ("convert", "quantize", "calibrate", "optimize", "evaluate")
+_CONFIG = ("QuantConfig", "CalibOptions", "TuneOptions", "RunConfig")
 
 __all__ = [
     "CalibOptions",
@@ -41,6 +41,8 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     if name in _API:
         return getattr(importlib.import_module("int8kit.api"), name)
+    if name in _CONFIG:
+        return getattr(importlib.import_module("int8kit.config"), name)
     if name == "api":
         return importlib.import_module("int8kit.api")
     if name == "inspect":

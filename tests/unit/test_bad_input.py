@@ -129,3 +129,17 @@ def test_per_layer_errors_from_a_one_shot_generator_match_a_list(files):
     b = int8kit.evaluate(model, int8, list(batches()), per_layer=True, latency=False, progress=False)
     errors = [e.relative_error for e in a.layers]
     assert max(errors) > 0 and errors == [e.relative_error for e in b.layers]
+
+
+def test_deeply_nested_json_in_th_param_and_quant_json_is_one_line(files, capsys):
+    root, model = files
+    deep = "[" * 100_000 + "]" * 100_000
+    assert main(["quantize", str(model), "--data", str(root / "calib.npy"), "-o", str(root / "o"), "--th-method", "ifmr",
+                 "--th-param", f"search_range={deep}", "--no-progress"]) == 2
+    assert "nested too deeply" in capsys.readouterr().err
+    (root / "q.json").write_text(deep)
+    from int8kit.emit.records import read_quant_json
+    from int8kit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        read_quant_json(root / "q.json")

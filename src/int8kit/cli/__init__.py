@@ -34,18 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; user errors print one line and return their exit code (2)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.verb is None:  # bare `int8kit`: what it can do, not an error about a missing argument
-        parser.print_help()
-        return 0
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="int8kit: %(message)s")
     try:
-        return args.run(args)
+        return _run(argv)
     except Int8kitError as exc:
         print(f"int8kit: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # also while the verb's modules import (numpy, onnxruntime)
         print("int8kit: interrupted; no partial output was left behind.", file=sys.stderr)
         if argv is None:  # the console command: skip interpreter teardown, where onnxruntime's
             sys.stdout.flush()  # threads can abort the process (exit 134) after a Ctrl-C
@@ -53,6 +47,15 @@ def main(argv: list[str] | None = None) -> int:
             os._exit(130)
         return 130
 
+
+def _run(argv: list[str] | None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verb is None:  # bare `int8kit`: what it can do, not an error about a missing argument
+        parser.print_help()
+        return 0
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="int8kit: %(message)s")
+    return args.run(args)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -43,6 +43,9 @@ def parse_th_params(pairs: list[str]) -> dict[str, Any]:
             params[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
             params[key.strip()] = _number_list(value)
+        except RecursionError:
+            raise ConfigError(f"--th-param {key.strip()} is nested too deeply to be a parameter value; "
+                              "pass a number or a short list.") from None
     return params
 
 

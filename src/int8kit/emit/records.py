@@ -181,6 +181,8 @@ def read_quant_json(path: str | os.PathLike) -> dict:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"quant record '{path}' is not valid JSON ({exc}); expected a file written by int8kit, re-run quantize.") from None
+    except RecursionError:
+        raise ConfigError(f"quant record '{path}' is nested too deeply to be a quant record; pass the quant.json quantize wrote.") from None
     if not isinstance(doc, dict) or doc.get("format") != QUANT_JSON_FORMAT:
         raise ConfigError(f"'{path}' is not an int8kit quant record; expected format '{QUANT_JSON_FORMAT}', pass the quant.json that quantize wrote.")
     if doc.get("version") != QUANT_JSON_VERSION:
