@@ -57,6 +57,8 @@ def emit_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
     init_names = {t.name for t in graph.initializer}
 
     constant_names = {tq.name for tq in plan.tensors.values() if tq.values is not None}
+    new_inits += [numpy_helper.from_array(np.asarray(v, np.float32), name) for name, v in plan.float_biases.items()]
+    constant_names |= set(plan.float_biases)  # replaced by their corrected float values
     kept_inits = [t for t in graph.initializer if t.name not in constant_names]
     kept_inputs = [i for i in graph.input if i.name not in constant_names]
 
@@ -110,14 +112,17 @@ def emit_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
             again.output[0] = source
             nodes.append(again)
         node.input[idx] = source
-    used = {i for n in nodes + qdq_nodes for i in node_inputs(n)} | {o.name for o in graph.output}  # If/Loop bodies too
-    del graph.initializer[:]
+    all_nodes = nodes + qdq_nodes
+    reads = [node_inputs(n) for n in all_nodes]  # once: the initializer filter and the ordering both need them
+    used = {i for names in reads for i in names} | {o.name for o in graph.output}  # If/Loop bodies too
     # constants only the removed Relu/Clip nodes read (Clip bounds) go away with them
-    graph.initializer.extend(t for t in kept_inits + new_inits if t.name in used)
+    kept = [t for t in kept_inits + new_inits if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
     del graph.input[:]
     graph.input.extend(kept_inputs)
     del graph.node[:]
-    graph.node.extend(_topological(nodes + qdq_nodes, {i.name for i in graph.input} | {t.name for t in graph.initializer}))
+    graph.node.extend(_topological(all_nodes, reads, {i.name for i in kept_inputs} | {t.name for t in kept}))
     if uses_contrib and not any(o.domain == _CONTRIB for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(_CONTRIB, 1))
     return model
@@ -287,12 +292,13 @@ def _converted(model: onnx.ModelProto) -> onnx.ModelProto:
         ) from None
 
 
-def _topological(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.NodeProto]:
-    """Order nodes so each runs after its inputs exist (Kahn's algorithm, stable)."""
+def _topological(nodes: list[onnx.NodeProto], reads: list[list[str]], available: set[str]) -> list[onnx.NodeProto]:
+    """Order nodes so each runs after its inputs exist (Kahn's algorithm, stable); ``reads[i]``:
+    the tensors node ``i`` reads (``node_inputs``)."""
     waiting: dict[str, list[int]] = {}
     missing = [0] * len(nodes)
-    for idx, node in enumerate(nodes):
-        for inp in set(i for i in node_inputs(node) if i not in available):
+    for idx in range(len(nodes)):
+        for inp in set(i for i in reads[idx] if i not in available):
             waiting.setdefault(inp, []).append(idx)
             missing[idx] += 1
     ready = [i for i, m in enumerate(missing) if m == 0]

@@ -51,6 +51,8 @@ def outer_scope_names(graph: onnx.GraphProto) -> set[str]:
 def node_inputs(node: onnx.NodeProto) -> list[str]:
     """Explicit non-empty inputs of ``node`` followed by names its subgraphs take from outside."""
     names = [n for n in node.input if n]
+    if not node.attribute:  # most nodes (all Q/DQ): no subgraph to look into
+        return names
     for sub in subgraphs(node):
         names.extend(sorted(outer_scope_names(sub) - set(names)))
     return names
