@@ -241,12 +241,29 @@ class Overrides(Mapping[str, LayerOverride]):
         return f"Overrides({self._items!r})"
 
 
+# What each deployment target implies (--target): the QDQ form that runtime fuses into integer
+# kernels, measured there. onnxruntime: int8kit's defaults. OpenVINO and TensorRT fuse a
+# DequantizeLinear into the conv that reads it, so only compute inputs are quantized (a conv
+# output feeding a float op stays float), biases stay float, and the onnxruntime-only rewrites
+# (per-channel-step Muls, HardSwish as an INT8 Add and Mul) are off; TensorRT also takes only
+# symmetric int8 activations.
+TARGETS: dict[str, dict[str, Any]] = {
+    "onnxruntime": {},
+    "openvino": {"channel_scales": False, "integer_hardswish": False},
+    "tensorrt": {"channel_scales": False, "integer_hardswish": False, "signed_activations": True},
+}
+
+
 @dataclass(frozen=True)
 class QuantConfig(_Options):
     """Everything the planner needs besides the model and the statistics."""
 
     WHAT: ClassVar[str] = "quantization config"
 
+    target: str = option("onnxruntime", "the runtime the INT8 model is for: onnxruntime, openvino or tensorrt; each gets "
+                                        "the QDQ form it runs with integer kernels (openvino, tensorrt: float biases, "
+                                        "quantized compute inputs only, no per-channel-step Muls or integer HardSwish; "
+                                        "tensorrt: symmetric int8 activations)", metavar="RUNTIME")
     th_method: str = option("kl", "activation threshold method: max, percentile, kl, symkl, jsd, mse, admm, "
                                   "aciq_laplace, aciq_gauss, ifmr (the manuals' names such as PERCENTILE9999 too)")
     th_params: Params = option(Params(), "extra threshold method parameter, repeatable", flag="--th-param",
@@ -294,8 +311,26 @@ class QuantConfig(_Options):
         if not isinstance(self.overrides, Overrides):
             object.__setattr__(self, "overrides", as_overrides(self.overrides))
         self._check_types()
+        self._apply_target()
         self._resolve_methods()
         self._check_values()
+
+    def _apply_target(self) -> None:
+        if self.target not in TARGETS:
+            close = difflib.get_close_matches(str(self.target), list(TARGETS), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"target must be one of {', '.join(TARGETS)}, got {self.target!r}{hint}")
+        if self.target == "tensorrt" and self.activation_offset:
+            raise ConfigError("--target tensorrt takes symmetric int8 activations only, but --activation-offset asks for "
+                              "zero points; drop one of them.")
+        for name, value in TARGETS[self.target].items():
+            object.__setattr__(self, name, value)
+
+    @property
+    def inputs_only(self) -> bool:
+        """Quantize compute inputs only (a compute output only for a quantized reader), with float
+        biases: the form OpenVINO and TensorRT fuse."""
+        return self.target != "onnxruntime"
 
     def _resolve_methods(self) -> None:
         """Write the global method by its canonical name with the parameters an alias implies

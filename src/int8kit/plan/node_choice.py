@@ -119,8 +119,13 @@ def fusable_activation(facts: GraphFacts, tensor: str, forced: dict[str, str]) -
     return None
 
 
-def tensors_to_quantize(facts: GraphFacts, quantized: set[str], forced: dict[str, str], result: QuantPlan) -> set[str]:
-    """Tensors the INT8 nodes read or write quantized; fused activations go to ``result.fused``."""
+def tensors_to_quantize(facts: GraphFacts, quantized: set[str], forced: dict[str, str], result: QuantPlan,
+                        inputs_only: bool = False) -> set[str]:
+    """Tensors the INT8 nodes read or write quantized; fused activations go to ``result.fused``.
+
+    ``inputs_only`` (OpenVINO, TensorRT): a compute op's output, or the Relu/Clip after it, is
+    quantized only when a quantized op reads it; those runtimes fuse the DequantizeLinear of the
+    next input into its conv and need no QuantizeLinear on a conv output that a float op reads."""
     need: set[str] = set()
     for node in facts.nodes:
         if node.name not in quantized:
@@ -141,8 +146,9 @@ def tensors_to_quantize(facts: GraphFacts, quantized: set[str], forced: dict[str
             act = fusable_activation(facts, out, forced) if info.role in (COMPUTE, BINARY) else None
             if act is not None:
                 result.fused[act.name] = out
-                need.add(act.output[0])
-            elif info.role != COMPUTE or _output_needed(facts, node, info, quantized):
+                if not (inputs_only and info.role == COMPUTE) or _read_quantized(facts, act.output[0], quantized):
+                    need.add(act.output[0])
+            elif info.role != COMPUTE or _output_needed(facts, node, info, quantized, inputs_only):
                 need.add(out)
     # Scale-sharing ops pass the need backwards: if a Reshape's output is needed, so is its input.
     for node in reversed(facts.nodes):
@@ -152,7 +158,12 @@ def tensors_to_quantize(facts: GraphFacts, quantized: set[str], forced: dict[str
     return need
 
 
-def _output_needed(facts: GraphFacts, node: onnx.NodeProto, info: OpInfo, quantized: set[str]) -> bool:
+def _read_quantized(facts: GraphFacts, tensor: str, quantized: set[str]) -> bool:
+    return any(c.name in quantized for c in facts.consumers.get(tensor, []))
+
+
+def _output_needed(facts: GraphFacts, node: onnx.NodeProto, info: OpInfo, quantized: set[str],
+                   inputs_only: bool = False) -> bool:
     """Whether a quantized compute op's output gets a QuantizeLinear.
 
     Conv needs one to run as QLinearConv, even when it writes a model output (a detection head:
@@ -162,7 +173,7 @@ def _output_needed(facts: GraphFacts, node: onnx.NodeProto, info: OpInfo, quanti
     encoders holds outliers 60x beyond its 99.99th percentile that any INT8 range would destroy),
     and so does the model's output.
     """
-    if info.matrix:
+    if info.matrix or inputs_only:
         return any(c.name in quantized for c in consumers_through_activations(facts, node.output[0]))
     return True
 

@@ -78,7 +78,7 @@ def plan(model: onnx.ModelProto, stats: Stats, config: QuantConfig) -> QuantPlan
     ctx = context_for(model, stats)
     facts = ctx.facts
     result = QuantPlan(signed_storage=config.signed_activations,
-                       keep_activation_nodes=config.signed_activations or 8 < config.bitwidth < 16)
+                       keep_activation_nodes=config.signed_activations or config.inputs_only or 8 < config.bitwidth < 16)
     user_float = float_nodes(facts, config)
     forced_float = dict(user_float)
     forced_float.update(_outlier_inputs(ctx, config))
@@ -86,7 +86,7 @@ def plan(model: onnx.ModelProto, stats: Stats, config: QuantConfig) -> QuantPlan
     result.float_nodes.update(forced_float)
 
     quantized = choose_nodes(facts, forced_float, result)
-    need = tensors_to_quantize(facts, quantized, forced_float, result)
+    need = tensors_to_quantize(facts, quantized, forced_float, result, inputs_only=config.inputs_only)
     shared_src = shared_sources(facts, quantized, need)
 
     # Activation parameters: own statistics, or the source tensor's for scale-sharing ops.

@@ -34,9 +34,12 @@ def plan_weights(ctx: PlanContext, node: onnx.NodeProto, config: QuantConfig, re
         per_channel = False  # the channel axis repeats across groups: one scale per tensor
     x = result.tensors.get(node.input[0])
     x_key = None if x is None else (float(x.scale), frozen(x.channel_step))
-    key = (node.name, per_channel, config.conv_group, config.bias_correction, x_key)
+    key = (node.name, per_channel, config.conv_group, config.bias_correction, config.inputs_only, x_key)
     planned = ctx.weights.get(key, lambda: _quantize_layer(ctx, node, info, x, per_channel, config))
     for tq in planned:
+        if tq.kind == "float_bias":  # kept float: the corrected values, no INT32 codes
+            result.float_biases[tq.name] = tq.values
+            continue
         result.tensors[tq.name] = copy.copy(tq)  # a plan owns its entries; the arrays are read-only
 
 
@@ -64,14 +67,18 @@ def _quantize_layer(ctx: PlanContext, node: onnx.NodeProto, info: OpInfo, x: Ten
         axis=axis if per_channel else None,
         bits=8,
         conv_group=config.conv_group,
-        min_scale=bias_min_weight_scale(b, float(x.scale)) if b is not None else None,
+        # an INT32 bias limits how fine the weight steps may be; a float bias does not
+        min_scale=bias_min_weight_scale(b, float(x.scale)) if b is not None and not config.inputs_only else None,
     )
-    if b is not None and tq.method == "per_channel":
+    if b is not None and tq.method == "per_channel" and not config.inputs_only:
         _keep_bias_of_zero_channels(tq, b, float(x.scale))
     planned = [tq]
     if b is not None and config.bias_correction:
         b = b - weight_error_shift(node, w, tq, mean)
-    if b is not None:
+    if b is not None and config.inputs_only:
+        # carried through the memo like the others; plan_weights moves it to plan.float_biases
+        planned.append(TensorQuant(b_name, "float_bias", "int32", np.float32(1.0), np.int32(0), values=b.astype(np.float32)))
+    elif b is not None:
         planned.append(bias_quant(b_name, b, float(x.scale), tq.scale))
     for t in planned:
         t.scale, t.zero_point, t.values = read_only(t.scale), read_only(t.zero_point), read_only(t.values)
