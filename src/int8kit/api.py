@@ -177,13 +177,19 @@ def _check_speed(result: QuantizeResult, data: Any, preprocess: str | None, temp
     """INT8 vs FP32 latency on one sample (``None`` when no sample can be had); never fails the run."""
     from int8kit.analysis.speed import check_speed, timing_feed
 
+    from int8kit.runtime.openvino import openvino_available
+
+    target = result.config.target
+    if target == "tensorrt" or (target == "openvino" and not openvino_available()):
+        log.info("latency check skipped: the %s form is timed in %s, which is not installed here", target, target)
+        return None
     try:
         feed = timing_feed(result.optimized_model, None if data is None else (
             lambda: _open_data(result.optimized_model, data, preprocess, template, strict)))
         if feed is None:
             log.info("latency check skipped: no sample to time (dynamic input sizes and no re-readable data)")
             return None
-        speed = check_speed(result.optimized_model, result.model, result.plan, feed)
+        speed = check_speed(result.optimized_model, result.model, result.plan, feed, runtime=target)
     except Exception as exc:  # timing is advice: a runtime that cannot load one of the models says so, it does not fail the run
         log.warning("latency check skipped: %s", exc)
         return None

@@ -91,3 +91,24 @@ def test_a_target_sets_its_options_and_refuses_a_contradiction():
         QuantConfig(target="openvno")
     with pytest.raises(ConfigError, match="--target tensorrt takes symmetric int8"):
         QuantConfig(target="tensorrt", activation_offset=True)
+
+
+def test_openvino_runs_the_openvino_form_and_the_latency_check_uses_it(tmp_path):
+    pytest.importorskip("openvino", reason="openvino is an optional extra (pip install openvino)")
+    import shutil
+
+    import int8kit
+    from int8kit.demo_data import demo_model_path, load_demo_data
+    from int8kit.runtime.openvino import OpenVinoSession
+
+    model = tmp_path / "net.onnx"
+    shutil.copy(demo_model_path(), model)
+    x = load_demo_data()["calib"][:32]
+    result = int8kit.quantize(model, x, output_dir=None, target="openvino", progress=False)
+    assert result.speed is not None and result.speed.runtime == "openvino"
+    ov = OpenVinoSession(result.model)
+    ref = ort.InferenceSession(result.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feed = {ov.get_inputs()[0].name: x[:4]}
+    got, want = ov.run(None, feed)[0], ref.run(None, feed)[0]
+    assert got.shape == want.shape and (got.argmax(1) == want.argmax(1)).mean() >= 0.75
+    assert int8kit.quantize(model, x, output_dir=None, target="tensorrt", progress=False).speed is None  # no TensorRT here

@@ -53,7 +53,8 @@ def measure_latencies(
     """
     if runs < 1 or warmup < 0:
         raise DataError(f"latency got runs={runs}, warmup={warmup}; expected runs >= 1 and warmup >= 0.")
-    sessions = [m if isinstance(m, ort.InferenceSession) else make_session(m, threads=threads) for m in models]
+    # anything with run(None, feed) is a session already (onnxruntime's, or runtime.openvino's)
+    sessions = [make_session(m, threads=threads) if isinstance(m, (str, os.PathLike, onnx.ModelProto)) else m for m in models]
     for _ in range(warmup):
         for sess in sessions:
             sess.run(None, feed)

@@ -1,0 +1,87 @@
+"""OpenVINO (CPU) behind the small part of onnxruntime's session interface int8kit uses.
+
+``OpenVinoSession(model).run(None, feed)`` returns the outputs as a list of arrays, in the model's
+output order, so latency turns and evaluations run the same code on either runtime. OpenVINO is an
+optional extra (``pip install openvino``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+
+from int8kit.errors import ConfigError, ModelError
+
+RUNTIMES = ("onnxruntime", "openvino")
+# OpenVINO's CPU plugin runs float layers in its own default precision (bf16 on CPUs with AMX or
+# AVX512-BF16); "f32" asks for float32, the precision the FP32 model is judged in.
+PRECISIONS = ("default", "f32")
+
+
+@dataclass(frozen=True)
+class _Arg:
+    """What ``get_inputs()``/``get_outputs()`` give: a name (as onnxruntime's NodeArg)."""
+
+    name: str
+
+
+def openvino_available() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class OpenVinoSession:
+    """An OpenVINO compiled model on the CPU, run like an onnxruntime session."""
+
+    def __init__(self, model: onnx.ModelProto | str | os.PathLike, *, threads: int | None = 1, precision: str = "default"):
+        try:
+            import openvino as ov
+        except ImportError:
+            raise ConfigError("the openvino runtime needs the openvino package; pip install openvino, "
+                              "or use --runtime onnxruntime.") from None
+        if precision not in PRECISIONS:
+            raise ConfigError(f"OpenVINO precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = str(threads)
+        if precision == "f32":
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+        core = ov.Core()
+        try:
+            source = core.read_model(model.SerializeToString(), b"") if isinstance(model, onnx.ModelProto) else str(model)
+            self._compiled = core.compile_model(source, "CPU", config)
+        except Exception as exc:
+            name = "the model" if isinstance(model, onnx.ModelProto) else f"model '{model}'"
+            raise ModelError(f"OpenVINO cannot compile {name} ({str(exc).splitlines()[0][:300]}); "
+                             "expected an ONNX model OpenVINO supports, or use --runtime onnxruntime.") from None
+        self._request = self._compiled.create_infer_request()
+        self._inputs = [_Arg(p.any_name) for p in self._compiled.inputs]
+        self._ports = list(self._compiled.outputs)
+        # OpenVINO may rename outputs ("fetch_name_0"): callers ask by the ONNX names, in the same order
+        graph = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=False)
+        names = [o.name for o in graph.graph.output]
+        self._outputs = [_Arg(n) for n in names] if len(names) == len(self._ports) else [_Arg(p.any_name) for p in self._ports]
+
+    def get_inputs(self) -> list[_Arg]:
+        return list(self._inputs)
+
+    def get_outputs(self) -> list[_Arg]:
+        return list(self._outputs)
+
+    def run(self, names: list[str] | None, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Outputs ``names`` (``None``: all) for one feed, as arrays that outlive the next run."""
+        result = self._request.infer({k: np.ascontiguousarray(v) for k, v in feed.items()})
+        by_name = {o.name: np.array(result[port]) for o, port in zip(self._outputs, self._ports)}
+        return [by_name[n] for n in ([o.name for o in self._outputs] if names is None else names)]
+
+    @property
+    def runtime_ops(self) -> int:
+        """Operations of the compiled model (fewer: more was fused)."""
+        return len(self._compiled.get_runtime_model().get_ops())
