@@ -290,8 +290,9 @@ class QuantConfig(_Options):
                                      off_flag="--float-hardswish")
     stem_float: bool = option(True, "also quantize a first conv with <= 4 input channels and the depthwise conv right "
                                     "after it (float by default: no speed-up, costly)", off_flag="--quantize-stem")
-    signed_activations: bool = option(False, "symmetric int8 activations only (TensorRT's QDQ rule); "
-                                             "default: uint8 with zero points")
+    signed_activations: bool = option(False, "symmetric int8 activations only (TensorRT's QDQ rule; --target tensorrt "
+                                             "sets it); default: uint8 with zero points. onnxruntime's CPU kernels "
+                                             "run int8 activations several times slower than uint8 on the same grid")
     outlier_ratio: float = option(2.0, "MatMul/Gemm whose input max exceeds this many 99.99th percentiles stay float (0: off)")
     skew_ratio: float = option(0.5, "signed tensors with |min|/max (or max/|min|) below this get a zero point (0: off)")
     fp_inputs: tuple[str, ...] = option((), "these layers and all before them stay float (comma-separated)")
