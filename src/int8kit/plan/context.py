@@ -20,8 +20,6 @@ number of nodes, initializers or tensors is noticed on its own).
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Hashable
 
 import numpy as np
@@ -30,7 +28,7 @@ from onnx import numpy_helper
 
 from int8kit.calib.histogram import Histogram
 from int8kit.calib.stats import Stats
-from int8kit.graph.model_memo import clear_model_memo, model_token, per_model
+from int8kit.graph.model_memo import IdentityLRU, clear_model_memo, model_token, per_model
 from int8kit.plan.graph_facts import GraphFacts
 from int8kit.plan.memo import Memo, frozen
 from int8kit.thresholds import Target, compute_range
@@ -48,7 +46,6 @@ class PlanContext:
         self.model = model
         self.stats = stats
         self.facts = per_model(model, "graph facts", GraphFacts.of)  # shared by contexts of other statistics
-        self.token = _token(model, stats)
         tensors = max(len(stats.tensors), 1)
         self.ranges: Memo[tuple[Histogram, tuple[float, float]]] = Memo(_RANGE_ENTRIES_PER_TENSOR * tensors)
         self.weights: Memo[tuple] = Memo(_WEIGHT_ENTRIES_PER_LAYER * max(len(self.facts.nodes), 1))
@@ -82,29 +79,15 @@ def _token(model: onnx.ModelProto, stats: Stats) -> Hashable:
     return model_token(model), id(stats.tensors), len(stats.tensors), stats.bins, stats.samples
 
 
-_CONTEXTS: OrderedDict[tuple[int, int], PlanContext] = OrderedDict()
-_CONTEXTS_LOCK = threading.Lock()
+_CONTEXTS = IdentityLRU(MAX_CONTEXTS)
 
 
 def context_for(model: onnx.ModelProto, stats: Stats) -> PlanContext:
     """The context of (``model``, ``stats``), made on first use."""
-    key = (id(model), id(stats))
-    with _CONTEXTS_LOCK:
-        ctx = _CONTEXTS.get(key)
-        if ctx is not None and ctx.model is model and ctx.stats is stats and ctx.token == _token(model, stats):
-            _CONTEXTS.move_to_end(key)
-            return ctx
-    ctx = PlanContext(model, stats)
-    with _CONTEXTS_LOCK:
-        _CONTEXTS[key] = ctx
-        _CONTEXTS.move_to_end(key)
-        while len(_CONTEXTS) > MAX_CONTEXTS:
-            _CONTEXTS.popitem(last=False)
-    return ctx
+    return _CONTEXTS.get((model, stats), "plan context", _token(model, stats), lambda: PlanContext(model, stats))
 
 
 def clear_plan_caches() -> None:
     """Forget every context and per-model result (and release the models and statistics they hold)."""
-    with _CONTEXTS_LOCK:
-        _CONTEXTS.clear()
+    _CONTEXTS.clear()
     clear_model_memo()
