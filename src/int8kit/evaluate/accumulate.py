@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from int8kit.evaluate.metrics import _pair, _rows
+from int8kit.evaluate.metrics import as_pair, as_rows, cosines_from_sums
 
 
 @dataclass(frozen=True)
@@ -52,19 +52,15 @@ class ErrorAccumulator:
 
     def add(self, ref: np.ndarray, got: np.ndarray) -> int:
         """Fold one batch in (same shapes; checked by the caller); returns its samples."""
-        a, b = _pair(ref, got)
+        a, b = as_pair(ref, got)
         if self.domain is not None:
             a, b = np.clip(a, *self.domain), np.clip(b, *self.domain)
-        a, b = _rows(a, b)
+        a, b = as_rows(a, b)
         if not len(a):
             return 0
         d = a - b
-        na, nb = np.einsum("ij,ij->i", a, a), np.einsum("ij,ij->i", b, b)
-        dot = np.einsum("ij,ij->i", a, b)
-        denom = np.sqrt(na * nb)
-        # both all zero: identical (1); exactly one all zero: nothing in common (0)
-        cos = np.where(denom > 0, dot / np.where(denom > 0, denom, 1.0), np.where((na > 0) | (nb > 0), 0.0, 1.0))
-        cos = np.clip(cos, -1.0, 1.0)
+        na = np.einsum("ij,ij->i", a, a)
+        cos = cosines_from_sums(np.einsum("ij,ij->i", a, b), na, np.einsum("ij,ij->i", b, b))
         self.cos_sum += float(cos.sum())
         self.cos_min = min(self.cos_min, float(cos.min()))
         self.err_sq += float(np.einsum("ij,ij->", d, d))

@@ -11,7 +11,7 @@ import numpy as np
 from int8kit.errors import DataError
 
 
-def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def as_pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Cast two outputs to float64 and check they have the same shape."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
@@ -23,7 +23,7 @@ def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def _rows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def as_rows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Both arrays as (samples, values): a scalar is one sample of one value."""
     if a.ndim == 0:
         return a.reshape(1, 1), b.reshape(1, 1)
@@ -61,7 +61,7 @@ def topk_accuracy(scores: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
 
 def top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
     """Fraction of samples where two (N, C) score arrays pick the same class."""
-    a, b = _pair(a, b)
+    a, b = as_pair(a, b)
     if a.ndim != 2:
         raise DataError(
             f"scores have shape {a.shape}; expected (samples, classes) for top-1 agreement; "
@@ -78,13 +78,15 @@ def sample_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     A scalar or 0-d output counts as one sample. Where both vectors are all zeros the cosine is 1
     (identical); where exactly one is, 0 (nothing in common).
     """
-    a, b = _rows(*_pair(a, b))
-    na = np.linalg.norm(a, axis=1)
-    nb = np.linalg.norm(b, axis=1)
-    dot = np.einsum("ij,ij->i", a, b)
-    denom = na * nb
-    cos = np.where(denom > 0, dot / np.where(denom > 0, denom, 1.0), 0.0)
-    cos = np.where((na == 0) & (nb == 0), 1.0, cos)
+    a, b = as_rows(*as_pair(a, b))
+    return cosines_from_sums(np.einsum("ij,ij->i", a, b), np.einsum("ij,ij->i", a, a), np.einsum("ij,ij->i", b, b))
+
+
+def cosines_from_sums(dot: np.ndarray, a_sq: np.ndarray, b_sq: np.ndarray) -> np.ndarray:
+    """Per-sample cosines from per-sample ``a·b``, ``‖a‖²``, ``‖b‖²`` (the one definition: both all
+    zero -> 1, exactly one all zero -> 0, clipped to [-1, 1])."""
+    denom = np.sqrt(a_sq * b_sq)
+    cos = np.where(denom > 0, dot / np.where(denom > 0, denom, 1.0), np.where((a_sq > 0) | (b_sq > 0), 0.0, 1.0))
     return np.clip(cos, -1.0, 1.0)
 
 
@@ -96,7 +98,7 @@ def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def max_abs_error(a: np.ndarray, b: np.ndarray) -> float:
     """Largest absolute element-wise difference between two outputs (0 for empty arrays)."""
-    a, b = _pair(a, b)
+    a, b = as_pair(a, b)
     if a.size == 0:
         return 0.0
     return float(np.max(np.abs(a - b)))
