@@ -137,12 +137,11 @@ def _remove_fused(nodes: list[onnx.NodeProto], plan: QuantPlan) -> tuple[list[on
         return nodes, {}
     by_name = {n.name: n for n in nodes}
     removed = {by_name[name].output[0]: copy.deepcopy(by_name[name]) for name in plan.fused}
-    for act_name, src in plan.fused.items():
-        act = by_name[act_name]
-        for node in nodes:
-            for k, out in enumerate(node.output):
-                if out == src:
-                    node.output[k] = act.output[0]
+    renamed = {src: by_name[act_name].output[0] for act_name, src in plan.fused.items()}  # one pass, not one per act
+    for node in nodes:
+        for k, out in enumerate(node.output):
+            if out in renamed:
+                node.output[k] = renamed[out]
     return [n for n in nodes if n.name not in plan.fused], removed
 
 
