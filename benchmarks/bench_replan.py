@@ -1,7 +1,7 @@
 """Re-planning cost: one calibration, then many plan + emit rounds that each change one thing.
 
     python benchmarks/bench_replan.py [--models effnet,orientation,ocr_rec] [--rounds 50]
-        [--before SRC] [--repeat 1]
+        [--before SRC] [--repeat 1] [--gc-freeze]
 
 Per model: the time of the first ``plan()`` (nothing cached; median of 3 cold plans) and of its
 ``emit_qdq()``, then ``--rounds`` rounds of ``plan()`` + ``emit_qdq()`` to an in-memory model,
@@ -79,8 +79,13 @@ def make_config(change: dict):
     return QuantConfig(**change)
 
 
-def measure(name: str, rounds: int) -> dict:
-    """Run in this process: first plan, then ``rounds`` plan + emit rounds; times in ms."""
+def measure(name: str, rounds: int, gc_freeze: bool = False) -> dict:
+    """Run in this process: first plan, then ``rounds`` plan + emit rounds; times in ms.
+
+    ``gc_freeze``: move everything alive after the first plan out of the collector's reach, as a
+    long-running search would (a full collection of the imported modules alone takes 4-7 ms)."""
+    import gc
+
     import onnx
 
     import int8kit
@@ -108,6 +113,9 @@ def measure(name: str, rounds: int) -> dict:
     first_ms, first_emit_ms = statistics.median(firsts), statistics.median(first_emits)
     changes = round_configs(first, model, rounds)
     configs = [make_config(c) for c in changes]  # built outside the timed part
+    if gc_freeze:
+        gc.collect()
+        gc.freeze()
     times = []
     start_all = time.perf_counter()
     for config in configs:
@@ -119,12 +127,13 @@ def measure(name: str, rounds: int) -> dict:
             "round_median_ms": statistics.median(times), "round_max_ms": max(times), "total_s": total_s}
 
 
-def run_child(name: str, rounds: int, src: Path | None) -> dict:
+def run_child(name: str, rounds: int, src: Path | None, gc_freeze: bool = False) -> dict:
     """``measure`` in a fresh process, with the int8kit of ``src`` when given."""
     env = dict(os.environ)
     if src is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(src / "src")] + [p for p in [env.get("PYTHONPATH")] if p])
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--rounds", str(rounds)]
+    cmd += ["--gc-freeze"] if gc_freeze else []
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
@@ -144,10 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=50)
     ap.add_argument("--before", type=Path, help="checkout of the int8kit to compare with (its src/ is imported)")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each process, in turns; medians printed")
+    ap.add_argument("--gc-freeze", action="store_true",
+                    help="gc.freeze() after the first plan (both sides): rounds without full-collection pauses")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        print(json.dumps(measure(args.child, args.rounds)))
+        print(json.dumps(measure(args.child, args.rounds, args.gc_freeze)))
         return 0
     from tabulate import tabulate
 
@@ -158,13 +169,13 @@ def main(argv: list[str] | None = None) -> int:
         runs: dict[str, list[dict]] = {side: [] for side in sides}
         for _ in range(args.repeat):
             for side, src in sides.items():
-                runs[side].append(run_child(name, args.rounds, src))
+                runs[side].append(run_child(name, args.rounds, src, args.gc_freeze))
         for side in sides:
             m = median_of(runs[side])
             rows.append([name, side, m["first_ms"], m["first_emit_ms"], m["round_median_ms"], m["round_max_ms"], m["total_s"]])
         print(tabulate(rows[-len(sides):], floatfmt=".4g"), flush=True)
     print(f"\n{args.rounds} rounds of plan + emit, each changing one layer's precision or one tensor's method "
-          f"(medians of {args.repeat} run(s) per row)")
+          f"(medians of {args.repeat} run(s) per row{'; gc.freeze() after the first plan' if args.gc_freeze else ''})")
     print(tabulate(rows, headers=["model", "code", "first plan ms", "first emit ms", "plan+emit median ms", "plan+emit max ms",
                                   f"{args.rounds} rounds s"], floatfmt=".4g"))
     return 0
