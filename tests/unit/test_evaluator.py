@@ -113,14 +113,41 @@ def test_one_shot_stream_serves_many_candidates(setup, tmp_path) -> None:
     assert got == want
 
 
-def test_large_references_stay_memory_mapped(setup, tmp_path, monkeypatch) -> None:
+def test_large_references_are_read_record_by_record(setup, tmp_path, monkeypatch) -> None:
     fp32, x, candidates, _ = setup
     monkeypatch.setattr(evaluator_mod, "IN_MEMORY_BYTES", 0)
     ev = Evaluator(fp32, x, cache=tmp_path, progress=False)
-    ev.evaluate(candidates[0], latency=False)
-    assert isinstance(ev.reference.record("outputs", 0)["scores"].base, np.memmap)
-    again = RecordReader(ev.reference.folder, in_memory_bytes=1 << 30)  # small: read into RAM
-    assert not isinstance(again.record("outputs", 0)["scores"].base, np.memmap)
+    res = ev.evaluate(candidates[0], latency=False)
+    assert ev.reference._held == {}  # nothing held between accesses: memory follows one record
+    again = RecordReader(ev.reference.folder, in_memory_bytes=1 << 30)  # small: read into RAM once
+    assert np.array_equal(again.record("outputs", 0)["scores"], ev.reference.record("outputs", 0)["scores"])
+    assert again._held and res.samples == 40
+
+
+def test_per_layer_values_too_large_to_keep_are_recomputed(tmp_path, monkeypatch) -> None:
+    """Past the store's byte cap the layer reference keeps only the pieces' inputs; the errors and
+    the report's histograms are the same, from the FP32 model run again on those inputs."""
+    import int8kit.evaluate.reference as reference
+    from int8kit.analysis.layerwise import layer_errors, layer_histograms
+
+    rng = np.random.default_rng(6)
+    w = rng.normal(size=(4, 6))
+    x = rng.normal(size=(10, 4)).astype(np.float32)
+    fp32, other = _model(w), _model(w + rng.normal(scale=0.1, size=w.shape))
+    kept = Evaluator(fp32, x, cache=tmp_path / "a", progress=False)
+    want = layer_errors(fp32, other, None, evaluator=kept)
+    real = reference.compute_layer_reference
+    monkeypatch.setattr(evaluator_mod, "compute_layer_reference", lambda *a, **k: real(*a, **k, max_bytes=1))
+    slim = Evaluator(fp32, x, cache=tmp_path / "b", progress=False)
+    got = layer_errors(fp32, other, None, evaluator=slim)
+    assert kept.layer_reference().meta["values"] and not slim.layer_reference().meta["values"]
+    assert not slim.layer_reference().records("values") and slim.layer_reference().records("inputs")
+    assert [(e.name, e.cosine, e.relative_error, e.max_abs_error) for e in got] == \
+        [(e.name, e.cosine, e.relative_error, e.max_abs_error) for e in want]
+    assert {"scores", "feat"} <= {e.name for e in got} and max(e.relative_error for e in got) > 0.01
+    h_kept, h_slim = layer_histograms(kept, ["scores", "feat"]), layer_histograms(slim, ["scores", "feat"])
+    assert set(h_kept) == {"scores", "feat"} and all(np.array_equal(h_kept[n].counts, h_slim[n].counts) for n in h_kept)
+    assert h_kept["feat"].count == x.size  # every value of the 10 samples
 
 
 def test_error_accumulator_matches_numpy() -> None:

@@ -262,7 +262,7 @@ def report_for_models(
 
         ranked = sorted(layer_errors, key=lambda e: -e.relative_error)
         stats = layer_histograms(evaluator, [e.name for e in ranked[:MAX_HISTOGRAMS]], max_samples=max_samples)
-        shown = evaluator.layer_reference(max_samples).meta["samples"]
+        shown = evaluator.layer_reference(max_samples, list(stats)).meta["samples"] if stats else 0
         note = (f"No calibration statistics were given (--stats), so these histograms show the {shown} evaluation samples "
                 "of the per-layer comparison; min/max lines come from the quant record when there is one.")
     return write_report(path, eval_result=eval_result, layer_errors=layer_errors, quant_json=quant_json,

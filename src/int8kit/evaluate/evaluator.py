@@ -20,7 +20,7 @@ import logging
 import os
 import tempfile
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ import onnxruntime as ort
 from tqdm import tqdm
 
 from int8kit.calib.stats import model_fingerprint
+from int8kit.calib.taps import activation_tensors
 from int8kit.data.sources import batches_from, model_input_specs
 from int8kit.errors import DataError, ModelError
 from int8kit.evaluate.chance import warn_if_chance
@@ -96,7 +97,7 @@ class Evaluator:
         shapes = [(spec.name, spec.shape, str(spec.dtype)) for spec in self.specs]
         self._key = reference_key(model_fingerprint(self.model), shapes, digest, batch_size, ort.__version__)
         self._reference: RecordReader | None = None
-        self._layers: dict[int, RecordReader] = {}
+        self._layers: dict[tuple[int, tuple[str, ...]], RecordReader] = {}
         self.fp32_runs = 0  # FP32 passes this evaluator ran (0 when the disk cache had them)
 
     # ---------------------------------------------------------------- references
@@ -109,13 +110,18 @@ class Evaluator:
             self._check_labels(self._reference.meta["samples"], self._reference.meta.get("declared"))
         return self._reference
 
-    def layer_reference(self, max_samples: int = LAYER_SAMPLES) -> RecordReader:
-        """Every float activation of the FP32 model on its first ``max_samples`` samples, in pieces
-        of bounded size (inputs kept with each piece, so candidates run exactly these pieces)."""
-        if max_samples not in self._layers:
-            key = reference_key(self._key, "layers", max_samples)
-            self._layers[max_samples] = self._open_or_compute(key, lambda path: self._compute_layers(path, max_samples))
-        return self._layers[max_samples]
+    def layer_reference(self, max_samples: int = LAYER_SAMPLES, tensors: Sequence[str] | None = None) -> RecordReader:
+        """The float activations ``tensors`` (default: all) of the FP32 model on its first
+        ``max_samples`` samples, in pieces of bounded size (inputs kept with each piece, so
+        candidates run exactly these pieces). A reference already made for a wider set serves."""
+        names = tuple(tensors) if tensors is not None else tuple(activation_tensors(self.model))
+        for (samples, held), ref in self._layers.items():
+            if samples == max_samples and set(names) <= set(held):
+                return ref
+        key = reference_key(self._key, "layers", max_samples, sorted(names))
+        ref = self._open_or_compute(key, lambda path: self._compute_layers(path, max_samples, list(names)))
+        self._layers[(max_samples, names)] = ref
+        return ref
 
     def _open_or_compute(self, key: str, compute: Any) -> RecordReader:
         folder = self.root / key
@@ -138,8 +144,8 @@ class Evaluator:
                                  latency_rows=self._latency_rows(), declared=_count_samples(self._data) or source.num_samples,
                                  progress=self.progress)
 
-    def _compute_layers(self, folder: Path, max_samples: int) -> RecordReader:
-        return compute_layer_reference(self.model, self._batches(), folder, max_samples,
+    def _compute_layers(self, folder: Path, max_samples: int, names: list[str]) -> RecordReader:
+        return compute_layer_reference(self.model, names, self._batches(), folder, max_samples,
                                        splittable=self._latency_rows() == 1, progress=self.progress)
 
     # ---------------------------------------------------------------- data

@@ -22,6 +22,9 @@ from int8kit.runtime.session import make_session, run_checked
 
 ModelLike = onnx.ModelProto | str | os.PathLike
 
+# The per-layer FP32 values are kept on disk up to this size; beyond it they are recomputed per candidate.
+LAYER_STORE_BYTES = 2 << 30
+
 
 def load_model(model: ModelLike) -> tuple[onnx.ModelProto, int | None]:
     """Loaded model and its size (serialized, weights included even when they lie in an external
@@ -77,36 +80,49 @@ def compute_reference(
 
 def compute_layer_reference(
     model: onnx.ModelProto,
+    names: list[str],
     batches: Iterable[Mapping[str, np.ndarray]],
     folder: Path,
     max_samples: int,
     *,
     splittable: bool,
     progress: bool,
+    max_bytes: int = LAYER_STORE_BYTES,
 ) -> RecordReader:
-    """Every float activation of ``model`` on its first ``max_samples`` samples, run in pieces whose
+    """The float activations ``names`` of ``model`` on its first ``max_samples`` samples, run in pieces whose
     tensors take about ``chunking.RUN_BYTES`` (one sample at least); each piece's inputs are kept
-    with it, so a candidate runs exactly the same pieces."""
-    known = activation_tensors(model)
-    names = list(known)
-    tapped, _ = tap_model(model, names, known)
+    with it, so a candidate runs exactly the same pieces.
+
+    The values are stored only when all of them fit in ``max_bytes`` (meta ``values``): PP-OCRv4
+    det holds 660 MB of activations per 640x640 page. Otherwise only the pieces' inputs are kept
+    and the per-layer comparison runs the FP32 model on them again (``analysis.layerwise``)."""
+    tapped, _ = tap_model(model, names, activation_tensors(model))
     session = make_session(tapped)
     chunker = Chunker(splittable=splittable, limit=max_samples)
     writer = RecordWriter(folder)
+    keep: bool | None = None  # decided by the first piece's bytes per sample
     try:
         with tqdm(total=max_samples, unit="sample", desc="FP32 per-layer", disable=not progress, leave=False) as bar:
             for batch in batches:
                 for piece in chunker.pieces(batch):
+                    writer.append("inputs", piece)
+                    bar.update(rows(piece))
+                    if keep is False:  # only the pieces' inputs are kept: no need to run them now
+                        continue
                     at = f"per-layer samples {chunker.seen - rows(piece)}-{chunker.seen - 1}"
                     values = run_checked(session, names, piece, where=f"{at} (FP32 model)")
                     chunker.returned(values, piece)
-                    writer.append("inputs", piece)
-                    writer.append("values", dict(zip(names, values)))
+                    if keep is None:
+                        per_sample = sum(v.nbytes for v in values) / max(rows(piece), 1)
+                        keep = per_sample * max_samples <= max_bytes
+                        if not keep:
+                            session = None  # frees its arena before the per-layer passes start theirs
+                    if keep:
+                        writer.append("values", dict(zip(names, values)))
                     del values
-                    bar.update(rows(piece))
                 if chunker.done:
                     break
-        return writer.finish({"samples": chunker.seen, "names": names})
+        return writer.finish({"samples": chunker.seen, "names": names, "values": bool(keep)})
     except BaseException:
         writer.abort()
         raise

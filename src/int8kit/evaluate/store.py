@@ -2,7 +2,7 @@
 
 A reference is a folder of raw files, one per tensor, each holding that tensor's arrays of every
 batch (or piece) back to back, plus ``index.json`` with each record's offset, dtype and shape.
-Records are read back as memory maps, so a reference larger than RAM costs page cache, not heap.
+A small group is read into RAM once; a large one record by record, so memory follows one record.
 A folder is written under a temporary name and renamed when complete: a half-written reference
 is never read.
 """
@@ -28,7 +28,7 @@ from int8kit.graph.io import write_text_atomic
 log = logging.getLogger(__name__)
 
 STORE_VERSION = 1  # bump when the layout or what a reference holds changes
-CACHE_LIMIT_BYTES = 4 << 30  # older references are deleted past this much in <cache>/evaluate
+CACHE_LIMIT_BYTES = 8 << 30  # older references are deleted past this much in <cache>/evaluate
 _HASH_BLOCK = 16 << 20  # bytes per hashed block (one thread task)
 
 
@@ -110,7 +110,8 @@ class RecordWriter:
 
 
 class RecordReader:
-    """Reads a finished store; records come back as read-only memory maps (or RAM copies)."""
+    """Reads a finished store: groups up to ``in_memory_bytes`` are held in RAM, larger ones are
+    read from disk at each access."""
 
     def __init__(self, folder: Path, *, in_memory_bytes: int = 0) -> None:
         self.folder = folder
@@ -118,7 +119,9 @@ class RecordReader:
         self.meta: dict[str, Any] = index["meta"]
         self.groups: dict[str, dict[str, Any]] = index["groups"]
         self.in_memory_bytes = in_memory_bytes
-        self._maps: dict[tuple[str, int], np.ndarray] = {}
+        self._held: dict[tuple[str, int], np.ndarray] = {}
+        self._index = {g: {n: k for k, n in enumerate(v["names"])} for g, v in self.groups.items()}
+        self._bytes = {g: self._group_bytes(g) for g in self.groups}
 
     def names(self, group: str) -> list[str]:
         return list(self.groups.get(group, {}).get("names", []))
@@ -128,8 +131,11 @@ class RecordReader:
 
     def nbytes(self, group: str) -> int:
         """Bytes of every record of ``group``."""
+        return self._bytes.get(group, 0)
+
+    def _group_bytes(self, group: str) -> int:
         return sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize
-                   for row in self.groups.get(group, {}).get("records", []) for _, dt, shape in row)
+                   for row in self.groups[group]["records"] for _, dt, shape in row)
 
     def record(self, group: str, index: int) -> dict[str, np.ndarray]:
         """Record ``index`` of ``group``: an array per tensor name."""
@@ -138,22 +144,21 @@ class RecordReader:
 
     def get(self, group: str, name: str, index: int) -> np.ndarray:
         """One tensor of record ``index`` of ``group``."""
-        g = self.groups[group]
-        k = g["names"].index(name)
-        return self._array(group, k, *g["records"][index][k])
+        k = self._index[group][name]
+        return self._array(group, k, *self.groups[group]["records"][index][k])
 
     def _array(self, group: str, k: int, offset: int, dtype: str, shape: list[int]) -> np.ndarray:
         dt = np.dtype(dtype)
         count = int(np.prod(shape, dtype=np.int64))
         if count == 0:
             return np.empty(shape, dt)
-        raw = self._maps.get((group, k))
-        if raw is None:
-            path = self.folder / f"{group}.{k}.bin"
-            # small groups are read into RAM once (faster than page faults); large ones stay mapped
-            small = self.nbytes(group) <= self.in_memory_bytes
-            raw = np.fromfile(path, dtype=np.uint8) if small else np.memmap(path, dtype=np.uint8, mode="r")
-            self._maps[(group, k)] = raw
+        path = self.folder / f"{group}.{k}.bin"
+        if self.nbytes(group) > self.in_memory_bytes:
+            # large groups are read record by record and held by nobody here: memory follows one record
+            return np.fromfile(path, dtype=dt, count=count, offset=offset).reshape(shape)
+        raw = self._held.get((group, k))
+        if raw is None:  # small groups are read into RAM once
+            raw = self._held[(group, k)] = np.fromfile(path, dtype=np.uint8)
         return raw[offset : offset + count * dt.itemsize].view(dt).reshape(shape)
 
     def touch(self) -> None:
