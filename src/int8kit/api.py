@@ -292,6 +292,7 @@ def evaluate(
     output: str | None = None,
     batch_size: int | None = None,
     threads: int | None = None,
+    runtime: str = "onnxruntime",
     latency: bool = True,
     progress: bool = True,
     per_layer: bool = False,
@@ -310,7 +311,9 @@ def evaluate(
     ``per_layer`` (or ``report``) also compares every tensor on up to 32 samples (``result.layers``).
     ``report`` writes a self-contained HTML report there; ``quant_json`` (default: the
     ``<stem>_quant.json`` beside a ``<stem>_int8.onnx``) and ``stats`` add clipping ranges and
-    calibration histograms to it.
+    calibration histograms to it. ``runtime``: where both models run, ``onnxruntime`` or
+    ``openvino`` (its default precision; ``pip install openvino``); the per-layer comparison always
+    runs in onnxruntime, which can return any intermediate tensor.
     """
     from int8kit.evaluate.evaluator import LAYER_SAMPLES, Evaluator
 
@@ -324,7 +327,7 @@ def evaluate(
     data = _open_data(fp32_model, data, preprocess, preprocess_template, strict)
     # One evaluator: the FP32 reference (cached on disk) serves the outputs, the layers and the report.
     evaluator = Evaluator(fp32_model, data, labels=labels, output=output, batch_size=batch_size, threads=threads,
-                          progress=progress)
+                          runtime=runtime, progress=progress)
     result = evaluator.evaluate(int8_model, latency=latency)
     if per_layer or report is not None:
         from int8kit.analysis.layerwise import layer_errors

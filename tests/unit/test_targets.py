@@ -112,3 +112,24 @@ def test_openvino_runs_the_openvino_form_and_the_latency_check_uses_it(tmp_path)
     got, want = ov.run(None, feed)[0], ref.run(None, feed)[0]
     assert got.shape == want.shape and (got.argmax(1) == want.argmax(1)).mean() >= 0.75
     assert int8kit.quantize(model, x, output_dir=None, target="tensorrt", progress=False).speed is None  # no TensorRT here
+
+
+def test_eval_runs_both_models_in_openvino(tmp_path, capsys):
+    pytest.importorskip("openvino", reason="openvino is an optional extra (pip install openvino)")
+    import shutil
+
+    from int8kit.cli import main
+    from int8kit.demo_data import demo_model_path, load_demo_data
+
+    model = tmp_path / "net.onnx"
+    shutil.copy(demo_model_path(), model)
+    np.save(tmp_path / "x.npy", load_demo_data()["calib"][:32])
+    assert main(["quantize", str(model), "--data", str(tmp_path / "x.npy"), "-o", str(tmp_path / "q"), "--target", "openvino",
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(model), str(tmp_path / "q" / "net_int8.onnx"), "--data", str(tmp_path / "x.npy"),
+                 "--runtime", "openvino", "--json", "--no-progress"]) == 0
+    import json
+
+    result = json.loads(capsys.readouterr().out)
+    assert result["runtime"] == "openvino" and result["top1_agreement"] > 0.8 and result["int8_latency_ms"] > 0

@@ -20,7 +20,7 @@ import onnx
 from int8kit.evaluate.latency import measure_latencies
 from int8kit.graph.ops import COMPUTE, op_info
 from int8kit.plan.types import QuantPlan
-from int8kit.runtime.session import make_session
+from int8kit.runtime.openvino import session_for
 
 BUDGET_S = 2.0  # timing budget of the whole check (both models)
 SLOW_RATIO = 0.95  # INT8 at least this close to FP32 is "not faster"
@@ -79,7 +79,7 @@ def check_speed(fp32: onnx.ModelProto, int8: onnx.ModelProto, plan: QuantPlan, f
                 *, runtime: str = "onnxruntime", budget_s: float = BUDGET_S) -> SpeedCheck:
     """Time both models on ``feed`` (taking turns, one thread) within about ``budget_s`` seconds,
     on ``runtime`` (onnxruntime, or OpenVINO in its default precision)."""
-    sessions = [session_for(m, runtime) for m in (fp32, int8)]
+    sessions = [session_for(m, runtime, threads=1) for m in (fp32, int8)]
     start = time.perf_counter()
     for sess in sessions:
         sess.run(None, feed)  # first run: allocations, not timed
@@ -88,15 +88,6 @@ def check_speed(fp32: onnx.ModelProto, int8: onnx.ModelProto, plan: QuantPlan, f
     fp32_ms, int8_ms = measure_latencies(sessions, feed, warmup=1, runs=runs)
     costs = time_costs(int8, plan) if runtime == "onnxruntime" else []  # the costs named are onnxruntime's
     return SpeedCheck(fp32_ms, int8_ms, runs, runtime=runtime, costs=costs)
-
-
-def session_for(model: onnx.ModelProto | str, runtime: str, threads: int = 1) -> Any:
-    """A session with ``run(None, feed)`` on ``runtime``."""
-    if runtime == "openvino":
-        from int8kit.runtime.openvino import OpenVinoSession
-
-        return OpenVinoSession(model, threads=threads)
-    return make_session(model, threads=threads)
 
 
 def time_costs(int8: onnx.ModelProto, plan: QuantPlan) -> list[str]:

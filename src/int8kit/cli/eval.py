@@ -10,6 +10,7 @@ from typing import Any
 from int8kit.cli import convert as cli_convert
 from int8kit.cli import data as cli_data
 from int8kit.cli.common import add_model, add_progress
+from int8kit.runtime.openvino import RUNTIMES
 
 
 def add_parser(sub: Any) -> None:
@@ -23,6 +24,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--batch", type=int, dest="batch_size",
                    help="samples per inference batch (default: up to 32 and at most 20 MB of input)")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads for the accuracy pass (latency uses one)")
+    p.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime",
+                   help="where both models run: onnxruntime, or openvino in its default precision (pip install openvino); "
+                        "--per-layer always runs in onnxruntime")
     p.add_argument("--no-latency", action="store_true", help="skip the batch-1 latency measurement")
     add_progress(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -38,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     result = api.evaluate(
         args.fp32_model, args.int8_model, args.data, labels=args.labels, output=args.output, batch_size=args.batch_size,
-        threads=args.threads, latency=not args.no_latency, progress=not args.no_progress, per_layer=args.per_layer,
+        threads=args.threads, runtime=args.runtime, latency=not args.no_latency, progress=not args.no_progress, per_layer=args.per_layer,
         report=args.report, quant_json=args.quant_json, stats=args.stats, **cli_data.preprocess_kwargs(args),
         **cli_convert.source_kwargs(args),
     )

@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from tqdm import tqdm
 
 from int8kit.calib.stats import model_fingerprint
@@ -40,7 +39,8 @@ from int8kit.evaluate.reference import ModelLike, compute_layer_reference, compu
 from int8kit.evaluate.result import EvalResult
 from int8kit.evaluate.scoring import Scorer
 from int8kit.evaluate.store import RecordReader, cache_root, data_fingerprint, open_cached, prune, reference_key
-from int8kit.runtime.session import make_session, run_checked
+from int8kit.runtime.openvino import runtime_version, session_for
+from int8kit.runtime.session import run_checked
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ class Evaluator:
         output: str | None = None,
         batch_size: int | None = None,
         threads: int | None = None,
+        runtime: str = "onnxruntime",
         cache: bool | str | os.PathLike = True,
         progress: bool = True,
     ) -> None:
@@ -77,6 +78,7 @@ class Evaluator:
         if self.output not in self.names:
             raise DataError(f"output '{self.output}' is not an output of the model; expected one of {self.names}; pick one of those.")
         self.batch_size, self.threads, self.progress = batch_size, threads, progress
+        self.runtime = runtime  # both models run there: onnxruntime, or OpenVINO (its default precision)
         self.labels, self.label_width = labels_and_width(labels) if labels is not None else (None, None)
         self._data = data
         declared = _count_samples(data)
@@ -95,7 +97,7 @@ class Evaluator:
             self.shared = True
         # the fingerprint leaves out input shapes; they decide the batches (a fixed batch size), so they count
         shapes = [(spec.name, spec.shape, str(spec.dtype)) for spec in self.specs]
-        self._key = reference_key(model_fingerprint(self.model), shapes, digest, batch_size, ort.__version__)
+        self._key = reference_key(model_fingerprint(self.model), shapes, digest, batch_size, runtime_version(runtime))
         self._reference: RecordReader | None = None
         self._layers: dict[tuple[int, tuple[str, ...]], RecordReader] = {}
         self.fp32_runs = 0  # FP32 passes this evaluator ran (0 when the disk cache had them)
@@ -137,7 +139,7 @@ class Evaluator:
 
     def _compute_outputs(self, folder: Path) -> RecordReader:
         self.fp32_runs += 1
-        session = make_session(self.model, threads=self.threads)
+        session = session_for(self.model, self.runtime, threads=self.threads)
         source = self._source()
         self._source_labels(source)
         return compute_reference(session, self.names, source, folder, keep_inputs=self._one_shot,
@@ -186,7 +188,7 @@ class Evaluator:
         is ``analysis.layerwise.layer_errors(..., evaluator=this)``.
         """
         q_proto, q_size = load_model(int8_model)
-        session = make_session(q_proto, threads=self.threads)
+        session = session_for(q_proto, self.runtime, threads=self.threads)
         self._check_candidate(session)
         ref = self.reference
         scorer = Scorer(self.names, self.output, self.labels, self.label_width)
@@ -206,11 +208,12 @@ class Evaluator:
         result = scorer.result()
         warn_if_chance(result, scorer.classes, self.labels, self._data)  # word-named class folders, wrong labels
         result.fp32_size_bytes, result.int8_size_bytes = self.size_bytes, q_size
+        result.runtime = self.runtime
         if latency and ref.records("feed"):
             self._add_latency(result, q_proto, ref.record("feed", 0))
         return result
 
-    def _check_candidate(self, session: ort.InferenceSession) -> None:
+    def _check_candidate(self, session: Any) -> None:
         fp_inputs = sorted(s.name for s in self.specs)
         q_inputs = sorted(i.name for i in session.get_inputs())
         if fp_inputs != q_inputs:
@@ -228,7 +231,8 @@ class Evaluator:
 
     def _add_latency(self, result: EvalResult, q_proto: onnx.ModelProto, feed: dict[str, np.ndarray]) -> None:
         feed = {k: np.array(v) for k, v in feed.items()}  # onnxruntime reads plain arrays, not maps
-        result.fp32_latency_ms, result.int8_latency_ms = measure_latencies([self.model, q_proto], feed, threads=1)
+        sessions = [session_for(m, self.runtime, threads=1) for m in (self.model, q_proto)]
+        result.fp32_latency_ms, result.int8_latency_ms = measure_latencies(sessions, feed)
         result.latency_batch = len(next(iter(feed.values())))
         if result.fp32_latency_ms > 0:
             result.latency_ratio = result.int8_latency_ms / result.fp32_latency_ms

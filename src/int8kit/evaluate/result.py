@@ -48,6 +48,7 @@ class EvalResult:
     int8_latency_ms: float | None = None
     latency_ratio: float | None = None
     latency_batch: int | None = None  # samples per latency run: 1, or the model's fixed batch
+    runtime: str = "onnxruntime"  # where both models ran (accuracy and latency)
     fp32_size_bytes: int | None = None
     int8_size_bytes: int | None = None
     layers: list[Any] | None = None  # per-tensor ``analysis.layerwise.LayerError``s when asked for (evaluate(per_layer=True))
@@ -91,7 +92,8 @@ def summary_rows(res: EvalResult) -> tuple[str, list[list[str]]]:
             rows.append([f"SQNR dB ({sim.name})", "", num(sim.sqnr_db, ".2f"), ""])
     if res.fp32_latency_ms is not None and res.int8_latency_ms is not None:
         ratio = f"x{res.latency_ratio:.2f}" if res.latency_ratio is not None else ""
-        rows.append([f"latency, batch {res.latency_batch or 1} (ms)", f"{res.fp32_latency_ms:.3f}", f"{res.int8_latency_ms:.3f}", ratio])
+        where = "" if res.runtime == "onnxruntime" else f", {res.runtime}"
+        rows.append([f"latency, batch {res.latency_batch or 1}{where} (ms)", f"{res.fp32_latency_ms:.3f}", f"{res.int8_latency_ms:.3f}", ratio])
     if res.fp32_size_bytes is not None and res.int8_size_bytes is not None:
         ratio = f"x{res.int8_size_bytes / res.fp32_size_bytes:.2f}" if res.fp32_size_bytes else ""
         rows.append(["model size (KiB)", f"{res.fp32_size_bytes / 1024:.1f}", f"{res.int8_size_bytes / 1024:.1f}", ratio])

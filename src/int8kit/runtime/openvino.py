@@ -85,3 +85,26 @@ class OpenVinoSession:
     def runtime_ops(self) -> int:
         """Operations of the compiled model (fewer: more was fused)."""
         return len(self._compiled.get_runtime_model().get_ops())
+
+
+def session_for(model: onnx.ModelProto | str | os.PathLike, runtime: str = "onnxruntime", *,
+                threads: int | None = None, precision: str = "default") -> Any:
+    """A session with ``run(names, feed)`` / ``get_inputs()`` / ``get_outputs()`` on ``runtime``."""
+    if runtime == "openvino":
+        return OpenVinoSession(model, threads=threads, precision=precision)
+    if runtime != "onnxruntime":
+        raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}.")
+    from int8kit.runtime.session import make_session
+
+    return make_session(model, threads=threads)
+
+
+def runtime_version(runtime: str) -> str:
+    """The version of ``runtime`` (keys cached references: another version may compute differently)."""
+    if runtime == "openvino":
+        import openvino
+
+        return f"openvino {openvino.__version__}"
+    import onnxruntime
+
+    return f"onnxruntime {onnxruntime.__version__}"
