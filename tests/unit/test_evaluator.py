@@ -43,10 +43,10 @@ def setup():
 def runs(monkeypatch):
     """Counts session runs per model: {id(model proto): runs}."""
     counts: dict[int, int] = {}
-    real = evaluator_mod.make_session
+    real = evaluator_mod.session_for
 
-    def counting(model, **kwargs):
-        session = real(model, **kwargs)
+    def counting(model, *args, **kwargs):
+        session = real(model, *args, **kwargs)
 
         class Counted:
             def __getattr__(self, name):
@@ -58,7 +58,7 @@ def runs(monkeypatch):
 
         return Counted()
 
-    monkeypatch.setattr(evaluator_mod, "make_session", counting)
+    monkeypatch.setattr(evaluator_mod, "session_for", counting)
     return counts
 
 
