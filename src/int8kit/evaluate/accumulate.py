@@ -65,9 +65,9 @@ class ErrorAccumulator:
         self.cos_min = min(self.cos_min, float(cos.min()))
         self.err_sq += float(np.einsum("ij,ij->", d, d))
         self.ref_sq += float(na.sum())
-        if d.size:
-            self.max_abs = max(self.max_abs, float(np.abs(d).max()))
-            self.ref_max = max(self.ref_max, float(np.abs(a).max()))
+        if d.size:  # in place and without |a|: no more float64 copies of a large tensor than needed
+            self.max_abs = max(self.max_abs, float(np.abs(d, out=d).max()))
+            self.ref_max = max(self.ref_max, float(a.max()), -float(a.min()))
         self.samples += len(a)
         return len(a)
 
