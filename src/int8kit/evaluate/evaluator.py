@@ -10,7 +10,7 @@ samples) is stored on disk under ``<cache>/evaluate/<key>``, keyed by the model'
 data's content hash, the batch size and the onnxruntime version: a second evaluator of the same
 model and data reads it instead of running the FP32 model. Data that can only be iterated (a
 generator, an image folder) gets a private temporary reference instead, its inputs kept with it
-so that later passes can read them again. Records are memory-mapped, so memory does not grow
+so that later passes can read them again. Large references are read record by record, so memory does not grow
 with the number of samples.
 """
 
@@ -44,7 +44,7 @@ from int8kit.runtime.session import run_checked
 
 log = logging.getLogger(__name__)
 
-# A reference group up to this size is read into RAM once; larger ones stay memory-mapped.
+# A reference group up to this size is read into RAM once; larger ones are read record by record.
 IN_MEMORY_BYTES = 64 << 20
 LAYER_SAMPLES = 32  # samples the per-layer comparison runs
 
