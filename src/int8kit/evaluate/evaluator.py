@@ -8,10 +8,10 @@ of INT8 candidates with one INT8 pass each.
 The reference (every output of every sample, and on request every activation of the first few
 samples) is stored on disk under ``<cache>/evaluate/<key>``, keyed by the model's fingerprint, the
 data's content hash, the batch size and the onnxruntime version: a second evaluator of the same
-model and data reads it instead of running the FP32 model. Data that can only be iterated (a
-generator, an image folder) gets a private temporary reference instead, its inputs kept with it
-so that later passes can read them again. Large references are read record by record, so memory does not grow
-with the number of samples.
+model and data reads it instead of running the FP32 model. Data without a content hash (an image
+folder, an LMDB, a generator) gets a private temporary reference instead; a generator, read once,
+has its inputs kept with it so that later passes can read them again. Large references are read
+record by record, so memory does not grow with the number of samples.
 """
 
 from __future__ import annotations
