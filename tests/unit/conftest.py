@@ -1,13 +1,21 @@
-"""Unit tests keep int8kit's cache (FP32 references of the evaluator) in a temporary folder."""
+"""Fixtures shared by the unit tests."""
 
 from __future__ import annotations
 
+import shutil
+
+import numpy as np
 import pytest
 
+from int8kit.demo_data import demo_model_path, load_demo_data
 
-@pytest.fixture(autouse=True, scope="session")
-def _private_cache(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("INT8KIT_CACHE", str(tmp_path_factory.mktemp("int8kit_cache")))
-    yield
-    mp.undo()
+
+@pytest.fixture()
+def files(tmp_path):
+    """A copy of the bundled MNIST model and 32 of its calibration samples: (folder, model path).
+
+    A test file may define its own ``files`` (another sample count); pytest takes the nearer one."""
+    model = tmp_path / "net.onnx"
+    shutil.copy(demo_model_path(), model)
+    np.save(tmp_path / "calib.npy", load_demo_data()["calib"][:32])
+    return tmp_path, model

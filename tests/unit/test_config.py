@@ -5,24 +5,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shutil
 
-import numpy as np
 import pytest
 
 import int8kit
 from int8kit.cli import build_parser, main
 from int8kit.config import CalibOptions, LayerOverride, QuantConfig, RunConfig, TuneOptions, field_default
-from int8kit.demo_data import demo_model_path, load_demo_data
 from int8kit.errors import ConfigError
-
-
-@pytest.fixture()
-def files(tmp_path):
-    model = tmp_path / "net.onnx"
-    shutil.copy(demo_model_path(), model)
-    np.save(tmp_path / "calib.npy", load_demo_data()["calib"][:48])
-    return tmp_path, model
 
 
 def _sub(verb: str) -> argparse.ArgumentParser:

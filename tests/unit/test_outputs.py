@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import int8kit
 from int8kit.cli import main
-from int8kit.demo_data import demo_model_path, load_demo_data
 from int8kit.errors import OutputError
 from int8kit.graph.io import outputs_together, write_text_atomic
-
-
-@pytest.fixture()
-def files(tmp_path):
-    model = tmp_path / "net.onnx"
-    shutil.copy(demo_model_path(), model)
-    np.save(tmp_path / "calib.npy", load_demo_data()["calib"][:32])
-    return tmp_path, model
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:

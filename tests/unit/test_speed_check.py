@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 
 import numpy as np
 import pytest
@@ -11,15 +10,6 @@ import pytest
 import int8kit
 import int8kit.analysis.speed as speed
 from int8kit.cli import main
-from int8kit.demo_data import demo_model_path, load_demo_data
-
-
-@pytest.fixture()
-def files(tmp_path):
-    model = tmp_path / "net.onnx"
-    shutil.copy(demo_model_path(), model)
-    np.save(tmp_path / "calib.npy", load_demo_data()["calib"][:32])
-    return tmp_path, model
 
 
 def test_quantize_reports_the_latency_ratio(files, capsys):
