@@ -41,8 +41,6 @@ def emit_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
     graph = model.graph
     nodes = list(graph.node)
     new_inits: list[onnx.TensorProto] = []
-    qdq_nodes: list[onnx.NodeProto] = []
-    uses_contrib = False
 
     # Signed symmetric storage cannot clip at 0, and 9-15 bit grids in 16-bit types saturate past a
     # Clip's bound, so there the Relu/Clip stays a node before the QuantizeLinear (TensorRT fuses
@@ -54,7 +52,6 @@ def emit_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
     producer = {o: (n, k) for n in nodes for k, o in enumerate(n.output)}
     graph_inputs = {i.name for i in graph.input}
     float_reads = _float_compute_reads(nodes, producer, plan)
-    init_names = {t.name for t in graph.initializer}
 
     constant_names = {tq.name for tq in plan.tensors.values() if tq.values is not None}
     new_inits += [numpy_helper.from_array(np.asarray(v, np.float32), name) for name, v in plan.float_biases.items()]
@@ -62,6 +59,22 @@ def emit_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
     kept_inits = [t for t in graph.initializer if t.name not in constant_names]
     kept_inputs = [i for i in graph.input if i.name not in constant_names]
 
+    qdq_nodes, inits, uses_contrib = _insert_qdq(nodes, producer, graph_inputs, {t.name for t in graph.initializer}, plan)
+    new_inits += inits
+    _feed_float_readers(nodes, float_reads, fused_acts, graph_inputs)
+    _assemble(graph, nodes + qdq_nodes, kept_inits + new_inits, kept_inputs)
+    if uses_contrib and not any(o.domain == _CONTRIB for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(_CONTRIB, 1))
+    return model
+
+
+def _insert_qdq(nodes: list[onnx.NodeProto], producer: dict, graph_inputs: set[str], init_names: set[str],
+                plan: QuantPlan) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], bool]:
+    """The Q/DQ nodes and their initializers for every planned tensor; producers and readers of
+    activations are rewired in place (``x`` is written as ``x_float``, readers see DQ's ``x``)."""
+    qdq_nodes: list[onnx.NodeProto] = []
+    new_inits: list[onnx.TensorProto] = []
+    uses_contrib = False
     # readers of channel-scaled tensors, found in one pass (a scan per tensor cost 4 ms on PP-OCRv4 rec)
     readers = _readers(nodes) if any(tq.channel_step is not None for tq in plan.tensors.values()) else {}
     for tq in plan.tensors.values():
@@ -95,7 +108,13 @@ def emit_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
             continue
         qdq_nodes.append(_q(fname, scale.name, zp.name, qname, contrib))
         qdq_nodes.append(_dq(qname, scale.name, zp.name, tq.name, None, contrib))
+    return qdq_nodes, new_inits, uses_contrib
 
+
+def _feed_float_readers(nodes: list[onnx.NodeProto], float_reads: list, fused_acts: dict[str, onnx.NodeProto],
+                        graph_inputs: set[str]) -> None:
+    """Point each float reader found by ``_float_compute_reads`` at the unquantized tensor (with a
+    fused activation applied again where the float source is its pre-activation input)."""
     activated: set[str] = set()
     for node, idx, tensor in float_reads:
         source = tensor if tensor in graph_inputs else tensor + "_float"
@@ -104,7 +123,6 @@ def emit_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
             source = tensor + "_float_activated"  # another float reader already re-applies it
         elif act is not None:
             activated.add(tensor)
-            # the float source of a fused activation is its pre-activation input: apply it again
             again = copy.deepcopy(act)
             again.name = act.name + "_for_float"
             again.input[0] = source
@@ -112,20 +130,21 @@ def emit_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
             again.output[0] = source
             nodes.append(again)
         node.input[idx] = source
-    all_nodes = nodes + qdq_nodes
+
+
+def _assemble(graph: onnx.GraphProto, all_nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto],
+              kept_inputs: list) -> None:
+    """Write nodes (in topological order), the initializers something reads, and the inputs."""
     reads = [node_inputs(n) for n in all_nodes]  # once: the initializer filter and the ordering both need them
     used = {i for names in reads for i in names} | {o.name for o in graph.output}  # If/Loop bodies too
     # constants only the removed Relu/Clip nodes read (Clip bounds) go away with them
-    kept = [t for t in kept_inits + new_inits if t.name in used]
+    kept = [t for t in inits if t.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)
     del graph.input[:]
     graph.input.extend(kept_inputs)
     del graph.node[:]
     graph.node.extend(_topological(all_nodes, reads, {i.name for i in kept_inputs} | {t.name for t in kept}))
-    if uses_contrib and not any(o.domain == _CONTRIB for o in model.opset_import):
-        model.opset_import.append(helper.make_opsetid(_CONTRIB, 1))
-    return model
 
 
 def _remove_fused(nodes: list[onnx.NodeProto], plan: QuantPlan) -> tuple[list[onnx.NodeProto], dict[str, onnx.NodeProto]]:
