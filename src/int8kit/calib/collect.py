@@ -104,9 +104,7 @@ def collect(
     separate cap) is the cap for feature maps (rank >= 4) when lower. On EfficientNet-Lite0 the
     defaults histogram 6% of the values (0.45M of 7.1M a sample).
     """
-    _check_bins(bins)
-    if per_channel_axis is not None and (not isinstance(per_channel_axis, int) or per_channel_axis < 0):
-        raise ConfigError(f"per_channel_axis must be a non-negative integer or None, got {per_channel_axis!r}.")
+    _check_args(bins, per_channel_axis, hist_per_sample, map_hist_per_sample)
     model = as_model(model)
     specs = model_input_specs(model)
     source = data if isinstance(data, DataSource) else batches_from(
@@ -120,17 +118,10 @@ def collect(
     known = activation_tensors(model, inferred)
     names = list(known) if tensors is None else resolve_tensors(model, tensors, known)
     input_names = {s.name for s in specs}
-    if hist_per_sample is not None and (not isinstance(hist_per_sample, (int, np.integer)) or hist_per_sample < 1):
-        raise ConfigError(f"hist_per_sample must be a positive integer or None, got {hist_per_sample!r}.")
-    if map_hist_per_sample is not None and (not isinstance(map_hist_per_sample, (int, np.integer)) or map_hist_per_sample < 1):
-        raise ConfigError(f"map_hist_per_sample must be a positive integer or None, got {map_hist_per_sample!r}.")
     shapes = static_shapes(model, inferred)
     caps = {n: _cap(shapes.get(n), hist_per_sample, map_hist_per_sample) for n in names}
     plans = _plans(model, names, input_names, known, per_channel_axis, caps, shapes)
-    tapped, fetch = tap_model(model, [n for n in names if n not in input_names and n not in plans], known)
-    reduced = {n: (add_reductions(tapped, n, *plans[n][:4]), plans[n][4]) for n in plans}
-    session = make_session(tapped, threads=_session_threads(), reduce_early=True)
-    fetch = _float_outputs(session, fetch, strict=tensors is not None)
+    session, fetch, reduced = _tapped_session(model, names, input_names, known, plans, strict=tensors is not None)
     names = [n for n in names if n in input_names or n in fetch or n in reduced]
     fetch = fetch + [o for outs, _ in reduced.values() for o in outs]
     parts = [{n: RunningStats(n, bins, per_channel_axis, caps[n]) for n in names} for _ in range(_workers())]
@@ -146,6 +137,25 @@ def collect(
             state.merge(other[name])
     warn_constant_inputs(watch)  # blank images quantize without an error otherwise
     return Stats({n: s.result() for n, s in states.items()}, samples, fingerprint, bins)
+
+
+def _check_args(bins: int, axis: int | None, cap: int | None, map_cap: int | None) -> None:
+    _check_bins(bins)
+    if axis is not None and (not isinstance(axis, int) or axis < 0):
+        raise ConfigError(f"per_channel_axis must be a non-negative integer or None, got {axis!r}.")
+    for name, value in (("hist_per_sample", cap), ("map_hist_per_sample", map_cap)):
+        if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
+            raise ConfigError(f"{name} must be a positive integer or None, got {value!r}.")
+
+
+def _tapped_session(model: onnx.ModelProto, names: list[str], inputs: set[str], known: dict[str, int],
+                    plans: dict, *, strict: bool) -> tuple[Any, list[str], dict[str, tuple[list[str], int]]]:
+    """A session on the model with every tensor of ``names`` fetched, or reduced inside
+    onnxruntime as ``plans`` says; the float tensors it fetches; the reductions' outputs by tensor."""
+    tapped, fetch = tap_model(model, [n for n in names if n not in inputs and n not in plans], known)
+    reduced = {n: (add_reductions(tapped, n, *plans[n][:4]), plans[n][4]) for n in plans}
+    session = make_session(tapped, threads=_session_threads(), reduce_early=True)
+    return session, _float_outputs(session, fetch, strict=strict), reduced
 
 
 def _plans(
