@@ -199,3 +199,22 @@ def test_chunker_keeps_each_run_within_its_byte_budget() -> None:
     assert sum(len(p["x"]) for p in pieces) == 7 and limited.done
     whole = Chunker(budget=1, splittable=False)  # a fixed batch size cannot be cut
     assert [len(p["x"]) for p in whole.pieces(batch)] == [25]
+
+
+def test_convert_compare_prints_the_mean_cosine_and_judges_the_peak_error() -> None:
+    """``convert --compare`` shares the accumulator: ``cosine`` is the mean, ``min_cosine`` the
+    lowest; pass/fail still reads only the peak relative error against the tolerance."""
+    from int8kit.importers.compare import TensorDiff
+
+    ref = np.array([[1.0, 0.0], [1.0, 0.0]], np.float32)
+    got = np.array([[1.0, 0.0], [0.0, 1e-4]], np.float32)  # sample 2 points elsewhere, by a tiny amount
+    diff = TensorDiff("y", "output")
+    diff.update(ref, got)
+    assert diff.cosine == pytest.approx(0.5) and diff.min_cosine == pytest.approx(0.0)
+    assert diff.max_rel_error == pytest.approx(1.0)  # max |got - ref| / max |ref|
+    diff.judge(tolerance=1e-3)
+    assert not diff.ok
+    close = TensorDiff("y", "output")
+    close.update(ref, ref + 1e-5)
+    close.judge(tolerance=1e-3)
+    assert close.ok and close.min_cosine > 0.9999 and "min_cosine" in close.__dict__
