@@ -46,6 +46,8 @@ from int8kit.calib.taps import (
 from int8kit.data.sources import DataSource, batches_from, model_input_specs
 from int8kit.errors import ConfigError, DataError
 from int8kit.graph.io import as_model
+from int8kit.runtime.chunking import Chunker
+from int8kit.runtime.chunking import rows as chunk_rows
 from int8kit.runtime.session import make_session, run_checked
 
 log = logging.getLogger(__name__)
@@ -63,10 +65,8 @@ MAP_HIST_PER_SAMPLE = 1 << 13
 # Values per sample from which a tensor histogrammed whole is still reduced inside onnxruntime:
 # NumPy's per-channel extremes of short rows (7x7 planes) cost more than the in-graph reductions.
 _MIN_REDUCED = 1 << 12
-# Bytes of tapped activations one session run may return (sub-batches keep memory flat).
-# onnxruntime's arena keeps its high-water mark: 256 MB runs held ~1.1-1.3 GB resident on
-# EfficientNet-Lite0, 32 MB runs hold ~0.38 GB at the same speed, flat from 64 to 512 samples.
-_RUN_BYTES = 32 << 20
+# Runs return at most runtime.chunking.RUN_BYTES of tapped activations (sub-batches keep memory
+# flat: 256 MB runs held ~1.1-1.3 GB resident on EfficientNet-Lite0, 32 MB runs ~0.38 GB).
 # Parallel runs at most: each holds its own activations and onnxruntime intermediates.
 _MAX_WORKERS = 4
 
@@ -293,26 +293,24 @@ def _run(
     for t in threads:
         t.start()
     # When the batch dim is dynamic, the first run takes one sample to measure the activation
-    # bytes per sample; later runs take as many samples as fit in _RUN_BYTES (a 32-sample batch
-    # at 224x224 would return GBs of activations and grow onnxruntime's arena for good).
-    samples, sent, rows, sized = 0, 0, (1 if splittable else None), not splittable
+    # bytes per sample; later runs take as many samples as fit in the chunker's budget (a
+    # 32-sample batch at 224x224 would return GBs of activations and grow onnxruntime's arena for good).
+    chunker = Chunker(splittable=splittable)
+    samples, sent, sized = 0, 0, not splittable
     try:
         for k, batch in enumerate(source):
-            size = next(iter(batch.values())).shape[0] if batch else 0
-            start = 0
-            while start < size and not failed:
-                step = size if rows is None else rows
-                piece = batch if start == 0 and step >= size else {n: v[start : start + step] for n, v in batch.items()}
-                got = min(step, size - start)
+            for piece in chunker.pieces(batch):
+                if failed:
+                    break
+                got = chunk_rows(piece)
                 if sized:
                     queues[sent % len(queues)].put((k, piece))
                     sent += 1
                 else:  # in this thread, before the workers start: the size of later pieces depends on it
                     outs = process(parts[0], scratch[0], k, piece)
                     plain = sum(o.nbytes for n, o in zip(fetch, outs) if n not in outputs)
-                    per_sample = plain / got + reduced_bytes
-                    rows, sized = max(1, int(_RUN_BYTES // max(per_sample, 1.0))), True
-                start += got
+                    chunker.measured(plain / got + reduced_bytes)
+                    sized = True
                 samples += got
             if failed:
                 break

@@ -64,7 +64,10 @@ class Chunker:
 
     def returned(self, outputs: Iterable[np.ndarray], piece: Batch) -> None:
         """Size later pieces by the bytes this piece's run returned per sample."""
-        if not self.splittable:
-            return
-        per_sample = sum(int(np.asarray(o).nbytes) for o in outputs) / max(rows(piece), 1)
-        self.step = max(1, int(self.budget // max(per_sample, 1.0)))
+        self.measured(sum(int(np.asarray(o).nbytes) for o in outputs) / max(rows(piece), 1))
+
+    def measured(self, per_sample: float) -> None:
+        """Size later pieces by ``per_sample`` bytes a sample costs (for a caller that counts them
+        itself, e.g. calibration, whose reductions inside onnxruntime cost more than they return)."""
+        if self.splittable:
+            self.step = max(1, int(self.budget // max(per_sample, 1.0)))
