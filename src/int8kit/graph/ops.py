@@ -107,6 +107,17 @@ OP_TABLE: dict[str, OpInfo] = {
 }
 
 
+# Facts about ops that stay float, which the planner's rules read.
+BOUNDED_OUTPUT = frozenset({"Softmax", "Sigmoid", "HardSigmoid", "Tanh"})  # output range fixed by construction
+NORMALIZATIONS = frozenset({"LayerNormalization", "SimplifiedLayerNormalization", "SkipLayerNormalization"})
+# one output value per input value, in place: a chain of them keeps a tensor's channel layout
+ELEMENTWISE = frozenset({"Relu", "Clip", "HardSwish", "HardSigmoid", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Elu",
+                         "Selu", "Mish"})
+LOOKUPS = frozenset({"Gather", "GatherElements", "GatherND"})  # read a table (an embedding) by index
+SHAPE_READERS = frozenset({"Shape", "Size"})  # read only the size of their input, never its values
+CONV = "Conv"  # the one op whose weights take per-input-channel steps and that has depthwise/stem forms
+
+
 def op_info(op_type: str) -> OpInfo | None:
     """The table entry for ``op_type``, or ``None`` when the op runs in float."""
     return OP_TABLE.get(op_type)

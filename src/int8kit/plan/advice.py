@@ -6,6 +6,7 @@ import logging
 
 import numpy as np
 
+from int8kit.graph.ops import VARIADIC, op_info
 from int8kit.plan.graph_facts import GraphFacts
 from int8kit.plan.types import QuantPlan
 
@@ -22,7 +23,8 @@ def warn_narrow_concat_inputs(facts: GraphFacts, result: QuantPlan, already: set
     earlier plans of the same model logged) are returned but not logged again, and added to it."""
     out: list[str] = []
     for node in facts.nodes:
-        if node.op_type != "Concat" or node.output[0] not in result.tensors or node.name in result.float_nodes:
+        info = op_info(node.op_type)
+        if info is None or info.role != VARIADIC or node.output[0] not in result.tensors or node.name in result.float_nodes:
             continue
         whole = _span(result, node.output[0])
         for name in node.input:

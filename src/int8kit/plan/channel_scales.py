@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from int8kit.calib.stats import TensorStats
+from int8kit.graph.ops import CONV
 from int8kit.plan.context import PlanContext
 from int8kit.plan.graph_facts import GraphFacts, conv_group
 from int8kit.plan.memo import read_only
@@ -110,7 +111,7 @@ def _takes_channel_steps(facts: GraphFacts, quantized: set[str], result: QuantPl
     return (
         tq.kind == "activation" and tq.dtype in ("int8", "uint8") and name not in facts.graph_outputs
         and producer is not None and producer.name not in quantized and producer.name not in result.fused
-        and bool(readers) and all(r.name in quantized and r.op_type == "Conv" and r.input[0] == name for r in readers)
+        and bool(readers) and all(r.name in quantized and r.op_type == CONV and r.input[0] == name for r in readers)
     )
 
 

@@ -15,6 +15,7 @@ import math
 
 import onnx
 
+from int8kit.graph.ops import FUSABLE, op_info
 from int8kit.plan.graph_facts import GraphFacts, node_attr
 from int8kit.plan.hardswish import clip_bounds, form_reading
 
@@ -65,7 +66,8 @@ def value_domain(facts: GraphFacts, tensor: str) -> Domain | None:
 def _value_domain(facts: GraphFacts, tensor: str) -> Domain | None:
     seen = consumer_domain(facts, tensor)
     producer = facts.producer.get(tensor)
-    made = op_domain(facts, producer) if producer is not None and producer.op_type in ("Clip", "Relu") else None
+    fusable = producer is not None and (info := op_info(producer.op_type)) is not None and info.role == FUSABLE
+    made = op_domain(facts, producer) if fusable else None  # a Relu/Clip output: bounded by the op
     if made is None or seen is None:
         return made or seen
     lo, hi = max(seen[0], made[0]), min(seen[1], made[1])

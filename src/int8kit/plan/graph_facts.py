@@ -12,12 +12,11 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from int8kit.errors import ConfigError
-from int8kit.graph.ops import COMPUTE, op_info
+from int8kit.graph.ops import COMPUTE, CONV, ELEMENTWISE, LOOKUPS, SHAPE_READERS, op_info
 from int8kit.graph.graphview import node_inputs
 from int8kit.graph.passes.linear import conv_group, node_attr  # noqa: F401  (plan modules take them from here)
 
 _FLOATS = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
-_LOOKUPS = {"Gather", "GatherElements", "GatherND"}
 # Image or audio inputs fed as raw samples (not ids or masks, which are int32/int64/bool).
 _PIXELS = {TensorProto.UINT8, TensorProto.INT8, TensorProto.UINT16, TensorProto.INT16}
 
@@ -62,9 +61,9 @@ class GraphFacts:
         # data-independent and often extreme (-1e4 / -inf mask values) and must stay float.
         tainted = {n for n in self.graph_inputs if self.elem_type.get(n) in _FLOATS | _PIXELS}
         for node in self.nodes:
-            if node.op_type in ("Shape", "Size"):
+            if node.op_type in SHAPE_READERS:
                 continue
-            if node.op_type in _LOOKUPS and node.input[0] in self.initializers:
+            if node.op_type in LOOKUPS and node.input[0] in self.initializers:
                 # An embedding lookup turns token ids into activations.
                 if self.initializers[node.input[0]].data_type in _FLOATS:
                     tainted.add(node.output[0])
@@ -95,7 +94,7 @@ class GraphFacts:
         return float(value.reshape(-1)[0]) if value.size == 1 else None
 
     def is_depthwise(self, node: onnx.NodeProto) -> bool:
-        if node.op_type != "Conv":
+        if node.op_type != CONV:
             return False
         group = conv_group(node)
         w = self.initializers.get(node.input[1]) if len(node.input) > 1 else None
@@ -212,13 +211,11 @@ def _stem_depthwise(facts: GraphFacts, stems: list[onnx.NodeProto]) -> list[onnx
             if facts.is_depthwise(node):
                 found.append(node)
                 break
-            if node.op_type not in _ELEMENTWISE or len(node.output) != 1:
+            if node.op_type not in ELEMENTWISE or len(node.output) != 1:
                 break
             tensor = node.output[0]
     return found
 
-
-_ELEMENTWISE = {"Relu", "Clip", "HardSwish", "HardSigmoid", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Elu", "Selu", "Mish"}
 
 
 def _stem_convs(facts: GraphFacts) -> list[onnx.NodeProto]:
@@ -229,7 +226,7 @@ def _stem_convs(facts: GraphFacts) -> list[onnx.NodeProto]:
     """
     stems = []
     for node in facts.nodes:
-        if node.op_type != "Conv" or node.input[0] not in facts.graph_inputs:
+        if node.op_type != CONV or node.input[0] not in facts.graph_inputs:
             continue
         w = facts.initializers.get(node.input[1])
         if w is not None and len(w.dims) >= 2 and w.dims[1] * conv_group(node) <= 4:

@@ -6,11 +6,9 @@ from __future__ import annotations
 import onnx
 
 from int8kit.config import LayerOverride, QuantConfig
+from int8kit.graph.ops import BOUNDED_OUTPUT, NORMALIZATIONS, op_info
 from int8kit.thresholds import DIVERGENCE_METHODS, override_method_name, resolve
 
-# Outputs of these ops are bounded by construction; clipping them loses meaning, not noise.
-_BOUNDED_OUTPUT_OPS = {"Softmax", "Sigmoid", "HardSigmoid", "Tanh"}
-_NORMALIZATIONS = {"LayerNormalization", "SimplifiedLayerNormalization", "SkipLayerNormalization"}
 
 
 def rule_choice(hist, producer: onnx.NodeProto | None, method: str, params: dict, symmetric: bool, signed: bool,
@@ -27,11 +25,11 @@ def rule_choice(hist, producer: onnx.NodeProto | None, method: str, params: dict
         # whose values pile up at the bound: the rare large values carry the meaning, so they are
         # never clipped (KL cut EfficientNet's ReLU6 outputs at 3.5-5).
         method, params = "max", {}
-    elif producer.op_type in _NORMALIZATIONS and resolve(method)[0] in DIVERGENCE_METHODS:
+    elif producer.op_type in NORMALIZATIONS and resolve(method)[0] in DIVERGENCE_METHODS:
         # Normalized transformer features carry a few outlier channels that matter; the
         # divergence methods clip them (MiniLM: cosine 0.97 with kl), MSE weighs their error.
         method, params = "mse", {}
-    elif near_input and producer.op_type not in _NORMALIZATIONS:
+    elif near_input and producer.op_type not in NORMALIZATIONS:
         # Outputs of the float stem: few channels, and the rare large values of one channel
         # (text strokes, edges) are what every later layer reads. MSE cut PP-OCRv4 rec's stem
         # output at 2.1-2.9 of 3.4 depending on the calibration lines (exact match 0.70 -> 0.92).
@@ -69,6 +67,7 @@ def _off_zero(hist) -> bool:
 
 def _bounded(node: onnx.NodeProto) -> bool:
     """Ops whose output range is fixed by construction (Softmax, Sigmoid, Tanh, Clip with a max)."""
-    if node.op_type == "Clip":
-        return len(node.input) > 2 and bool(node.input[2])
-    return node.op_type in _BOUNDED_OUTPUT_OPS
+    info = op_info(node.op_type)
+    if info is not None and info.lower_bound_input is not None:  # Clip: bounded when it has a max
+        return len(node.input) > info.lower_bound_input + 1 and bool(node.input[info.lower_bound_input + 1])
+    return node.op_type in BOUNDED_OUTPUT  # clipping these loses meaning, not noise
