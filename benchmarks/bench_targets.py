@@ -33,6 +33,7 @@ from benchmarks import bench_eval as ev  # noqa: E402
 from benchmarks.bench_ocr import ocr_metrics  # noqa: E402
 from benchmarks.ort_baseline import ort_quantize_measured  # noqa: E402
 from benchmarks.realdata import cache_dir, get_case  # noqa: E402
+from int8kit.errors import Int8kitError  # noqa: E402
 
 RUNTIMES = ("onnxruntime", "openvino f32", "openvino default")
 
@@ -132,15 +133,21 @@ def bench(name: str, n_test: int, runs: int) -> list[dict]:
         if case.kind == "labels":
             rows.append({"model": name, "runtime": runtime, "tool": "FP32", "accuracy": _accuracy(case, fp32, fp32)})
         for tool, path in models.items():
-            from int8kit.evaluate.latency import measure_latencies
-
-            fp32_ms, int8_ms = measure_latencies([_session(case.model_path, runtime), _session(path, runtime)],
-                                                 sample, runs=runs)
-            rows.append({"model": name, "runtime": runtime, "tool": tool,
-                         "accuracy": _accuracy(case, fp32, _outputs(path, runtime, test)),
-                         "INT8/FP32": round(int8_ms / fp32_ms, 3), "FP32 ms": round(fp32_ms, 2),
-                         "int8 kernels": _int8_kernels(path, runtime)})
+            row = {"model": name, "runtime": runtime, "tool": tool}
+            try:
+                row.update(_measure(case, path, runtime, fp32, test, sample, runs))
+            except Int8kitError as exc:  # a runtime that cannot load a peer's model: say so in the table
+                row["accuracy"] = f"not run: {str(exc)[:60]}"
+            rows.append(row)
     return rows
+
+
+def _measure(case, path: Path, runtime: str, fp32: np.ndarray, test: dict, sample: dict, runs: int) -> dict:
+    from int8kit.evaluate.latency import measure_latencies
+
+    fp32_ms, int8_ms = measure_latencies([_session(case.model_path, runtime), _session(path, runtime)], sample, runs=runs)
+    return {"accuracy": _accuracy(case, fp32, _outputs(path, runtime, test)), "INT8/FP32": round(int8_ms / fp32_ms, 3),
+            "FP32 ms": round(fp32_ms, 2), "int8 kernels": _int8_kernels(path, runtime)}
 
 
 def main(argv: list[str] | None = None) -> int:

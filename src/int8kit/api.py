@@ -20,7 +20,7 @@ import onnx
 from int8kit.calib.collect import collect
 from int8kit.calib.stats import Stats, model_fingerprint
 from int8kit.data.sources import KeepFirst, batches_from, model_input_specs
-from int8kit.tune.bias_tuning import tune_biases
+from int8kit.tune.bias_tuning import TUNING_BYTES, tune_biases
 from int8kit.emit.qdq import emit_qdq
 from int8kit.errors import ConfigError
 from int8kit.graph.io import as_model, check_outputs, outputs_together, save_model
@@ -242,7 +242,8 @@ def _quantize(model: ModelLike, given: _StageInputs, run: RunConfig, names: dict
     if data is not None and run.tune.bias_tuning:  # the first samples are read again after planning
         data = tuning = KeepFirst(batches_from(_open_data(optimized, data, preprocess, preprocess_template, strict),
                                                model_input_specs(optimized), batch_size=run.calib.batch_size,
-                                               iterations=run.calib.iterations), run.tune.bias_tuning)
+                                               iterations=run.calib.iterations), run.tune.bias_tuning,
+                                  max_bytes=TUNING_BYTES, what=f"--bias-tuning {run.tune.bias_tuning}")
     start = time.perf_counter()
     if given.stats is not None:
         stats = given.stats if isinstance(given.stats, Stats) else Stats.load(given.stats, model_id=model_fingerprint(optimized))

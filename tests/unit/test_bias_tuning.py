@@ -12,7 +12,7 @@ import int8kit
 from int8kit.calib.collect import collect
 from int8kit.tune.bias_tuning import tune_biases
 from int8kit.emit.qdq import emit_qdq
-from int8kit.errors import ConfigError
+from int8kit.errors import ConfigError, DataError
 from int8kit.config import QuantConfig, TuneOptions
 from int8kit.plan.planner import candidate_tensors, plan
 
@@ -136,3 +136,14 @@ def test_a_bias_pushed_into_the_relu_floor_is_moved_back_in_one_step():
     before = np.abs(_channel_means(int8, x, "c_relu") - ref).max()
     after = np.abs(_channel_means(tuned, x, "c_relu") - ref).max()
     assert after < before / 4, (before, after)  # 0.25 -> 0.05; 0.15 without dividing by the active share
+
+
+def test_bias_tuning_samples_are_bounded_in_memory(tmp_path, monkeypatch):
+    import int8kit.api as api
+
+    model = _two_convs()
+    x = RNG.standard_normal((24, 8, 6, 6)).astype(np.float32)  # 1152 bytes a sample
+    monkeypatch.setattr(api, "TUNING_BYTES", 10 * 1152)
+    with pytest.raises(DataError, match=r"--bias-tuning 16 \(16 samples\) are kept in memory.*ask for at most 10 samples"):
+        int8kit.quantize(model, x, output_dir=tmp_path, bias_tuning=16, progress=False)
+    assert int8kit.quantize(model, x, output_dir=tmp_path, bias_tuning=8, progress=False).bias_tuned >= 0

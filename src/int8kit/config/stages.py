@@ -200,7 +200,7 @@ class TuneOptions(_Options):
     bias_tuning: int = option(0, "after quantizing, run the INT8 model on the first N calibration samples and move "
                                  "each conv's bias so its output mean matches FP32, in graph order (0: off; try 32 for "
                                  "deep networks whose accuracy swings with the calibration set; adds a fifth to two "
-                                 "fifths to the time)", metavar="N")
+                                 "fifths to the time; the N samples are kept in memory, at most 2 GB)", metavar="N")
 
     def __post_init__(self) -> None:
         self._check_types()

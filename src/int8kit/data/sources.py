@@ -52,20 +52,32 @@ class KeepFirst(DataSource):
     """Passes ``source``'s batches through and keeps the first ones, up to ``samples`` samples
     (a stream can be read once; bias tuning needs a few samples again after calibration)."""
 
-    def __init__(self, source: DataSource, samples: int):
-        self.source, self.samples = source, samples
+    def __init__(self, source: DataSource, samples: int, *, max_bytes: int | None = None, what: str = "the kept samples"):
+        self.source, self.samples, self.max_bytes, self.what = source, samples, max_bytes, what
         self.num_samples, self.batch_size = source.num_samples, source.batch_size
         self.sample_shapes = source.sample_shapes
         self.kept: list[Batch] = []
 
     def __iter__(self) -> Iterator[Batch]:
-        held = 0
+        held, held_bytes = 0, 0
         for batch in self.source:
             if held < self.samples:
                 take = min(self.samples - held, len(next(iter(batch.values()))))
-                self.kept.append({k: np.array(v[:take]) for k, v in batch.items()})
+                piece = {k: np.array(v[:take]) for k, v in batch.items()}
+                held_bytes += sum(v.nbytes for v in piece.values())
+                self._check_bound(held + take, held_bytes)
+                self.kept.append(piece)
                 held += take
             yield batch
+
+    def _check_bound(self, held: int, held_bytes: int) -> None:
+        """Refuse, before memory runs out, a sample count whose samples do not fit ``max_bytes``."""
+        if self.max_bytes is None or held_bytes <= self.max_bytes:
+            return
+        per_sample = held_bytes / held
+        raise DataError(f"{self.what} ({self.samples} samples) are kept in memory and these samples take "
+                        f"{per_sample * self.samples / 2**30:.1f} GB, over the {self.max_bytes / 2**30:.0f} GB bound; "
+                        f"ask for at most {int(self.max_bytes // per_sample)} samples.")
 
     def fill(self) -> None:
         """Read only as far as the kept samples need (when nothing else reads the source)."""

@@ -37,6 +37,8 @@ from int8kit.runtime.session import make_session
 # many samples only. EfficientNet-Lite0 (588 KiB a sample), 32 samples a run: 1.25 GB peak, one
 # a run: 0.44 GB (0.39 without tuning) and no slower. PP-OCRv4 rec (180 KiB): two a run, 0.41 GB.
 _RUN_INPUT_BYTES = 1 << 19
+# Bias tuning re-reads its samples after calibration, so it keeps them: at most this many bytes.
+TUNING_BYTES = 2 << 30
 # A bias change moves only the values its clipping lets through (ReLU6 keeps 0 and 6 where they
 # are), so each correction is divided by the channel's fraction of values inside the range (a
 # Newton step on the clipped mean), at most 4x. PP-OCRv4 rec, eight calibration sets: exact match
