@@ -23,7 +23,9 @@ _FP_FIELDS = ("fp_inputs", "fp_outputs", "fp_blocks", "fp_layers", "fp_op_types"
 # symmetric int8 activations.
 TARGETS: dict[str, dict[str, Any]] = {
     "onnxruntime": {},
-    "openvino": {"channel_scales": False, "integer_hardswish": False},
+    # symmetric activations: without per-channel steps, the zero points of skewed tensors cost
+    # PP-OCRv4 rec its exact match (0.675 -> 0.885 with skew_ratio 0; EfficientNet-Lite0 unchanged)
+    "openvino": {"channel_scales": False, "integer_hardswish": False, "skew_ratio": 0.0},
     "tensorrt": {"channel_scales": False, "integer_hardswish": False, "signed_activations": True},
 }
 
