@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import stat
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from int8kit.data.lmdb_source import LmdbSource  # noqa: E402
 from int8kit.data.lmdb_store import refresh_lmdb  # noqa: E402
 from int8kit.errors import OutputError  # noqa: E402
 from int8kit.graph.io import UMASK  # noqa: E402
+from tests.unit.faults import fault_at  # noqa: E402
 
 _STEPS = ("replace", "rename", "symlink", "link", "unlink", "rmdir", "mkdir")
 
@@ -85,18 +85,7 @@ def test_a_kill_at_every_step_leaves_an_lmdb_and_the_users_files(tmp_path, verb)
         pid = os.fork()
         if pid == 0:  # the child dies just before its step-th file-system change
             try:
-                count = [0]
-
-                def wrap(fn):
-                    def inner(*args, **kwargs):
-                        count[0] += 1
-                        if count[0] == step:
-                            os.kill(os.getpid(), signal.SIGKILL)
-                        return fn(*args, **kwargs)
-                    return inner
-
-                for name in _STEPS:
-                    setattr(os, name, wrap(getattr(os, name)))
+                fault_at(step, _STEPS)
                 refresh_lmdb(db) if verb == "refresh" else _db(db, records=1, overwrite=True)
             finally:
                 os._exit(0)

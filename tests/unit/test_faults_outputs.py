@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import errno
 import os
-import runpy
 import shutil
 import signal
 import subprocess
@@ -22,6 +21,7 @@ from int8kit.demo_data import demo_model_path, load_demo_data
 from int8kit.errors import OutputError
 from int8kit.graph import output_set
 from int8kit.graph.io import outputs_together, write_bytes_atomic
+from tests.unit.faults import fault_at
 
 NAMES = ("net_int8.onnx", "net_fp32_optimized.onnx", "net_quant.json", "net_calibration_table.txt", "net_trt_calib.cache")
 OLD = {n: f"old {n}".encode() for n in NAMES}
@@ -45,20 +45,7 @@ def _killed_at(step: int, folder: Path, contents: dict[str, bytes], how: str = "
     if pid == 0:  # child
         code = 0
         try:
-            count = [0]
-
-            def wrap(fn):
-                def inner(*args, **kwargs):
-                    count[0] += 1
-                    if count[0] == step:
-                        if how == "kill":
-                            os.kill(os.getpid(), signal.SIGKILL)
-                        raise KeyboardInterrupt
-                    return fn(*args, **kwargs)
-                return inner
-
-            for name in _STEPS:
-                setattr(os, name, wrap(getattr(os, name)))
+            fault_at(step, _STEPS, how)
             try:
                 _write_set(folder, contents)
             except KeyboardInterrupt:
