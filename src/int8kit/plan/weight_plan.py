@@ -35,16 +35,16 @@ def plan_weights(ctx: PlanContext, node: onnx.NodeProto, config: QuantConfig, re
     x = result.tensors.get(node.input[0])
     x_key = None if x is None else (float(x.scale), frozen(x.channel_step))
     key = (node.name, per_channel, config.conv_group, config.bias_correction, config.inputs_only, x_key)
-    planned = ctx.weights.get(key, lambda: _quantize_layer(ctx, node, info, x, per_channel, config))
+    planned, float_biases = ctx.weights.get(key, lambda: _quantize_layer(ctx, node, info, x, per_channel, config))
     for tq in planned:
-        if tq.kind == "float_bias":  # kept float: the corrected values, no INT32 codes
-            result.float_biases[tq.name] = tq.values
-            continue
         result.tensors[tq.name] = copy.copy(tq)  # a plan owns its entries; the arrays are read-only
+    result.float_biases.update(float_biases)
 
 
 def _quantize_layer(ctx: PlanContext, node: onnx.NodeProto, info: OpInfo, x: TensorQuant | None, per_channel: bool,
-                    config: QuantConfig) -> tuple[TensorQuant, ...]:
+                    config: QuantConfig) -> tuple[tuple[TensorQuant, ...], dict[str, np.ndarray]]:
+    """The layer's quantized weight and INT32 bias, or its weight and corrected float bias
+    (``config.inputs_only``: OpenVINO, TensorRT), by bias name."""
     w_name = node.input[info.weight_input]
     w = ctx.weight_array(w_name)
     axis = info.channel_axis(node, w.ndim)
@@ -75,14 +75,14 @@ def _quantize_layer(ctx: PlanContext, node: onnx.NodeProto, info: OpInfo, x: Ten
     planned = [tq]
     if b is not None and config.bias_correction:
         b = b - weight_error_shift(node, w, tq, mean)
+    float_biases = {}
     if b is not None and config.inputs_only:
-        # carried through the memo like the others; plan_weights moves it to plan.float_biases
-        planned.append(TensorQuant(b_name, "float_bias", "int32", np.float32(1.0), np.int32(0), values=b.astype(np.float32)))
+        float_biases[b_name] = read_only(b.astype(np.float32))
     elif b is not None:
         planned.append(bias_quant(b_name, b, float(x.scale), tq.scale))
     for t in planned:
         t.scale, t.zero_point, t.values = read_only(t.scale), read_only(t.zero_point), read_only(t.values)
-    return tuple(planned)
+    return tuple(planned), float_biases
 
 
 def _keep_bias_of_zero_channels(tq: TensorQuant, b: np.ndarray, input_scale: float) -> None:
