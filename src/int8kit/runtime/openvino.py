@@ -64,10 +64,7 @@ class OpenVinoSession:
         self._request = self._compiled.create_infer_request()
         self._inputs = [_Arg(p.any_name) for p in self._compiled.inputs]
         self._ports = list(self._compiled.outputs)
-        # OpenVINO may rename outputs ("fetch_name_0"): callers ask by the ONNX names, in the same order
-        graph = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=False)
-        names = [o.name for o in graph.graph.output]
-        self._outputs = [_Arg(n) for n in names] if len(names) == len(self._ports) else [_Arg(p.any_name) for p in self._ports]
+        self._outputs = [_Arg(p.any_name) for p in self._ports]  # OpenVINO keeps the ONNX tensor names
 
     def get_inputs(self) -> list[_Arg]:
         return list(self._inputs)
