@@ -84,8 +84,8 @@ class Overrides(_FrozenMapping):
 
 
 
-def read_json(path: str | os.PathLike, what: str) -> Any:
-    """A JSON file's content, or one sentence saying why it cannot be read."""
+def read_json(path: str | os.PathLike, what: str, hint: str = "check the file") -> Any:
+    """A JSON file's content, or one sentence saying why it cannot be read (ending with ``hint``)."""
     path = Path(path)
     if not path.is_file():
         state = "is a folder" if path.is_dir() else "does not exist"
@@ -93,9 +93,9 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{what} '{path}' is not valid UTF-8 JSON ({exc}).") from None
+        raise ConfigError(f"{what} '{path}' is not valid UTF-8 JSON ({exc}); {hint}.") from None
     except RecursionError:
-        raise ConfigError(f"{what} '{path}' is nested too deeply to be a configuration; check the file.") from None
+        raise ConfigError(f"{what} '{path}' is nested too deeply to be read; {hint}.") from None
 
 
 def load_overrides(path: str | os.PathLike) -> Overrides:

@@ -29,6 +29,7 @@ import onnx
 
 from int8kit import __version__
 from int8kit.errors import ConfigError
+from int8kit.config import read_json
 from int8kit.graph.io import write_text_atomic
 from int8kit.plan.types import HardSwishForm, QuantPlan, TensorQuant
 
@@ -175,14 +176,7 @@ def _json_one_entry_per_line(doc: dict) -> str:
 def read_quant_json(path: str | os.PathLike) -> dict:
     """Read a quant.json written by ``write_quant_json``, checking its format and version."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"quant record '{path}' does not exist; check the path.")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"quant record '{path}' is not valid JSON ({exc}); expected a file written by int8kit, re-run quantize.") from None
-    except RecursionError:
-        raise ConfigError(f"quant record '{path}' is nested too deeply to be a quant record; pass the quant.json quantize wrote.") from None
+    doc = read_json(path, "quant record", "pass the quant.json that quantize wrote")
     if not isinstance(doc, dict) or doc.get("format") != QUANT_JSON_FORMAT:
         raise ConfigError(f"'{path}' is not an int8kit quant record; expected format '{QUANT_JSON_FORMAT}', pass the quant.json that quantize wrote.")
     if doc.get("version") != QUANT_JSON_VERSION:
