@@ -16,7 +16,8 @@ from int8kit.config import QuantConfig
 from int8kit.emit.qdq import emit_qdq
 from int8kit.graph.ops import op_info
 from int8kit.plan.context import MAX_CONTEXTS, clear_plan_caches, context_for
-from int8kit.plan.memo import Memo, frozen
+from int8kit.graph.model_memo import Memo
+from int8kit.plan.memo import frozen
 from int8kit.plan.planner import candidate_tensors, plan
 from int8kit.plan.types import QuantPlan
 

@@ -5,7 +5,8 @@ by one); what depends only on the model (its graph facts, its opset-converted co
 once. Entries are found by the identity of their objects and hold them, so an id cannot be
 reused while its entry lives; a cheap token notices nodes, initializers, inputs or outputs added
 or removed in place. Values edited in place are not noticed: call ``clear_model_memo()`` after
-that. Each store is bounded, least recently used dropped first.
+that. Each store is bounded, least recently used dropped first (``Memo``, which the planner's
+caches use too).
 """
 
 from __future__ import annotations
@@ -13,12 +14,63 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import onnx
 
 T = TypeVar("T")
+V = TypeVar("V")
 MAX_ENTRIES = 4  # e.g. graph facts and the opset-13 copy of two models
+
+
+class Memo(Generic[V]):
+    """Bounded least-recently-used memo with hit and miss counters; safe across threads."""
+
+    def __init__(self, maxsize: int) -> None:
+        if maxsize < 1:
+            raise ValueError(f"a Memo needs room for at least one entry, got maxsize={maxsize}")
+        self.maxsize = maxsize
+        self.hits = 0
+        self.misses = 0
+        self._data: OrderedDict[Hashable, V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, compute: Callable[[], V]) -> V:
+        """The value stored under ``key``; on a miss ``compute()`` it and store it."""
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                self.hits += 1
+                return self._data[key]
+            self.misses += 1
+        value = compute()  # outside the lock: a slow search must not block other threads' hits
+        self.put(key, value)
+        return value
+
+    def peek(self, key: Hashable) -> V | None:
+        """The value under ``key`` (marked as recently used), or ``None``; counts nothing."""
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                return self._data[key]
+        return None
+
+    def put(self, key: Hashable, value: V) -> None:
+        """Store ``value`` under ``key``, dropping the least recently used past ``maxsize``."""
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.maxsize:
+                self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def clear(self) -> None:
+        """Drop every entry and reset the counters."""
+        with self._lock:
+            self._data.clear()
+            self.hits = self.misses = 0
 
 
 class IdentityLRU:
@@ -26,29 +78,21 @@ class IdentityLRU:
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
-        self._entries: OrderedDict[tuple, tuple[tuple[object, ...], Hashable, Any]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._memo: Memo[tuple[tuple[object, ...], Hashable, Any]] = Memo(maxsize)
 
     def get(self, owners: tuple[object, ...], key: Hashable, token: Hashable, compute: Callable[[], T]) -> T:
         """The value stored for ``owners`` and ``key`` while ``token`` is unchanged; else ``compute()``."""
         slot = (tuple(id(o) for o in owners), key)
-        with self._lock:
-            entry = self._entries.get(slot)
-            if entry is not None and all(a is b for a, b in zip(entry[0], owners)) and entry[1] == token:
-                self._entries.move_to_end(slot)
-                return entry[2]
+        entry = self._memo.peek(slot)
+        if entry is not None and all(a is b for a, b in zip(entry[0], owners)) and entry[1] == token:
+            return entry[2]
         value = compute()
-        with self._lock:
-            self._entries[slot] = (owners, token, value)
-            self._entries.move_to_end(slot)
-            while len(self._entries) > self.maxsize:
-                self._entries.popitem(last=False)
+        self._memo.put(slot, (owners, token, value))
         return value
 
     def clear(self) -> None:
         """Forget every entry (and release the objects they hold)."""
-        with self._lock:
-            self._entries.clear()
+        self._memo.clear()
 
 
 _MODELS = IdentityLRU(MAX_ENTRIES)

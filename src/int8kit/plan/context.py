@@ -28,9 +28,9 @@ from onnx import numpy_helper
 
 from int8kit.calib.histogram import Histogram
 from int8kit.calib.stats import Stats
-from int8kit.graph.model_memo import IdentityLRU, clear_model_memo, model_token, per_model
+from int8kit.graph.model_memo import IdentityLRU, Memo, clear_model_memo, model_token, per_model
 from int8kit.plan.graph_facts import GraphFacts
-from int8kit.plan.memo import Memo, frozen
+from int8kit.plan.memo import frozen
 from int8kit.thresholds import Target, compute_range
 
 MAX_CONTEXTS = 2  # a search re-plans one model; each context holds its model, statistics and int8 weights

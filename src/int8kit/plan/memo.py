@@ -1,59 +1,16 @@
-"""A small bounded memo for the planner's caches, and hashable keys from option values.
+"""Hashable keys from option values, and read-only arrays, for the planner's caches.
 
-The planner's caches hold results that do not change between configurations (threshold searches,
-quantized weights). Each is a ``Memo``: least-recently-used eviction past ``maxsize`` entries
-(so memory stays bounded however many configurations a search tries) and hit/miss counters
-(tests and benchmarks read them).
+The caches themselves are ``Memo``s (``graph/model_memo.py``): least-recently-used eviction past
+``maxsize`` entries (memory stays bounded however many configurations a search tries) and
+hit/miss counters (tests and benchmarks read them).
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Mapping
-from typing import Any, Generic, TypeVar
+from collections.abc import Hashable, Mapping
+from typing import Any
 
 import numpy as np
-
-V = TypeVar("V")
-
-
-class Memo(Generic[V]):
-    """Bounded least-recently-used memo with hit and miss counters; safe across threads."""
-
-    def __init__(self, maxsize: int) -> None:
-        if maxsize < 1:
-            raise ValueError(f"a Memo needs room for at least one entry, got maxsize={maxsize}")
-        self.maxsize = maxsize
-        self.hits = 0
-        self.misses = 0
-        self._data: OrderedDict[Hashable, V] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable, compute: Callable[[], V]) -> V:
-        """The value stored under ``key``; on a miss ``compute()`` it and store it."""
-        with self._lock:
-            if key in self._data:
-                self._data.move_to_end(key)
-                self.hits += 1
-                return self._data[key]
-            self.misses += 1
-        value = compute()  # outside the lock: a slow search must not block other threads' hits
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.maxsize:
-                self._data.popitem(last=False)
-        return value
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def clear(self) -> None:
-        """Drop every entry and reset the counters."""
-        with self._lock:
-            self._data.clear()
-            self.hits = self.misses = 0
 
 
 def frozen(value: Any) -> Hashable:
