@@ -30,6 +30,7 @@ class LayerOverride:
     th_scale: float = 1.0
     threshold: float | None = None
     float: bool = False
+    weight_algo: str | None = None  # the layer's weights: "arq" (uniform INT8) or "snq" (INT4 clustered); None: global
 
     def __post_init__(self) -> None:
         if self.th_params is not None and not isinstance(self.th_params, Params):
@@ -68,6 +69,8 @@ class LayerOverride:
             raise ConfigError(f"override for '{name}': threshold must be a positive finite number, got {raw['threshold']!r}.")
         if not isinstance(raw.get("float", False), bool):
             raise ConfigError(f"override for '{name}': float must be true or false, got {raw['float']!r}.")
+        if raw.get("weight_algo") not in (None, "arq", "snq"):
+            raise ConfigError(f"override for '{name}': weight_algo must be \"arq\" or \"snq\", got {raw['weight_algo']!r}.")
         return cls(**raw)
 
     def to_dict(self) -> dict[str, Any]:

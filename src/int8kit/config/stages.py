@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import MISSING, dataclass, fields
 from typing import Any, ClassVar
 
@@ -29,6 +29,17 @@ TARGETS: dict[str, dict[str, Any]] = {
     "openvino": {"channel_scales": False, "integer_hardswish": False, "skew_ratio": 0.0},
     "tensorrt": {"channel_scales": False, "integer_hardswish": False, "signed_activations": True},
 }
+
+# Weight algorithms (AMCT wts_algo) and the one bit width each takes; SNQ's cluster initializations.
+WEIGHT_BITS: dict[str, int] = {"arq": 8, "snq": 4}
+SNQ_INITS: tuple[str, ...] = ("uniform", "gaussian")
+
+
+def _one_of(name: str, value: Any, allowed: Collection[str]) -> None:
+    if value not in allowed:
+        close = difflib.get_close_matches(str(value), list(allowed), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}{hint}")
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,18 @@ class QuantConfig(_Options):
                                              "run int8 activations several times slower than uint8 on the same grid")
     outlier_ratio: float = option(2.0, "MatMul/Gemm whose input max exceeds this many 99.99th percentiles stay float (0: off)")
     skew_ratio: float = option(0.5, "signed tensors with |min|/max (or max/|min|) below this get a zero point (0: off)")
+    weight_algo: str = option("arq", "weight quantization: arq (uniform INT8, AMCT arq_quantize) or snq (non-uniform "
+                                     "INT4, AMCT snq_quantize: 16 levels per output channel by clustering, stored on the "
+                                     "INT8 grid; needs --weight-bits 4; the first and last quantized layers stay arq)",
+                              metavar="ALGO")
+    weight_bits: int = option(8, "weight bits: 8 for arq, 4 for snq (the manual's only pairs)", metavar="BITS")
+    snq_init: str = option("uniform", "snq cluster centres start evenly spaced over the channel's range (uniform) or at "
+                                      "quantiles of a normal fit (gaussian)", metavar="INIT")
+    snq_iterations: int = option(1000, "snq: at most this many clustering iterations per channel, 500 to 2000", metavar="N")
+    snq_min_distance: float = option(1e-10, "snq: stop clustering when no centre moves more than this (in INT8 steps), "
+                                            "1e-10 to 1e-3", metavar="D")
+    snq_keep_ends: bool = option(True, "also cluster the first and last quantized layers (default: they stay uniform "
+                                       "INT8, as the AMCT manual recommends)", off_flag="--snq-all-layers")
     fp_inputs: tuple[str, ...] = option((), "these layers and all before them stay float (comma-separated)")
     fp_outputs: tuple[str, ...] = option((), "these layers and all after them stay float (comma-separated)")
     fp_blocks: tuple[str, ...] = option((), "from each layer to the next compute layer stays float (comma-separated)")
@@ -139,12 +162,28 @@ class QuantConfig(_Options):
                 "--signed-activations (symmetric int8, for TensorRT) and --activation-offset (zero points) "
                 "contradict each other; choose one."
             )
+        self._check_weight_algo()
         for name in ("outlier_ratio", "skew_ratio"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ConfigError(f"{name} must be a number >= 0 (0 disables the rule), got {value!r}.")
         if self.version != CONFIG_VERSION:
             raise ConfigError(f"config version {self.version} is not supported; expected {CONFIG_VERSION}.")
+
+    def _check_weight_algo(self) -> None:
+        """The manual's pairs (uniform INT8, non-uniform INT4) and its SNQ ranges."""
+        _one_of("weight_algo", self.weight_algo, WEIGHT_BITS)
+        _one_of("snq_init", self.snq_init, SNQ_INITS)
+        bits = WEIGHT_BITS[self.weight_algo]
+        if self.weight_bits != bits:
+            raise ConfigError(f"--weight-algo {self.weight_algo} quantizes weights to {bits} bits, got --weight-bits "
+                              f"{self.weight_bits}; pass --weight-bits {bits} (uniform weights are 8-bit, snq 4-bit).")
+        if not 500 <= self.snq_iterations <= 2000:
+            raise ConfigError(f"snq_iterations (AMCT max_iteration) must be 500 to 2000, got {self.snq_iterations}; "
+                              "1000 is the manual's default.")
+        if not (math.isfinite(self.snq_min_distance) and 1e-10 <= self.snq_min_distance <= 1e-3):
+            raise ConfigError(f"snq_min_distance (AMCT min_distance) must be 1e-10 to 1e-3, got {self.snq_min_distance!r}; "
+                              "1e-10 is the manual's default.")
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
@@ -205,10 +244,29 @@ class TuneOptions(_Options):
                                  "deep networks whose accuracy swings with the calibration set; adds a fifth to two "
                                  "fifths to the time; the N samples are kept in memory, at most 2 GB)", metavar="N")
 
+    update_bn: bool = option(False, "after quantizing (useful with --weight-algo snq), re-estimate each quantized conv's "
+                                    "per-channel output mean and variance on calibration batches flowing through the "
+                                    "quantized model and re-normalize it to FP32's (AMCT update_bn; BatchNorms are "
+                                    "folded into the convs, so the update is folded into their scales and biases)")
+    bn_update_iterations: int = option(30, "--update-bn: calibration batches to run, 1 to 999 (AMCT bn_update_iterations)",
+                                       metavar="N")
+    bn_moving_average_fraction: float = option(0.5, "--update-bn: weight of the old running statistics per batch, in (0, 1) "
+                                                    "(AMCT bn_moving_average_fraction)", metavar="F")
+    bn_dump_dir: str | None = option(None, "--update-bn: write the updated per-channel statistics and factors here "
+                                           "(bn_update.npz; AMCT bn_dump_dir)", metavar="DIR")
+
     def __post_init__(self) -> None:
         self._check_types()
         if self.bias_tuning < 0:
             raise ConfigError(f"--bias-tuning takes a number of samples (0 turns it off), got {self.bias_tuning!r}; pass e.g. 32.")
+        if not 0 < self.bn_update_iterations < 1000:
+            raise ConfigError(f"bn_update_iterations must be 1 to 999 batches, got {self.bn_update_iterations}; 30 is the "
+                              "manual's recommendation.")
+        if not 0 < self.bn_moving_average_fraction < 1:
+            raise ConfigError(f"bn_moving_average_fraction must be between 0 and 1 (exclusive), got "
+                              f"{self.bn_moving_average_fraction!r}; 0.5 is the manual's recommendation.")
+        if self.bn_dump_dir is not None and not isinstance(self.bn_dump_dir, str):
+            raise ConfigError(f"bn_dump_dir must be a folder path, got {self.bn_dump_dir!r}.")
 
 
 STAGES: tuple[type, ...] = (QuantConfig, CalibOptions, TuneOptions)
