@@ -24,7 +24,7 @@ from tqdm import tqdm
 from int8kit.calib.histogram import Histogram
 from int8kit.calib.running import Buffers, RunningStats
 from int8kit.calib.taps import activation_tensors, tap_model
-from int8kit.evaluate.accumulate import ErrorAccumulator
+from int8kit.evaluate.accumulate import ErrorAccumulator, ErrorStats
 from int8kit.evaluate.evaluator import LAYER_SAMPLES, Evaluator
 from int8kit.graph.io import as_model
 from int8kit.graph.passes.constants import constants_to_initializers
@@ -66,6 +66,23 @@ def layer_errors(
     ``data`` when not given), computed once in pieces of bounded size (or recomputed on its stored
     inputs when too large to keep); the INT8 model runs the same pieces, so memory follows one
     piece, not the batch size."""
+    stats = layer_error_stats(fp32_model, int8_model, data, tensors=tensors, max_samples=max_samples,
+                              batch_size=batch_size, progress=progress, evaluator=evaluator)
+    return [_layer_error(n, e) for n, e in stats.items()]
+
+
+def layer_error_stats(
+    fp32_model: Any,
+    int8_model: Any,
+    data: Any,
+    *,
+    tensors: list[str] | None = None,
+    max_samples: int = LAYER_SAMPLES,
+    batch_size: int | None = None,
+    progress: bool = False,
+    evaluator: Evaluator | None = None,
+) -> dict[str, ErrorStats]:
+    """``layer_errors`` as the accumulator's ``ErrorStats`` per tensor name, in graph order."""
     if evaluator is None:
         evaluator = Evaluator(fp32_model, data, batch_size=batch_size, progress=progress)
     fp32, int8 = evaluator.model, as_model(int8_model)
@@ -98,11 +115,10 @@ def layer_errors(
     bar.close()
     if resized:
         log.info("left out %d tensor(s) whose size differs between the models: %s", len(resized), sorted(resized)[:5])
-    return [_layer_error(n, sums[n]) for n in names if n not in resized]
+    return {n: sums[n].result() for n in names if n not in resized}
 
 
-def _layer_error(name: str, acc: ErrorAccumulator) -> LayerError:
-    e = acc.result()
+def _layer_error(name: str, e: ErrorStats) -> LayerError:
     return LayerError(name, e.cosine, e.relative_error, e.max_abs_error, e.min_cosine, e.sqnr_db)
 
 
