@@ -31,6 +31,8 @@ class LayerOverride:
     threshold: float | None = None
     float: bool = False
     weight_algo: str | None = None  # the layer's weights: "arq" (uniform INT8) or "snq" (INT4 clustered); None: global
+    with_offset: bool | None = None  # the tensor's range gets a zero point (AMCT with_offset); None: global activation_offset
+    per_channel: bool | None = None  # a compute layer's weights: one scale per output channel (AMCT channel_wise); None: global
 
     def __post_init__(self) -> None:
         if self.th_params is not None and not isinstance(self.th_params, Params):
@@ -69,6 +71,9 @@ class LayerOverride:
             raise ConfigError(f"override for '{name}': threshold must be a positive finite number, got {raw['threshold']!r}.")
         if not isinstance(raw.get("float", False), bool):
             raise ConfigError(f"override for '{name}': float must be true or false, got {raw['float']!r}.")
+        for key in ("with_offset", "per_channel"):
+            if raw.get(key) is not None and not isinstance(raw[key], bool):
+                raise ConfigError(f"override for '{name}': {key} must be true, false or null, got {raw[key]!r}.")
         if raw.get("weight_algo") not in (None, "arq", "snq"):
             raise ConfigError(f"override for '{name}': weight_algo must be \"arq\" or \"snq\", got {raw['weight_algo']!r}.")
         return cls(**raw)

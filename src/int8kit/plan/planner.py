@@ -204,6 +204,8 @@ def _activation(ctx: PlanContext, config: QuantConfig, name: str, near_input: bo
         method, params, symmetric = rule_choice(tstats.hist, producer, method, params, symmetric, signed, near_input)
     if ov is not None and ov.th_method:
         method, params = override_method(ov, config)
+    if ov is not None and ov.with_offset is not None and not signed:  # AMCT's per-layer with_offset
+        symmetric = not ov.with_offset
     return activation_quant(
         name,
         tstats.hist,

@@ -49,6 +49,9 @@ def _quantize_layer(ctx: PlanContext, node: onnx.NodeProto, info: OpInfo, x: Ten
     w = ctx.weight_array(w_name)
     axis = info.channel_axis(node, w.ndim)
     tstats = ctx.stats.tensors.get(node.input[0])
+    ov = config.overrides.get(node.name)
+    if ov is not None and ov.per_channel is not None:  # AMCT's per-layer channel_wise
+        per_channel = ov.per_channel or config.conv_group
     mean = None if tstats is None else tstats.channel_mean
     if x is not None and x.channel_step is not None:
         # the conv reads channel c multiplied by scale / step_c: its weights take the inverse
