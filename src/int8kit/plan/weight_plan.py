@@ -30,6 +30,9 @@ def plan_weights(ctx: PlanContext, node: onnx.NodeProto, config: QuantConfig, re
     if node.input[info.weight_input] not in ctx.facts.initializers:
         return  # activation x activation MatMul: both inputs are planned as activations
     per_channel = config.per_channel or config.conv_group
+    ov = config.overrides.get(node.name)
+    if ov is not None and ov.per_channel is not None:  # AMCT's per-layer channel_wise
+        per_channel = ov.per_channel or config.conv_group
     if info.per_tensor_if_grouped and conv_group(node) > 1:
         per_channel = False  # the channel axis repeats across groups: one scale per tensor
     x = result.tensors.get(node.input[0])
@@ -49,9 +52,6 @@ def _quantize_layer(ctx: PlanContext, node: onnx.NodeProto, info: OpInfo, x: Ten
     w = ctx.weight_array(w_name)
     axis = info.channel_axis(node, w.ndim)
     tstats = ctx.stats.tensors.get(node.input[0])
-    ov = config.overrides.get(node.name)
-    if ov is not None and ov.per_channel is not None:  # AMCT's per-layer channel_wise
-        per_channel = ov.per_channel or config.conv_group
     mean = None if tstats is None else tstats.channel_mean
     if x is not None and x.channel_step is not None:
         # the conv reads channel c multiplied by scale / step_c: its weights take the inverse
