@@ -140,3 +140,25 @@ def _one_node_model(layer: Layer, model: onnx.ModelProto, replace: dict[str, np.
     graph = helper.make_graph(nodes, f"layer_{layer.name}", inputs,
                               [helper.make_tensor_value_info(layer.output, onnx.TensorProto.FLOAT, None)], inits)
     return helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+
+
+def suffix_model(model: onnx.ModelProto, tensor: str, output: str) -> onnx.ModelProto | None:
+    """``model`` computing ``output`` with ``tensor`` fed from outside (its producer removed): the
+    rest of the FP32 model after one layer, to carry that layer's error to the model's output.
+    Other branches (skip connections) still run from the model's own inputs. Nodes nothing reads
+    are dropped. ``None`` when ``output`` does not depend on ``tensor``."""
+    g = model.graph
+    needed, keep = {output}, []
+    for node in reversed(g.node):
+        if any(o in needed for o in node.output) and tensor not in node.output:
+            keep.append(node)
+            needed.update(i for i in node.input if i)
+    if tensor not in needed:
+        return None
+    keep.reverse()
+    inits = [t for t in g.initializer if t.name in needed]
+    inputs = [i for i in g.input if i.name in needed and i.name != tensor]
+    inputs.append(helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
+    outs = [o for o in g.output if o.name == output] or [helper.make_tensor_value_info(output, onnx.TensorProto.FLOAT, None)]
+    graph = helper.make_graph(keep, f"after_{tensor}", inputs, outs, inits)
+    return helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)

@@ -27,15 +27,16 @@ import onnx
 from onnx import numpy_helper
 from tqdm import tqdm
 
-from int8kit.analysis.isolated import Layer, fake_quantize, layer_macs, layer_sessions, layer_weights, plan_layers
-from int8kit.analysis.layerwise import _fp32_pieces, _reader_domains, layer_error_stats
-from int8kit.calib.taps import activation_tensors
+from int8kit.analysis.isolated import (Layer, fake_quantize, layer_macs, layer_sessions, layer_weights, plan_layers,
+                                       suffix_model)
+from int8kit.analysis.layerwise import _reader_domains, layer_error_stats
+from int8kit.calib.taps import activation_tensors, tap_model
 from int8kit.errors import ConfigError
 from int8kit.evaluate.accumulate import ErrorAccumulator, ErrorStats
 from int8kit.evaluate.evaluator import LAYER_SAMPLES, Evaluator
 from int8kit.graph.io import as_model
 from int8kit.plan.types import QuantPlan
-from int8kit.runtime.session import run_checked
+from int8kit.runtime.session import make_session, run_checked
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,9 @@ class LayerSensitivity:
     ``None`` when not computed). ``isolated``: only this layer's inputs and weights quantized, on
     exact FP32 inputs; ``isolated_weight`` / ``isolated_activation``: only its weights (and bias) /
     only its inputs (``isolated_weight`` is ``None`` for layers without weights). Each is an
-    ``ErrorStats`` (``sqnr_db``, ``cosine``, ``relative_error``, ...), measured at ``output``.
+    ``ErrorStats`` (``sqnr_db``, ``cosine``, ``relative_error``, ...), measured at ``output``;
+    ``isolated_output`` is the isolated error carried through the rest of the FP32 model, measured
+    at the model's scored output.
     """
 
     layer: str
@@ -60,6 +63,7 @@ class LayerSensitivity:
     isolated_activation: ErrorStats
     isolated_weight: ErrorStats | None
     accumulated: ErrorStats | None = None
+    isolated_output: ErrorStats | None = None  # the model's output, only this layer quantized
     methods: dict[str, str] = field(default_factory=dict)  # activation input -> threshold method that ran
 
 
@@ -72,6 +76,7 @@ def layer_sensitivity(
     quant_json: Any = None,
     accumulated: bool = True,
     layers: list[str] | None = None,
+    propagate: bool = True,
     progress: bool = False,
 ) -> list[LayerSensitivity]:
     """The sensitivity of every INT8 layer, in graph order.
@@ -82,7 +87,9 @@ def layer_sensitivity(
     with its ``quant_json`` (default: the ``<stem>_quant.json`` beside it). ``evaluator``: its layer
     reference (first ``samples`` samples) gives the FP32 inputs; its model must hold the same
     tensor names (the original or the optimized model). ``accumulated`` also runs the INT8 model
-    (emitted from the plan when a plan is given). ``layers`` keeps only those node names.
+    (emitted from the plan when a plan is given). ``propagate`` also carries each layer's isolated
+    error through the rest of the FP32 model to the evaluator's output (``isolated_output``: one
+    run of the model's remainder per layer and piece). ``layers`` keeps only those node names.
     """
     model = as_model(fp32_model)
     plan, int8_model = resolve_plan(model, plan_or_int8_model, quant_json)
@@ -99,7 +106,7 @@ def layer_sensitivity(
         log.info("left out %d layer(s) whose inputs the FP32 reference does not hold (non-float inputs or renamed): %s",
                  len(missing), [l.name for l in missing[:5]])
     chosen = [l for l in chosen if l not in missing]
-    isolated = _isolated(model, plan, chosen, evaluator, samples, progress)
+    isolated = _isolated(model, plan, chosen, evaluator, samples, propagate, progress)
     acc: dict[str, ErrorStats] = {}
     if accumulated and chosen:
         if int8_model is None:
@@ -114,15 +121,18 @@ def layer_sensitivity(
     return isolated
 
 
+_RANK_BY = ("isolated", "isolated_output", "isolated_weight", "isolated_activation", "accumulated")
+
+
 def sensitivity_ranking(sensitivities: list[LayerSensitivity] | Any, *args: Any, by: str = "isolated",
                         **kwargs: Any) -> list[str]:
     """Layer names, most sensitive first, by ``by`` error (``isolated``, ``isolated_weight``,
-    ``isolated_activation`` or ``accumulated``; largest relative error first, ties in graph order).
+    ``isolated_activation``, ``isolated_output`` or ``accumulated``; largest relative error first, ties
+    in graph order).
     Takes ``layer_sensitivity``'s result, or its arguments (then computes it, without the
     accumulated pass unless ``by="accumulated"``)."""
-    if by not in ("isolated", "isolated_weight", "isolated_activation", "accumulated"):
-        raise ConfigError(f"sensitivity_ranking by={by!r}; expected isolated, isolated_weight, isolated_activation "
-                          "or accumulated.")
+    if by not in _RANK_BY:
+        raise ConfigError(f"sensitivity_ranking by={by!r}; expected one of {', '.join(_RANK_BY)}.")
     if not (isinstance(sensitivities, list) and all(isinstance(s, LayerSensitivity) for s in sensitivities)):
         kwargs.setdefault("accumulated", by == "accumulated")
         sensitivities = layer_sensitivity(sensitivities, *args, **kwargs)
@@ -163,43 +173,80 @@ def resolve_plan(model: onnx.ModelProto, plan_or_int8: Any, quant_json: Any = No
 
 
 def _isolated(model: onnx.ModelProto, plan: QuantPlan, layers: list[Layer], evaluator: Evaluator, samples: int,
-              progress: bool) -> list[LayerSensitivity]:
-    names = list(dict.fromkeys(i for l in layers for i in l.inputs))
+              propagate: bool, progress: bool) -> list[LayerSensitivity]:
+    """Layer by layer (one layer's sessions alive at a time), piece by piece of the reference."""
     if not layers:
         return []
+    names = list(dict.fromkeys(i for l in layers for i in l.inputs))
     ref = evaluator.layer_reference(samples, names)
+    pieces = _Pieces(evaluator, ref, names)
+    output = evaluator.output
+    reference_out = pieces.model_outputs(model, output) if propagate else []
     domains = _reader_domains(model, [l.output for l in layers])
-    runs = []
-    for layer in layers:
-        qw = layer_weights(layer, plan)
-        sessions = layer_sessions(layer, model, qw)
-        sums = {k: ErrorAccumulator(domains.get(layer.output)) for k in ("both", "act", "weight")}
-        runs.append((layer, sessions, bool(qw), sums))
-    macs: dict[str, int] = {}
+    out = []
     bar = tqdm(total=ref.records("inputs") * len(layers), unit="layer", desc="isolated error", disable=not progress,
                leave=False)
-    for piece, values in _fp32_pieces(evaluator, ref, names):
-        for layer, (fp, q), has_weights, sums in runs:
-            feed = {i: np.asarray(values[i] if i in values else piece[i], np.float32) for i in layer.inputs}
-            qfeed = {i: fake_quantize(v, plan.tensors[i]) if i in plan.tensors else v for i, v in feed.items()}
+    for layer in layers:
+        qw = layer_weights(layer, plan)
+        fp, q = layer_sessions(layer, model, qw)
+        after = suffix_model(model, layer.output, output) if propagate else None
+        rest = make_session(after, threads=1) if after is not None else None
+        sums = {k: ErrorAccumulator(domains.get(layer.output)) for k in ("both", "act", "weight")}
+        carried = ErrorAccumulator()
+        macs = 0
+        for i in range(ref.records("inputs")):
+            piece, values = pieces.get(i, layer.inputs)
+            feed = {n: np.asarray(values[n], np.float32) for n in layer.inputs}
+            qfeed = {n: fake_quantize(v, plan.tensors[n]) if n in plan.tensors else v for n, v in feed.items()}
             at = f"layer '{layer.name}' alone"
             exact = run_checked(fp, [layer.output], feed, where=at)[0]
-            macs.setdefault(layer.name, layer_macs(layer, exact.shape))
-            sums["act"].add(exact, run_checked(fp, [layer.output], qfeed, where=at)[0])
-            if has_weights:
+            macs = macs or layer_macs(layer, exact.shape)
+            got = run_checked(fp, [layer.output], qfeed, where=at)[0]
+            sums["act"].add(exact, got)
+            if qw:
                 sums["weight"].add(exact, run_checked(q, [layer.output], feed, where=at)[0])
-                sums["both"].add(exact, run_checked(q, [layer.output], qfeed, where=at)[0])
-            del feed, qfeed, exact
+                got = run_checked(q, [layer.output], qfeed, where=at)[0]
+                sums["both"].add(exact, got)
+            if rest is not None:
+                rest_feed = {n.name: piece[n.name] for n in rest.get_inputs() if n.name != layer.output}
+                rest_feed[layer.output] = got
+                carried.add(reference_out[i], run_checked(rest, [output], rest_feed, where=f"the model after '{layer.name}'")[0])
+            del piece, values, feed, qfeed, exact, got
             bar.update(1)
-        del piece, values
-    bar.close()
-    out = []
-    for layer, _, has_weights, sums in runs:
         act = sums["act"].result()
         out.append(LayerSensitivity(
             layer=layer.name, op_type=layer.node.op_type, tensors=layer.quantized_inputs + layer.weights,
-            output=layer.output, macs=macs.get(layer.name, 0),
-            isolated=sums["both"].result() if has_weights else act, isolated_activation=act,
-            isolated_weight=sums["weight"].result() if has_weights else None,
-            methods={i: plan.tensors[i].method for i in layer.quantized_inputs}))
+            output=layer.output, macs=macs, isolated=sums["both"].result() if qw else act, isolated_activation=act,
+            isolated_weight=sums["weight"].result() if qw else None,
+            isolated_output=carried.result() if rest is not None else None,
+            methods={n: plan.tensors[n].method for n in layer.quantized_inputs}))
+        del fp, q, rest
+    bar.close()
     return out
+
+
+class _Pieces:
+    """The reference's pieces: inputs and the FP32 values of some tensors, read from the store, or
+    computed again piece by piece when the reference keeps only the inputs (too large to store)."""
+
+    def __init__(self, evaluator: Evaluator, ref: Any, names: list[str]) -> None:
+        self.ref, self.session, self.names = ref, None, names
+        if not ref.meta.get("values"):
+            tapped, _ = tap_model(evaluator.model, names, activation_tensors(evaluator.model))
+            self.session = make_session(tapped)
+
+    def get(self, i: int, names: list[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        piece = self.ref.record("inputs", i)
+        inputs = {n: piece[n] for n in names if n in piece}
+        wanted = [n for n in names if n not in piece]
+        if self.session is None:
+            values = {n: self.ref.get("values", n, i) for n in wanted}
+        else:
+            values = dict(zip(wanted, run_checked(self.session, wanted, piece, where="per-layer samples (FP32 model)")))
+        return piece, {**inputs, **values}
+
+    def model_outputs(self, model: onnx.ModelProto, output: str) -> list[np.ndarray]:
+        """``output`` of ``model`` on every piece (kept: one output per sample)."""
+        session = make_session(model)
+        return [run_checked(session, [output], self.ref.record("inputs", i), where="per-layer samples (FP32 model)")[0]
+                for i in range(self.ref.records("inputs"))]
