@@ -18,16 +18,25 @@ from int8kit.evaluate.evaluator import Evaluator
 from int8kit.evaluate.labels import load_labels
 from int8kit.evaluate.latency import measure_latencies, measure_latency
 from int8kit.evaluate.metrics import max_abs_error, mean_cosine, sample_cosines, top1_agreement, topk_accuracy
-from int8kit.evaluate.result import EvalResult, OutputSimilarity
+from int8kit.evaluate.result import EvalResult, OutputSimilarity, TaskComparison
+from int8kit.evaluate.tasks import MetricSpec, TaskMetric, make_metric
+from int8kit.evaluate.uncertainty import Drop, Score, drop
 
 __all__ = [
+    "Drop",
     "ErrorAccumulator",
     "ErrorStats",
     "EvalResult",
     "Evaluator",
+    "MetricSpec",
     "OutputSimilarity",
+    "Score",
+    "TaskComparison",
+    "TaskMetric",
     "compare_models",
+    "drop",
     "load_labels",
+    "make_metric",
     "max_abs_error",
     "mean_cosine",
     "measure_latencies",

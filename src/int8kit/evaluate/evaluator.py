@@ -33,12 +33,16 @@ from int8kit.calib.taps import activation_tensors
 from int8kit.data.sources import batches_from, model_input_specs
 from int8kit.errors import DataError, ModelError
 from int8kit.evaluate.chance import warn_if_chance
-from int8kit.evaluate.labels import label_mismatch, labels_and_width, source_class_labels
+from int8kit.evaluate.labels import label_mismatch, labels_and_width, load_task_labels, source_class_labels, source_labels
 from int8kit.evaluate.latency import measure_latencies
 from int8kit.evaluate.reference import ModelLike, compute_layer_reference, compute_reference, load_model
-from int8kit.evaluate.result import EvalResult
+from int8kit.evaluate.result import EvalResult, TaskComparison
 from int8kit.evaluate.scoring import Scorer
+from int8kit.evaluate.task_pass import TaskRun, pick_rows, subset_plan
+from int8kit.evaluate.tasks import MetricSpec, as_metric_spec
+from int8kit.evaluate.uncertainty import Score, drop
 from int8kit.evaluate.store import RecordReader, cache_root, data_fingerprint, open_cached, prune, reference_key
+from int8kit.runtime.chunking import rows
 from int8kit.runtime.openvino import runtime_version, session_for
 from int8kit.runtime.session import run_checked
 
@@ -79,11 +83,11 @@ class Evaluator:
             raise DataError(f"output '{self.output}' is not an output of the model; expected one of {self.names}; pick one of those.")
         self.batch_size, self.threads, self.progress = batch_size, threads, progress
         self.runtime = runtime  # both models run there: onnxruntime, or OpenVINO (its default precision)
-        self.labels, self.label_width = labels_and_width(labels) if labels is not None else (None, None)
+        self.labels, self.label_width, self.task_labels = self._read_labels(labels)
         self._data = data
         declared = _count_samples(data)
-        if self.labels is not None and declared is not None and declared != len(self.labels):
-            raise label_mismatch(len(self.labels), declared)  # before any pass
+        if self.task_labels is not None and declared is not None and declared != len(self.task_labels):
+            raise label_mismatch(len(self.task_labels), declared)  # before any pass
         # a generator (or any iterator) can be read once: its inputs are kept with the reference
         self._one_shot = isinstance(data, Iterator)
         # hashing the data costs a read of it: only done when the reference may be shared
@@ -101,6 +105,20 @@ class Evaluator:
         self._reference: RecordReader | None = None
         self._layers: dict[tuple[int, tuple[str, ...]], RecordReader] = {}
         self.fp32_runs = 0  # FP32 passes this evaluator ran (0 when the disk cache had them)
+
+    def _read_labels(self, labels: Any) -> tuple[np.ndarray | None, int | None, Any]:
+        """Class labels (and one-hot width) for accuracy, and the labels task metrics read: the
+        same, or, for an output that is not (samples, classes), labels of any kind (text, boxes)."""
+        if labels is None:
+            return None, None, None
+        try:
+            classes, width = labels_and_width(labels)
+            return classes, width, classes
+        except DataError:
+            dims = _output_rank(self.model, self.output)
+            if dims is None or dims == 2:
+                raise  # class scores: the labels must be class indices
+            return None, None, load_task_labels(labels)
 
     # ---------------------------------------------------------------- references
 
@@ -156,8 +174,9 @@ class Evaluator:
         return batches_from(self._data, self.specs, batch_size=self.batch_size)
 
     def _source_labels(self, source: Any) -> None:
-        if self.labels is None:
+        if self.labels is None and self.task_labels is None:
             self.labels = source_class_labels(source)
+            self.task_labels = source_labels(source)  # class ids or detection boxes
 
     def _batches(self) -> Iterable[Mapping[str, np.ndarray]]:
         """The data's batches again: read from the data, or from the kept inputs of a one-shot stream."""
@@ -174,24 +193,28 @@ class Evaluator:
 
     def _check_labels(self, samples: int, declared: int | None) -> None:
         # A fixed-batch model may skip a tail of samples; labels must still match the whole data.
-        if self.labels is not None:
+        if self.task_labels is not None:
             total = declared if declared is not None else samples
-            if total != len(self.labels):
-                raise label_mismatch(len(self.labels), total)
+            if total != len(self.task_labels):
+                raise label_mismatch(len(self.task_labels), total)
 
     # ---------------------------------------------------------------- candidates
 
-    def evaluate(self, int8_model: ModelLike, *, latency: bool = True) -> EvalResult:
+    def evaluate(self, int8_model: ModelLike, *, latency: bool = True, metric: MetricSpec | str | None = None) -> EvalResult:
         """Score one candidate: one INT8 pass over the data against the stored FP32 outputs.
 
-        ``latency`` times both models at batch 1 (``measure_latencies``). The per-layer comparison
-        is ``analysis.layerwise.layer_errors(..., evaluator=this)``.
+        ``latency`` times both models at batch 1 (``measure_latencies``). ``metric`` (a spec of
+        ``tasks.make_metric`` or a ``MetricSpec``) also scores both models on the task in the same
+        pass (``result.task``: FP32 and INT8 scores and the drop). The per-layer comparison is
+        ``analysis.layerwise.layer_errors(..., evaluator=this)``.
         """
         q_proto, q_size = load_model(int8_model)
         session = session_for(q_proto, self.runtime, threads=self.threads)
         self._check_candidate(session)
         ref = self.reference
         scorer = Scorer(self.names, self.output, self.labels, self.label_width)
+        spec = as_metric_spec(metric) if metric is not None else None
+        task = TaskRun(spec, self.output, self.task_labels, (0, ref.meta["samples"], 1)) if spec else None
         with tqdm(total=ref.meta["samples"], unit="sample", desc="evaluate", disable=not self.progress) as bar:
             for i, batch in enumerate(self._batches()):
                 if i >= ref.records("outputs"):
@@ -200,6 +223,8 @@ class Evaluator:
                 at = f"evaluation samples {scorer.samples}-{scorer.samples + len(next(iter(batch.values()))) - 1}"
                 q_out = dict(zip(self.names, run_checked(session, self.names, batch, where=f"{at} (INT8 model)")))
                 bar.update(scorer.add(ref.record("outputs", i), q_out))
+                if task is not None:
+                    task.add(ref.record("outputs", i), q_out, np.arange(task.samples, task.samples + rows(batch)))
         if scorer.samples != ref.meta["samples"]:
             raise DataError(f"the evaluation data yielded {scorer.samples} samples, its FP32 reference {ref.meta['samples']}; "
                             "expected the same data; create a new Evaluator for changed data.")
@@ -209,9 +234,69 @@ class Evaluator:
         warn_if_chance(result, scorer.classes, self.labels, self._data)  # word-named class folders, wrong labels
         result.fp32_size_bytes, result.int8_size_bytes = self.size_bytes, q_size
         result.runtime = self.runtime
+        if task is not None:
+            fp32, int8 = self.task_score(None, spec), task.score()
+            result.task = TaskComparison(spec.name, fp32, int8, drop(fp32, int8))
         if latency and ref.records("feed"):
             self._add_latency(result, q_proto, ref.record("feed", 0))
         return result
+
+    def task_score(self, model: ModelLike | None, metric: MetricSpec | str | Any, *,
+                   samples: slice | range | None = None) -> Score:
+        """The task score (``Score``: value, n, 95 % interval) of ``model`` on the evaluation samples
+        ``samples`` (default: all); ``model=None`` scores the FP32 model from the stored reference.
+
+        ``metric``: a spec (``top1``, ``top5``, ``agreement``, ``cosine``, ``map``, ``module:Class``),
+        a ``MetricSpec`` (``tasks.make_metric``) or a TaskMetric class. Only the batches that hold
+        ``samples`` run, and only their chosen rows where the batch axis is free: half the samples
+        cost about half a pass. Two scores of the same ``samples`` pair in ``uncertainty.drop``.
+        """
+        spec = as_metric_spec(metric)
+        ref = self.reference
+        plan, index, key = subset_plan(self.record_rows(), samples)
+        run = TaskRun(spec, self.output, self.task_labels, key)
+        session = None
+        if model is not None:
+            session = session_for(load_model(model)[0], self.runtime, threads=self.threads)
+            self._check_candidate(session)
+        wanted = {record: (first, local) for record, first, local in plan}
+        per_record = self.record_rows()
+        free_batch = self._latency_rows() == 1  # no fixed batch size: a batch's chosen rows can run alone
+        desc = "FP32 task score" if model is None else "task score"
+        with tqdm(total=len(index), unit="sample", desc=desc, disable=not self.progress) as bar:
+            for i, batch in self._planned(wanted, need_inputs=session is not None):
+                first, local = wanted[i]
+                at = f"evaluation samples {first + int(local[0])}-{first + int(local[-1])}"
+                fp = pick_rows(ref.record("outputs", i), local, per_record[i], at)
+                out = fp
+                if session is not None:
+                    part = free_batch and len(local) < per_record[i]
+                    feed = {k: np.asarray(v)[local] for k, v in batch.items()} if part else batch
+                    out = dict(zip(self.names, run_checked(session, self.names, feed, where=f"{at} (model scored)")))
+                    out = out if part else pick_rows(out, local, per_record[i], at)
+                run.add(fp, out, first + local)
+                bar.update(len(local))
+        return run.score()
+
+    def record_rows(self) -> list[int]:
+        """Samples of each stored FP32 batch, in order."""
+        ref = self.reference
+        found = ref.meta.get("rows")
+        if found is None:  # a reference stored before the batches' sizes were kept: count them once
+            found = ref.meta["rows"] = [rows(batch) for batch in self._batches()]
+        return list(found)
+
+    def _planned(self, wanted: dict[int, Any], *, need_inputs: bool) -> Iterator[tuple[int, Any]]:
+        """The stored batches ``wanted`` (with their inputs when a model runs), skipping the others."""
+        if not need_inputs:
+            yield from ((i, None) for i in sorted(wanted))
+            return
+        last = max(wanted)
+        for i, batch in enumerate(self._batches()):
+            if i > last:
+                break
+            if i in wanted:
+                yield i, batch
 
     def _check_candidate(self, session: Any) -> None:
         fp_inputs = sorted(s.name for s in self.specs)
@@ -236,6 +321,14 @@ class Evaluator:
         result.latency_batch = len(next(iter(feed.values())))
         if result.fp32_latency_ms > 0:
             result.latency_ratio = result.int8_latency_ms / result.fp32_latency_ms
+
+
+def _output_rank(model: onnx.ModelProto, name: str) -> int | None:
+    """Declared rank of output ``name`` (``None`` when the model does not say)."""
+    for out in model.graph.output:
+        if out.name == name and out.type.tensor_type.HasField("shape"):
+            return len(out.type.tensor_type.shape.dim)
+    return None
 
 
 def _count_samples(data: Any) -> int | None:

@@ -1,13 +1,16 @@
-"""Class labels for accuracy: from arrays, .npy or text files, one-hot rows, or the data source."""
+"""Labels: class indices for accuracy (arrays, .npy or text files, one-hot rows, the data source), and
+task-metric labels of any kind (text, detection boxes) kept as they came."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from int8kit.data.lmdb_format import parse_labels
 from int8kit.data.sources import SampleBatches
 from int8kit.errors import DataError
 
@@ -68,3 +71,52 @@ def label_mismatch(n_labels: int, n_samples: int) -> DataError:
         f"labels have {n_labels} entries but the data has {n_samples} samples; "
         "expected one label per sample; pass the labels that belong to this data."
     )
+
+
+def load_task_labels(labels: Any) -> Any:
+    """Labels for a task metric, one per sample, kept as they are: an array (first axis = samples;
+    e.g. (N, L) padded text indices), a list (e.g. detection boxes per image), a ``.npy`` file,
+    a ``.json`` list, or a text file of one label per line (an integer, ``cls,x1,y1,x2,y2;...``
+    boxes as in an LMDB's data.label, or else the line's text)."""
+    if not isinstance(labels, (str, os.PathLike)):
+        return labels if isinstance(labels, (list, tuple)) else np.asarray(labels)
+    path = Path(labels)
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise DataError(f"labels file '{path}' {what}; expected a .npy, .json or text file; check the path.")
+    try:
+        if path.suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        if path.suffix == ".json":
+            found = json.loads(path.read_text())
+            if not isinstance(found, list):
+                raise ValueError("not a list")
+            return found
+        return [_label_line(line, f"labels file '{path}' line {i + 1}") for i, line in enumerate(path.read_text().splitlines())]
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"labels file '{path}' cannot be read ({type(exc).__name__}: {exc}); expected a .npy array, a "
+                        ".json list or one label per line; fix or re-create the file.") from None
+
+
+def _label_line(line: str, where: str) -> Any:
+    text = line.strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    if text and all(len(box.split(",")) == 5 for box in text.split(";") if box.strip()):
+        return parse_labels(text + "\n", [1], where=where)[1][0]  # one image's boxes, data.label's parser
+    return line
+
+
+def source_labels(source: Any) -> list[Any] | None:
+    """Every label a sample source carries, of any kind (class ids, detection boxes), if any."""
+    labels = source.labels() if isinstance(source, SampleBatches) else None
+    return labels or None
+
+
+def take(labels: Any, index: np.ndarray) -> Any:
+    """The labels of the samples ``index`` (an array's rows, or a list's entries)."""
+    if isinstance(labels, np.ndarray):
+        return labels[index]
+    return [labels[int(i)] for i in index]

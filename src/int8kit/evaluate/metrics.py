@@ -53,10 +53,16 @@ def topk_accuracy(scores: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
         raise DataError(f"top-k got k={k}; expected k >= 1; pass a positive k.")
     if len(labels) == 0:
         return float("nan")
+    return float(np.mean(topk_hits(scores, labels, k)))
+
+
+def topk_hits(scores: np.ndarray, labels: np.ndarray, k: int = 1) -> np.ndarray:
+    """Per sample, whether its label is among the ``k`` highest of its (N, C) ``scores`` (the
+    per-sample form of ``topk_accuracy``; shapes checked by the caller)."""
     k = min(k, scores.shape[1])
     # argpartition puts the k largest in the last k columns without a full sort.
     top = np.argpartition(scores, -k, axis=1)[:, -k:]
-    return float(np.mean(np.any(top == labels[:, None], axis=1)))
+    return np.any(top == np.asarray(labels).reshape(-1)[:, None], axis=1)
 
 
 def top1_agreement(a: np.ndarray, b: np.ndarray) -> float:

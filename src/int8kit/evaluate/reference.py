@@ -49,6 +49,7 @@ def compute_reference(
     stream, and the first batch's first ``latency_rows`` rows as the latency feed)."""
     writer = RecordWriter(folder)
     samples = 0
+    per_record: list[int] = []  # samples of each stored batch: task metrics score subsets by them
     try:
         total = getattr(batches, "num_samples", None)
         with tqdm(total=total, unit="sample", desc="FP32 reference", disable=not progress) as bar:
@@ -68,10 +69,11 @@ def compute_reference(
                 if keep_inputs:
                     writer.append("inputs", batch)
                 samples += n
+                per_record.append(n)
                 bar.update(n)
         if samples == 0:
             raise DataError("the evaluation data yielded no samples; expected at least one; check the data source.")
-        return writer.finish({"samples": samples, "declared": declared, "names": names})
+        return writer.finish({"samples": samples, "declared": declared, "names": names, "rows": per_record})
     except BaseException:
         writer.abort()
         raise

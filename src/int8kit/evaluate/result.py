@@ -12,6 +12,8 @@ from typing import Any
 
 from tabulate import tabulate
 
+from int8kit.evaluate.uncertainty import Drop, Score
+
 SUMMARY_HEADERS = ["metric", "FP32", "INT8", "change"]
 
 
@@ -27,6 +29,24 @@ class OutputSimilarity:
     relative_error: float = 0.0
     min_cosine: float | None = None  # the lowest per-sample cosine
     sqnr_db: float | None = None  # 10 log10(||FP32||^2 / ||INT8 - FP32||^2)
+
+
+@dataclasses.dataclass
+class TaskComparison:
+    """Both models' task scores on the same samples and the drop (FP32 minus INT8), paired."""
+
+    metric: str
+    fp32: Score
+    int8: Score
+    drop: Drop
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"metric": self.metric, "fp32": self.fp32.to_dict(), "int8": self.int8.to_dict(), "drop": self.drop.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TaskComparison":
+        drop = {k: v for k, v in d["drop"].items() if k != "significant"}
+        return cls(d["metric"], Score(**d["fp32"]), Score(**d["int8"]), Drop(**drop))
 
 
 @dataclasses.dataclass
@@ -52,12 +72,17 @@ class EvalResult:
     fp32_size_bytes: int | None = None
     int8_size_bytes: int | None = None
     layers: list[Any] | None = None  # per-tensor ``analysis.layerwise.LayerError``s when asked for (evaluate(per_layer=True))
+    task: TaskComparison | None = None  # the task metric's scores when asked for (evaluate(metric=...))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict; non-finite floats become ``None`` (``layers`` only when measured)."""
         d = finite(dataclasses.asdict(self))
         if self.layers is None:
             d.pop("layers")
+        if self.task is None:
+            d.pop("task")
+        else:
+            d["task"] = self.task.to_dict()
         return d
 
     @classmethod
@@ -66,6 +91,8 @@ class EvalResult:
         fields = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in fields}
         kwargs["outputs"] = [o if isinstance(o, OutputSimilarity) else OutputSimilarity(**o) for o in d.get("outputs") or []]
+        if isinstance(kwargs.get("task"), dict):
+            kwargs["task"] = TaskComparison.from_dict(kwargs["task"])
         return cls(**kwargs)
 
     def to_table(self) -> str:
@@ -77,6 +104,9 @@ class EvalResult:
 def summary_rows(res: EvalResult) -> tuple[str, list[list[str]]]:
     """Title and rows (``SUMMARY_HEADERS`` columns) of the summary table, already formatted."""
     rows: list[list[str]] = []
+    if res.task is not None:
+        t = res.task
+        rows.append([f"{t.metric} (95 % interval)", str(t.fp32), str(t.int8), f"drop {t.drop}"])
     for label, a, b in (("top-1 accuracy", res.fp32_top1, res.int8_top1), ("top-5 accuracy", res.fp32_top5, res.int8_top5)):
         if a is not None and b is not None:
             rows.append([label, pct(a), pct(b), f"{(b - a) * 100:+.2f} pts"])
