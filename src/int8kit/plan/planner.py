@@ -29,7 +29,7 @@ from int8kit.plan.node_choice import choose_nodes, fusable_activation, shared_so
 from int8kit.plan.override_check import check_overrides_apply
 from int8kit.plan.params import activation_quant
 from int8kit.plan.types import QuantPlan, TensorQuant
-from int8kit.plan.weight_plan import plan_weights
+from int8kit.plan.weight_plan import plan_weights, snq_layers
 from int8kit.thresholds import Target
 
 log = logging.getLogger(__name__)
@@ -113,10 +113,10 @@ def plan(model: onnx.ModelProto, stats: Stats, config: QuantConfig) -> QuantPlan
     warn_narrow_concat_inputs(facts, result, ctx.warned)  # once per context, not once per re-plan
 
     # Weights and biases of compute nodes.
-    for node in facts.nodes:
-        if node.name not in quantized or op_info(node.op_type).role != COMPUTE:
-            continue
-        plan_weights(ctx, node, config, result)
+    computes = [n for n in facts.nodes if n.name in quantized and op_info(n.op_type).role == COMPUTE]
+    snq = snq_layers(ctx, computes, config)
+    for node in computes:
+        plan_weights(ctx, node, config, result, snq=node.name in snq)
     return result
 
 

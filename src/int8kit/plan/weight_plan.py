@@ -18,11 +18,30 @@ from int8kit.plan.memo import frozen, read_only
 from int8kit.plan.params import bias_min_weight_scale, bias_quant, weight_quant
 from int8kit.plan.types import QuantPlan, TensorQuant
 from int8kit.weights.arq import MIN_CHANNEL_SCALE
+from int8kit.weights.snq import cluster_codes
 
 
-def plan_weights(ctx: PlanContext, node: onnx.NodeProto, config: QuantConfig, result: QuantPlan) -> None:
+def snq_layers(ctx: PlanContext, nodes: list[onnx.NodeProto], config: QuantConfig) -> set[str]:
+    """The INT8 compute nodes (in graph order) whose weights SNQ clusters to 16 levels a channel:
+    every one with constant weights under ``--weight-algo snq`` except the first and the last
+    (uniform INT8, the AMCT manual's advice, unless ``--snq-all-layers``); a layer's override
+    ``weight_algo`` decides for that layer."""
+    weighted = [n.name for n in nodes if n.input[op_info(n.op_type).weight_input] in ctx.facts.initializers]
+    chosen = set(weighted) if config.weight_algo == "snq" else set()
+    if chosen and config.snq_keep_ends:
+        chosen -= {weighted[0], weighted[-1]}
+    for name in weighted:
+        ov = config.overrides.get(name)
+        if ov is not None and ov.weight_algo is not None:
+            (chosen.add if ov.weight_algo == "snq" else chosen.discard)(name)
+    return chosen
+
+
+def plan_weights(ctx: PlanContext, node: onnx.NodeProto, config: QuantConfig, result: QuantPlan, *,
+                 snq: bool = False) -> None:
     """Quantize the weights (per output channel unless ``--per-tensor``) and the INT32 bias of one
     INT8 compute node; the bias absorbs the mean shift of weight rounding (bias correction).
+    ``snq``: the INT8 weight codes are then clustered to 16 levels per channel (weights/snq.py).
 
     The result depends on the configuration only through the granularity, conv groups, bias
     correction and the input's scale and channel steps: those key the memo."""
@@ -37,15 +56,16 @@ def plan_weights(ctx: PlanContext, node: onnx.NodeProto, config: QuantConfig, re
         per_channel = False  # the channel axis repeats across groups: one scale per tensor
     x = result.tensors.get(node.input[0])
     x_key = None if x is None else (float(x.scale), frozen(x.channel_step))
-    key = (node.name, per_channel, config.conv_group, config.bias_correction, config.inputs_only, x_key)
-    planned, float_biases = ctx.weights.get(key, lambda: _quantize_layer(ctx, node, info, x, per_channel, config))
+    snq_key = (config.snq_init, config.snq_iterations, config.snq_min_distance) if snq else None
+    key = (node.name, per_channel, config.conv_group, config.bias_correction, config.inputs_only, x_key, snq_key)
+    planned, float_biases = ctx.weights.get(key, lambda: _quantize_layer(ctx, node, info, x, per_channel, config, snq))
     for tq in planned:
         result.tensors[tq.name] = copy.copy(tq)  # a plan owns its entries; the arrays are read-only
     result.float_biases.update(float_biases)
 
 
 def _quantize_layer(ctx: PlanContext, node: onnx.NodeProto, info: OpInfo, x: TensorQuant | None, per_channel: bool,
-                    config: QuantConfig) -> tuple[tuple[TensorQuant, ...], dict[str, np.ndarray]]:
+                    config: QuantConfig, snq: bool = False) -> tuple[tuple[TensorQuant, ...], dict[str, np.ndarray]]:
     """The layer's quantized weight and INT32 bias, or its weight and corrected float bias
     (``config.inputs_only``: OpenVINO, TensorRT), by bias name."""
     w_name = node.input[info.weight_input]
@@ -75,6 +95,10 @@ def _quantize_layer(ctx: PlanContext, node: onnx.NodeProto, info: OpInfo, x: Ten
     )
     if b is not None and tq.method == "per_channel" and not config.inputs_only:
         _keep_bias_of_zero_channels(tq, b, float(x.scale))
+    if snq:  # the bias correction below also absorbs the mean shift of clustering
+        tq.values = cluster_codes(tq.values, tq.axis, init=config.snq_init, max_iteration=config.snq_iterations,
+                                  min_distance=config.snq_min_distance)
+        tq.method = "snq"
     planned = [tq]
     if b is not None and config.bias_correction:
         b = b - weight_error_shift(node, w, tq, mean)

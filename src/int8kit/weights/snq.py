@@ -1,0 +1,123 @@
+"""SNQ: non-uniform INT4 weights (Huawei AMCT's ``snq_quantize``), 16 levels per output channel.
+
+AMCT describes SNQ as clustering that contains a uniform step: the weights are first quantized
+uniformly (ARQ, INT8 codes), then each output channel's codes are clustered into 16 levels, so
+the channel is stored as 4-bit indices ([0, 15]) into a 16-entry codebook. Here the levels are
+rounded back onto the channel's INT8 grid: the fake-quant model is an ordinary per-channel INT8
+QDQ model (onnxruntime still runs QLinearConv) whose weight codes take at most 16 distinct
+values per channel, and the deploy form (emit/int4_deploy.py) stores indices + codebook.
+
+The clustering is 1-D k-means (Lloyd's iteration) on the histogram of a channel's INT8 codes:
+there are at most 255 distinct codes and equal codes always land in the same cluster, so
+k-means on the weighted histogram is exactly k-means on every weight, and all channels of a layer
+iterate at once in numpy. (scikit-learn's KMeans gives the same iteration but is one call per
+channel - tens of thousands of calls for a CNN - and measures its tolerance relative to the data's
+variance, not in the manual's absolute ``min_distance``.)
+
+* ``init``: "uniform" places the 16 centres evenly over the channel's [min, max]; "gaussian" at
+  the 16 quantiles (k + 0.5) / 16 of a normal with the channel's mean and standard deviation.
+* ``max_iteration`` (500-2000) bounds the iterations; ``min_distance`` (1e-10-1e-3) stops them
+  when no centre moved more than that many INT8 steps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import norm
+
+from int8kit.errors import ConfigError
+
+LEVELS = 16  # 4-bit indices
+_CODES = np.arange(-127, 128, dtype=np.float64)  # the restricted symmetric INT8 grid of ARQ weights
+
+
+def cluster_codes(q: np.ndarray, axis: int | None, *, init: str = "uniform", max_iteration: int = 1000,
+                  min_distance: float = 1e-10) -> np.ndarray:
+    """INT8 weight codes ``q`` re-quantized to at most 16 levels per slice along ``axis`` (the
+    whole tensor when ``axis`` is None), each level a code of the same grid. Returns int8 codes of
+    ``q``'s shape; a slice with 16 or fewer distinct codes is returned unchanged."""
+    q = np.asarray(q)
+    if q.dtype != np.int8:
+        raise ConfigError(f"SNQ clusters INT8 weight codes, got dtype {q.dtype}; quantize the weights to 8 bits first.")
+    if init not in ("uniform", "gaussian"):
+        raise ConfigError(f"SNQ init must be 'uniform' or 'gaussian', got {init!r}.")
+    rows = (q.reshape(1, -1) if axis is None else np.moveaxis(q, axis, 0).reshape(q.shape[axis], -1)).astype(np.int64)
+    counts = np.zeros((rows.shape[0], _CODES.size), dtype=np.float64)
+    np.add.at(counts, (np.arange(rows.shape[0])[:, None], rows + 127), 1.0)
+    table = np.tile(np.arange(-127, 128, dtype=np.int64), (rows.shape[0], 1))  # code -> new code, per channel
+    busy = np.count_nonzero(counts, axis=1) > LEVELS
+    if busy.any():
+        centres = _lloyd(counts[busy], _initial_centres(counts[busy], init), max_iteration, min_distance)
+        table[busy] = _snap(counts[busy], centres)
+    out = np.take_along_axis(table, rows + 127, axis=1).astype(np.int8)
+    if axis is None:
+        return out.reshape(q.shape)
+    moved_shape = (q.shape[axis],) + tuple(np.delete(q.shape, axis))
+    return np.moveaxis(out.reshape(moved_shape), 0, axis)
+
+
+def _initial_centres(counts: np.ndarray, init: str) -> np.ndarray:
+    present = counts > 0
+    lo = np.where(present.any(1), _CODES[np.argmax(present, axis=1)], 0.0)
+    hi = np.where(present.any(1), _CODES[_CODES.size - 1 - np.argmax(present[:, ::-1], axis=1)], 0.0)
+    if init == "uniform":
+        return lo[:, None] + (hi - lo)[:, None] * np.linspace(0.0, 1.0, LEVELS)[None, :]
+    total = counts.sum(1, keepdims=True)
+    mean = (counts * _CODES).sum(1, keepdims=True) / total
+    std = np.sqrt((counts * (_CODES - mean) ** 2).sum(1, keepdims=True) / total)
+    quantiles = norm.ppf((np.arange(LEVELS) + 0.5) / LEVELS)[None, :]
+    return np.clip(mean + std * quantiles, lo[:, None], hi[:, None])
+
+
+def _assign(centres: np.ndarray) -> np.ndarray:
+    """The nearest centre of every code, per channel: (channels, 255) indices."""
+    return np.argmin(np.abs(_CODES[None, :, None] - centres[:, None, :]), axis=2)
+
+
+def _lloyd(counts: np.ndarray, centres: np.ndarray, max_iteration: int, min_distance: float) -> np.ndarray:
+    """k-means on the weighted code histograms of all channels at once; a centre left without
+    codes stays where it is."""
+    channels = np.arange(counts.shape[0])[:, None]
+    for _ in range(max_iteration):
+        nearest = _assign(centres)
+        mass = np.zeros_like(centres)
+        moment = np.zeros_like(centres)
+        np.add.at(mass, (channels, nearest), counts)
+        np.add.at(moment, (channels, nearest), counts * _CODES[None, :])
+        updated = np.where(mass > 0, moment / np.maximum(mass, 1e-300), centres)
+        step = float(np.max(np.abs(updated - centres)))
+        centres = updated
+        if step <= min_distance:
+            break
+    return centres
+
+
+def _snap(counts: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Centres rounded onto the INT8 grid (those holding codes), every code moved to the nearest:
+    the (channels, 255) table of new codes."""
+    nearest = _assign(centres)
+    used = np.zeros(centres.shape, dtype=bool)
+    np.logical_or.at(used, (np.arange(counts.shape[0])[:, None], nearest), counts > 0)
+    grid = np.where(used, np.clip(np.rint(centres), -127, 127), np.inf)  # an empty centre must not attract codes
+    return np.take_along_axis(grid, _assign(grid), axis=1).astype(np.int64)
+
+
+def codebook(q: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Split clustered codes into 4-bit indices (uint8 values 0-15, ``q``'s shape) and the
+    per-channel codebook ((channels, 16) int8, unused entries 0) with ``codebook[c, index] == q``.
+    Raises ``ConfigError`` when a channel holds more than 16 distinct codes."""
+    q = np.asarray(q, dtype=np.int8)
+    rows = q.reshape(1, -1) if axis is None else np.moveaxis(q, axis, 0).reshape(q.shape[axis], -1)
+    book = np.zeros((rows.shape[0], LEVELS), dtype=np.int8)
+    index = np.empty(rows.shape, dtype=np.uint8)
+    for c, row in enumerate(rows):
+        values, inverse = np.unique(row, return_inverse=True)
+        if values.size > LEVELS:
+            raise ConfigError(f"channel {c} holds {values.size} distinct weight codes; a 4-bit codebook holds {LEVELS}, "
+                              "so only SNQ-clustered weights can be packed.")
+        book[c, :values.size] = values
+        index[c] = inverse.reshape(-1)
+    if axis is None:
+        return index.reshape(q.shape), book
+    moved_shape = (q.shape[axis],) + tuple(np.delete(q.shape, axis))
+    return np.moveaxis(index.reshape(moved_shape), 0, axis), book
