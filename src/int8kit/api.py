@@ -21,6 +21,7 @@ from int8kit.calib.collect import collect
 from int8kit.calib.stats import Stats, model_fingerprint
 from int8kit.data.sources import KeepFirst, batches_from, model_input_specs
 from int8kit.tune.bias_tuning import TUNING_BYTES, tune_biases
+from int8kit.tune.bn_update import bn_update_samples, update_bn
 from int8kit.emit.qdq import emit_qdq
 from int8kit.errors import ConfigError
 from int8kit.graph.io import as_model, check_outputs, outputs_together, save_model
@@ -213,10 +214,12 @@ class _StageInputs:
             return
         if self.data is None and tune.bias_tuning:
             raise ConfigError("--bias-tuning runs the INT8 model on calibration samples; pass --data as well as --stats.")
-        if self.data is not None and not tune.bias_tuning:
+        if self.data is None and tune.update_bn:
+            raise ConfigError("--update-bn runs the quantized model on calibration samples; pass --data as well as --stats.")
+        if self.data is not None and not (tune.bias_tuning or tune.update_bn):
             raise ConfigError("--data is not read when --stats is given (the saved statistics replace the calibration pass; "
                               "only --bias-tuning reads samples again); drop one of them.")
-        if self.explicit_calib.get("iterations") is not None and not tune.bias_tuning:
+        if self.explicit_calib.get("iterations") is not None and not (tune.bias_tuning or tune.update_bn):
             raise ConfigError("--iterations chooses the calibration samples, but --stats skips the calibration pass; drop --iterations.")
         if self.dump_stats is not None:
             raise ConfigError("--dump-stats saves a new calibration pass, but --stats skips it; drop --dump-stats.")
@@ -239,11 +242,12 @@ def _quantize(model: ModelLike, given: _StageInputs, run: RunConfig, names: dict
     given.check(run.tune)
 
     data, tuning = given.data, None
-    if data is not None and run.tune.bias_tuning:  # the first samples are read again after planning
+    keep = max(run.tune.bias_tuning, bn_update_samples(run.tune))
+    if data is not None and keep:  # the first samples are read again after planning
         data = tuning = KeepFirst(batches_from(_open_data(optimized, data, preprocess, preprocess_template, strict),
                                                model_input_specs(optimized), batch_size=run.calib.batch_size,
-                                               iterations=run.calib.iterations), run.tune.bias_tuning,
-                                  max_bytes=TUNING_BYTES, what=f"--bias-tuning {run.tune.bias_tuning}")
+                                               iterations=run.calib.iterations), keep, max_bytes=TUNING_BYTES,
+                                  what=f"--bias-tuning {run.tune.bias_tuning}" if run.tune.bias_tuning else "--update-bn")
     start = time.perf_counter()
     if given.stats is not None:
         stats = given.stats if isinstance(given.stats, Stats) else Stats.load(given.stats, model_id=model_fingerprint(optimized))
@@ -263,16 +267,31 @@ def _quantize(model: ModelLike, given: _StageInputs, run: RunConfig, names: dict
     start = time.perf_counter()
     quant_plan = plan(optimized, stats, run.quant)
     timings["plan"] = time.perf_counter() - start
+    if tuning is not None and run.tune.update_bn:
+        start = time.perf_counter()
+        quant_plan = _update_bn(optimized, quant_plan, tuning, run.tune, progress)
+        timings["update_bn"] = time.perf_counter() - start
     start = time.perf_counter()
     int8 = emit_qdq(optimized, quant_plan)
     timings["emit"] = time.perf_counter() - start
     bias_tuned = 0
-    if tuning is not None:
+    if tuning is not None and run.tune.bias_tuning:
         start = time.perf_counter()
         int8, bias_tuned = _tune(optimized, int8, quant_plan, tuning, run.tune, progress)
         timings["bias_tuning"] = time.perf_counter() - start
     result = QuantizeResult(int8, optimized, quant_plan, run, timings=timings, optimize_log=opt_log, bias_tuned=bias_tuned)
     return write_outputs(result, names, _stem(model), save_config)
+
+
+def _update_bn(optimized: onnx.ModelProto, quant_plan: QuantPlan, tuning: KeepFirst, tune: TuneOptions,
+               progress: bool) -> QuantPlan:
+    """BN update on the kept calibration samples (``--update-bn``); the statistics go to ``bn_dump_dir``."""
+    updated, report = update_bn(optimized, quant_plan, tuning.kept, iterations=tune.bn_update_iterations,
+                                fraction=tune.bn_moving_average_fraction, progress=progress)
+    log.info("BN update: %d convs re-normalized", report.convs)
+    if tune.bn_dump_dir is not None:
+        report.save(tune.bn_dump_dir)
+    return updated
 
 
 def _tune(optimized: onnx.ModelProto, int8: onnx.ModelProto, quant_plan: QuantPlan, tuning: KeepFirst,
@@ -306,8 +325,14 @@ def evaluate(
     framework: str | None = None,
     weights: Any = None,
     input_shapes: Any = None,
+    metric: str | None = None,
+    postprocess: str | None = None,
 ):
     """FP32 vs INT8 on the same data: accuracy, agreement, cosine, latency (an ``EvalResult``).
+
+    ``metric`` (``top1``, ``top5``, ``agreement``, ``cosine``, ``map`` or ``module:Class``; docs/metrics.md)
+    also scores both models on the task, with 95 % intervals and the paired drop (``result.task``);
+    ``postprocess`` (``module:function``) turns raw outputs into boxes for ``map``.
 
     ``per_layer`` (or ``report``) also compares every tensor on up to 32 samples (``result.layers``).
     ``report`` writes a self-contained HTML report there; ``quant_json`` (default: the
@@ -317,6 +342,7 @@ def evaluate(
     runs in onnxruntime, which can return any intermediate tensor.
     """
     from int8kit.evaluate.evaluator import LAYER_SAMPLES, Evaluator
+    from int8kit.evaluate.tasks import make_metric
 
     if report is not None and quant_json is None:  # the record the report reads by default is an input too
         from int8kit.analysis.report import find_quant_json
@@ -329,7 +355,8 @@ def evaluate(
     # One evaluator: the FP32 reference (cached on disk) serves the outputs, the layers and the report.
     evaluator = Evaluator(fp32_model, data, labels=labels, output=output, batch_size=batch_size, threads=threads,
                           runtime=runtime, progress=progress)
-    result = evaluator.evaluate(int8_model, latency=latency)
+    task = make_metric(metric, postprocess=postprocess) if metric is not None else None  # a bad spec fails before any pass
+    result = evaluator.evaluate(int8_model, latency=latency, metric=task)
     if per_layer or report is not None:
         from int8kit.analysis.layerwise import layer_errors
 
@@ -361,3 +388,116 @@ def _collect(optimized: onnx.ModelProto, data: Any, calib: CalibOptions, progres
     """Tap exactly the tensors some plan could quantize, so one pass serves every re-plan."""
     return collect(optimized, data, tensors=candidate_tensors(optimized), bins=calib.histogram_bins,
                    iterations=calib.iterations, batch_size=calib.batch_size, progress=progress)
+
+
+AUTO_SUFFIXES = ("_config.json", "_search.json", "_search.txt", "_report.html")
+
+
+def auto(
+    model: ModelLike,
+    calib_data: Any,
+    test_data: Any,
+    *,
+    labels: Any = None,
+    output_dir: str | os.PathLike | None = UNSET,
+    config: QuantConfig | RunConfig | str | os.PathLike | None = None,
+    postprocess: str | None = None,
+    no_fuse: Collection[str] = (),
+    progress: bool = True,
+    preprocess: str | None = None,
+    preprocess_template: str | None = None,
+    strict: bool = False,
+    framework: str | None = None,
+    weights: Any = None,
+    input_shapes: Any = None,
+    **options: Any,
+):
+    """Search for the fastest INT8 model whose task metric stays within the budget (the manual's auto_calib).
+
+    One calibration pass over ``calib_data``; every candidate is re-planned from it, scored on the
+    first half of ``test_data`` and timed against FP32; the chosen one is reported on the second
+    half. ``options``: the fields of :class:`~int8kit.config.search.SearchOptions` (``metric``,
+    ``accept_drop``, ``relative``, ``fp32_score``, ``full``, ...) and of ``QuantConfig`` /
+    ``CalibOptions`` (the base configuration the candidates change; ``config`` replays a file).
+    ``labels``: one per test sample (top1/top5). ``postprocess``: ``module:function`` turning raw
+    outputs into what a ``module:Class`` metric reads.
+
+    Writes into ``output_dir`` as one set: the five files of ``quantize`` for the chosen model,
+    ``<stem>_config.json`` (replay it with ``quantize --config``), ``<stem>_search.json`` and
+    ``<stem>_search.txt`` (every trial) and ``<stem>_report.html``. A rerun with the same arguments
+    reads the search log there and scores no candidate twice; Ctrl-C writes the best trial so far.
+    Returns an ``int8kit.auto.SearchResult`` (``.files``: what was written).
+    """
+    from int8kit.auto import SearchLog, make_context, run_key, run_search, split_test_data
+    from int8kit.config.search import SearchOptions
+
+    search_fields, rest = _split_search_options(options)
+    search = SearchOptions(**search_fields)
+    quant, calib, tune = split_options(rest, where="auto")
+    if tune:
+        raise ConfigError(f"auto decides bias tuning itself (full mode tries it); drop {', '.join(sorted(tune))}.")
+    base = run_config_of(config)
+    run = RunConfig(base.quant.replace(**quant), base.calib.replace(**calib), base.tune)
+    stem = _stem(model)
+    names = output_paths(output_dir, None, stem)
+    if names:
+        folder = next(iter(names.values())).parent
+        names.update({s: folder / f"{stem}{s}" for s in AUTO_SUFFIXES})
+    check_outputs({f"output '{p.name}'": p for p in names.values()},
+                  input_paths(model=model, calib_data=calib_data, test_data=test_data, labels=labels, weights=weights,
+                              config=config if isinstance(config, (str, os.PathLike)) else None))
+    source = as_model(_source(model, framework, weights, input_shapes))
+    check_float_model(source)
+    optimized, opt_log = optimize_model(source, no_fuse=no_fuse)
+    check_layer_names(source, optimized, run.quant)
+
+    opened = _open_data(optimized, calib_data, preprocess, preprocess_template, strict)
+    tuning = None
+    if search.full and search.bias_tuning_samples:  # bias tuning reads the first samples again
+        opened = tuning = KeepFirst(batches_from(opened, model_input_specs(optimized), batch_size=run.calib.batch_size,
+                                                 iterations=run.calib.iterations), search.bias_tuning_samples,
+                                    max_bytes=TUNING_BYTES, what="the bias tuning samples")
+    stats = _collect(optimized, opened, run.calib, progress=progress)
+    run = RunConfig(run.quant, run.calib.replace(bins=stats.bins), run.tune)
+    halves = split_test_data(optimized, _open_data(optimized, test_data, preprocess, preprocess_template, strict), labels,
+                             batch_size=run.calib.batch_size)
+    ctx, metric, _ = make_context(optimized, stats, halves, run.quant, search, postprocess=postprocess,
+                                  tuning_batches=tuning.kept if tuning is not None else None,
+                                  batch_size=run.calib.batch_size)
+    from int8kit.evaluate.store import data_fingerprint
+
+    key = run_key(optimized, data_fingerprint(calib_data) or repr(calib_data), halves, run.quant, search, metric=metric,
+                  postprocess=postprocess, calib_options=run.calib.to_dict())
+    journal = names["_search.json"].with_name(f".{stem}_search.journal.json") if names else None
+    search_log = SearchLog.resume([p for p in (journal, names.get("_search.json")) if p is not None], key)
+    result = run_search(ctx, search_log, full=search.full, metric=metric, journal=journal, progress=progress)
+    result.files = _write_auto(result, names, stem, optimized, opt_log, run, stats) if names else {}
+    if journal is not None:
+        journal.unlink(missing_ok=True)  # the search log in the set holds every trial now
+    return result
+
+
+def _split_search_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    from dataclasses import fields
+
+    from int8kit.config.search import SearchOptions
+
+    own = {f.name for f in fields(SearchOptions)}
+    return {k: v for k, v in options.items() if k in own}, {k: v for k, v in options.items() if k not in own}
+
+
+def _write_auto(result: Any, names: dict[str, Path], stem: str, optimized: onnx.ModelProto, opt_log: list[str],
+                run: RunConfig, stats: Stats) -> dict[str, Path]:
+    """The chosen model's set (the quantize files, its configuration, the search log and the report), as one unit."""
+    from int8kit.auto.report import report_html, write_search_files
+    from int8kit.graph.io import write_text_atomic
+
+    built = result.built
+    chosen_run = RunConfig(built.config, run.calib, TuneOptions(bias_tuning=result.chosen.bias_tuning))
+    html = report_html(result, model_name=stem, stats=stats)  # before staging: it reads its own temp file back
+    quantized = QuantizeResult(built.model, optimized, built.plan, chosen_run, optimize_log=opt_log, bias_tuned=built.bias_tuned)
+    with outputs_together(names.values()):
+        write_outputs(quantized, {s: p for s, p in names.items() if s not in AUTO_SUFFIXES}, stem, names["_config.json"])
+        write_search_files(result, names["_search.json"], names["_search.txt"])
+        write_text_atomic(names["_report.html"], html)
+    return dict(names)
