@@ -325,8 +325,14 @@ def evaluate(
     framework: str | None = None,
     weights: Any = None,
     input_shapes: Any = None,
+    metric: str | None = None,
+    postprocess: str | None = None,
 ):
     """FP32 vs INT8 on the same data: accuracy, agreement, cosine, latency (an ``EvalResult``).
+
+    ``metric`` (``top1``, ``top5``, ``agreement``, ``cosine``, ``map`` or ``module:Class``; docs/metrics.md)
+    also scores both models on the task, with 95 % intervals and the paired drop (``result.task``);
+    ``postprocess`` (``module:function``) turns raw outputs into boxes for ``map``.
 
     ``per_layer`` (or ``report``) also compares every tensor on up to 32 samples (``result.layers``).
     ``report`` writes a self-contained HTML report there; ``quant_json`` (default: the
@@ -336,6 +342,7 @@ def evaluate(
     runs in onnxruntime, which can return any intermediate tensor.
     """
     from int8kit.evaluate.evaluator import LAYER_SAMPLES, Evaluator
+    from int8kit.evaluate.tasks import make_metric
 
     if report is not None and quant_json is None:  # the record the report reads by default is an input too
         from int8kit.analysis.report import find_quant_json
@@ -348,7 +355,8 @@ def evaluate(
     # One evaluator: the FP32 reference (cached on disk) serves the outputs, the layers and the report.
     evaluator = Evaluator(fp32_model, data, labels=labels, output=output, batch_size=batch_size, threads=threads,
                           runtime=runtime, progress=progress)
-    result = evaluator.evaluate(int8_model, latency=latency)
+    task = make_metric(metric, postprocess=postprocess) if metric is not None else None  # a bad spec fails before any pass
+    result = evaluator.evaluate(int8_model, latency=latency, metric=task)
     if per_layer or report is not None:
         from int8kit.analysis.layerwise import layer_errors
 
@@ -380,3 +388,116 @@ def _collect(optimized: onnx.ModelProto, data: Any, calib: CalibOptions, progres
     """Tap exactly the tensors some plan could quantize, so one pass serves every re-plan."""
     return collect(optimized, data, tensors=candidate_tensors(optimized), bins=calib.histogram_bins,
                    iterations=calib.iterations, batch_size=calib.batch_size, progress=progress)
+
+
+AUTO_SUFFIXES = ("_config.json", "_search.json", "_search.txt", "_report.html")
+
+
+def auto(
+    model: ModelLike,
+    calib_data: Any,
+    test_data: Any,
+    *,
+    labels: Any = None,
+    output_dir: str | os.PathLike | None = UNSET,
+    config: QuantConfig | RunConfig | str | os.PathLike | None = None,
+    postprocess: str | None = None,
+    no_fuse: Collection[str] = (),
+    progress: bool = True,
+    preprocess: str | None = None,
+    preprocess_template: str | None = None,
+    strict: bool = False,
+    framework: str | None = None,
+    weights: Any = None,
+    input_shapes: Any = None,
+    **options: Any,
+):
+    """Search for the fastest INT8 model whose task metric stays within the budget (the manual's auto_calib).
+
+    One calibration pass over ``calib_data``; every candidate is re-planned from it, scored on the
+    first half of ``test_data`` and timed against FP32; the chosen one is reported on the second
+    half. ``options``: the fields of :class:`~int8kit.config.search.SearchOptions` (``metric``,
+    ``accept_drop``, ``relative``, ``fp32_score``, ``full``, ...) and of ``QuantConfig`` /
+    ``CalibOptions`` (the base configuration the candidates change; ``config`` replays a file).
+    ``labels``: one per test sample (top1/top5). ``postprocess``: ``module:function`` turning raw
+    outputs into what a ``module:Class`` metric reads.
+
+    Writes into ``output_dir`` as one set: the five files of ``quantize`` for the chosen model,
+    ``<stem>_config.json`` (replay it with ``quantize --config``), ``<stem>_search.json`` and
+    ``<stem>_search.txt`` (every trial) and ``<stem>_report.html``. A rerun with the same arguments
+    reads the search log there and scores no candidate twice; Ctrl-C writes the best trial so far.
+    Returns an ``int8kit.auto.SearchResult`` (``.files``: what was written).
+    """
+    from int8kit.auto import SearchLog, make_context, run_key, run_search, split_test_data
+    from int8kit.config.search import SearchOptions
+
+    search_fields, rest = _split_search_options(options)
+    search = SearchOptions(**search_fields)
+    quant, calib, tune = split_options(rest, where="auto")
+    if tune:
+        raise ConfigError(f"auto decides bias tuning itself (full mode tries it); drop {', '.join(sorted(tune))}.")
+    base = run_config_of(config)
+    run = RunConfig(base.quant.replace(**quant), base.calib.replace(**calib), base.tune)
+    stem = _stem(model)
+    names = output_paths(output_dir, None, stem)
+    if names:
+        folder = next(iter(names.values())).parent
+        names.update({s: folder / f"{stem}{s}" for s in AUTO_SUFFIXES})
+    check_outputs({f"output '{p.name}'": p for p in names.values()},
+                  input_paths(model=model, calib_data=calib_data, test_data=test_data, labels=labels, weights=weights,
+                              config=config if isinstance(config, (str, os.PathLike)) else None))
+    source = as_model(_source(model, framework, weights, input_shapes))
+    check_float_model(source)
+    optimized, opt_log = optimize_model(source, no_fuse=no_fuse)
+    check_layer_names(source, optimized, run.quant)
+
+    opened = _open_data(optimized, calib_data, preprocess, preprocess_template, strict)
+    tuning = None
+    if search.full and search.bias_tuning_samples:  # bias tuning reads the first samples again
+        opened = tuning = KeepFirst(batches_from(opened, model_input_specs(optimized), batch_size=run.calib.batch_size,
+                                                 iterations=run.calib.iterations), search.bias_tuning_samples,
+                                    max_bytes=TUNING_BYTES, what="the bias tuning samples")
+    stats = _collect(optimized, opened, run.calib, progress=progress)
+    run = RunConfig(run.quant, run.calib.replace(bins=stats.bins), run.tune)
+    halves = split_test_data(optimized, _open_data(optimized, test_data, preprocess, preprocess_template, strict), labels,
+                             batch_size=run.calib.batch_size)
+    ctx, metric, _ = make_context(optimized, stats, halves, run.quant, search, postprocess=postprocess,
+                                  tuning_batches=tuning.kept if tuning is not None else None,
+                                  batch_size=run.calib.batch_size)
+    from int8kit.evaluate.store import data_fingerprint
+
+    key = run_key(optimized, data_fingerprint(calib_data) or repr(calib_data), halves, run.quant, search, metric=metric,
+                  postprocess=postprocess, calib_options=run.calib.to_dict())
+    journal = names["_search.json"].with_name(f".{stem}_search.journal.json") if names else None
+    search_log = SearchLog.resume([p for p in (journal, names.get("_search.json")) if p is not None], key)
+    result = run_search(ctx, search_log, full=search.full, metric=metric, journal=journal, progress=progress)
+    result.files = _write_auto(result, names, stem, optimized, opt_log, run, stats) if names else {}
+    if journal is not None:
+        journal.unlink(missing_ok=True)  # the search log in the set holds every trial now
+    return result
+
+
+def _split_search_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    from dataclasses import fields
+
+    from int8kit.config.search import SearchOptions
+
+    own = {f.name for f in fields(SearchOptions)}
+    return {k: v for k, v in options.items() if k in own}, {k: v for k, v in options.items() if k not in own}
+
+
+def _write_auto(result: Any, names: dict[str, Path], stem: str, optimized: onnx.ModelProto, opt_log: list[str],
+                run: RunConfig, stats: Stats) -> dict[str, Path]:
+    """The chosen model's set (the quantize files, its configuration, the search log and the report), as one unit."""
+    from int8kit.auto.report import report_html, write_search_files
+    from int8kit.graph.io import write_text_atomic
+
+    built = result.built
+    chosen_run = RunConfig(built.config, run.calib, TuneOptions(bias_tuning=result.chosen.bias_tuning))
+    html = report_html(result, model_name=stem, stats=stats)  # before staging: it reads its own temp file back
+    quantized = QuantizeResult(built.model, optimized, built.plan, chosen_run, optimize_log=opt_log, bias_tuned=built.bias_tuned)
+    with outputs_together(names.values()):
+        write_outputs(quantized, {s: p for s, p in names.items() if s not in AUTO_SUFFIXES}, stem, names["_config.json"])
+        write_search_files(result, names["_search.json"], names["_search.txt"])
+        write_text_atomic(names["_report.html"], html)
+    return dict(names)
