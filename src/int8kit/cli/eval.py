@@ -19,7 +19,15 @@ def add_parser(sub: Any) -> None:
     p.add_argument("int8_model", help="the INT8 ONNX model (quantize's <stem>_int8.onnx)")
     p.add_argument("--data", required=True, help=cli_data.DATA_HELP)
     cli_data.add_preprocess_args(p)
-    p.add_argument("--labels", help=".npy of integer class labels")
+    p.add_argument("--labels", help=".npy of integer class labels; for --metric also text indices (N, L), a .json list, "
+                                    "or a text file of one label per line (data.label boxes cls,x1,y1,x2,y2;...)")
+    p.add_argument("--metric", metavar="SPEC",
+                   help="also score the task, with 95 %% intervals and the paired drop: top1, top5, agreement (FP32 top-1 "
+                        "as labels), cosine, map (VOC mAP@0.5 from detection labels), or module:Class (your TaskMetric; "
+                        "docs/metrics.md)")
+    p.add_argument("--postprocess", metavar="MODULE:FN",
+                   help="for --metric map: function(outputs) -> one (K, 6) array per image (cls, conf, x1, y1, x2, y2); "
+                        "SSD DetectionOutput rows need none")
     p.add_argument("--output", help="model output to compare (default: the first)")
     p.add_argument("--batch", type=int, dest="batch_size",
                    help="samples per inference batch (default: up to 32 and at most 20 MB of input)")
@@ -44,12 +52,14 @@ def run(args: argparse.Namespace) -> int:
         args.fp32_model, args.int8_model, args.data, labels=args.labels, output=args.output, batch_size=args.batch_size,
         threads=args.threads, runtime=args.runtime, latency=not args.no_latency, progress=not args.no_progress, per_layer=args.per_layer,
         report=args.report, quant_json=args.quant_json, stats=args.stats, **cli_data.preprocess_kwargs(args),
-        **cli_convert.source_kwargs(args),
+        **cli_convert.source_kwargs(args), metric=args.metric, postprocess=args.postprocess,
     )
     payload = result.to_dict()
     if not args.per_layer:
         payload.pop("layers", None)
     print(json.dumps(payload, indent=2) if args.json else result.to_table())
+    if result.task is not None and not args.json:
+        print(task_verdict(result.task))
     if args.per_layer and not args.json:
         from int8kit.analysis.layerwise import layer_table
 
@@ -58,3 +68,15 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         print(f"wrote {args.report}", file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+def task_verdict(task: Any) -> str:
+    """One sentence: the task scores and whether the drop stands out from sampling noise."""
+    d = task.drop
+    if d.low is None:
+        noise = "no interval (the metric gives no per-sample values)"
+    elif d.significant:
+        noise = "its 95 % interval excludes 0: a real difference, not sampling noise"
+    else:
+        noise = f"its 95 % interval includes 0: within sampling noise on {d.n} samples"
+    return f"{task.metric}: FP32 {task.fp32}, INT8 {task.int8}; drop {d.value:+.4f} ({noise})"

@@ -149,6 +149,8 @@ def make_metric(spec: str, *, postprocess: str | None = None) -> MetricSpec:
     if not isinstance(spec, str) or not spec.strip():
         raise ConfigError(f"--metric {spec!r} is not a metric; expected one of {', '.join(BUILTIN)} or module:Class.")
     spec = spec.strip()
+    if spec.lower() in BUILTIN:  # "mAP", "Top1": the built-in names in any case
+        spec = spec.lower()
     if postprocess is not None and spec != "map":
         raise ConfigError(f"--postprocess applies to --metric map; got --metric {spec}; a module:Class metric does "
                           "its own post-processing in update(); drop --postprocess.")
