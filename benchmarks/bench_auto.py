@@ -122,7 +122,7 @@ def bench_model(name: str, args: argparse.Namespace) -> list[dict]:
         row = evaluate(tool, task, m, info, out, args.limit_s, args.latency_runs, n_layers)
         row["tool"] = LABELS[tool].format(v=_version(tool, args.inc_path))
         row["model"], row["budget"] = MODEL_NAMES[name], task.budget_text()
-        print(f"{tool}: wall {row['wall s']} s", flush=True)
+        print(f"{tool}: {row['wall s']}" + (" s" if row['wall s'].isdigit() else ""), flush=True)
         rows.append(row)
     return rows
 
