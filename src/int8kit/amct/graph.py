@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from int8kit.plan.node_choice import choose_nodes
 from int8kit.plan.types import QuantPlan
 
 log = logging.getLogger("int8kit.amct")
+_FOLDED = re.compile(r"folded \w+ '([^']+)' into \w+ '([^']+)'")
 _FUSABLE_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "Mul", "Add"}
 
 
@@ -50,6 +52,7 @@ class Source:
     caffe: bool
     onnx: onnx.ModelProto
     types: dict[str, str]
+    folded: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, model_file: str | os.PathLike, weights_file: str | os.PathLike | None) -> "Source":
@@ -83,7 +86,13 @@ class Source:
         return out
 
     def optimize(self, do_fusion: bool = True, skip: tuple[str, ...] = ()) -> onnx.ModelProto:
-        optimized, _ = optimize_model(self.onnx, no_fuse=self.no_fuse(do_fusion, skip))
+        """The optimized graph; ``self.folded`` then maps each layer to the layers folded into it."""
+        optimized, lines = optimize_model(self.onnx, no_fuse=self.no_fuse(do_fusion, skip))
+        self.folded = {}
+        for line in lines:  # the optimiser's own account: "folded BatchNormalization 'bn' into Conv 'conv'"
+            m = _FOLDED.match(line)
+            if m:
+                self.folded.setdefault(m.group(2), []).append(m.group(1))
         return optimized
 
 

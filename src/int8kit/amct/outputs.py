@@ -22,7 +22,6 @@ from int8kit import __version__
 from int8kit.amct.caffe_files import fused_caffe
 from int8kit.amct.deploy import to_deploy
 from int8kit.amct.record import write_record
-from int8kit.describe import folded_layers
 from int8kit.emit.qdq import emit_qdq
 from int8kit.errors import ConfigError
 from int8kit.graph.io import check_outputs, outputs_together, save_model, write_bytes_atomic, write_text_atomic
@@ -52,13 +51,10 @@ def output_names(save_path: str, save_type: str, caffe: bool) -> dict[str, Path]
     return names
 
 
-def quant_info(source: onnx.ModelProto, optimized: onnx.ModelProto, fake: onnx.ModelProto, plan: QuantPlan,
+def quant_info(folded: dict[str, list[str]], optimized: onnx.ModelProto, fake: onnx.ModelProto, plan: QuantPlan,
                record: Message, types: dict[str, str], config: dict[str, Any]) -> dict[str, Any]:
     """For every recorded layer: its type, the original layers folded into it, the activation
     fused after it, the tensors quantized for it and the Q/DQ nodes of the fake-quant model."""
-    folded: dict[str, list[str]] = {}
-    for name, _, into in folded_layers(source, optimized):
-        folded.setdefault(into, []).append(name)
     relu_of = {x: a for a, x in plan.fused.items()}  # a fused Relu/Clip by the tensor it read
     nodes = {n.name: n for n in optimized.graph.node}
     qdq = {}
@@ -93,7 +89,7 @@ def write_set(names: dict[str, Path], *, source, optimized: onnx.ModelProto, pla
         all_names["init_record"] = Path(extra_record)
     check_outputs({f"output '{p.name}'": p for p in all_names.values()}, inputs)
     fake = emit_qdq(optimized, plan)
-    info = quant_info(source.onnx, optimized, fake, plan, record, source.types, config)
+    info = quant_info(source.folded, optimized, fake, plan, record, source.types, config)
     fused = fused_caffe(source.model_file, source.weights_file, optimized) if source.caffe else None
     with outputs_together(list(names.values())):  # one folder; init's record is written after, atomically
         if "fake" in names:
