@@ -83,8 +83,9 @@ def _colors(rng: np.random.Generator) -> tuple[tuple[int, ...], tuple[int, ...]]
     return (gray, gray, gray), (ink, ink, ink)
 
 
-def _render_line(rng: np.random.Generator, words: list[str]) -> np.ndarray:
-    """One text line as a detector crop (RGB uint8), at most 320/48 wide after resizing."""
+def _render_line(rng: np.random.Generator, words: list[str], texts: list[str] | None = None) -> np.ndarray:
+    """One text line as a detector crop (RGB uint8), at most 320/48 wide after resizing; its text
+    is appended to ``texts`` when given."""
     from PIL import Image, ImageDraw, ImageFilter
 
     size = int(rng.integers(16, 44))
@@ -98,6 +99,8 @@ def _render_line(rng: np.random.Generator, words: list[str]) -> np.ndarray:
         if (x1 - x0 + 2 * pad_x) / (y1 - y0 + 2 * pad_y) > REC_WIDTH / REC_HEIGHT:
             break
         text = f"{text} {word}"
+    if texts is not None:
+        texts.append(text)
     x0, y0, x1, y1 = probe.textbbox((0, 0), text, font=font)
     w, h = x1 - x0 + 2 * pad_x, y1 - y0 + 2 * pad_y
     img = Image.new("RGB", (w, h), bg)
@@ -109,8 +112,9 @@ def _render_line(rng: np.random.Generator, words: list[str]) -> np.ndarray:
     return np.clip(arr, 0, 255).astype(np.uint8)
 
 
-def render_text_lines(n: int, seed: int) -> list[np.ndarray]:
-    """``n`` rendered English text lines (RGB uint8 crops of varied size), deterministic."""
+def render_text_lines(n: int, seed: int, texts: list[str] | None = None) -> list[np.ndarray]:
+    """``n`` rendered English text lines (RGB uint8 crops of varied size), deterministic; each
+    line's text is appended to ``texts`` when given (the ground truth)."""
     rng = np.random.default_rng(seed)
     sentences = english_sentences(n + 50, seed + 2000)
     lines = []
@@ -118,7 +122,7 @@ def render_text_lines(n: int, seed: int) -> list[np.ndarray]:
         words = sentences[i].split()
         start = int(rng.integers(0, max(1, len(words) - 1)))
         count = int(rng.integers(1, 9))
-        lines.append(_render_line(rng, words[start:start + count] or words[:1]))
+        lines.append(_render_line(rng, words[start:start + count] or words[:1], texts))
     return lines
 
 
