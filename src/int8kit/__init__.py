@@ -1,6 +1,6 @@
 """int8kit: open post-training INT8 quantization for ONNX models.
 
-``int8kit.convert``, ``quantize``, ``calibrate``, ``optimize`` and ``evaluate`` are the functions of
+``int8kit.convert``, ``quantize``, ``calibrate``, ``optimize``, ``evaluate`` and ``analyze`` are the functions of
 ``int8kit.api``, and ``int8kit.inspect`` is ``int8kit inspect`` (``int8kit.demo.run_demo`` is
 ``int8kit demo``). They are imported lazily so that ``import int8kit`` stays cheap. ``QuantConfig``,
 ``CalibOptions``, ``TuneOptions`` and ``RunConfig`` are the configuration (``int8kit.config``).
@@ -19,7 +19,7 @@ del _keep_ctrl_c
 
 __version__ = "0.1.0"
 
-_API = ("convert", "quantize", "calibrate", "optimize", "evaluate")
+_API = ("convert", "quantize", "calibrate", "optimize", "evaluate", "analyze")
 _CONFIG = ("QuantConfig", "CalibOptions", "TuneOptions", "RunConfig")
 
 __all__ = [

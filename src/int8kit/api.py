@@ -501,3 +501,72 @@ def _write_auto(result: Any, names: dict[str, Path], stem: str, optimized: onnx.
         write_search_files(result, names["_search.json"], names["_search.txt"])
         write_text_atomic(names["_report.html"], html)
     return dict(names)
+
+
+def analyze(
+    fp32_model: ModelLike,
+    int8_model: ModelLike,
+    data: Any,
+    *,
+    labels: Any = None,
+    quant_json: str | os.PathLike | None = None,
+    stats: str | os.PathLike | Stats | None = None,
+    report: str | os.PathLike | None = None,
+    samples: int = 32,
+    output: str | None = None,
+    batch_size: int | None = None,
+    threads: int | None = None,
+    latency: bool = False,
+    progress: bool = True,
+    preprocess: str | None = None,
+    preprocess_template: str | None = None,
+    strict: bool = False,
+    framework: str | None = None,
+    weights: Any = None,
+    input_shapes: Any = None,
+):
+    """Where the INT8 model's error comes from: every INT8 layer's accumulated error (the INT8
+    model as it runs) and isolated error (only that layer quantized: weights only, inputs only,
+    both, and carried to the model's output), on the first ``samples`` samples of ``data``; the
+    FP32-vs-INT8 summary on all of them. Returns an ``analysis.analyze.AnalyzeResult``
+    (``.to_table()``, ``.ranking()``, ``.to_dict()``).
+
+    ``quant_json``: the quantize record (default: ``<stem>_quant.json`` beside ``<stem>_int8.onnx``;
+    it gives the scales and why each tensor got its method). ``report``: write a self-contained
+    HTML report there; ``stats`` (calibration statistics) draws its histograms from calibration,
+    otherwise from the analysed samples. Other arguments mean what they mean for ``evaluate``.
+    """
+    from int8kit.analysis.analyze import run_analysis
+    from int8kit.analysis.report import find_quant_json
+    from int8kit.evaluate.evaluator import Evaluator
+
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ConfigError(f"analyze samples is {samples!r}; expected a whole number >= 1 (the default is 32).")
+    if quant_json is None:
+        quant_json = find_quant_json(int8_model)
+    check_outputs({"--report": report}, input_paths(fp32_model=fp32_model, int8_model=int8_model, data=data, labels=labels,
+                                                  quant_json=quant_json, stats=stats, weights=weights))
+    fp32 = as_model(_source(fp32_model, framework, weights, input_shapes))
+    optimized, _ = optimize_model(fp32)
+    data = _open_data(fp32, data, preprocess, preprocess_template, strict)
+    evaluator = Evaluator(fp32, data, labels=labels, output=output, batch_size=batch_size, threads=threads, progress=progress)
+    named = {"fp32_model": fp32_model, "int8_model": int8_model, "data": data, "labels": labels, "quant_json": quant_json,
+             "stats": stats}
+    options = {k: os.fspath(v) if isinstance(v, (str, os.PathLike)) else ("in memory" if v is not None else None)
+               for k, v in named.items()}
+    result = run_analysis(fp32, optimized, int8_model, evaluator, quant_json=quant_json, samples=samples,
+                          latency=latency, progress=progress, options=options)
+    if report is not None:
+        from int8kit.analysis.analyze_report import worst_inputs, write_analyze_report
+        from int8kit.analysis.layerwise import layer_histograms
+
+        note = None
+        if stats is not None:
+            loaded = stats if isinstance(stats, Stats) else Stats.load(stats, model_id=model_fingerprint(optimized))
+            hists = {n: t.hist for n, t in loaded.tensors.items()}
+        else:
+            hists = layer_histograms(evaluator, worst_inputs(result), max_samples=samples)
+            note = (f"No calibration statistics were given (--stats), so these histograms show the {samples} analysed "
+                    "samples; the red lines are the ranges the quant record holds.")
+        result.report = write_analyze_report(report, result, hists=hists, hist_note=note)
+    return result

@@ -109,20 +109,28 @@ def layer_weights(layer: Layer, plan: QuantPlan) -> dict[str, np.ndarray]:
 
 
 def layer_macs(layer: Layer, output_shape: tuple[int, ...]) -> int:
-    """Multiply-accumulates per sample: output elements x weight elements per output element
-    (Conv, ConvTranspose, Gemm, MatMul); 0 for the other ops."""
+    """Multiply-accumulates per sample of one layer (``node_macs``)."""
     info = op_info(layer.node.op_type)
-    if info is None or info.role != COMPUTE or info.weight_input is None or len(layer.node.input) <= info.weight_input:
+    weight = None
+    if info is not None and info.weight_input is not None and len(layer.node.input) > info.weight_input:
+        weight = layer.constants.get(layer.node.input[info.weight_input])
+    return node_macs(layer.node, weight, output_shape)
+
+
+def node_macs(node: onnx.NodeProto, weight: np.ndarray | None, output_shape: tuple[int, ...] | None) -> int:
+    """Multiply-accumulates per sample: output elements x weight elements per output element
+    (Conv, ConvTranspose, Gemm, MatMul with a constant weight); 0 for other ops or unknown shapes."""
+    info = op_info(node.op_type)
+    if info is None or info.role != COMPUTE or weight is None or output_shape is None:
         return 0
-    w = layer.constants.get(layer.node.input[info.weight_input])
-    out = int(np.prod(output_shape[1:], dtype=np.int64)) if len(output_shape) > 1 else 1
-    if w is None:
+    dims = [d for d in output_shape[1:]]
+    if any(not isinstance(d, (int, np.integer)) or d <= 0 for d in dims):
         return 0
+    out = int(np.prod(dims, dtype=np.int64)) if dims else 1
     if info.matrix:
-        k = w.shape[-2] if layer.node.op_type == "MatMul" else w.size // w.shape[info.channel_axis(layer.node, w.ndim)]
+        k = weight.shape[-2] if node.op_type == "MatMul" else weight.size // weight.shape[info.channel_axis(node, weight.ndim)]
         return out * int(k)
-    axis = info.channel_axis(layer.node, w.ndim)
-    return out * int(w.size // w.shape[axis])
+    return out * int(weight.size // weight.shape[info.channel_axis(node, weight.ndim)])
 
 
 def layer_sessions(layer: Layer, model: onnx.ModelProto, quantized_weights: dict[str, np.ndarray]) -> tuple:

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from int8kit.analysis.explain import clip_reason, methods_headline
 from int8kit.analysis.report_plots import WORST_LABELS, histogram_plot, layers_plot, pyplot_figure, quant_label
 from int8kit.calib.histogram import Histogram
 from int8kit.evaluate.result import SUMMARY_HEADERS, EvalResult, num, summary_rows
@@ -74,6 +75,16 @@ def find_quant_json(int8_model: Any) -> Path | None:
         return None
     candidate = path.with_name(path.name[: -len("_int8.onnx")] + "_quant.json")
     return candidate if candidate.is_file() else None
+
+
+def graph_facts(model: Any) -> Any:
+    """``GraphFacts`` of a model (path or proto), or ``None``: the words beside the numbers need it."""
+    if model is None:
+        return None
+    from int8kit.graph.io import as_model
+    from int8kit.plan.graph_facts import GraphFacts
+
+    return GraphFacts.of(as_model(model))
 
 
 # ---------------------------------------------------------------- html helpers
@@ -134,7 +145,8 @@ def _layers(errors: list[Any], qdoc: dict | None, Figure: Any) -> str:
     return "".join(parts)
 
 
-def _histograms(errors: list[Any] | None, qdoc: dict | None, hists: dict[str, Histogram], Figure: Any, note: str | None) -> str:
+def _histograms(errors: list[Any] | None, qdoc: dict | None, hists: dict[str, Histogram], Figure: Any, note: str | None,
+                facts: Any = None) -> str:
     tensors = (qdoc or {}).get("tensors", {})
     activations = {n: r for n, r in tensors.items() if r.get("kind") == "activation"}
     by_name = {e.name: e for e in errors or []}
@@ -160,21 +172,20 @@ def _histograms(errors: list[Any] | None, qdoc: dict | None, hists: dict[str, Hi
         parts.append(f'<p class="note">{_e(note)}</p>')
     parts.append('<div class="grid">')
     for name in names:
-        b64, caption = histogram_plot(Figure, name, hists[name], activations.get(name), by_name.get(name))
+        rec = activations.get(name)
+        why = clip_reason(facts, name, rec) if rec is not None else None
+        b64, caption = histogram_plot(Figure, name, hists[name], rec, by_name.get(name), why)
         parts.append(f"<figure>{_img(b64, name)}<figcaption>{_e(name)}{' — ' + _e(caption) if caption else ''}</figcaption></figure>")
     parts.append("</div>")
     return "".join(parts)
 
 
-def _float_nodes(qdoc: dict) -> str:
+def _float_nodes(qdoc: dict, facts: Any = None) -> str:
     nodes = qdoc.get("float_nodes") or {}
-    acts = sum(1 for r in qdoc.get("tensors", {}).values() if r.get("kind") == "activation")
-    cfg = qdoc.get("config") or {}
-    head = (
-        f"<h2>Quantization</h2><p>{acts} activation tensors quantized"
-        + (f" with <code>{_e(cfg.get('th_method'))}</code>" if cfg.get("th_method") else "")
-        + f"; {len(nodes)} nodes kept in float.</p>"
-    )
+    # the methods that actually ran, per tensor: rules and overrides replace the global one
+    sentence, rows = methods_headline(qdoc, facts)
+    head = (f"<h2>Quantization</h2><p>{_e(sentence)}; {len(nodes)} nodes kept in float.</p>"
+            + _table(["method", "why", "tensors"], rows, (0, 1)))
     if not nodes:
         return head
     rows = [[n, r] for n, r in nodes.items()]
@@ -193,6 +204,7 @@ def write_report(
     stats: Any = None,
     title: str = "int8kit report",
     stats_note: str | None = None,
+    model: Any = None,
 ) -> Path:
     """Write one self-contained HTML report (atomically) and return its path.
 
@@ -200,10 +212,12 @@ def write_report(
     is not given). ``layer_errors``: ``layerwise.layer_errors`` output (plot + worst-20 table).
     ``quant_json``: path or ``read_quant_json`` dict (methods, clipping ranges). ``stats``: a
     ``Stats``, a statistics file or a tensor name -> ``Histogram`` mapping (histograms). Any of them
-    may be missing; its section is skipped. Nothing here runs a model.
+    may be missing; its section is skipped. ``model``: the FP32 model (names the rule behind each
+    tensor's method and the ranges cut on purpose). Nothing here runs a model.
     """
     Figure = pyplot_figure()
     qdoc = _load_quant_json(quant_json)
+    facts = graph_facts(model)
     hists = _histograms_of(stats)
     if layer_errors is None and eval_result is not None:
         layer_errors = getattr(eval_result, "layers", None)
@@ -225,9 +239,9 @@ def write_report(
     if layer_errors:
         parts.append(_layers(list(layer_errors), qdoc, Figure))
     if hists is not None and Figure is not None:
-        parts.append(_histograms(layer_errors, qdoc, hists, Figure, stats_note))
+        parts.append(_histograms(layer_errors, qdoc, hists, Figure, stats_note, facts))
     if qdoc is not None:
-        parts.append(_float_nodes(qdoc))
+        parts.append(_float_nodes(qdoc, facts))
     parts.append("</body></html>\n")
     return write_text_atomic(path, "\n".join(parts))
 
@@ -266,4 +280,4 @@ def report_for_models(
         note = (f"No calibration statistics were given (--stats), so these histograms show the {shown} evaluation samples "
                 "of the per-layer comparison; min/max lines come from the quant record when there is one.")
     return write_report(path, eval_result=eval_result, layer_errors=layer_errors, quant_json=quant_json,
-                        stats=stats, stats_note=note)
+                        stats=stats, stats_note=note, model=fp32_model)

@@ -126,7 +126,10 @@ def _rebinned(hist: Any, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
     return merged, edges
 
 
-def histogram_plot(Figure: Any, name: str, hist: Any, rec: dict | None, error: Any | None) -> tuple[str, str]:
+def histogram_plot(Figure: Any, name: str, hist: Any, rec: dict | None, error: Any | None,
+                   why: str | None = None) -> tuple[str, str]:
+    """One tensor's histogram with its observed and chosen range; ``why``: the reason a range is
+    cut on purpose (``explain.clip_reason``), said in the caption beside the clipped share."""
     mn, mx = (rec.get("min"), rec.get("max")) if rec else (None, None)
     mn = hist.min if mn is None else mn
     mx = hist.max if mx is None else mx
@@ -151,7 +154,7 @@ def histogram_plot(Figure: Any, name: str, hist: Any, rec: dict | None, error: A
         centers = hist.centers()
         total = max(hist.count, 1)
         clipped = float(hist.counts[(centers < lo) | (centers > hi)].sum()) / total
-        caption = f"clipped {clipped * 100:.3g}% of values"
+        caption = f"clipped {clipped * 100:.3g}% of values" + (f" ({why})" if why else "")
     ax.legend(fontsize=6.5, loc="upper right", framealpha=0.8)
     ax.tick_params(labelsize=7)
     ax.set_ylabel("count", fontsize=7)
@@ -161,3 +164,38 @@ def histogram_plot(Figure: Any, name: str, hist: Any, rec: dict | None, error: A
     if error is not None:
         bits.append(f"rel. error {error.relative_error:.3g}, cosine {error.cosine:.5f}")
     return png(fig, dpi=90), "; ".join(bits)
+
+
+def sensitivity_plot(Figure: Any, sens: list[Any], named: int = 8) -> str:
+    """SQNR per INT8 layer in graph order: accumulated (the INT8 model) and isolated (the layer
+    alone; weights only and inputs only as small marks); the ``named`` lowest isolated are named."""
+    def sqnr(errors: list[Any]) -> np.ndarray:
+        v = np.array([np.nan if e is None else e.sqnr_db for e in errors], dtype=np.float64)
+        finite = v[np.isfinite(v)]
+        cap = float(finite.max()) + 3 if finite.size else 60.0
+        return np.where(np.isposinf(v), cap, v)  # exact layers drawn just above the best one
+
+    x = np.arange(len(sens))
+    iso = sqnr([s.isolated for s in sens])
+    fig = Figure(figsize=(11, 4.4))
+    ax = fig.subplots()
+    acc = sqnr([s.accumulated for s in sens])
+    if np.isfinite(acc).any():
+        ax.plot(x, acc, color="#d62728", linewidth=1.2, marker=".", markersize=4, label="accumulated (INT8 model)")
+    ax.scatter(x, iso, s=22, color="#1f77b4", zorder=3, label="isolated (only this layer)")
+    ax.scatter(x, sqnr([s.isolated_weight for s in sens]), s=8, marker="v", color="#2ca02c", alpha=0.7, label="weights only")
+    ax.scatter(x, sqnr([s.isolated_activation for s in sens]), s=8, marker="^", color="#9467bd", alpha=0.7, label="inputs only")
+    out = sqnr([s.isolated_output for s in sens])
+    if np.isfinite(out).any():
+        ax.scatter(x, out, s=14, marker="x", color="#ff7f0e", alpha=0.8, label="isolated, at the model output")
+    ax.set_xlabel("INT8 layer, in graph order")
+    ax.set_ylabel("SQNR dB (lower is worse)")
+    ax.grid(True, axis="y", alpha=0.3)
+    worst = [int(i) for i in np.argsort(np.where(np.isfinite(iso), iso, np.inf), kind="stable")[: min(named, len(sens))]]
+    for i in worst:
+        ax.annotate(short(sens[i].layer, 30), (x[i], iso[i]), xytext=(0, -14), textcoords="offset points", fontsize=6.5,
+                    rotation=-30, ha="left", va="top", color="#b00020")
+        ax.scatter([x[i]], [iso[i]], s=60, facecolors="none", edgecolors="#b00020", zorder=4)
+    ax.legend(fontsize=7.5, loc="upper right", ncol=3)
+    ax.set_xlim(-1, max(len(sens), 2))
+    return png(fig)

@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB", title="verbs")
     for verb in (demo, optimize, calibrate, quantize, eval, inspect, lmdb, data, convert):
         verb.add_parser(sub)
+    from int8kit.cli import analyze
+
+    analyze.add_parser(sub)
     for name, verb in (("lmdb", lmdb), ("data", data), ("convert", convert)):
         sub.choices[name].set_defaults(run=verb.run)
     return parser
