@@ -77,7 +77,7 @@ def dump(settings: AmctSettings) -> str:
 
 
 def _nearest(key: str, names: list[str]) -> str:
-    close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.5) or [n for n in names if n.startswith(str(key))][:1]
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
@@ -270,7 +270,7 @@ def to_quant_config(settings: AmctSettings, inputs: dict[str, str], source: str 
     options: dict[str, Any] = dict(
         th_method="ifmr", th_params=_ifmr_params(ACT_DEFAULTS), method_rules=False, skew_ratio=0.0,
         activation_offset=settings.activation_offset, bitwidth=bits.pop(), bias_correction=False,
-        channel_scales=False, integer_hardswish=False,
+        channel_scales=False, integer_hardswish=False, stem_float=False,  # the config decides, as in AMCT
         fp_layers=tuple(n for n in inputs if n not in enabled),  # quant_enable false, or left out of the file
         overrides={k: v for k, v in overrides.items() if v},
     )

@@ -189,9 +189,9 @@ def _check_scales(quant_plan: QuantPlan, layer_of: dict[str, str]) -> None:
         if tq.kind != "activation":
             continue
         scale = float(np.asarray(tq.scale).reshape(-1)[0])
-        if not np.isfinite(scale) or scale < tiny:
+        if not np.isfinite(scale) or scale < tiny or not tq.max - tq.min > 0:  # AMCT: "scale is illegal"
             raise CalibrationError(f"layer '{layer_of.get(name, name)}' (tensor '{name}'): the data range "
-                                   f"[{tq.lo:g}, {tq.hi:g}] gives scale {scale:g}, which is "
+                                   f"[{tq.min:g}, {tq.max:g}] gives scale {scale:g}, which is "
                                    f"{'infinite' if not np.isfinite(scale) else 'too small'}; check the calibration data "
                                    "(all zeros? overflow?) or skip the layer (quant_enable false).")
 

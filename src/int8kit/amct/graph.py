@@ -18,7 +18,7 @@ from int8kit.amct.session import CalibrationSession
 from int8kit.config import QuantConfig, TuneOptions
 from int8kit.errors import ConfigError
 from int8kit.graph.io import load_model
-from int8kit.graph.ops import COMPUTE, op_info
+from int8kit.graph.ops import COMPUTE, SHARED, op_info
 from int8kit.graph.optimize import optimize_model
 from int8kit.plan.graph_facts import GraphFacts
 from int8kit.plan.node_choice import choose_nodes
@@ -113,8 +113,20 @@ def quantizable_layers(optimized: onnx.ModelProto) -> dict[str, str]:
         info = op_info(node.op_type)
         if node.name in chosen and info is not None and info.role == COMPUTE \
                 and node.input[info.weight_input] in facts.initializers:
-            out[node.name] = node.input[0]
+            out[node.name] = _range_source(facts, node.input[0])
     return out
+
+
+def _range_source(facts: GraphFacts, tensor: str) -> str:
+    """The tensor whose range a layer's input takes: through scale-sharing ops (MaxPool, Reshape,
+    Flatten...) back to the tensor they copy, where the planner reads the override."""
+    for _ in range(16):
+        producer = facts.producer.get(tensor)
+        info = None if producer is None else op_info(producer.op_type)
+        if info is None or info.role != SHARED or not producer.input or producer.input[0] not in facts.activations:
+            return tensor
+        tensor = producer.input[0]
+    return tensor
 
 
 @dataclass
