@@ -494,7 +494,7 @@ def _write_auto(result: Any, names: dict[str, Path], stem: str, optimized: onnx.
 
     built = result.built
     chosen_run = RunConfig(built.config, run.calib, TuneOptions(bias_tuning=result.chosen.bias_tuning))
-    html = report_html(result, model_name=stem, stats=stats)  # before staging: it reads its own temp file back
+    html = report_html(result, optimized, model_name=stem, stats=stats)  # before staging: it reads its own temp file back
     quantized = QuantizeResult(built.model, optimized, built.plan, chosen_run, optimize_log=opt_log, bias_tuned=built.bias_tuned)
     with outputs_together(names.values()):
         write_outputs(quantized, {s: p for s, p in names.items() if s not in AUTO_SUFFIXES}, stem, names["_config.json"])

@@ -19,13 +19,13 @@ log = logging.getLogger("int8kit")
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole parser: every verb and option (docs/cli.md is generated from it)."""
-    from int8kit.cli import calibrate, convert, data, demo, eval, inspect, lmdb, optimize, quantize
+    from int8kit.cli import auto, calibrate, convert, data, demo, eval, inspect, lmdb, optimize, quantize
 
     parser = argparse.ArgumentParser(prog="int8kit", description="Post-training INT8 quantization of ONNX models.")
     parser.add_argument("--version", action="version", version=f"int8kit {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what each stage does")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", title="verbs")
-    for verb in (demo, optimize, calibrate, quantize, eval, inspect, lmdb, data, convert):
+    for verb in (demo, optimize, calibrate, quantize, auto, eval, inspect, lmdb, data, convert):
         verb.add_parser(sub)
     from int8kit.cli import analyze
 

@@ -1,0 +1,53 @@
+"""Which trial the search hands back.
+
+Quick mode keeps the fastest trial that meets the budget (measured latency; within ``TIE`` of the
+fastest, the smaller model), as the manual asks: the optimum in speed and compression that meets
+the accuracy. The full search keeps the one with the fewest MACs in float, then the fastest. When
+no trial meets the budget, the best-scoring one (then the fastest) is handed back, and said so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from int8kit.auto.trial import Trial
+
+# latencies within this fraction of each other are the same speed on a shared machine
+TIE = 0.03
+
+
+def fastest(trials: Iterable[Trial]) -> Trial | None:
+    """The fastest trial; among those within ``TIE`` of it, the smallest model."""
+    trials = list(trials)
+    if not trials:
+        return None
+    best = min(t.latency_ratio for t in trials)
+    close = [t for t in trials if t.latency_ratio <= best * (1 + TIE)]
+    return min(close, key=lambda t: (t.size_bytes, t.latency_ratio))
+
+
+def fewest_float_macs(trials: Iterable[Trial]) -> Trial | None:
+    """The trial with the most MACs in INT8; ties (to a thousandth) go to the fastest."""
+    trials = list(trials)
+    if not trials:
+        return None
+    most = max(t.int8_macs for t in trials)
+    return fastest(t for t in trials if t.int8_macs >= most - 1e-3)
+
+
+def best_score(trials: Iterable[Trial]) -> Trial | None:
+    """The highest-scoring trial; ties go to the fastest."""
+    trials = list(trials)
+    if not trials:
+        return None
+    top = max(t.score.value for t in trials)
+    return fastest(t for t in trials if t.score.value >= top - 1e-12)
+
+
+def choose(trials: Iterable[Trial], *, full: bool) -> tuple[Trial | None, bool]:
+    """The trial to hand back and whether it meets the budget."""
+    trials = list(trials)
+    meeting = [t for t in trials if t.meets]
+    if meeting:
+        return (fewest_float_macs(meeting) if full else fastest(meeting)), True
+    return best_score(trials), False

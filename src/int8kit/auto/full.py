@@ -1,0 +1,104 @@
+"""The full search (the manual's auto_calib): from the best quick candidate that floats nothing
+extra, float the most sensitive layers — how many found by doubling, then bisection (the manual's
+7-12 extra trials) — then put layers back into INT8 one by one while the budget holds. Bias
+tuning is tried on the starting point and kept where it raises the score; the stem conv is tried
+in INT8 on the result. Every step is a ``Candidate`` scored by ``run``; nothing here times or scores."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from int8kit.auto.candidates import Candidate, keeps_float_set
+from int8kit.auto.choose import best_score
+from int8kit.auto.ranking import sensitivity_ranking
+from int8kit.auto.trial import SearchContext, Trial
+
+MAX_PUT_BACK = 12  # put-back trials at most: the least sensitive floated layers are tried first
+Run = Callable[[Candidate], Trial]
+
+
+def starting_point(quick: list[Trial]) -> Trial:
+    """The best-scoring quick trial that changes only how layers are quantized."""
+    plain = [t for t in quick if keeps_float_set(t.candidate())] or quick
+    return best_score(plain)  # type: ignore[return-value]
+
+
+def full_search(ctx: SearchContext, run: Run, quick: list[Trial], *, evaluator: object = None,
+                expect: Callable[[int], None] = lambda n: None) -> list[str]:
+    """Run the full search after the quick trials; return the layers ranked most sensitive first
+    (the search log holds every trial). ``expect(n)``: n more trials are likely (for the ETA)."""
+    start = starting_point(quick)
+    base = start.candidate()
+    if ctx.tuning_batches and not base.bias_tuning:
+        expect(1)
+        tuned = run(Candidate(f"{start.name} + bias tuning", dict(base.changes), _samples(ctx), "extra"))
+        if tuned.score.value > start.score.value:
+            start, base = tuned, tuned.candidate()
+    built = ctx.build(base)
+    int8_layers = [name for name in ctx.macs if name not in built.plan.float_nodes]
+    ranked = sensitivity_ranking(ctx.optimized, ctx.stats, built.plan, int8_layers, evaluator=evaluator)
+    order = [name for name, _ in ranked]
+    if start.meets or not order:
+        _stem_int8(ctx, run, base, expect)
+        return order
+    user_floats = tuple(ctx.base.fp_layers) + tuple(base.changes.get("fp_layers", ()))
+
+    def floating(names: list[str], label: str, stage: str) -> Candidate:
+        return base.with_changes(label, stage, fp_layers=tuple(sorted(set(user_floats) | set(names))))
+
+    need = _how_many(run, order, floating, expect)
+    if need is None:
+        return order
+    kept = _put_back(run, order, need, floating, expect)
+    _stem_int8(ctx, run, floating(kept, f"{len(kept)} float + stem conv INT8", "extra"), expect)
+    return order
+
+
+def _how_many(run: Run, order: list[str], floating: Callable, expect: Callable[[int], None]) -> int | None:
+    """The fewest most-sensitive layers whose floating meets the budget (``None``: not even all)."""
+    failing, meeting, k = 0, None, 1
+    while k < len(order):
+        expect(1)
+        if run(floating(order[:k], f"float {k} most sensitive", "float-search")).meets:
+            meeting = k
+            break
+        failing, k = k, k * 2
+    if meeting is None:
+        expect(1)
+        if not run(floating(order, f"float all {len(order)} ranked", "float-search")).meets:
+            return None
+        meeting = len(order)
+    while meeting - failing > 1:
+        mid = (failing + meeting) // 2
+        expect(1)
+        if run(floating(order[:mid], f"float {mid} most sensitive", "float-search")).meets:
+            meeting = mid
+        else:
+            failing = mid
+    return meeting
+
+
+def _put_back(run: Run, order: list[str], need: int, floating: Callable, expect: Callable[[int], None]) -> list[str]:
+    """Try each floated layer back in INT8, least sensitive first, keeping it there while the
+    budget holds. The last layer the bisection added is needed by construction and not retried."""
+    kept = list(order[:need])
+    tries = list(reversed(order[: need - 1]))[:MAX_PUT_BACK]
+    expect(len(tries))
+    for name in tries:
+        without = [n for n in kept if n != name]
+        if run(floating(without, f"put back {name} ({len(without)} float)", "put-back")).meets:
+            kept = without
+    return kept
+
+
+def _stem_int8(ctx: SearchContext, run: Run, candidate: Candidate, expect: Callable[[int], None]) -> None:
+    """The stem conv in INT8 too, when the base keeps it float by rule."""
+    if ctx.base.stem_float and candidate.changes.get("stem_float", True):
+        expect(1)
+        name = candidate.name if "stem" in candidate.name else f"{candidate.name} + stem conv INT8"
+        run(candidate.with_changes(name, "extra", stem_float=False))
+
+
+def _samples(ctx: SearchContext) -> int:
+    """How many calibration samples bias tuning reads."""
+    return sum(len(next(iter(b.values()))) for b in ctx.tuning_batches)

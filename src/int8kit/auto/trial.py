@@ -1,0 +1,122 @@
+"""One trial of the search: re-plan from the shared statistics, emit in memory, score on the
+validation half and time against FP32. Nothing here calibrates or writes files."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+
+from int8kit.auto.budget import Budget, Score
+from int8kit.auto.candidates import Candidate
+from int8kit.auto.macs import int8_mac_fraction
+from int8kit.auto.scorer import TaskScorer
+from int8kit.calib.stats import Stats
+from int8kit.config import QuantConfig
+from int8kit.emit.qdq import emit_qdq
+from int8kit.evaluate.latency import measure_latencies
+from int8kit.plan.planner import plan
+from int8kit.plan.types import QuantPlan
+from int8kit.runtime.session import make_session
+from int8kit.tune.bias_tuning import tune_biases
+
+
+@dataclass
+class Trial:
+    """What the search log keeps of one scored candidate."""
+
+    key: str
+    name: str
+    stage: str
+    changes: dict[str, Any]
+    bias_tuning: int
+    score: Score
+    drop: float
+    meets: bool
+    float_layers: list[str]  # compute layers (Conv, Gemm, MatMul) that run in float
+    int8_macs: float  # share of compute MACs in INT8
+    latency_ratio: float  # INT8 / FP32, measured in turns
+    int8_ms: float
+    fp32_ms: float
+    size_bytes: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out["score"] = self.score.to_dict()
+        out["changes"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.changes.items()}
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "Trial":
+        fields = {k: raw[k] for k in cls.__dataclass_fields__}
+        fields["score"] = Score.from_dict(raw["score"])
+        return cls(**fields)
+
+    def candidate(self) -> Candidate:
+        changes = {k: tuple(v) if isinstance(v, list) else v for k, v in self.changes.items()}
+        return Candidate(self.name, changes, self.bias_tuning, self.stage)
+
+
+@dataclass
+class Built:
+    """A candidate's INT8 model, its plan and configuration."""
+
+    model: onnx.ModelProto
+    plan: QuantPlan
+    config: QuantConfig
+    bias_tuned: int = 0
+
+
+@dataclass
+class SearchContext:
+    """Everything trials share: the optimized model, one calibration pass, the scorer and budget."""
+
+    optimized: onnx.ModelProto
+    stats: Stats
+    base: QuantConfig
+    scorer: TaskScorer
+    budget: Budget
+    macs: dict[str, int]
+    feed: dict[str, np.ndarray]  # one validation sample, for latency
+    latency_runs: int = 20
+    tuning_batches: list[dict[str, np.ndarray]] = field(default_factory=list)  # calibration samples for bias tuning
+    _fp32_session: Any = None
+
+    def build(self, candidate: Candidate) -> Built:
+        """Plan and emit ``candidate`` (and tune its biases when it asks): milliseconds to seconds."""
+        config = candidate.config(self.base)
+        quant_plan = plan(self.optimized, self.stats, config)
+        model = emit_qdq(self.optimized, quant_plan)
+        tuned = 0
+        if candidate.bias_tuning and self.tuning_batches:
+            model, tuned = tune_biases(self.optimized, model, quant_plan, self.tuning_batches, progress=False)
+        return Built(model, quant_plan, config, tuned)
+
+    def latencies(self, model: onnx.ModelProto) -> tuple[float, float]:
+        """FP32 and INT8 milliseconds on one sample, one thread, the two taking turns."""
+        if self._fp32_session is None:
+            self._fp32_session = make_session(self.optimized, threads=1)
+        fp32_ms, int8_ms = measure_latencies([self._fp32_session, make_session(model, threads=1)], self.feed,
+                                             warmup=2, runs=self.latency_runs)
+        return fp32_ms, int8_ms
+
+    def float_layers(self, quant_plan: QuantPlan) -> list[str]:
+        """Compute layers the plan keeps float, in graph order."""
+        return [name for name in self.macs if name in quant_plan.float_nodes]
+
+    def run(self, candidate: Candidate) -> tuple[Trial, Built]:
+        """Build, score and time one candidate."""
+        start = time.perf_counter()
+        built = self.build(candidate)
+        score = self.scorer.score(built.model)
+        fp32_ms, int8_ms = self.latencies(built.model)
+        floats = self.float_layers(built.plan)
+        trial = Trial(candidate.key, candidate.name, candidate.stage, dict(candidate.changes), candidate.bias_tuning,
+                      score, self.budget.drop(score.value), self.budget.meets(score.value), floats,
+                      int8_mac_fraction(self.macs, set(floats)), int8_ms / fp32_ms if fp32_ms > 0 else float("inf"),
+                      int8_ms, fp32_ms, built.model.ByteSize(), time.perf_counter() - start)
+        return trial, built
