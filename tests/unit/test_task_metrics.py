@@ -14,6 +14,7 @@ import int8kit.evaluate.evaluator as evaluator_mod
 from int8kit.errors import ConfigError, DataError
 from int8kit.evaluate import Evaluator, drop, make_metric
 from int8kit.evaluate.metrics import sample_cosines
+from int8kit.evaluate.tasks import TopK
 
 
 def _model(weight: np.ndarray, batch: int | str = "N") -> onnx.ModelProto:
@@ -252,3 +253,14 @@ def test_map_reads_detection_lines_of_an_lmdb(tmp_path) -> None:
     worse = ev.task_score(_ssd_model(0.5), "map")  # misses' conf 1.0-1.3 now rank above the hits' .9: AP = 0.5 * 4/8
     assert worse.value == pytest.approx(0.25)
     assert drop(fp, worse).value == pytest.approx(0.25)
+
+
+def test_map_reads_a_labels_text_file_and_top1_refuses_boxes(tmp_path) -> None:
+    rows = np.full((2, 1, 3, 7), -1, np.float32)  # image id -1: padding
+    rows[0, 0, 0] = [0, 1, 0.9, 0.1, 0.1, 0.3, 0.3]  # image 0: one detection; image 1: none
+    (tmp_path / "boxes.txt").write_text("1,0.1,0.1,0.3,0.3\n\n")  # image 1 holds no box
+    ev = Evaluator(_ssd_model(0.0), rows, labels=tmp_path / "boxes.txt", batch_size=1, cache=False, progress=False)
+    assert ev.task_labels == [[(1, 0.1, 0.1, 0.3, 0.3)], []]
+    assert ev.task_score(None, "map").value == pytest.approx(1.0)
+    with pytest.raises(DataError, match="reads one class index per sample"):
+        TopK(1).update({"scores": np.zeros((2, 3))}, ev.task_labels)

@@ -113,6 +113,7 @@ class MeanAP:
         self._det: list[np.ndarray] = []  # per detection: image, cls, conf, tp
         self._truth: list[np.ndarray] = []  # per box: image, cls
         self._det_max, self._truth_max = 0.0, 0.0  # largest coordinates seen: normalised vs pixels
+        self._joined: tuple[np.ndarray, np.ndarray] | None = None  # the tables, joined once for many resamples
 
     def update(self, outputs: dict[str, np.ndarray], labels: Any) -> None:
         images = len(labels)
@@ -134,8 +135,11 @@ class MeanAP:
             if truth.size:
                 self._truth_max = max(self._truth_max, float(np.abs(truth[:, 1:]).max()))
             self.images += 1
+        self._joined = None
 
     def _tables(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._joined is not None:
+            return self._joined
         det = np.concatenate(self._det) if self._det else np.zeros((0, 4))
         truth = np.concatenate(self._truth) if self._truth else np.zeros((0, 2))
         if not len(truth):
@@ -145,7 +149,8 @@ class MeanAP:
             raise DataError(f"--metric map: the detections' boxes are normalised (at most {self._det_max:.2f}) but the "
                             f"labels' are in pixels (up to {self._truth_max:.0f}); expected one scale; write the labels "
                             "as fractions of the image size or return pixel boxes from --postprocess.")
-        return det, truth
+        self._joined = (det, truth)
+        return self._joined
 
     def score_of(self, images: np.ndarray) -> float:
         """mAP of a resample of the images seen (indices; repeats count as often as they appear)."""

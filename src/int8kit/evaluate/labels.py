@@ -102,6 +102,8 @@ def load_task_labels(labels: Any) -> Any:
 
 def _label_line(line: str, where: str) -> Any:
     text = line.strip()
+    if not text:
+        return []  # an image without boxes (or an empty text)
     if text.lstrip("-").isdigit():
         return int(text)
     if text and all(len(box.split(",")) == 5 for box in text.split(";") if box.strip()):

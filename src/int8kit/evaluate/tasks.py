@@ -91,7 +91,11 @@ class TopK:
 
     def update(self, outputs: dict[str, np.ndarray], labels: Any) -> None:
         scores = _class_scores(np.asarray(_chosen(outputs, self.output)), f"top{self.k}")
-        lab = np.asarray(labels).reshape(-1)
+        lab = np.asarray(labels) if not isinstance(labels, list) or all(np.ndim(v) == 0 for v in labels) else np.asarray(labels, dtype=object)
+        if lab.ndim != 1 or not np.issubdtype(lab.dtype, np.integer):
+            raise DataError(f"--metric top{self.k} reads one class index per sample but the labels are {lab.dtype} of shape "
+                            f"{lab.shape} (text or boxes?); expected class indices; pass --labels with them, or pick the "
+                            "metric these labels are for.")
         if len(lab) != len(scores):
             raise DataError(f"--metric top{self.k} got {len(lab)} labels for {len(scores)} samples; expected one class "
                             "index per sample; pass the labels of this data.")
