@@ -76,8 +76,8 @@ def test_outlier_layer_ranks_first(outlier) -> None:
     sens = layer_sensitivity(q.optimized_model, q.plan, ev, samples=16)
     assert all(isinstance(s, LayerSensitivity) for s in sens)
     assert [s.layer for s in sens][:3] == ["conv1", "conv2", "conv3"]  # graph order
-    ranking = sensitivity_ranking(sens)
-    assert ranking[0] == "conv2"
+    assert sensitivity_ranking(sens)[0] == "conv2"  # by the error carried to the model output
+    assert sensitivity_ranking(sens, by="isolated")[0] == "conv2"  # and at the layer's own output
     conv2 = next(s for s in sens if s.layer == "conv2")
     others = [s for s in sens if s.layer != "conv2"]
     assert conv2.isolated.sqnr_db < min(s.isolated.sqnr_db for s in others) - 6  # 4x the error of any other

@@ -42,7 +42,7 @@ class AnalyzeResult:
     report: Path | None = None
     facts: Any = field(default=None, repr=False)
 
-    def ranking(self, by: str = "isolated") -> list[str]:
+    def ranking(self, by: str = "isolated_output") -> list[str]:
         """Layer names, most sensitive first (``sensitivity_ranking``)."""
         return sensitivity_ranking(self.layers, by=by)
 
@@ -69,7 +69,8 @@ class AnalyzeResult:
             methods, clip = self.layer_notes(x)
             rows.append([name, x.op_type, _macs(x.macs), _db(x.isolated), _db(x.isolated_weight), _db(x.isolated_activation),
                          _db(x.isolated_output), _db(x.accumulated), methods + (f"; {clip}" if clip else "")])
-        lines.append(f"worst {len(rows)} of {len(self.layers)} INT8 layers by isolated error (SQNR dB, lower is worse)")
+        lines.append(f"worst {len(rows)} of {len(self.layers)} INT8 layers by isolated error at the model output "
+                     "(SQNR dB, lower is worse; isolated/weights/inputs: at the layer's own output)")
         lines.append(tabulate(rows, headers=["layer", "op", "MACs", "isolated", "weights", "inputs", "at output",
                                              "accumulated", "input methods (why)"], disable_numparse=True))
         if s.float_nodes:

@@ -83,8 +83,9 @@ def _headline(result: AnalyzeResult) -> str:
         if w is not None:
             share = f" (weights alone {_db(w)} dB, inputs alone {_db(a)} dB)"
         methods, clip = result.layer_notes(top)
-        text.append(f"<p>Most sensitive layer on its own: <code>{_e(top.layer)}</code> ({_e(top.op_type)}), isolated SQNR "
-                    f"{_db(top.isolated)} dB{_e(share)}; its inputs use {_e(methods or 'no quantized input')}"
+        text.append(f"<p>Most sensitive layer on its own: <code>{_e(top.layer)}</code> ({_e(top.op_type)}): quantized alone it "
+                    f"leaves the model output at SQNR {_db(top.isolated_output)} dB; at its own output {_db(top.isolated)} dB"
+                    f"{_e(share)}; its inputs use {_e(methods or 'no quantized input')}"
                     f"{'; ' + _e(clip) if clip else ''}.</p>")
     s = result.summary
     text.append(f"<p>{_macs(s.int8_macs)} of {_macs(s.int8_macs + s.float_macs)} MACs per sample run in INT8 "
@@ -133,7 +134,7 @@ def _worst(result: AnalyzeResult) -> str:
         methods, clip = result.layer_notes(s)
         rows.append([name, index[name], s.op_type, _macs(s.macs), _db(s.isolated), _db(s.isolated_weight),
                      _db(s.isolated_activation), _db(s.isolated_output), _db(s.accumulated), methods, clip or "-"])
-    return (f"<h2>The {len(rows)} most sensitive layers (isolated SQNR dB, lower is worse)</h2>"
+    return (f"<h2>The {len(rows)} most sensitive layers (by isolated SQNR at the model output, dB; lower is worse)</h2>"
             "<p>If accuracy must improve, these are the layers to keep float (<code>--fp-layers</code>) or to give another "
             "method (<code>--overrides</code>). <i>Weights</i> low: per-channel weights or keeping the layer float helps; "
             "<i>inputs</i> low: the input's range is the problem.</p>"
