@@ -264,3 +264,10 @@ def test_map_reads_a_labels_text_file_and_top1_refuses_boxes(tmp_path) -> None:
     assert ev.task_score(None, "map").value == pytest.approx(1.0)
     with pytest.raises(DataError, match="reads one class index per sample"):
         TopK(1).update({"scores": np.zeros((2, 3))}, ev.task_labels)
+
+
+def test_ragged_labels_for_class_scores_are_one_clear_error(case) -> None:
+    fp32, _, x, *_ = case
+    with pytest.raises(DataError, match="lists of different lengths, not class indices") as err:
+        Evaluator(fp32, x[:2], labels=[[1, 2], [3]], cache=False, progress=False)
+    assert "\n" not in str(err.value)

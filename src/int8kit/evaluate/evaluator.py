@@ -114,10 +114,13 @@ class Evaluator:
         try:
             classes, width = labels_and_width(labels)
             return classes, width, classes
-        except DataError:
+        except (DataError, ValueError) as exc:  # ValueError: ragged lists (boxes, texts) numpy cannot stack
             dims = _output_rank(self.model, self.output)
-            if dims is None or dims == 2:
-                raise  # class scores: the labels must be class indices
+            if dims is None or dims == 2:  # class scores: the labels must be class indices
+                if isinstance(exc, DataError):
+                    raise
+                raise DataError(f"labels are lists of different lengths, not class indices, but output '{self.output}' holds "
+                                "class scores; expected one class index per sample; pass the class labels.") from None
             return None, None, load_task_labels(labels)
 
     # ---------------------------------------------------------------- references

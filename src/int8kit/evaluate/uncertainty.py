@@ -96,8 +96,9 @@ def _fmt(x: float, spread: float | None) -> str:
     """Enough decimals to show two significant digits of ``spread`` (3 at least, 6 at most)."""
     if x is None or not math.isfinite(x):
         return "n/a"
-    places = 3 if not spread or not math.isfinite(spread) else min(6, max(3, 1 - math.floor(math.log10(abs(spread)))))
-    return f"{x:.{places}f}"
+    tiny = not spread or not math.isfinite(spread) or abs(spread) < 1e-9  # no spread (both models alike): 3 places
+    places = 3 if tiny else min(6, max(3, 1 - math.floor(math.log10(abs(spread)))))
+    return f"{x:.{places}f}" if abs(x) >= 0.5 * 10**-places else f"{0.0:.{places}f}"  # no "-0.000"
 
 
 def wilson(hits: float, n: int) -> tuple[float, float]:
