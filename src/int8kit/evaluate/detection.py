@@ -92,7 +92,11 @@ def match(det: np.ndarray, truth: np.ndarray) -> np.ndarray:
 def average_precision(conf: np.ndarray, tp: np.ndarray, weight: np.ndarray, positives: float) -> float:
     """All-point interpolated AP (VOC 2010 on) of weighted detections of one class."""
     order = np.argsort(-conf, kind="stable")
-    w, hit = weight[order], tp[order]
+    return ranked_ap(tp[order], weight[order], positives)
+
+
+def ranked_ap(hit: np.ndarray, w: np.ndarray, positives: float) -> float:
+    """``average_precision`` of detections already ranked by confidence (highest first)."""
     ctp, cfp = np.cumsum(w * hit), np.cumsum(w * ~hit)
     recall = ctp / positives
     seen = ctp + cfp
@@ -113,7 +117,9 @@ class MeanAP:
         self._det: list[np.ndarray] = []  # per detection: image, cls, conf, tp
         self._truth: list[np.ndarray] = []  # per box: image, cls
         self._det_max, self._truth_max = 0.0, 0.0  # largest coordinates seen: normalised vs pixels
-        self._joined: tuple[np.ndarray, np.ndarray] | None = None  # the tables, joined once for many resamples
+        # per class with boxes: its detections' images and hits ranked by confidence, its boxes' images;
+        # ranked once, so each bootstrap resample costs only weighted sums
+        self._ranked: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
 
     def update(self, outputs: dict[str, np.ndarray], labels: Any) -> None:
         images = len(labels)
@@ -135,11 +141,11 @@ class MeanAP:
             if truth.size:
                 self._truth_max = max(self._truth_max, float(np.abs(truth[:, 1:]).max()))
             self.images += 1
-        self._joined = None
+        self._ranked = None
 
-    def _tables(self) -> tuple[np.ndarray, np.ndarray]:
-        if self._joined is not None:
-            return self._joined
+    def _classes(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        if self._ranked is not None:
+            return self._ranked
         det = np.concatenate(self._det) if self._det else np.zeros((0, 4))
         truth = np.concatenate(self._truth) if self._truth else np.zeros((0, 2))
         if not len(truth):
@@ -149,27 +155,25 @@ class MeanAP:
             raise DataError(f"--metric map: the detections' boxes are normalised (at most {self._det_max:.2f}) but the "
                             f"labels' are in pixels (up to {self._truth_max:.0f}); expected one scale; write the labels "
                             "as fractions of the image size or return pixel boxes from --postprocess.")
-        self._joined = (det, truth)
-        return self._joined
+        self._ranked = []
+        for c in np.unique(truth[:, 1]):  # detections of classes without boxes have no AP to count in
+            mine = det[det[:, 1] == c]
+            order = np.argsort(-mine[:, 2], kind="stable")
+            self._ranked.append((mine[order, 0].astype(np.int64), mine[order, 3].astype(bool),
+                                 truth[truth[:, 1] == c, 0].astype(np.int64)))
+        return self._ranked
 
     def score_of(self, images: np.ndarray) -> float:
         """mAP of a resample of the images seen (indices; repeats count as often as they appear)."""
-        det, truth = self._tables()
-        weight = np.bincount(np.asarray(images, dtype=np.int64), minlength=self.images).astype(np.float64)
-        return self._map(det, truth, weight)
+        return self._map(np.bincount(np.asarray(images, dtype=np.int64), minlength=self.images).astype(np.float64))
 
     def score(self) -> float:
-        det, truth = self._tables()
-        return self._map(det, truth, np.ones(self.images))
+        return self._map(np.ones(self.images))
 
-    @staticmethod
-    def _map(det: np.ndarray, truth: np.ndarray, weight: np.ndarray) -> float:
-        img, cls = det[:, 0].astype(np.int64), det[:, 1]
+    def _map(self, weight: np.ndarray) -> float:
         aps = []
-        for c in np.unique(truth[:, 1]):
-            positives = float(weight[truth[truth[:, 1] == c, 0].astype(np.int64)].sum())
-            if positives <= 0:
-                continue  # a class no resampled image holds has no AP
-            mine = cls == c
-            aps.append(average_precision(det[mine, 2], det[mine, 3].astype(bool), weight[img[mine]], positives) if mine.any() else 0.0)
+        for img, hit, boxes in self._classes():
+            positives = float(weight[boxes].sum())
+            if positives > 0:  # a class no resampled image holds has no AP
+                aps.append(ranked_ap(hit, weight[img], positives))
         return float(np.mean(aps)) if aps else math.nan
