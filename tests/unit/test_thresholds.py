@@ -302,7 +302,7 @@ def test_all_zero_histogram(method: str) -> None:
 def test_names_and_aliases() -> None:
     h = HISTS["gauss"]
     assert set(METHODS) == {
-        "max", "percentile", "kl", "symkl", "jsd", "mse", "admm", "aciq_laplace", "aciq_gauss", "ifmr",
+        "max", "percentile", "kl", "symkl", "jsd", "mse", "admm", "aciq_laplace", "aciq_gauss", "ifmr", "auto",
     }
     assert compute_range("PERCENTILE9999", h, Target()) == compute_range(
         "percentile", h, Target(), percentile=99.99

@@ -147,6 +147,9 @@ def write_quant_json(
         "float_nodes": {n: plan.float_nodes[n] for n in sorted(plan.float_nodes)},
         "fused": {n: plan.fused[n] for n in sorted(plan.fused)},
         "integer_hardswish": {y: _form_record(plan.integer_hardswish[y]) for y in sorted(plan.integer_hardswish)},
+        # --th-method auto: which method each activation got and why (omitted otherwise)
+        **({"method_choice": {n: plan.method_choices[n] for n in _ordered(plan.method_choices, order)}}
+           if plan.method_choices else {}),
     }
     return write_text_atomic(path, _json_one_entry_per_line(doc))
 

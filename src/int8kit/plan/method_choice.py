@@ -1,0 +1,130 @@
+"""``--th-method auto``: per tensor, the candidate method whose range its readers see least error from.
+
+No single threshold method wins everywhere (benchmarks/bench_methods.py): KL clips the ReLU outputs
+of the demo's plain Conv-ReLU classifier too hard (output cosine 0.9968, mse 0.99996), MSE clips
+features of the PP-OCRv4 recogniser that its later layers add up (exact match 0.835, ifmr 0.965),
+max rounds coarsely where a few outliers stretch the range. ``auto`` computes each candidate's
+range (the memoized threshold searches) and scores it by the error of the **reading layers'
+outputs**, estimated from the calibration statistics and the readers' weights (no extra pass):
+
+* a range's error has a mean (clipping moves every clipped value towards the range) and a
+  spread (rounding, and clipping's variation); thresholds/range_error.py gives both;
+* a reader ``y_o = sum_i W[o, i] x_i`` passes the spread on weighted by ``sum W**2`` but a mean
+  error ``b`` shared by its inputs as ``b * sum_i W[o, i]``: relative to the signal, the output
+  error is ``spread + G * b**2`` with the reader's **bias gain**
+  ``G = sum_o (sum_i W[o, i])**2 / sum_{o,i} W[o, i]**2`` (1 for weights of random sign, up to
+  the fan-in for weights of one sign). A global average of ``N`` values has ``G = N``; any other
+  reader sees the error as it is, ``G = 1`` (then the score is the plain MSE).
+
+The score of a range is ``(spread + G * b**2) / E[x**2]`` with ``G`` the mean over the readers;
+the least score wins (ties: the earlier candidate). Per-channel statistics modelled as scaled
+copies of the tensor's histogram were tried and predicted worse (PP-OCRv4 rec exact match 0.515
+against 0.945): they undercount the clipping of the few channels that make the tail. The
+winner, every candidate's score and the readers are recorded (quant.json ``method_choice``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from int8kit.calib.stats import TensorStats
+from int8kit.plan.graph_facts import GraphFacts, node_attr
+from int8kit.plan.params import activation_quant
+from int8kit.thresholds.range_error import mean_square, range_error
+
+if TYPE_CHECKING:
+    from int8kit.plan.context import PlanContext
+
+_AVERAGING = ("GlobalAveragePool", "ReduceMean")
+_FOLLOW = 4  # ops a tensor's error is followed through to the weighted layer that reads it
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The winning method, every candidate's score and the bias gain of the readers."""
+
+    method: str
+    scores: dict[str, float]
+    gain: float
+    readers: tuple[str, ...]
+
+    def record(self) -> dict:
+        """The quant.json entry."""
+        return {"method": self.method, "scores": {k: float(f"{v:.4g}") for k, v in self.scores.items()},
+                "bias_gain": float(f"{self.gain:.4g}"), "readers": list(self.readers),
+                "why": "least estimated error of the readers' outputs, (spread + bias_gain * mean**2) / E[x**2]"}
+
+
+def choose(ctx: "PlanContext", name: str, tstats: TensorStats, candidates: tuple[str, ...], *, bits: int,
+           symmetric: bool, signed: bool, domain: tuple[float, float] | None) -> Choice:
+    """The candidate with the least estimated reader error for tensor ``name`` (cached per context:
+    the key holds everything the choice reads besides the model and statistics)."""
+    hist = tstats.hist
+    key = ("auto", id(hist), name, candidates, bits, symmetric, signed, domain)
+    return ctx.ranges.get(key, lambda: (hist, _choose(ctx, name, tstats, candidates, bits=bits, symmetric=symmetric,
+                                                       signed=signed, domain=domain)))[1]
+
+
+def _choose(ctx: "PlanContext", name: str, tstats: TensorStats, candidates: tuple[str, ...], *, bits: int,
+            symmetric: bool, signed: bool, domain: tuple[float, float] | None) -> Choice:
+    hist = tstats.hist
+    gains = ctx.facts.memo(("auto bias gains", name), lambda: bias_gains(ctx.facts, name))
+    gain = float(np.mean([_averaged(tstats, ctx.stats.samples) if g is None else g for g in gains.values()])) if gains else 1.0
+    signal = mean_square(hist)
+    scores: dict[str, float] = {}
+    for method in candidates:
+        tq = activation_quant(name, hist, method=method, params={}, bits=bits, symmetric=symmetric, signed=signed,
+                              domain=domain, ranges=ctx.range)
+        bias, square = range_error(hist, tq.lo, tq.hi, float(tq.scale), domain)
+        scores[method] = (max(square - bias * bias, 0.0) + gain * bias * bias) / (signal if signal > 0 else 1.0)
+    best = min(candidates, key=lambda m: scores[m])  # min keeps the first of equal scores
+    return Choice(best, scores, gain, tuple(gains))
+
+
+def _averaged(tstats: TensorStats, samples: int) -> float:
+    """Values a global average reads per channel and sample (1 when the statistics cannot say)."""
+    channels = tstats.channel_max.size if tstats.channel_max is not None and tstats.channel_max.size else 0
+    if not channels or not tstats.values or samples < 1:
+        return 1.0
+    return max(tstats.values / samples / channels, 1.0)
+
+
+def bias_gains(facts: GraphFacts, name: str, depth: int = _FOLLOW) -> dict[str, float | None]:
+    """Bias gain of each consumer of ``name``, by node name (``None``: a global average, whose gain
+    is the count of values it averages, known from the statistics). A consumer without weights
+    (Add, Mul, HardSwish's pieces, Reshape...) passes the error on: it gets the mean gain of the
+    weighted readers after it, up to ``depth`` ops on, or 1 when none is that near. Model facts only."""
+    out: dict[str, float | None] = {}
+    for node in facts.consumers.get(name, []):
+        gain: float | None = 1.0
+        if node.op_type in ("Conv", "Gemm", "MatMul") and node.input[0] == name and len(node.input) > 1 \
+                and node.input[1] in facts.initializers and node.input[1] != name:
+            gain = _weight_gain(node, numpy_helper.to_array(facts.initializers[node.input[1]]).astype(np.float64))
+        elif node.op_type in _AVERAGING and node.input[0] == name:
+            gain = None
+        elif depth > 1 and node.output and node.output[0] not in facts.graph_outputs:
+            after = [g for g in bias_gains(facts, node.output[0], depth - 1).values() if g is not None]
+            gain = float(np.mean(after)) if after else 1.0
+        out[node.name or node.output[0]] = gain
+    return out
+
+
+def _weight_gain(node: onnx.NodeProto, w: np.ndarray) -> float:
+    """``sum_o (sum_i W[o, i])**2 / sum W**2`` over the inputs ``i`` each output ``o`` reads."""
+    if node.op_type == "Conv":
+        rows = w.reshape(w.shape[0], -1)  # an output reads its group's channels x the kernel
+    elif node.op_type == "Gemm":
+        if w.ndim != 2 or int(node_attr(node, "transA", 0)):
+            return 1.0
+        rows = w if int(node_attr(node, "transB", 0)) else w.T
+    elif w.ndim == 2:  # MatMul: (K inputs, N outputs)
+        rows = w.T
+    else:
+        return 1.0
+    energy = float(np.sum(rows * rows))
+    return float(np.sum(rows.sum(axis=1) ** 2)) / energy if energy > 0 else 1.0
