@@ -271,3 +271,29 @@ def test_ragged_labels_for_class_scores_are_one_clear_error(case) -> None:
     with pytest.raises(DataError, match="lists of different lengths, not class indices") as err:
         Evaluator(fp32, x[:2], labels=[[1, 2], [3]], cache=False, progress=False)
     assert "\n" not in str(err.value)
+
+
+def test_eval_cli_prints_both_scores_and_the_drop(case, tmp_path, capsys) -> None:
+    import json
+
+    from int8kit.cli import main
+
+    fp32, q, x, labels, *_ = case
+    paths = [tmp_path / "fp.onnx", tmp_path / "q.onnx"]
+    for model, path in zip((fp32, q), paths):
+        onnx.save(model, path)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "labels.npy", labels)
+    base = ["eval", *map(str, paths), "--data", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "labels.npy"),
+            "--no-latency", "--no-progress"]
+    assert main([*base, "--metric", "top1"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    ev = Evaluator(fp32, x, labels=labels, cache=False, progress=False)
+    fp, qs = ev.task_score(None, "top1"), ev.task_score(q, "top1")
+    assert last.startswith(f"top1: FP32 {fp}, INT8 {qs}; drop {fp.value - qs.value:+.4f}")
+    assert main([*base, "--metric", "top1", "--json"]) == 0
+    task = json.loads(capsys.readouterr().out)["task"]
+    assert task["drop"]["value"] == pytest.approx(fp.value - qs.value) and task["int8"]["method"] == "wilson"
+    assert main([*base, "--metric", "top-5"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "did you mean 'top5'" in err and len(err.splitlines()) == 1
