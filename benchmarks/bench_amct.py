@@ -215,7 +215,8 @@ def main() -> None:
             rows += effnet(args.calib, args.test, Path(tmp) / "effnet")
         if "facedet" in args.models:
             rows += facedet(args.facedet_calib, Path(tmp) / "facedet")
-    print(tabulate(rows, headers=["model", "flow", "agreement / face recall", "seconds", "convert_model bit-exact"]))
+    print(tabulate(rows, headers=["model", "flow", "agreement / face recall", "seconds", "convert_model bit-exact"],
+                   disable_numparse=True))
 
 
 if __name__ == "__main__":

@@ -74,6 +74,15 @@ def fused_caffe(model_file: str | os.PathLike, weights_file: str | os.PathLike, 
                 param = layer.inner_product_param if layer.type == "InnerProduct" else layer.convolution_param
                 param.bias_term = True
             stored.blobs.extend(array_to_blob(a) for a in arrays)
+        elif layer.name not in kept_nodes and layer.type == "Normalize" and len(blobs[layer.name].blobs):
+            # the optimiser moved Normalize's per-channel scale into the convs reading it (their
+            # weights above carry it): the layer keeps only the L2 normalization
+            scale = blob_to_array(blobs[layer.name].blobs[0])
+            stored.blobs.append(array_to_blob(np.ones_like(scale)))
+        elif layer.name not in kept_nodes and len(blobs[layer.name].blobs) and layer.type not in _WEIGHTED:
+            raise ModelError(f"cannot write the fused Caffe model: the optimiser folded layer '{layer.name}' "
+                             f"({layer.type}) into the layers after it, which Caffe cannot express; "
+                             "set do_fusion false for this model.")
         else:
             stored.blobs.extend(blobs[layer.name].blobs)
     return text_format.MessageToString(out_net), out_weights.SerializeToString()
