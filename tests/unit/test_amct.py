@@ -295,3 +295,25 @@ def test_settings_round_trip():
     quant = cf.to_quant_config(settings, layers)
     assert quant.fp_layers == ("fc",)  # a layer left out of config.json is not quantized (the manual)
     assert quant.th_method == "ifmr" and quant.activation_offset and not quant.bias_correction
+
+
+def test_snq_layers_are_recorded_as_4_bit_and_convert_model_refuses_them(onnx_file, tmp_path):
+    pytest.importorskip("int8kit.weights.snq", reason="the SNQ core (weights/snq.py) is not in this checkout")
+    amct.create_quant_config(str(tmp_path / "config.json"), str(onnx_file), None, 2)
+    doc = json.loads((tmp_path / "config.json").read_text())
+    doc["conv2"]["weight_quant_params"] = {"wts_algo": "snq_quantize", "num_bits": 4, "channel_wise": True,
+                                           "max_iteration": 500, "min_distance": 1e-6, "init_algo": "uniform"}
+    (tmp_path / "config.json").write_text(json.dumps(doc))
+    graph = amct.init(str(tmp_path / "config.json"), str(onnx_file), None, str(tmp_path / "rec.txt"))
+    assert graph.quant.weight_algo == "snq" and graph.quant.overrides["conv1"].weight_algo == "arq"
+    sess = amct.calibration_session(graph)
+    for batch in batches(2):
+        sess.run(None, {"x": batch})
+    amct.save_model(graph, "Both", str(tmp_path / "a" / "m"))
+    record = {e.key: e.value for e in read_record(tmp_path / "a" / "m_quant_param_record.txt").record}
+    assert record["conv2"].num_bits_w == 4 and record["conv1"].num_bits_w == 8
+    w2 = numpy_helper.to_array(next(t for t in onnx.load(tmp_path / "a" / "m_fake_quant_model.onnx").graph.initializer
+                                    if t.name == "w2_quantized"))
+    assert max(len(np.unique(w2[c])) for c in range(w2.shape[0])) <= 16  # 16 levels per channel
+    with pytest.raises(ConfigError, match="record layer 'conv2': num_bits_w 4 cannot be rebuilt from a record"):
+        amct.convert_model(str(onnx_file), None, str(tmp_path / "a" / "m_quant_param_record.txt"), str(tmp_path / "b" / "m"))

@@ -77,7 +77,7 @@ def plan_to_record(plan: QuantPlan, model: onnx.ModelProto, bits: int = 8) -> Me
             rec = entry(node.name)
             rec.scale_w.extend(float(s) for s in np.asarray(tq_w.scale, np.float32).reshape(-1))
             rec.offset_w.extend([0] * np.size(tq_w.scale))
-            rec.num_bits_w = 8
+            rec.num_bits_w = 4 if tq_w.method == "snq" else 8  # SNQ: 16 levels a channel in INT8 storage
     for tensor in (t for t in acts if t not in written):  # outputs nothing reads
         node = facts.producer[tensor]
         _add_d(entry(node.name), acts[tensor], -1 - list(node.output).index(tensor), bits)
