@@ -79,34 +79,28 @@ def layers_plot(Figure: Any, errors: list[Any], activations: dict[str, dict]) ->
     ax.scatter(x[worst], y[worst], s=40, facecolors="none", edgecolors="#b00020", linewidths=1.0, zorder=4)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="lower right")
-    # Names stand vertically in a band above the axes, spread apart so neighbours never overlap,
-    # each tied to its point by a thin line.
-    order = sorted(int(i) for i in worst)
+    name_band(ax, [float(x[i]) for i in worst], [float(y[i]) for i in worst], [errors[i].name for i in worst])
+    ax.set_ylim(top=float(y.max()) * 3)
+    return png(fig)
+
+
+def name_band(ax: Any, xs: list[float], ys: list[float], names: list[str]) -> None:
+    """Names stand vertically in a band above the axes, spread apart so neighbours never overlap,
+    each tied to its point (``xs``, ``ys``, data units) by a thin line."""
+    order = sorted(range(len(xs)), key=lambda k: xs[k])
     px_per_unit = ax.get_window_extent().width / (ax.get_xlim()[1] - ax.get_xlim()[0])
     gap = 11.0 / max(px_per_unit, 1e-9)  # one line of 7-pt text, in x units
     spots: list[float] = []
-    for i in order:
-        spots.append(max(float(x[i]), spots[-1] + gap) if spots else float(x[i]))
+    for k in order:
+        spots.append(max(xs[k], spots[-1] + gap) if spots else xs[k])
     overshoot = spots[-1] - ax.get_xlim()[1] + gap / 2 if spots else 0.0
     if overshoot > 0:  # pushed past the right edge: shift the whole row back
-        spots = [max(s - overshoot, ax.get_xlim()[0] + k * gap) for k, s in enumerate(spots)]
+        spots = [max(s - overshoot, ax.get_xlim()[0] + j * gap) for j, s in enumerate(spots)]
     band = ax.get_xaxis_transform()  # x in data units, y in axes fraction
-    for i, sx in zip(order, spots):
-        ax.annotate(
-            short(errors[i].name, 34),
-            (x[i], y[i]),
-            xytext=(sx, 1.02),
-            textcoords=band,
-            fontsize=7,
-            rotation=90,
-            ha="center",
-            va="bottom",
-            color="#b00020",
-            annotation_clip=False,
-            arrowprops={"arrowstyle": "-", "color": "#b00020", "lw": 0.4, "alpha": 0.5, "shrinkA": 0, "shrinkB": 3},
-        )
-    ax.set_ylim(top=float(y.max()) * 3)
-    return png(fig)
+    for k, sx in zip(order, spots):
+        ax.annotate(short(names[k], 34), (xs[k], ys[k]), xytext=(sx, 1.02), textcoords=band, fontsize=7, rotation=90,
+                    ha="center", va="bottom", color="#b00020", annotation_clip=False,
+                    arrowprops={"arrowstyle": "-", "color": "#b00020", "lw": 0.4, "alpha": 0.5, "shrinkA": 0, "shrinkB": 3})
 
 
 def _rebinned(hist: Any, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
@@ -168,7 +162,8 @@ def histogram_plot(Figure: Any, name: str, hist: Any, rec: dict | None, error: A
 
 def sensitivity_plot(Figure: Any, sens: list[Any], named: int = 8) -> str:
     """SQNR per INT8 layer in graph order: accumulated (the INT8 model) and isolated (the layer
-    alone; weights only and inputs only as small marks); the ``named`` lowest isolated are named."""
+    alone; weights only and inputs only as small marks; carried to the model output as crosses);
+    the ``named`` most sensitive (the ranking's order) are circled and named."""
     def sqnr(errors: list[Any]) -> np.ndarray:
         v = np.array([np.nan if e is None else e.sqnr_db for e in errors], dtype=np.float64)
         finite = v[np.isfinite(v)]
@@ -191,11 +186,10 @@ def sensitivity_plot(Figure: Any, sens: list[Any], named: int = 8) -> str:
     ax.set_xlabel("INT8 layer, in graph order")
     ax.set_ylabel("SQNR dB (lower is worse)")
     ax.grid(True, axis="y", alpha=0.3)
-    worst = [int(i) for i in np.argsort(np.where(np.isfinite(iso), iso, np.inf), kind="stable")[: min(named, len(sens))]]
-    for i in worst:
-        ax.annotate(short(sens[i].layer, 30), (x[i], iso[i]), xytext=(0, -14), textcoords="offset points", fontsize=6.5,
-                    rotation=-30, ha="left", va="top", color="#b00020")
-        ax.scatter([x[i]], [iso[i]], s=60, facecolors="none", edgecolors="#b00020", zorder=4)
-    ax.legend(fontsize=7.5, loc="upper right", ncol=3)
+    ranked = np.where(np.isfinite(out), out, iso)  # the ranking's error: at the model output where measured
+    worst = [int(i) for i in np.argsort(np.where(np.isfinite(ranked), ranked, np.inf), kind="stable")[: min(named, len(sens))]]
+    ax.scatter(x[worst], ranked[worst], s=70, facecolors="none", edgecolors="#b00020", zorder=4)
     ax.set_xlim(-1, max(len(sens), 2))
+    name_band(ax, [float(x[i]) for i in worst], [float(ranked[i]) for i in worst], [sens[i].layer for i in worst])
+    ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=5, frameon=False)
     return png(fig)
