@@ -4,7 +4,8 @@
 
 Per model: quantize with the default configuration, compute every INT8 layer's isolated error
 (``analysis.sensitivity.layer_sensitivity``, 32 samples, timed), then for ``--layers`` layers
-spread evenly over the isolated ranking (rank 0, k, 2k, ...: the whole range, not only its ends)
+spread evenly over the layer-local isolated ranking (rank 0, k, 2k, ...: the whole range, not only
+its ends; chosen without the output-carried error, which is judged too)
 measure on the whole test set, each with one INT8 pass of the reusable Evaluator:
 
   only-L   only that layer quantized (its inputs and weights, exactly what the isolated error
@@ -67,7 +68,8 @@ def run_model(name: str, n_layers: int, n_test: int, n_calib: int) -> dict:
     start = time.perf_counter()
     sens = layer_sensitivity(q.optimized_model, q.plan, ev, accumulated=False)
     seconds = time.perf_counter() - start
-    ranking = sensitivity_ranking(sens)
+    # spread over the layer-local ranking: the selection does not depend on the output-carried error it judges
+    ranking = sensitivity_ranking(sens, by="isolated")
     step = max(1, len(ranking) // n_layers)
     chosen = ranking[::step][:n_layers]
     by_name = {s.layer: s for s in sens}
