@@ -223,3 +223,25 @@ def test_clip_reason_names_hardswish() -> None:
     why = clip_reason(facts, "c", {"lo": -3.0, "hi": 5.0, "min": -20.0, "max": 5.0})
     assert why is not None and "HardSwish" in why and "below -3" in why
     assert clip_reason(facts, "c", {"lo": -5.0, "hi": 5.0, "min": -20.0, "max": 5.0}) is None  # clipped by the method
+
+
+def test_same_errors_when_the_reference_keeps_only_inputs(outlier, monkeypatch, capsys) -> None:
+    """A reference too large to store keeps only its inputs (PP-OCRv4 det): the layers' FP32 inputs
+    are computed again piece by piece and every number stays the same; a progress bar shows the layers."""
+    import functools
+
+    import int8kit.evaluate.evaluator as evaluator_mod
+
+    root, q = outlier
+    stored = layer_sensitivity(q.optimized_model, q.plan, Evaluator(root / "net.onnx", root / "test.npy", progress=False,
+                                                                     cache=False), samples=8, accumulated=False)
+    monkeypatch.setattr(evaluator_mod, "compute_layer_reference",
+                        functools.partial(evaluator_mod.compute_layer_reference, max_bytes=0))
+    ev = Evaluator(root / "net.onnx", root / "test.npy", progress=False, cache=False)
+    recomputed = layer_sensitivity(q.optimized_model, q.plan, ev, samples=8, accumulated=False, progress=True)
+    assert ev.layer_reference(8, []).meta["values"] is False
+    assert [s.layer for s in recomputed] == [s.layer for s in stored]
+    for a, b in zip(stored, recomputed):
+        assert a.isolated.relative_error == pytest.approx(b.isolated.relative_error, rel=1e-6)
+        assert a.isolated_output.relative_error == pytest.approx(b.isolated_output.relative_error, rel=1e-6)
+    assert "isolated error" in capsys.readouterr().err
