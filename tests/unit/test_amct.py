@@ -50,9 +50,13 @@ def batches(n: int, size: int = 4) -> list[np.ndarray]:
     return [rng.standard_normal((size, 3, 12, 12)).astype(np.float32) for _ in range(n)]
 
 
-@pytest.fixture
-def onnx_file(tmp_path: Path, monkeypatch) -> Path:
+@pytest.fixture(autouse=True)
+def _cwd(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)  # int8kit_log/ goes to the working directory, as AMCT's amct_log/
+
+
+@pytest.fixture
+def onnx_file(tmp_path: Path) -> Path:
     path = tmp_path / "chain.onnx"
     onnx.save(chain_model(), path)
     return path
@@ -317,3 +321,25 @@ def test_snq_layers_are_recorded_as_4_bit_and_convert_model_refuses_them(onnx_fi
     assert max(len(np.unique(w2[c])) for c in range(w2.shape[0])) <= 16  # 16 levels per channel
     with pytest.raises(ConfigError, match="record layer 'conv2': num_bits_w 4 cannot be rebuilt from a record"):
         amct.convert_model(str(onnx_file), None, str(tmp_path / "a" / "m_quant_param_record.txt"), str(tmp_path / "b" / "m"))
+
+
+def test_update_bn_renormalizes_snq_layers_and_dumps_its_statistics(onnx_file, tmp_path):
+    pytest.importorskip("int8kit.weights.snq", reason="the SNQ core (weights/snq.py) is not in this checkout")
+    planned = {}
+    for update in (False, True):
+        amct.create_quant_config(str(tmp_path / "config.json"), str(onnx_file), None, 3)
+        doc = json.loads((tmp_path / "config.json").read_text())
+        for layer in ("conv2", "conv3"):
+            doc[layer]["weight_quant_params"] = {"wts_algo": "snq_quantize", "num_bits": 4, "init_algo": "gaussian"}
+        doc.update(update_bn=update, bn_update_config={"bn_update_iterations": 4, "bn_moving_average_fraction": 0.5,
+                                                        "bn_dump_dir": str(tmp_path / "bn_data")})
+        (tmp_path / "config.json").write_text(json.dumps(doc))
+        graph = amct.init(str(tmp_path / "config.json"), str(onnx_file), None, str(tmp_path / "rec.txt"))
+        sess = amct.calibration_session(graph)
+        for batch in batches(3):
+            sess.run(None, {"x": batch})
+        assert len(sess.kept) == (3 if update else 0)  # at most bn_update_iterations batches are kept
+        amct.save_model(graph, "Both", str(tmp_path / f"out{update}" / "m"))
+        planned[update] = {e.key: list(e.value.scale_w) for e in read_record(tmp_path / f"out{update}" / "m_quant_param_record.txt").record}
+    assert (tmp_path / "bn_data" / "bn_update.npz").is_file()
+    assert planned[True]["conv2"] != planned[False]["conv2"]  # the update folds its gains into the weight scales

@@ -87,7 +87,8 @@ def test_caffe_sample_flow_names_fused_model_and_convert(tmp_path: Path, monkeyp
         assert Path(f"results/net_{suffix}").read_bytes() == Path(f"again/net_{suffix}").read_bytes()
 
 
-def test_uninplace_model(tmp_path: Path):
+def test_uninplace_model(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     model, _ = conv_bn_net().write(tmp_path)
     amct.uninplace_model(str(model), str(tmp_path / "un.prototxt"))
     net = proto.read_prototxt(tmp_path / "un.prototxt")

@@ -25,6 +25,7 @@ from int8kit.graph.ops import op_info
 from int8kit.numerics import dequantize
 from int8kit.plan.planner import candidate_tensors, plan
 from int8kit.plan.types import QuantPlan
+from int8kit.tune.bn_update import update_bn
 from int8kit.weights.arq import quantize_weight
 
 _PROVIDERS = {"providers": ["CPUExecutionProvider"]}
@@ -177,8 +178,9 @@ def calibration_session(graph: AmctGraph) -> CalibrationSession:
     outputs and records the statistics of every tensor the plan may quantize."""
     setup_logging()
     if graph.session is None:
+        keep = graph.tune.bn_update_iterations if graph.tune.update_bn else 0
         graph.session = CalibrationSession(graph.optimized, candidate_tensors(graph.optimized),
-                                           graph.settings.batch_num, graph.providers)
+                                           graph.settings.batch_num, graph.providers, keep=keep)
     return graph.session
 
 
@@ -211,11 +213,17 @@ def save_model(graph: AmctGraph, save_type: str, save_path: str) -> None:
     if graph.session is None:
         raise CalibrationError("save_model was called before any calibration batch ran: run batch_num batches "
                                "through calibration_session(graph).run(...) first.")
-    if graph.tune.update_bn:
-        raise ConfigError("update_bn is true, but the AMCT facade does not run the BN update yet (it needs the "
-                          "calibration samples again); set update_bn false, or use 'int8kit quantize --update-bn'.")
     stats = graph.session.stats(graph.first_layer())
-    quant_plan = canonical(plan(graph.optimized, stats, graph.quant), graph.optimized)
+    quant_plan = plan(graph.optimized, stats, graph.quant)
+    if graph.tune.update_bn:  # re-normalize the quantized convs on the kept batches (tune/bn_update.py)
+        quant_plan, report = update_bn(graph.optimized, quant_plan, graph.session.kept,
+                                       iterations=graph.tune.bn_update_iterations,
+                                       fraction=graph.tune.bn_moving_average_fraction, progress=False)
+        log.info("BN update: %d convs re-normalized over %d iterations on %d kept batches", report.convs,
+                 graph.tune.bn_update_iterations, len(graph.session.kept))
+        if graph.tune.bn_dump_dir:
+            report.save(graph.tune.bn_dump_dir)
+    quant_plan = canonical(quant_plan, graph.optimized)
     _check_scales(quant_plan, _layer_of(graph.optimized))
     record = plan_to_record(quant_plan, graph.optimized, graph.quant.bitwidth)
     _mark_skip_fusion(record, graph)

@@ -2,7 +2,8 @@
 gives an object with onnxruntime's ``InferenceSession.run`` signature. Each ``run`` returns the
 FP32 model's outputs and folds the batch into the core's running statistics (calib/running.py):
 memory stays O(tensors x bins) whatever the number of batches. Batches past ``batch_num`` are
-run but not recorded, as AMCT stops calibrating at ``batch_num``."""
+run but not recorded, as AMCT stops calibrating at ``batch_num``. With ``update_bn`` the first
+``bn_update_iterations`` recorded batches are kept (the BN update runs the quantized model on them)."""
 
 from __future__ import annotations
 
@@ -27,8 +28,11 @@ log = logging.getLogger("int8kit.amct")
 class CalibrationSession:
     """``run(output_names, input_feed)`` like onnxruntime, recording statistics of ``tensors``."""
 
-    def __init__(self, model: onnx.ModelProto, tensors: Sequence[str], batch_num: int, providers: list[str]):
+    def __init__(self, model: onnx.ModelProto, tensors: Sequence[str], batch_num: int, providers: list[str],
+                 keep: int = 0):
         self._model = model
+        self.keep = keep  # recorded batches kept for the BN update (update_bn: bn_update_iterations)
+        self.kept: list[dict[str, np.ndarray]] = []
         known = activation_tensors(model)
         inputs = {i.name for i in model.graph.input}
         self._outputs = [o.name for o in model.graph.output]
@@ -63,6 +67,8 @@ class CalibrationSession:
                 self.batches += 1  # log once; the count of recorded batches is min(batches, batch_num)
             return run_checked(self._session, names, input_feed, where="a batch after calibration")
         outs = run_checked(self._session, names + self._fetch, input_feed, where=f"calibration batch {self.batches}")
+        if len(self.kept) < self.keep:
+            self.kept.append({k: np.array(v, copy=True) for k, v in input_feed.items()})
         arrays = dict(zip(self._fetch, outs[len(names):]))
         arrays.update({n: np.asarray(input_feed[n]) for n in self._inputs if n in input_feed})
         for name, x in arrays.items():
