@@ -19,7 +19,7 @@ del _keep_ctrl_c
 
 __version__ = "0.1.0"
 
-_API = ("convert", "quantize", "calibrate", "optimize", "evaluate", "analyze")
+_API = ("convert", "quantize", "calibrate", "optimize", "evaluate", "analyze", "auto")
 _CONFIG = ("QuantConfig", "CalibOptions", "TuneOptions", "RunConfig")
 
 __all__ = [
