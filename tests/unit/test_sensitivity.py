@@ -245,3 +245,37 @@ def test_same_errors_when_the_reference_keeps_only_inputs(outlier, monkeypatch, 
         assert a.isolated.relative_error == pytest.approx(b.isolated.relative_error, rel=1e-6)
         assert a.isolated_output.relative_error == pytest.approx(b.isolated_output.relative_error, rel=1e-6)
     assert "isolated error" in capsys.readouterr().err
+
+
+def _hardswish_model() -> onnx.ModelProto:
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(rng.normal(0, 1.0, (8, 3, 3, 3)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.normal(0, 0.3, (4, 8)).astype(np.float32), "wf"),
+             numpy_helper.from_array(np.zeros(4, np.float32), "bf")]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("HardSwish", ["c1"], ["h1"], name="hswish"),
+             helper.make_node("GlobalAveragePool", ["h1"], ["gap"], name="gap"),
+             helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
+             helper.make_node("Gemm", ["flat", "wf", "bf"], ["logits"], name="fc", transB=1)]
+    graph = helper.make_graph(nodes, "hs", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 4])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_reports_name_the_rule_behind_a_range_cut_on_purpose(tmp_path) -> None:
+    """The HardSwish input is cut at -3 (HardSwish is flat below): the evaluate report's worst
+    table, its histogram captions and the analyze report say so beside the tensor."""
+    onnx.save(_hardswish_model(), str(tmp_path / "hs.onnx"))
+    np.save(tmp_path / "x.npy", np.random.default_rng(6).normal(0, 1, (24, 3, 8, 8)).astype(np.float32))
+    q = api.quantize(tmp_path / "hs.onnx", tmp_path / "x.npy", output_dir=tmp_path / "out", progress=False,
+                     check_latency=False, stem_float=False)
+    rec = json.loads(q.quant_json.read_text())["tensors"]["c1"]
+    assert rec["lo"] == pytest.approx(-3.0) and rec["min"] < -3.0  # the planner did cut it
+    html = tmp_path / "eval.html"
+    api.evaluate(tmp_path / "hs.onnx", q.int8_model, tmp_path / "x.npy", report=html, latency=False, progress=False)
+    text = html.read_text(encoding="utf-8")
+    assert "cut below -3 on purpose: HardSwish is flat there" in text
+    assert "threshold methods that ran:" in text.split("<h2>")[0]  # in the headline, before the first section
+    res = api.analyze(tmp_path / "hs.onnx", q.int8_model, tmp_path / "x.npy", samples=8, progress=False,
+                      report=tmp_path / "an.html")
+    assert "cut below -3 on purpose: HardSwish is flat there" in res.report.read_text(encoding="utf-8")

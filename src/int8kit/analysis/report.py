@@ -116,7 +116,7 @@ def _summary(result: EvalResult) -> str:
     return f"<h2>FP32 vs INT8</h2><p>{_e(title)}.</p>" + _table(SUMMARY_HEADERS, rows)
 
 
-def _layers(errors: list[Any], qdoc: dict | None, Figure: Any) -> str:
+def _layers(errors: list[Any], qdoc: dict | None, Figure: Any, facts: Any = None) -> str:
     tensors = (qdoc or {}).get("tensors", {})
     activations = {n: r for n, r in tensors.items() if r.get("kind") == "activation"}
     index = {e.name: i for i, e in enumerate(errors)}
@@ -137,11 +137,15 @@ def _layers(errors: list[Any], qdoc: dict | None, Figure: Any) -> str:
         scale = ""
         if rec is not None and rec.get("scale"):
             scale = num(rec["scale"][0], ".4g")
+        label = quant_label(rec) if qdoc else ""
+        why = clip_reason(facts, e.name, rec) if rec is not None else None
+        if why:  # a range cut by a rule is no error: say which rule, beside the number
+            label += f" ({why})"
         rows.append([e.name, index[e.name], num(e.cosine, ".5f"), num(e.min_cosine, ".5f"), num(e.relative_error, ".4g"),
-                     num(e.sqnr_db, ".1f"), num(e.max_abs_error, ".4g"), quant_label(rec) if qdoc else "", scale])
+                     num(e.sqnr_db, ".1f"), num(e.max_abs_error, ".4g"), label, scale])
     headers = ["tensor", "graph #", "cosine", "min cosine", "rel. error", "SQNR dB", "max abs error", "quantization", "scale"]
     parts.append(f"<h3>Worst {len(worst)} tensors</h3>")
-    parts.append(_table(headers, rows))
+    parts.append(_table(headers, rows, (0, 7)))
     return "".join(parts)
 
 
@@ -230,6 +234,8 @@ def write_report(
     ]
     model = (qdoc or {}).get("model")
     parts.append(f"<p class='sub'>int8kit {_e(__version__)}{' — model ' + _e(model) if model else ''}</p>")
+    if qdoc is not None:  # the methods that actually ran, up front: rules replace the global one on most tensors
+        parts.append(f"<p><b>{_e(methods_headline(qdoc, facts)[0])}.</b></p>")
     if Figure is None:
         parts.append("<p class='note'>matplotlib is not installed, so this report has tables only; "
                      "<code>pip install int8kit[report]</code> adds the plots.</p>")
@@ -237,7 +243,7 @@ def write_report(
         result = eval_result if isinstance(eval_result, EvalResult) else EvalResult.from_dict(dict(eval_result))
         parts.append(_summary(result))
     if layer_errors:
-        parts.append(_layers(list(layer_errors), qdoc, Figure))
+        parts.append(_layers(list(layer_errors), qdoc, Figure, facts))
     if hists is not None and Figure is not None:
         parts.append(_histograms(layer_errors, qdoc, hists, Figure, stats_note, facts))
     if qdoc is not None:
