@@ -42,6 +42,8 @@ ALLOWED = {
     # The package shares its name with the API verb ``int8kit.evaluate``; once imported it stands
     # where the verb stood, so calling it hands over to the verb (a call-time import only).
     ("evaluate", "int8kit.api"),
+    # The same for ``int8kit.auto``, the search package and the API verb of the same name.
+    ("auto", "int8kit.api"),
 }
 
 
