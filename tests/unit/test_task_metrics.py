@@ -297,3 +297,21 @@ def test_eval_cli_prints_both_scores_and_the_drop(case, tmp_path, capsys) -> Non
     assert main([*base, "--metric", "top-5"]) != 0
     err = capsys.readouterr().err.strip()
     assert "did you mean 'top5'" in err and len(err.splitlines()) == 1
+
+
+def test_halves_of_one_candidate_build_its_session_once(case, monkeypatch, tmp_path) -> None:
+    fp32, q, x, labels, *_ = case
+    path = tmp_path / "q.onnx"
+    onnx.save(q, path)
+    made = []
+    real = evaluator_mod.session_for
+    monkeypatch.setattr(evaluator_mod, "session_for", lambda model, *a, **k: made.append(model) or real(model, *a, **k))
+    ev = Evaluator(fp32, x, labels=labels, batch_size=8, cache=False, progress=False)
+    ev.reference
+    made.clear()
+    for model in (q, path):
+        halves = [ev.task_score(model, "top1", samples=s) for s in (slice(0, 30), slice(30, 60))]
+        assert sum(h.value * h.n for h in halves) / 60 == pytest.approx(ev.task_score(model, "top1").value)
+    assert len(made) == 2  # one session per candidate, for both halves and the whole
+    onnx.save(fp32, path)  # the file changed: a new session
+    assert ev.task_score(path, "top1").value == pytest.approx(51 / 60) and len(made) == 3

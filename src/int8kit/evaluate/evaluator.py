@@ -105,6 +105,7 @@ class Evaluator:
         self._reference: RecordReader | None = None
         self._layers: dict[tuple[int, tuple[str, ...]], RecordReader] = {}
         self.fp32_runs = 0  # FP32 passes this evaluator ran (0 when the disk cache had them)
+        self._kept_session: tuple[Any, Any] | None = None  # (model key, session) of the last model task_score ran
 
     def _read_labels(self, labels: Any) -> tuple[np.ndarray | None, int | None, Any]:
         """Class labels (and one-hot width) for accuracy, and the labels task metrics read: the
@@ -258,10 +259,7 @@ class Evaluator:
         ref = self.reference
         plan, index, key = subset_plan(self.record_rows(), samples)
         run = TaskRun(spec, self.output, self.task_labels, key)
-        session = None
-        if model is not None:
-            session = session_for(load_model(model)[0], self.runtime, threads=self.threads)
-            self._check_candidate(session)
+        session = self._candidate_session(model) if model is not None else None
         wanted = {record: (first, local) for record, first, local in plan}
         per_record = self.record_rows()
         free_batch = self._latency_rows() == 1  # no fixed batch size: a batch's chosen rows can run alone
@@ -280,6 +278,25 @@ class Evaluator:
                 run.add(fp, out, first + local)
                 bar.update(len(local))
         return run.score()
+
+    def _candidate_session(self, model: ModelLike) -> Any:
+        """A session of ``model``; the last one is kept, so scoring its validation and held-out
+        halves builds it once (a path counts as the same model while its file is unchanged)."""
+        if isinstance(model, onnx.ModelProto):
+            key: Any = model  # compared by identity: the kept entry holds the proto, so its id stays its own
+        elif Path(model).is_file():
+            stat = Path(model).stat()
+            key = (str(Path(model).resolve()), stat.st_mtime_ns, stat.st_size)
+        else:
+            key = None  # load_model below says what is wrong with the path
+        kept = self._kept_session
+        if kept is not None and (kept[0] is key if isinstance(key, onnx.ModelProto) else kept[0] == key):
+            return kept[1]
+        self._kept_session = None  # the old one goes before the new one is built
+        session = session_for(load_model(model)[0], self.runtime, threads=self.threads)
+        self._check_candidate(session)
+        self._kept_session = (key, session)
+        return session
 
     def record_rows(self) -> list[int]:
         """Samples of each stored FP32 batch, in order."""
