@@ -428,7 +428,7 @@ def auto(
     reads the search log there and scores no candidate twice; Ctrl-C writes the best trial so far.
     Returns an ``int8kit.auto.SearchResult`` (``.files``: what was written).
     """
-    from int8kit.auto import SearchLog, make_context, run_key, run_search, split_test_data
+    from int8kit.auto import SearchLog, make_context, run_key, run_search
     from int8kit.config.search import SearchOptions
 
     search_fields, rest = _split_search_options(options)
@@ -459,15 +459,15 @@ def auto(
                                     max_bytes=TUNING_BYTES, what="the bias tuning samples")
     stats = _collect(optimized, opened, run.calib, progress=progress)
     run = RunConfig(run.quant, run.calib.replace(bins=stats.bins), run.tune)
-    halves = split_test_data(optimized, _open_data(optimized, test_data, preprocess, preprocess_template, strict), labels,
-                             batch_size=run.calib.batch_size)
-    ctx, metric, _ = make_context(optimized, stats, halves, run.quant, search, postprocess=postprocess,
-                                  tuning_batches=tuning.kept if tuning is not None else None,
-                                  batch_size=run.calib.batch_size)
+    test = _open_data(optimized, test_data, preprocess, preprocess_template, strict)
+    ctx, metric = make_context(optimized, stats, test, run.quant, search, labels=labels, postprocess=postprocess,
+                               tuning_batches=tuning.kept if tuning is not None else None,
+                               batch_size=run.calib.batch_size, progress=progress)
     from int8kit.evaluate.store import data_fingerprint
 
-    key = run_key(optimized, data_fingerprint(calib_data) or repr(calib_data), halves, run.quant, search, metric=metric,
-                  postprocess=postprocess, calib_options=run.calib.to_dict())
+    key = run_key(optimized, data_fingerprint(calib_data) or repr(calib_data), data_fingerprint(test_data) or repr(test_data),
+                  ctx.scorer.evaluator.labels, run.quant, search, metric=metric, postprocess=postprocess,
+                  calib_options=run.calib.to_dict())
     journal = names["_search.json"].with_name(f".{stem}_search.journal.json") if names else None
     search_log = SearchLog.resume([p for p in (journal, names.get("_search.json")) if p is not None], key)
     result = run_search(ctx, search_log, full=search.full, metric=metric, journal=journal, progress=progress)

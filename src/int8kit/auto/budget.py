@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 # below this the difference of two scores is rounding, not a drop (scores are means of n values)
 _EPS = 1e-9
@@ -12,7 +13,7 @@ _EPS = 1e-9
 
 @dataclass(frozen=True)
 class Score:
-    """One metric value on ``n`` samples with a 95 % interval [``low``, ``high``]."""
+    """What the search log keeps of a score: value on ``n`` samples, 95 % interval [``low``, ``high``]."""
 
     value: float
     n: int
@@ -20,15 +21,11 @@ class Score:
     high: float
 
     @classmethod
-    def proportion(cls, value: float, n: int) -> "Score":
-        """A fraction of ``n`` samples (accuracy, agreement) with its 95 % Wilson score interval
-        (good at small n and near 0 or 1, where the normal approximation is not)."""
-        if n < 1:
-            return cls.exact(value, 0)
-        z = 1.959964
-        centre = (value + z * z / (2 * n)) / (1 + z * z / n)
-        half = z * math.sqrt(value * (1 - value) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-        return cls(float(value), int(n), max(0.0, centre - half), min(1.0, centre + half))
+    def of(cls, score: Any) -> "Score":
+        """The record of an ``int8kit.evaluate`` score (a metric without an interval: value for both ends)."""
+        low = score.value if score.low is None else score.low
+        high = score.value if score.high is None else score.high
+        return cls(float(score.value), int(score.n), float(low), float(high))
 
     @classmethod
     def exact(cls, value: float, n: int) -> "Score":

@@ -23,7 +23,7 @@ def starting_point(quick: list[Trial]) -> Trial:
     return best_score(plain)  # type: ignore[return-value]
 
 
-def full_search(ctx: SearchContext, run: Run, quick: list[Trial], *, evaluator: object = None,
+def full_search(ctx: SearchContext, run: Run, quick: list[Trial], *,
                 expect: Callable[[int], None] = lambda n: None) -> list[str]:
     """Run the full search after the quick trials; return the layers ranked most sensitive first
     (the search log holds every trial). ``expect(n)``: n more trials are likely (for the ETA)."""
@@ -36,7 +36,7 @@ def full_search(ctx: SearchContext, run: Run, quick: list[Trial], *, evaluator: 
             start, base = tuned, tuned.candidate()
     built = ctx.build(base)
     int8_layers = [name for name in ctx.macs if name not in built.plan.float_nodes]
-    ranked = sensitivity_ranking(ctx.optimized, ctx.stats, built.plan, int8_layers, evaluator=evaluator)
+    ranked = sensitivity_ranking(ctx.optimized, built.plan, int8_layers, ctx.scorer.evaluator)
     order = [name for name, _ in ranked]
     if start.meets or not order:
         _stem_int8(ctx, run, base, expect)

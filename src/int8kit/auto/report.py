@@ -66,7 +66,7 @@ def candidates_plot(result: SearchResult) -> str | None:
         ts = [t for t in result.log.trials.values() if t.meets == meets]
         if ts:
             ax.errorbar([t.latency_ratio for t in ts], [t.score.value for t in ts],
-                        yerr=[[t.score.value - t.score.low for t in ts], [t.score.high - t.score.value for t in ts]],
+                        yerr=[[max(0.0, t.score.value - t.score.low) for t in ts], [max(0.0, t.score.high - t.score.value) for t in ts]],
                         fmt="o", color=colour, ecolor=colour, alpha=0.7, capsize=2, label=label)
     c = result.chosen
     ax.plot([c.latency_ratio], [c.score.value], marker="*", markersize=16, color="gold", markeredgecolor="k",

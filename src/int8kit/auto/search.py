@@ -38,7 +38,7 @@ class SearchResult:
     log: SearchLog
     interrupted: bool = False
     resumed: int = 0  # trials read from an earlier run's log instead of scored again
-    ranking: list[tuple[str, float]] = field(default_factory=list)  # the chosen model's INT8 layers, most sensitive first
+    ranking: list[tuple[str, float]] = field(default_factory=list)  # a missed budget: the chosen model's INT8 layers, most sensitive first
     seconds: float = 0.0
     files: dict = field(default_factory=dict)  # what api.auto wrote, by suffix
 
@@ -51,7 +51,7 @@ class SearchResult:
     @property
     def costly_layers(self) -> list[tuple[str, float]]:
         """The INT8 layers that cost most, named when the budget is missed."""
-        return self.ranking[:COSTLY_SHOWN] if not self.meets else []
+        return self.ranking[:COSTLY_SHOWN]
 
     def messages(self) -> list[str]:
         """What a user must be told beyond the table: a missed budget, a slow model, an interruption."""
@@ -100,7 +100,7 @@ class _Runner:
 
 
 def run_search(ctx: SearchContext, search_log: SearchLog, *, full: bool, metric: str, journal: Path | None = None,
-               evaluator: object = None, progress: bool = True) -> SearchResult:
+               progress: bool = True) -> SearchResult:
     """Quick mode, or full mode; then rebuild the chosen candidate and score it on the held-out half."""
     start = time.perf_counter()
     quick = quick_candidates(ctx.base)
@@ -110,7 +110,7 @@ def run_search(ctx: SearchContext, search_log: SearchLog, *, full: bool, metric:
         try:
             trials = [runner(c) for c in quick]
             if full:
-                full_search(ctx, runner, trials, evaluator=evaluator, expect=runner.expect)
+                full_search(ctx, runner, trials, expect=runner.expect)
         except KeyboardInterrupt:
             if not len(search_log):
                 raise
@@ -118,9 +118,11 @@ def run_search(ctx: SearchContext, search_log: SearchLog, *, full: bool, metric:
     chosen, meets = choose(search_log.trials.values(), full=full)
     assert chosen is not None  # at least one trial ran or was read
     built = ctx.build(chosen.candidate())
-    int8_layers = [n for n in ctx.macs if n not in built.plan.float_nodes]
-    ranking = sensitivity_ranking(ctx.optimized, ctx.stats, built.plan, int8_layers, evaluator=evaluator)
-    held_fp32 = ctx.scorer.fp32("held_out")
-    held = ctx.scorer.score(built.model, "held_out")
+    ranking: list[tuple[str, float]] = []
+    if not meets:  # name the layers that cost most
+        int8_layers = [n for n in ctx.macs if n not in built.plan.float_nodes]
+        ranking = sensitivity_ranking(ctx.optimized, built.plan, int8_layers, ctx.scorer.evaluator)
+    held_fp32 = Score.of(ctx.scorer.fp32("held_out"))
+    held = Score.of(ctx.scorer.score(built.model, "held_out"))
     return SearchResult(chosen, built, meets, ctx.budget, metric, full, held_fp32, held, search_log, interrupted,
                         runner.resumed, ranking, time.perf_counter() - start)

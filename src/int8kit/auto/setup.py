@@ -1,5 +1,5 @@
-"""Everything a search needs before its first trial: the split test set and its scorer, the FP32
-score and the budget, MACs per layer, a latency feed, and the key that says which earlier search
+"""Everything a search needs before its first trial: the scorer of the test set's two halves, the
+FP32 score and the budget, MACs per layer, a latency feed, and the key that says which earlier search
 log belongs to the same arguments."""
 
 from __future__ import annotations
@@ -11,49 +11,50 @@ from typing import Any
 import numpy as np
 import onnx
 
-from int8kit.auto.budget import Budget, Score
+from int8kit.auto.budget import Budget
 from int8kit.auto.macs import layer_macs
 from int8kit.auto.scorer import TaskScorer
-from int8kit.auto.split import Halves
 from int8kit.auto.trial import SearchContext
 from int8kit.calib.stats import Stats, model_fingerprint
 from int8kit.config import QuantConfig
 from int8kit.config.search import SearchOptions
-from int8kit.data.sources import model_input_specs
-from int8kit.evaluate.store import data_fingerprint
 
 
-def make_context(optimized: onnx.ModelProto, stats: Stats, halves: Halves, base: QuantConfig, options: SearchOptions,
-                 *, postprocess: str | None = None, tuning_batches: list[dict[str, np.ndarray]] | None = None,
-                 batch_size: int | None = None, progress: bool = False) -> tuple[SearchContext, str, Score]:
-    """The shared context of every trial, the metric's name and the FP32 validation score."""
-    metric = options.metric_for(halves.validation_labels is not None)
-    scorer = TaskScorer(optimized, halves, metric, postprocess=postprocess, batch_size=batch_size, progress=progress)
-    n = halves.sizes[0]
-    fp32 = Score.exact(options.fp32_score, n) if options.fp32_score is not None else scorer.fp32("validation")
-    budget = Budget(fp32.value, options.accept_drop, options.relative)
-    ctx = SearchContext(optimized, stats, base, scorer, budget, layer_macs(optimized), latency_feed(optimized, halves),
+def make_context(optimized: onnx.ModelProto, stats: Stats, test_data: Any, base: QuantConfig, options: SearchOptions,
+                 *, labels: Any = None, postprocess: str | None = None,
+                 tuning_batches: list[dict[str, np.ndarray]] | None = None, batch_size: int | None = None,
+                 progress: bool = False) -> tuple[SearchContext, str]:
+    """The shared context of every trial and the metric's name (the FP32 reference of the test
+    data is computed here, once)."""
+    has_labels = labels is not None or _has_class_labels(test_data)
+    metric = options.metric_for(has_labels)
+    scorer = TaskScorer(optimized, test_data, metric, labels=labels, postprocess=postprocess, batch_size=batch_size,
+                        progress=progress)
+    fp32 = options.fp32_score if options.fp32_score is not None else scorer.fp32("validation").value
+    budget = Budget(fp32, options.accept_drop, options.relative)
+    ctx = SearchContext(optimized, stats, base, scorer, budget, layer_macs(optimized), scorer.latency_feed(),
                         options.latency_runs, list(tuning_batches or []))
-    return ctx, metric, fp32
+    return ctx, metric
 
 
-def latency_feed(model: onnx.ModelProto, halves: Halves) -> dict[str, np.ndarray]:
-    """The first validation sample (a whole batch where the model fixes its batch size)."""
-    rows = next((s.batch_dim for s in model_input_specs(model) if s.batch_dim), 1)
-    return {k: np.ascontiguousarray(v[:rows]) for k, v in halves.validation.items()}
+def _has_class_labels(data: Any) -> bool:
+    """Whether the data carries class labels of its own (class folders, an LMDB's labels)."""
+    labels = getattr(data, "labels", None)
+    try:
+        return callable(labels) and bool(labels())
+    except Exception:  # a source that cannot list its labels has none to offer
+        return False
 
 
-def run_key(optimized: onnx.ModelProto, calib_id: Any, halves: Halves, base: QuantConfig, options: SearchOptions,
-            *, metric: str, postprocess: str | None, calib_options: dict[str, Any]) -> str:
+def run_key(optimized: onnx.ModelProto, calib_id: Any, test_id: Any, labels: Any, base: QuantConfig,
+            options: SearchOptions, *, metric: str, postprocess: str | None, calib_options: dict[str, Any]) -> str:
     """A short id of everything a trial's result depends on (not the budget: scores do not depend on it)."""
     parts = {
         "model": model_fingerprint(optimized),
         "calibration": str(calib_id),
         "calibration_options": calib_options,
-        "validation": data_fingerprint(halves.validation),
-        "held_out": data_fingerprint(halves.held_out),
-        "labels": None if halves.validation_labels is None else hashlib.sha1(
-            np.ascontiguousarray(np.concatenate([halves.validation_labels, halves.held_out_labels]))).hexdigest(),
+        "test": str(test_id),
+        "labels": None if labels is None else hashlib.sha1(np.ascontiguousarray(labels)).hexdigest(),
         "metric": metric,
         "postprocess": postprocess,
         "base": base.to_dict(),

@@ -34,7 +34,7 @@ class Trial:
     changes: dict[str, Any]
     bias_tuning: int
     score: Score
-    drop: float
+    drop: float  # from the budget's FP32 score (relative with --relative)
     meets: bool
     float_layers: list[str]  # compute layers (Conv, Gemm, MatMul) that run in float
     int8_macs: float  # share of compute MACs in INT8
@@ -43,6 +43,7 @@ class Trial:
     fp32_ms: float
     size_bytes: int
     seconds: float
+    drop_interval: list[float] | None = None  # paired 95 % interval of the drop against FP32 on the same samples
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -52,7 +53,7 @@ class Trial:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "Trial":
-        fields = {k: raw[k] for k in cls.__dataclass_fields__}
+        fields = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw}
         fields["score"] = Score.from_dict(raw["score"])
         return cls(**fields)
 
@@ -112,11 +113,14 @@ class SearchContext:
         """Build, score and time one candidate."""
         start = time.perf_counter()
         built = self.build(candidate)
-        score = self.scorer.score(built.model)
+        raw = self.scorer.score(built.model)
+        paired = self.scorer.drop(raw, relative=self.budget.relative)
         fp32_ms, int8_ms = self.latencies(built.model)
         floats = self.float_layers(built.plan)
+        score = Score.of(raw)
         trial = Trial(candidate.key, candidate.name, candidate.stage, dict(candidate.changes), candidate.bias_tuning,
                       score, self.budget.drop(score.value), self.budget.meets(score.value), floats,
                       int8_mac_fraction(self.macs, set(floats)), int8_ms / fp32_ms if fp32_ms > 0 else float("inf"),
-                      int8_ms, fp32_ms, built.model.ByteSize(), time.perf_counter() - start)
+                      int8_ms, fp32_ms, built.model.ByteSize(), time.perf_counter() - start,
+                      None if paired.low is None else [float(paired.low), float(paired.high)])
         return trial, built

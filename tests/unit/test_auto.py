@@ -1,0 +1,197 @@
+"""int8kit auto: quick mode keeps the fastest trial that meets the budget, full mode floats the one
+deliberately sensitive layer, a missed budget still writes the best and says so, a rerun resumes
+from the log, Ctrl-C writes the best so far, and bad arguments give one line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import int8kit
+from int8kit.auto.budget import Budget, Score
+from int8kit.auto.choose import choose
+from int8kit.auto.trial import SearchContext, Trial
+from int8kit.cli import main
+from int8kit.demo_data import demo_model_path, load_demo_data
+from int8kit.errors import ConfigError
+
+
+def _outlier_net(path) -> str:
+    """8 -> Conv A -> Relu -> Conv B -> Conv C -> pool -> Gemm: channel 0 of B's output sits near 300
+    (B's bias; its weights are ordinary) and C reads it with weights 300x smaller, so C's input
+    scale (set by the outlier) wipes out the other channels: C alone is sensitive."""
+    rng = np.random.default_rng(0)
+    wa = rng.standard_normal((8, 8, 3, 3)).astype(np.float32) * 0.2
+    wb = rng.standard_normal((8, 8, 1, 1)).astype(np.float32) * 0.3
+    bb = np.zeros(8, np.float32)
+    bb[0] = 300.0
+    wc = rng.standard_normal((8, 8, 1, 1)).astype(np.float32) * 0.3
+    wc[:, 0] /= 300.0
+    wg = rng.standard_normal((10, 8)).astype(np.float32)
+    inits = [numpy_helper.from_array(a, n) for a, n in ((wa, "wa"), (wb, "wb"), (bb, "bb"), (wc, "wc"), (wg, "wg"))]
+    nodes = [
+        helper.make_node("Conv", ["x", "wa"], ["a"], name="conv_a", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["ar"], name="relu_a"),
+        helper.make_node("Conv", ["ar", "wb", "bb"], ["b"], name="conv_b"),
+        helper.make_node("Conv", ["b", "wc"], ["c"], name="conv_c"),
+        helper.make_node("GlobalAveragePool", ["c"], ["p"], name="pool"),
+        helper.make_node("Flatten", ["p"], ["f"], name="flat"),
+        helper.make_node("Gemm", ["f", "wg"], ["y"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(nodes, "outlier", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, path)
+    return str(path)
+
+
+@pytest.fixture()
+def outlier(tmp_path):
+    rng = np.random.default_rng(1)
+    np.save(tmp_path / "calib.npy", rng.standard_normal((32, 8, 8, 8)).astype(np.float32))
+    np.save(tmp_path / "test.npy", rng.standard_normal((64, 8, 8, 8)).astype(np.float32))
+    return tmp_path, _outlier_net(tmp_path / "net.onnx")
+
+
+@pytest.fixture()
+def mnist(tmp_path):
+    data = load_demo_data()
+    np.save(tmp_path / "calib.npy", data["calib"][:32])
+    np.save(tmp_path / "test.npy", data["test"][:128])
+    np.save(tmp_path / "labels.npy", data["test_labels"][:128])
+    return tmp_path, str(demo_model_path())
+
+
+def _trial(name: str, value: float, ratio: float, *, meets: bool, macs: float = 1.0, size: int = 100) -> Trial:
+    return Trial(name, name, "quick", {}, 0, Score(value, 100, value - 0.01, value + 0.01), 1 - value, meets, [],
+                 macs, ratio, ratio, 1.0, size, 0.1)
+
+
+def test_choose_keeps_the_fastest_that_meets_and_the_fewest_float_macs_in_full_mode():
+    trials = [_trial("slow", 0.99, 0.8, meets=True), _trial("fast", 0.97, 0.4, meets=True, macs=0.9),
+              _trial("fastest but misses", 0.90, 0.3, meets=False), _trial("all int8", 0.98, 0.6, meets=True, macs=1.0)]
+    assert choose(trials, full=False) == (trials[1], True)
+    assert choose(trials, full=True) == (trials[3], True)
+    # nothing meets: the best score
+    missed = [_trial("a", 0.90, 0.3, meets=False), _trial("b", 0.95, 0.9, meets=False)]
+    assert choose(missed, full=False) == (missed[1], False)
+    # within 3 % of the fastest, the smaller model wins
+    close = [_trial("big", 0.99, 0.50, meets=True, size=200), _trial("small", 0.99, 0.51, meets=True, size=100)]
+    assert choose(close, full=False)[0].name == "small"
+
+
+def test_budget_absolute_and_relative():
+    b = Budget(0.9, 0.01)
+    assert b.meets(0.89) and not b.meets(0.8899)
+    r = Budget(0.8, 0.1, relative=True)
+    assert r.threshold == pytest.approx(0.72) and r.drop(0.72) == pytest.approx(0.1)
+
+
+def test_quick_mode_writes_the_fastest_candidate_meeting_the_budget(mnist):
+    folder, model = mnist
+    out = folder / "out"
+    result = int8kit.auto(model, folder / "calib.npy", folder / "test.npy", labels=folder / "labels.npy", output_dir=out,
+                          metric="top1", accept_drop=0.02, progress=False, latency_runs=3)
+    assert result.metric == "top1" and len(result.log) >= 6
+    meeting = [t for t in result.log.trials.values() if t.meets]
+    assert result.meets and result.chosen in meeting
+    best = min(t.latency_ratio for t in meeting)
+    assert result.chosen.latency_ratio <= best * 1.03 + 1e-9  # the fastest, within the tie margin
+    for suffix in ("_int8.onnx", "_quant.json", "_config.json", "_search.json", "_search.txt", "_report.html"):
+        assert (out / f"net{suffix}").is_file() if False else result.files[suffix].is_file()
+    log = json.loads(result.files["_search.json"].read_text())
+    assert log["chosen"] == result.chosen.key and len(log["trials"]) == len(result.log)
+    html = result.files["_report.html"].read_text()
+    assert "Automatic search" in html and "data:image/png;base64" in html
+    # the configuration replays: quantize --config gives the same INT8 model
+    again = int8kit.quantize(model, folder / "calib.npy", config=result.files["_config.json"], output_dir=None,
+                             check_latency=False, progress=False)
+    assert again.model.SerializeToString() == result.built.model.SerializeToString()
+    assert result.held_out.n == 64 and result.fp32_held_out.n == 64
+
+
+def test_full_mode_floats_the_sensitive_layer(outlier):
+    folder, model = outlier
+    result = int8kit.auto(model, folder / "calib.npy", folder / "test.npy", output_dir=folder / "out", metric="cosine",
+                          accept_drop=0.002, full=True, progress=False, latency_runs=2, bias_tuning_samples=0)
+    base = next(iter(result.log.trials.values()))
+    assert not base.meets, "the outlier must make the all-INT8 model miss the budget"
+    assert result.meets
+    assert "conv_c" in result.chosen.float_layers
+    assert "conv_a" not in result.chosen.float_layers and "conv_b" not in result.chosen.float_layers
+    assert any(t.stage == "float-search" for t in result.log.trials.values())
+
+
+def test_nothing_meets_the_budget_still_writes_the_best_and_says_so(outlier, capsys):
+    folder, model = outlier
+    out = folder / "out"
+    code = main([
+        "auto", model, "--calib-data", str(folder / "calib.npy"), "--test-data", str(folder / "test.npy"),
+        "--metric", "cosine", "--accept-drop", "-0.5", "-o", str(out), "--no-progress", "--latency-runs", "2",
+    ])
+    text = capsys.readouterr().out
+    assert code == 1
+    assert "no candidate met the budget" in text and "short" in text and "conv_c" in text  # the costly layer named
+    assert (out / "net_int8.onnx").is_file() and (out / "net_search.json").is_file()
+    log = json.loads((out / "net_search.json").read_text())
+    assert log["meets"] is False and log["costly_layers"][0]["layer"] == "conv_c"
+
+
+def test_rerun_resumes_from_the_log(mnist, monkeypatch):
+    folder, model = mnist
+    args = dict(labels=folder / "labels.npy", output_dir=folder / "out", metric="top1", accept_drop=0.02, progress=False,
+                latency_runs=2)
+    first = int8kit.auto(model, folder / "calib.npy", folder / "test.npy", **args)
+
+    def no_trial(self, candidate):
+        raise AssertionError(f"candidate '{candidate.name}' was scored again")
+
+    monkeypatch.setattr(SearchContext, "run", no_trial)
+    second = int8kit.auto(model, folder / "calib.npy", folder / "test.npy", **args)
+    assert second.resumed == len(first.log) and second.chosen.key == first.chosen.key
+
+
+def test_ctrl_c_writes_the_best_so_far(mnist, monkeypatch):
+    folder, model = mnist
+    real = SearchContext.run
+    calls = []
+
+    def interrupted_third(self, candidate):
+        calls.append(candidate.name)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, candidate)
+
+    monkeypatch.setattr(SearchContext, "run", interrupted_third)
+    result = int8kit.auto(model, folder / "calib.npy", folder / "test.npy", labels=folder / "labels.npy",
+                          output_dir=folder / "out", metric="top1", accept_drop=0.5, progress=False, latency_runs=2)
+    assert result.interrupted and len(result.log) == 2
+    assert result.chosen.name in calls[:2]
+    assert result.files["_int8.onnx"].is_file()
+    assert "interrupted" in " ".join(result.messages())
+    journal = json.loads(result.files["_search.json"].read_text())
+    assert journal["interrupted"] is True and len(journal["trials"]) == 2
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--metric", "nonsense"], "--metric 'nonsense' is not a metric"),
+    (["--metric", "top1"], "label"),
+    (["--relative", "--accept-drop", "1.5"], "--accept-drop with --relative"),
+    (["--latency-runs", "0"], "--latency-runs must be at least 1"),
+])
+def test_bad_arguments_give_one_line(mnist, capsys, extra, expected):
+    folder, model = mnist
+    code = main(["auto", model, "--calib-data", str(folder / "calib.npy"), "--test-data", str(folder / "test.npy"),
+                 "-o", str(folder / "out"), "--no-progress", *extra])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and expected in err and "Traceback" not in err
+    assert not (folder / "out" / "net_int8.onnx").exists()
+
+
+def test_api_refuses_tuning_options():
+    with pytest.raises(ConfigError, match="bias tuning"):
+        int8kit.auto("m.onnx", "c.npy", "t.npy", bias_tuning=8)
