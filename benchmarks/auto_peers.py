@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -63,26 +64,25 @@ def _validate(task: Task, progress: Progress, model) -> float:
 
 
 def run_int8kit(task: Task, out: Path, progress: Progress, full: bool = False) -> bool:
-    """``int8kit.auto`` on the same task: the whole test set (it cuts the same halves itself).
-
-    Stub until ``int8kit.auto`` lands: the call below follows issue 16's CLI; its author adjusts it.
-    """
+    """``int8kit.auto`` on the same task: the whole test set (it cuts the same halves itself:
+    the first ``n // 2`` samples validate, the rest are held out)."""
     import int8kit
 
     if not hasattr(int8kit, "auto"):
         print("int8kit auto: not available in this checkout")
         sys.exit(NOT_AVAILABLE)
     progress.write(tool=f"int8kit auto{' --full' if full else ''}")
+    folder = out.parent / f"int8kit_auto{'_full' if full else ''}"
+    shutil.rmtree(folder, ignore_errors=True)  # a fresh search: a kept log would be resumed, not timed
     result = int8kit.auto(str(task.model), str(task.case.calib_npz), str(task.case.test_npz),
                           labels=str(task.case.labels) if task.metric == "top1" else None, metric=task.metric,
-                          accept_drop=task.accept_drop, full=full, output_dir=out.parent / "int8kit_auto",
+                          accept_drop=task.accept_drop, full=full, output_dir=folder,
                           progress=False)
-    model = getattr(result, "int8_model", None)
+    model = result.files.get("_int8.onnx")
     if model is None:
         return False
     Path(out).write_bytes(Path(model).read_bytes())
-    trials = getattr(result, "trials", None)
-    progress.write(trials=len(trials) if trials is not None else None)
+    progress.write(trials=len(result.log))
     return True
 
 
