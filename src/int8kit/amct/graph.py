@@ -79,7 +79,7 @@ class Source:
         """The optimiser's ``no_fuse`` for AMCT's do_fusion / skip_fusion_layers."""
         nodes = {n.name for n in self.onnx.graph.node}
         if not do_fusion:
-            return [n.name for n in self.onnx.graph.node if (op_info(n.op_type) or _NONE).role == COMPUTE]
+            return [n.name for n in self.onnx.graph.node if getattr(op_info(n.op_type), "role", None) == COMPUTE]
         out = []
         for name in skip:  # a Caffe Scale layer is two ONNX nodes: 'name/Mul' and 'name'
             out += [n for n in (name, f"{name}/Mul") if n in nodes]
@@ -94,13 +94,6 @@ class Source:
             if m:
                 self.folded.setdefault(m.group(2), []).append(m.group(1))
         return optimized
-
-
-class _NoInfo:
-    role = None
-
-
-_NONE = _NoInfo()
 
 
 def quantizable_layers(optimized: onnx.ModelProto) -> dict[str, str]:
