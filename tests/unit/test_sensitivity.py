@@ -279,3 +279,22 @@ def test_reports_name_the_rule_behind_a_range_cut_on_purpose(tmp_path) -> None:
     res = api.analyze(tmp_path / "hs.onnx", q.int8_model, tmp_path / "x.npy", samples=8, progress=False,
                       report=tmp_path / "an.html")
     assert "cut below -3 on purpose: HardSwish is flat there" in res.report.read_text(encoding="utf-8")
+
+
+def test_method_origin_says_why() -> None:
+    from int8kit.analysis.explain import method_origin
+
+    conv = helper.make_node("Conv", ["x", "w"], ["c"], name="conv")
+    graph = helper.make_graph([conv], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [1, 1, 4, 4])],
+                              [numpy_helper.from_array(np.ones((1, 1, 1, 1), np.float32), "w")])
+    facts = GraphFacts.of(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    signed = {"min": -2.0, "max": 9.0}
+    config = {"th_method": "kl", "method_rules": True, "overrides": {}}
+    assert method_origin(facts, "c", {**signed, "method": "kl"}, config) == "global --th-method kl"
+    assert "signed Conv output" in method_origin(facts, "c", {**signed, "method": "mse"}, config)
+    assert "float stem" in method_origin(facts, "c", {**signed, "method": "max"}, config)  # not "signed": max never clips
+    assert "model input" in method_origin(facts, "x", {**signed, "method": "max"}, config)
+    assert method_origin(facts, "c", {**signed, "method": "mse"}, {**config, "overrides": {"conv": {"th_method": "mse"}}}) \
+        == "override for 'conv'"
+    assert method_origin(facts, "c", {**signed, "method": "mse"}, {**config, "method_rules": False}) == "chosen by --th-method kl"

@@ -48,21 +48,22 @@ def method_origin(facts: GraphFacts | None, name: str, record: dict, config: dic
 
 
 def _rule_facts(producer: onnx.NodeProto | None, record: dict) -> str:
-    """The facts int8kit's method rules look at (plan/method_rules.py), said plainly."""
+    """The facts that made int8kit's method rules (plan/method_rules.py) pick this tensor's method,
+    said plainly: the method picked narrows the rules that can have fired."""
     lo, hi = record.get("min"), record.get("max")
     span = f"[{lo:.3g}, {hi:.3g}]" if lo is not None and hi is not None else "unknown range"
-    if producer is None:
-        return f"model input {span}, bounded by preprocessing"
-    op = producer.op_type
+    op = producer.op_type if producer is not None else ""
+    if record.get("method") == "max":  # the rules that never clip
+        if producer is None:
+            return f"model input {span}, bounded by preprocessing: never clipped"
+        if op in ("Softmax", "Sigmoid", "Tanh", "Clip", "HardSigmoid") or (lo is not None and lo >= 0 and hi <= 1):
+            return f"bounded {op} output {span}: never clipped"
+        return f"{op} output next to the float stem {span}: its rare large values are what later layers read"
     if op in NORMALIZATIONS:
         return f"{op} output {span}: outlier channels matter"
-    if lo is not None and hi is not None and lo >= 0 and hi <= 1:
-        return f"{op} output within [0, 1]: never clipped"
-    if op in ("Softmax", "Sigmoid", "Tanh", "Clip", "HardSigmoid"):
-        return f"bounded {op} output {span}: never clipped"
     if lo is not None and hi is not None and lo < 0 < hi:
         return f"signed {op} output {span}: tails read linearly"
-    return f"one-sided {op} output {span}"
+    return f"one-sided {op} output {span} away from zero"
 
 
 def clip_reason(facts: GraphFacts | None, name: str, record: dict) -> str | None:
