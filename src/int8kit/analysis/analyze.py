@@ -74,7 +74,7 @@ class AnalyzeResult:
         lines.append(tabulate(rows, headers=["layer", "op", "MACs", "isolated", "weights", "inputs", "at output",
                                              "accumulated", "input methods (why)"], disable_numparse=True))
         if s.float_nodes:
-            lines += ["", f"{len(s.float_nodes)} compute nodes kept in float:",
+            lines += ["", f"{len(s.float_nodes)} nodes kept in float (compute nodes, and others a rule keeps float):",
                       tabulate([[f.name, f.op_type, _macs(f.macs), f.reason] for f in s.float_nodes],
                                headers=["node", "op", "MACs", "why"], disable_numparse=True)]
         return "\n".join(lines)

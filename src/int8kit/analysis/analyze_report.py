@@ -89,7 +89,7 @@ def _headline(result: AnalyzeResult) -> str:
                     f"{'; ' + _e(clip) if clip else ''}.</p>")
     s = result.summary
     text.append(f"<p>{_macs(s.int8_macs)} of {_macs(s.int8_macs + s.float_macs)} MACs per sample run in INT8 "
-                f"({s.int8_mac_share:.1%}); {len(s.float_nodes)} compute nodes are float.</p>")
+                f"({s.int8_mac_share:.1%}); {len(s.float_nodes)} nodes are kept float (compute nodes, and others a rule keeps float).</p>")
     text.append(_table(["method", "why", "tensors"], result.methods, (0, 1)))
     return "<h2>Headline</h2>" + "".join(text)
 
@@ -99,7 +99,7 @@ def _model_summary(result: AnalyzeResult) -> str:
     parts = ["<h2>Model summary</h2>", _table(["op type", "INT8 nodes", "float nodes"], [list(r) for r in s.ops])]
     parts.append(f"<p>MACs per sample: {_macs(s.int8_macs)} in INT8, {_macs(s.float_macs)} in float.</p>")
     if s.float_nodes:
-        parts.append("<h3>Compute nodes kept in float, and why</h3>")
+        parts.append("<h3>Nodes kept in float, and why</h3>")
         parts.append(_table(["node", "op", "MACs", "why"], [[f.name, f.op_type, _macs(f.macs), f.reason] for f in s.float_nodes],
                             (0, 3)))
     other = {n: r for n, r in (result.quant_record.get("float_nodes") or {}).items() if n not in {f.name for f in s.float_nodes}}

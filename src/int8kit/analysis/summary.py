@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class FloatNode:
-    """A node kept in float, and why."""
+    """A node kept in float (a compute node, or any node a rule keeps float), and why."""
 
     name: str
     op_type: str
