@@ -34,7 +34,6 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `int8kit
     _root = Path(__file__).resolve().parents[1]
     sys.path[:0] = [str(_root), str(_root / "src")]
 
-import numpy as np  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
