@@ -1,6 +1,6 @@
 """The AMCT sample flow through int8kit.amct against `int8kit quantize` with the equivalent options.
 
-    python benchmarks/bench_amct.py [--models effnet,facedet] [--calib 64] [--test 500]
+    python benchmarks/bench_amct.py [--models effnet,facedet] [--calib 64] [--test 500] [--ablation]
 
 EfficientNet-Lite0 (ONNX; benchmarks/realdata.py): the manual's post-training sample unchanged but
 for the import (create_quant_config, init, weights/activation_quantize_model, batch_num batches of 8
@@ -105,6 +105,30 @@ def effnet(n_calib: int, n_test: int, out: Path) -> list[list]:
                      "" if secs is None else f"{secs:.1f}", flow["convert_bit_exact"] if "amct" in name else ""])
     print("equivalent options:", options)
     print("tensors planned identically by the facade and by quantize:", same_plan(flow["graph"], same))
+    return rows
+
+
+def effnet_ablation(n_calib: int, n_test: int, out: Path) -> list[list]:
+    """Where AMCT's semantics differ from int8kit's defaults: the equivalent options with one of
+    them set back to int8kit's default at a time (one calibration pass, re-planned)."""
+    from benchmarks.realdata import effnet_case
+
+    case = effnet_case(n_calib, n_test)
+    test = {"input": np.load(case.test_npz)["input"]}
+    fp32 = run_all(case.model_path, test)
+    stats = api.calibrate(case.model_path, case.calib_npz, progress=False).stats
+    amct_like = dict(th_method="ifmr", method_rules=False, activation_offset=True, bias_correction=False,
+                     channel_scales=False, integer_hardswish=False, stem_float=False, skew_ratio=0.0)
+    variants = {"AMCT-equivalent": {}, "+ stem kept float": {"stem_float": True},
+                "+ bias correction": {"bias_correction": True}, "+ method rules": {"method_rules": True},
+                "+ channel scales": {"channel_scales": True}, "symmetric activations": {"activation_offset": False},
+                "int8kit defaults": None}
+    rows = []
+    for name, change in variants.items():
+        options = {} if change is None else {**amct_like, **change}
+        result = api.quantize(case.model_path, stats=stats, output=out / f"{len(rows)}.onnx", progress=False,
+                              check_latency=False, **options)
+        rows.append(["EfficientNet-Lite0", name, f"{top1_agreement(fp32, run_all(result.int8_model, test)):.3f}", "", ""])
     return rows
 
 
@@ -220,6 +244,7 @@ def main() -> None:
     parser.add_argument("--calib", type=int, default=64, help="calibration samples (EfficientNet: batches of 8)")
     parser.add_argument("--facedet-calib", type=int, default=48)
     parser.add_argument("--test", type=int, default=500)
+    parser.add_argument("--ablation", action="store_true", help="also EfficientNet with each AMCT choice undone in turn")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -228,6 +253,9 @@ def main() -> None:
             rows += effnet(args.calib, args.test, Path(tmp) / "effnet")
         if "facedet" in args.models:
             rows += facedet(args.facedet_calib, Path(tmp) / "facedet")
+        if args.ablation:
+            (Path(tmp) / "ablation").mkdir()
+            rows += effnet_ablation(args.calib, args.test, Path(tmp) / "ablation")
     print(tabulate(rows, headers=["model", "flow", "agreement / face recall", "seconds", "convert_model bit-exact"],
                    disable_numparse=True))
 
