@@ -44,6 +44,16 @@ def best_score(trials: Iterable[Trial]) -> Trial | None:
     return fastest(t for t in trials if t.score.value >= top - 1e-12)
 
 
+def contenders(trials: Iterable[Trial], *, full: bool, at_most: int = 8) -> list[Trial]:
+    """The trials the final choice is between (the fastest ``at_most`` of them by their own timing):
+    those that meet the budget, in full mode only those with the most MACs in INT8."""
+    meeting = [t for t in trials if t.meets]
+    if full and meeting:
+        most = max(t.int8_macs for t in meeting)
+        meeting = [t for t in meeting if t.int8_macs >= most - 1e-3]
+    return sorted(meeting, key=lambda t: t.latency_ratio)[:at_most]
+
+
 def choose(trials: Iterable[Trial], *, full: bool) -> tuple[Trial | None, bool]:
     """The trial to hand back and whether it meets the budget."""
     trials = list(trials)

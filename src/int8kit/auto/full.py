@@ -13,7 +13,7 @@ from int8kit.auto.choose import best_score
 from int8kit.auto.ranking import sensitivity_ranking
 from int8kit.auto.trial import SearchContext, Trial
 
-MAX_PUT_BACK = 12  # put-back trials at most: the least sensitive floated layers are tried first
+MAX_PUT_BACK = 8  # put-back trials at most: the least sensitive floated layers are tried first
 Run = Callable[[Candidate], Trial]
 
 

@@ -12,9 +12,11 @@ from int8kit.analysis.sensitivity import sensitivity_ranking as ranked_names
 from int8kit.evaluate.evaluator import Evaluator
 from int8kit.plan.types import QuantPlan
 
-# "isolated_output" carries each layer's own error to the scored output (one run of the rest of the
-# model per layer): it ranks by what the task metric sees, not by the error at the layer
-RANK_BY = "isolated_output"
+# the isolated ranking: each layer's own relative error at its output. "isolated_output"
+# (that error carried to the scored output) costs one run of the rest of the model per layer: on
+# EfficientNet-Lite0 46 s against 14 s (shared 2 cores), and floating its top 16 layers scored no
+# better (agreement 0.964 against 0.956 on 250 samples, within each other's intervals)
+RANK_BY = "isolated"
 
 
 def sensitivity_ranking(optimized: onnx.ModelProto, quant_plan: QuantPlan, layers: list[str], evaluator: Evaluator,

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from int8kit.auto.budget import Budget, Score
 from int8kit.auto.candidates import Candidate, quick_candidates
-from int8kit.auto.choose import choose
+from int8kit.auto.choose import choose, contenders
 from int8kit.auto.full import full_search
 from int8kit.auto.ranking import sensitivity_ranking
 from int8kit.auto.searchlog import SearchLog
@@ -115,6 +115,10 @@ def run_search(ctx: SearchContext, search_log: SearchLog, *, full: bool, metric:
             if not len(search_log):
                 raise
             interrupted = True
+    if not interrupted:  # the contenders timed side by side: their own timings came at different loads
+        ctx.time_together(contenders(search_log.trials.values(), full=full))
+        if journal is not None:
+            search_log.save(journal)
     chosen, meets = choose(search_log.trials.values(), full=full)
     assert chosen is not None  # at least one trial ran or was read
     built = ctx.build(chosen.candidate())

@@ -105,6 +105,20 @@ class SearchContext:
                                              warmup=2, runs=self.latency_runs)
         return fp32_ms, int8_ms
 
+    def time_together(self, trials: list[Trial]) -> None:
+        """Time these trials' models again, all in one interleaved run with FP32, and update their
+        latencies: each trial was timed alone against FP32, and on a busy machine ratios taken at
+        different moments differ more than the models do; taking turns in one run makes them comparable."""
+        if len(trials) < 2:
+            return
+        if self._fp32_session is None:
+            self._fp32_session = make_session(self.optimized, threads=1)
+        sessions = [make_session(self.build(t.candidate()).model, threads=1) for t in trials]
+        fp32_ms, *int8_ms = measure_latencies([self._fp32_session, *sessions], self.feed, warmup=2, runs=self.latency_runs)
+        for trial, ms in zip(trials, int8_ms):
+            trial.fp32_ms, trial.int8_ms = fp32_ms, ms
+            trial.latency_ratio = ms / fp32_ms if fp32_ms > 0 else float("inf")
+
     def float_layers(self, quant_plan: QuantPlan) -> list[str]:
         """Compute layers the plan keeps float, in graph order."""
         return [name for name in self.macs if name in quant_plan.float_nodes]
