@@ -548,12 +548,12 @@ def analyze(
                                                   quant_json=quant_json, stats=stats, weights=weights))
     fp32 = as_model(_source(fp32_model, framework, weights, input_shapes))
     optimized, _ = optimize_model(fp32)
-    data = _open_data(fp32, data, preprocess, preprocess_template, strict)
-    evaluator = Evaluator(fp32, data, labels=labels, output=output, batch_size=batch_size, threads=threads, progress=progress)
     named = {"fp32_model": fp32_model, "int8_model": int8_model, "data": data, "labels": labels, "quant_json": quant_json,
-             "stats": stats}
+             "stats": stats, "preprocess": preprocess or preprocess_template}
     options = {k: os.fspath(v) if isinstance(v, (str, os.PathLike)) else ("in memory" if v is not None else None)
                for k, v in named.items()}
+    data = _open_data(fp32, data, preprocess, preprocess_template, strict)
+    evaluator = Evaluator(fp32, data, labels=labels, output=output, batch_size=batch_size, threads=threads, progress=progress)
     result = run_analysis(fp32, optimized, int8_model, evaluator, quant_json=quant_json, samples=samples,
                           latency=latency, progress=progress, options=options)
     if report is not None:
