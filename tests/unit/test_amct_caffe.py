@@ -100,3 +100,26 @@ def test_uninplace_model(tmp_path: Path, monkeypatch):
     assert list(layers["pool1"].bottom) == list(layers["relu1"].top)
     tops = [t for layer in net.layer for t in layer.top]
     assert len(tops) == len(set(tops))
+
+
+def test_skip_fusion_layers_keep_that_batchnorm_everywhere(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model, weights = conv_bn_net().write(tmp_path)
+    Path("quant.cfg").write_text('skip_fusion_layers: "conv2"\nbatch_num: 2\n')
+    amct.create_quant_config("config.json", str(model), str(weights), config_defination="quant.cfg")
+    graph = amct.init("config.json", str(model), str(weights), "tmp/record.txt")
+    ops = {n.name: n.op_type for n in graph.optimized.graph.node}
+    assert "bn1" not in ops and ops.get("bn2") == "BatchNormalization"
+    sess = amct.calibration_session(graph)
+    for x in _feed(2):
+        sess.run(None, {"data": x})
+    amct.save_model(graph, "Both", "results/net")
+    record = {e.key: e.value for e in read_record("results/net_quant_param_record.txt").record}
+    assert record["conv2"].skip_fusion and not record["conv1"].skip_fusion
+    fused = [layer.name for layer in proto.read_prototxt("results/net_fused_model.prototxt").layer]
+    assert "bn2" in fused and "scale2" in fused and "bn1" not in fused
+    amct.convert_model(str(model), str(weights), "results/net_quant_param_record.txt", "again/net")
+    assert Path("results/net_fake_quant_model.onnx").read_bytes() == Path("again/net_fake_quant_model.onnx").read_bytes()
+    with pytest.raises(Exception, match="skip_fusion_layers names 'conv_2'.*did you mean 'conv2'"):
+        Path("bad.cfg").write_text('skip_fusion_layers: "conv_2"\n')
+        amct.create_quant_config("c2.json", str(model), str(weights), config_defination="bad.cfg")
