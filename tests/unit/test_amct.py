@@ -91,6 +91,10 @@ def test_sample_flow_writes_amct_files_that_run_in_onnxruntime(onnx_file, tmp_pa
     deploy = ort.InferenceSession(deploy_model.SerializeToString()).run(None, {"x": x})[0]
     assert np.array_equal(fake, deploy)  # the operator form computes the same integers
     assert np.abs(fake - fp32).max() < 0.1 * np.abs(fp32).max()
+    opts = ort.SessionOptions()  # onnxruntime fuses the fake-quant model into integer kernels
+    opts.optimized_model_filepath = str(tmp_path / "ort_optimized.onnx")
+    ort.InferenceSession(str(res / "chain_fake_quant_model.onnx"), opts, providers=["CPUExecutionProvider"])
+    assert [n.op_type for n in onnx.load(tmp_path / "ort_optimized.onnx").graph.node].count("QLinearConv") == 4
     ops = [n.op_type for n in deploy_model.graph.node]
     assert ops.count("QLinearConv") == 4 and "Conv" not in ops
     inits = {t.name: t for t in deploy_model.graph.initializer}

@@ -81,13 +81,13 @@ def _nearest(key: str, names: list[str]) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
-def _bool(where: str, value: Any) -> bool:
+def check_bool(where: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{where} must be true or false, got {value!r}.")
     return value
 
 
-def _int(where: str, value: Any, lo: int, hi: int, hint: str) -> int:
+def check_int(where: str, value: Any, lo: int, hi: int, hint: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not lo <= value <= hi:
         raise ConfigError(f"{where} must be a whole number {hint}, got {value!r}.")
     return int(value)
@@ -116,7 +116,7 @@ def check_activation(where: str, raw: Any) -> dict[str, Any]:
         raw = raw[0]
     raw = _keys(where, raw, ACT_KEYS)
     out = {**ACT_DEFAULTS, **raw}
-    out["num_bits"] = _int(f"{where}.num_bits", out["num_bits"], 8, 16, "from 8 to 16 (8 or 12 recommended)")
+    out["num_bits"] = check_int(f"{where}.num_bits", out["num_bits"], 8, 16, "from 8 to 16 (8 or 12 recommended)")
     for key in ("max_percentile", "min_percentile"):
         out[key] = _float(f"{where}.{key}", out[key], lambda v: 0.5 < v <= 1.0, "in (0.5, 1] (0.999999 recommended)")
     rng = out["search_range"]
@@ -128,7 +128,7 @@ def check_activation(where: str, raw: Any) -> dict[str, Any]:
     out["search_step"] = _float(f"{where}.search_step", out["search_step"], lambda v: 0 < v <= width * (1 + 1e-9),
                                 f"in (0, {width:g}] (search_range end - start; 0.01 recommended)")
     if "with_offset" in out:
-        _bool(f"{where}.with_offset", out["with_offset"])
+        check_bool(f"{where}.with_offset", out["with_offset"])
     return out
 
 
@@ -145,13 +145,13 @@ def check_weights(where: str, raw: Any) -> dict[str, Any]:
             raise ConfigError(f"{where}.{extra[0]} is an snq_quantize parameter, but wts_algo is arq_quantize; "
                               "drop it or set wts_algo to snq_quantize.")
     out = {**(SNQ_DEFAULTS if snq else ARQ_DEFAULTS), **raw}
-    _bool(f"{where}.channel_wise", out["channel_wise"])
+    check_bool(f"{where}.channel_wise", out["channel_wise"])
     bits = 4 if snq else 8
     if out["num_bits"] != bits or isinstance(out["num_bits"], bool):
         raise ConfigError(f"{where}.num_bits must be {bits} for {algo} (uniform weights are 8-bit, snq 4-bit), "
                           f"got {out['num_bits']!r}.")
     if snq:
-        out["max_iteration"] = _int(f"{where}.max_iteration", out["max_iteration"], 500, 2000, "from 500 to 2000")
+        out["max_iteration"] = check_int(f"{where}.max_iteration", out["max_iteration"], 500, 2000, "from 500 to 2000")
         out["min_distance"] = _float(f"{where}.min_distance", out["min_distance"], lambda v: 1e-10 <= v <= 1e-3,
                                      "from 1e-10 to 1e-3")
         if out["init_algo"] not in INIT_ALGOS:
@@ -165,7 +165,7 @@ def check_bn_update(where: str, raw: Any) -> dict[str, Any]:
     out = {**BN_DEFAULTS, **raw}
     out["bn_moving_average_fraction"] = _float(f"{where}.bn_moving_average_fraction", out["bn_moving_average_fraction"],
                                                lambda v: 0 < v < 1, "in (0, 1) (0.5 recommended)")
-    out["bn_update_iterations"] = _int(f"{where}.bn_update_iterations", out["bn_update_iterations"], 1, 999,
+    out["bn_update_iterations"] = check_int(f"{where}.bn_update_iterations", out["bn_update_iterations"], 1, 999,
                                        "in (0, 1000) (30 recommended)")
     if not isinstance(out["bn_dump_dir"], str) or not out["bn_dump_dir"]:
         raise ConfigError(f"{where}.bn_dump_dir must be a folder path, got {out['bn_dump_dir']!r}.")
@@ -185,13 +185,13 @@ def parse_settings(doc: Any, layers: list[str], fusable: list[str], source: str 
         raise ConfigError(f"{source} must hold a JSON object of global keys and layer names, got {type(doc).__name__}.")
     if doc.get("version", 1) != 1:
         raise ConfigError(f"{source}: version must be 1 (the only version), got {doc['version']!r}.")
-    batch_num = _int(f"{source}: batch_num", doc.get("batch_num", 1), 1, 2**31 - 1, "greater than 0")
+    batch_num = check_int(f"{source}: batch_num", doc.get("batch_num", 1), 1, 2**31 - 1, "greater than 0")
     skip_fusion = _names(f"{source}: skip_fusion_layers", doc.get("skip_fusion_layers", []))
     for name in skip_fusion:
         if name not in fusable:
             raise ConfigError(f"{source}: skip_fusion_layers names '{name}', which is not a layer of the model that "
                               f"can be fused{_nearest(name, fusable) or ''}")
-    update_bn = _bool(f"{source}: update_bn", doc.get("update_bn", False))
+    update_bn = check_bool(f"{source}: update_bn", doc.get("update_bn", False))
     per_layer: dict[str, LayerSettings] = {}
     for key, raw in doc.items():
         if key in GLOBAL_KEYS:
@@ -202,14 +202,14 @@ def parse_settings(doc: Any, layers: list[str], fusable: list[str], source: str 
                               f"{hint or '; quantizable layers: ' + ', '.join(layers[:8]) + (' ...' if len(layers) > 8 else '') + '.'}")
         raw = _keys(f"{source}: layer '{key}'", raw, LAYER_KEYS)
         per_layer[key] = LayerSettings(
-            quant_enable=_bool(f"{source}: layer '{key}'.quant_enable", raw.get("quant_enable", True)),
+            quant_enable=check_bool(f"{source}: layer '{key}'.quant_enable", raw.get("quant_enable", True)),
             act=check_activation(f"{source}: layer '{key}'.activation_quant_params", raw.get("activation_quant_params", {})),
             wts=check_weights(f"{source}: layer '{key}'.weight_quant_params", raw.get("weight_quant_params", {})),
         )
     return AmctSettings(
         batch_num=batch_num,
-        activation_offset=_bool(f"{source}: activation_offset", doc.get("activation_offset", True)),
-        do_fusion=_bool(f"{source}: do_fusion", doc.get("do_fusion", True)),
+        activation_offset=check_bool(f"{source}: activation_offset", doc.get("activation_offset", True)),
+        do_fusion=check_bool(f"{source}: do_fusion", doc.get("do_fusion", True)),
         skip_fusion_layers=skip_fusion,
         update_bn=update_bn,
         bn_update_config=check_bn_update(f"{source}: bn_update_config", doc.get("bn_update_config", {})),

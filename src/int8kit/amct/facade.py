@@ -80,8 +80,8 @@ def create_quant_config(config_file: str, model_file: str, weights_file: str | N
                 n: cf.LayerSettings(ls.quant_enable and n not in skip_layers, ls.act, ls.wts)
                 for n, ls in settings.layers.items()}})
     else:
-        cf._int("batch_num", batch_num, 1, 2**31 - 1, "greater than 0")
-        cf._bool("activation_offset", activation_offset)
+        cf.check_int("batch_num", batch_num, 1, 2**31 - 1, "greater than 0")
+        cf.check_bool("activation_offset", activation_offset)
         layers = quantizable_layers(source.optimize())
         settings = _default_settings(layers, source.types, batch_num, activation_offset, list(skip_layers or []))
     for name in skip_layers or []:
