@@ -315,3 +315,19 @@ def test_halves_of_one_candidate_build_its_session_once(case, monkeypatch, tmp_p
     assert len(made) == 2  # one session per candidate, for both halves and the whole
     onnx.save(fp32, path)  # the file changed: a new session
     assert ev.task_score(path, "top1").value == pytest.approx(51 / 60) and len(made) == 3
+
+
+def test_top1_reads_class_folder_labels(tmp_path) -> None:
+    Image = pytest.importorskip("PIL.Image", reason="Pillow reads the image folder")
+    import int8kit
+    from tests.unit.test_eval_chance import MODEL, PREDICTED  # answers class 7 for every image
+
+    rng = np.random.default_rng(1)
+    for name, count in (("0", 6), (str(PREDICTED), 10)):
+        (tmp_path / name).mkdir()
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(tmp_path / name / f"{i}.png")
+    res = int8kit.evaluate(MODEL, MODEL, str(tmp_path), preprocess="resize_h=8,resize_w=8", metric="top1",
+                           latency=False, progress=False)
+    assert res.task.fp32.value == pytest.approx(10 / 16) and res.task.int8.n == 16  # the 10 images of folder 7/
+    assert res.task.drop.value == 0 and not res.task.drop.significant
