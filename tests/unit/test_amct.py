@@ -347,3 +347,23 @@ def test_update_bn_renormalizes_snq_layers_and_dumps_its_statistics(onnx_file, t
         planned[update] = {e.key: list(e.value.scale_w) for e in read_record(tmp_path / f"out{update}" / "m_quant_param_record.txt").record}
     assert (tmp_path / "bn_data" / "bn_update.npz").is_file()
     assert planned[True]["conv2"] != planned[False]["conv2"]  # the update folds its gains into the weight scales
+
+
+def test_a_quantized_network_output_is_recorded_at_its_producer(tmp_path):
+    """conv1-relu-conv2 with conv2 writing the model output: QLinearConv quantizes that output, which
+    no layer reads, so the record holds it at conv2 with index -1 (output 0)."""
+    w = lambda name, shape: numpy_helper.from_array((RNG.standard_normal(shape) * 0.3).astype(np.float32), name)  # noqa: E731
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+         helper.make_node("Conv", ["r1", "w2", "b2"], ["y"], name="conv2", pads=[1, 1, 1, 1])],
+        "head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 12, 12])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 12, 12])],
+        [w("w1", (8, 3, 3, 3)), w("b1", (8,)), w("w2", (4, 8, 3, 3)), w("b2", (4,))])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "head.onnx")
+    g = sample_flow(tmp_path / "head.onnx", None, tmp_path)
+    amct.save_model(g, "Both", str(tmp_path / "a" / "m"))
+    record = {e.key: e.value for e in read_record(tmp_path / "a" / "m_quant_param_record.txt").record}
+    assert [d.index for d in record["conv2"].record_d] == [0, -1]
+    amct.convert_model(str(tmp_path / "head.onnx"), None, str(tmp_path / "a" / "m_quant_param_record.txt"), str(tmp_path / "b" / "m"))
+    assert (tmp_path / "a" / "m_fake_quant_model.onnx").read_bytes() == (tmp_path / "b" / "m_fake_quant_model.onnx").read_bytes()
