@@ -367,3 +367,19 @@ def test_a_quantized_network_output_is_recorded_at_its_producer(tmp_path):
     assert [d.index for d in record["conv2"].record_d] == [0, -1]
     amct.convert_model(str(tmp_path / "head.onnx"), None, str(tmp_path / "a" / "m_quant_param_record.txt"), str(tmp_path / "b" / "m"))
     assert (tmp_path / "a" / "m_fake_quant_model.onnx").read_bytes() == (tmp_path / "b" / "m_fake_quant_model.onnx").read_bytes()
+
+
+def test_a_large_batch_runs_in_pieces_with_the_same_outputs_and_statistics(onnx_file, tmp_path):
+    from int8kit.runtime.chunking import Chunker
+
+    whole = sample_flow(onnx_file, None, tmp_path, batch_num=2, runs=0).session
+    amct.create_quant_config(str(tmp_path / "c2.json"), str(onnx_file), None, 2)
+    cut = amct.calibration_session(amct.init(str(tmp_path / "c2.json"), str(onnx_file), None, str(tmp_path / "r.txt")))
+    cut._chunker = Chunker(budget=1 << 14)  # a few samples per piece
+    for batch in batches(2, size=16):
+        a, b = whole.run(None, {"x": batch}), cut.run(None, {"x": batch})
+        assert np.array_equal(a[0], b[0])
+    s1, s2 = whole.stats("conv1"), cut.stats("conv1")
+    assert cut._chunker.step < 16 and s1.samples == s2.samples == 32
+    for name, t in s1.tensors.items():
+        assert np.array_equal(t.hist.counts, s2.tensors[name].hist.counts) and t.hist.max == s2.tensors[name].hist.max

@@ -1,7 +1,8 @@
 """The calibration session: where AMCT inserts statistics layers into the user's Caffe net, int8kit
 gives an object with onnxruntime's ``InferenceSession.run`` signature. Each ``run`` returns the
 FP32 model's outputs and folds the batch into the core's running statistics (calib/running.py):
-memory stays O(tensors x bins) whatever the number of batches. Batches past ``batch_num`` are
+memory stays O(tensors x bins) whatever the number of batches, and a large batch runs in pieces
+whose tapped activations stay within the core's chunk budget (runtime/chunking.py). Batches past ``batch_num`` are
 run but not recorded, as AMCT stops calibrating at ``batch_num``. With ``update_bn`` the first
 ``bn_update_iterations`` recorded batches are kept (the BN update runs the quantized model on them)."""
 
@@ -20,6 +21,8 @@ from int8kit.calib.stats import Stats, model_fingerprint
 from int8kit.calib.taps import activation_tensors, tap_model
 from int8kit.config import CalibOptions
 from int8kit.errors import CalibrationError, ConfigError
+from int8kit.data.sources import model_input_specs
+from int8kit.runtime.chunking import Chunker, rows
 from int8kit.runtime.session import make_session, run_checked
 
 log = logging.getLogger("int8kit.amct")
@@ -41,6 +44,7 @@ class CalibrationSession:
         self._session = make_session(tapped, providers=providers)
         self._fetch = fetch
         self._states: dict[str, RunningStats] = {}
+        self._chunker = Chunker(splittable=all(s.batch_dim is None for s in model_input_specs(model)))
         self._bufs = Buffers()
         self._bins = CalibOptions.DEFAULT_BINS
         self.batch_num = batch_num
@@ -66,11 +70,26 @@ class CalibrationSession:
                 log.info("batch_num (%d) batches recorded; later batches run without recording", self.batch_num)
                 self.batches += 1  # log once; the count of recorded batches is min(batches, batch_num)
             return run_checked(self._session, names, input_feed, where="a batch after calibration")
-        outs = run_checked(self._session, names + self._fetch, input_feed, where=f"calibration batch {self.batches}")
         if len(self.kept) < self.keep:
             self.kept.append({k: np.array(v, copy=True) for k, v in input_feed.items()})
-        arrays = dict(zip(self._fetch, outs[len(names):]))
-        arrays.update({n: np.asarray(input_feed[n]) for n in self._inputs if n in input_feed})
+        feed = {k: np.asarray(v) for k, v in input_feed.items()}
+        pieces = []
+        for piece in self._chunker.pieces(feed):  # the tapped run returns every activation: bounded pieces
+            outs = run_checked(self._session, names + self._fetch, piece, where=f"calibration batch {self.batches}")
+            self._chunker.returned(outs, piece)
+            self._record(dict(zip(self._fetch, outs[len(names):])), piece)
+            pieces.append((rows(piece), outs[:len(names)]))
+        self.batches += 1
+        self.samples += rows(feed)
+        log.debug("calibration batch %d of %d recorded", self.batches, self.batch_num)
+        if len(pieces) == 1:
+            return pieces[0][1]
+        if all(np.ndim(o) and len(o) == n for n, outs in pieces for o in outs):
+            return [np.concatenate([outs[j] for _, outs in pieces]) for j in range(len(names))]
+        return run_checked(self._session, names, feed, where="a batch")  # outputs without a batch axis: whole
+
+    def _record(self, arrays: dict[str, np.ndarray], piece: Mapping[str, np.ndarray]) -> None:
+        arrays.update({n: piece[n] for n in self._inputs if n in piece})
         for name, x in arrays.items():
             if not np.issubdtype(x.dtype, np.floating):
                 continue
@@ -79,10 +98,6 @@ class CalibrationSession:
                 cap = MAP_HIST_PER_SAMPLE if x.ndim >= 4 else HIST_PER_SAMPLE
                 state = self._states[name] = RunningStats(name, self._bins, 1, cap)
             state.update(x, self.batches, self._bufs)
-        self.batches += 1
-        self.samples += int(next(iter(input_feed.values())).shape[0]) if input_feed else 0
-        log.debug("calibration batch %d of %d recorded", self.batches, self.batch_num)
-        return outs[:len(names)]
 
     @property
     def recorded(self) -> int:
