@@ -195,3 +195,13 @@ def test_bad_arguments_give_one_line(mnist, capsys, extra, expected):
 def test_api_refuses_tuning_options():
     with pytest.raises(ConfigError, match="bias tuning"):
         int8kit.auto("m.onnx", "c.npy", "t.npy", bias_tuning=8)
+
+
+def test_rerun_with_another_budget_rechooses_without_scoring(mnist, monkeypatch):
+    folder, model = mnist
+    args = dict(labels=folder / "labels.npy", output_dir=folder / "out", metric="top1", progress=False, latency_runs=2)
+    first = int8kit.auto(model, folder / "calib.npy", folder / "test.npy", accept_drop=0.5, **args)
+    assert all(t.meets for t in first.log.trials.values())
+    monkeypatch.setattr(SearchContext, "run", lambda self, c: pytest.fail(f"'{c.name}' scored again"))
+    strict = int8kit.auto(model, folder / "calib.npy", folder / "test.npy", accept_drop=-0.5, **args)
+    assert not strict.meets and not any(t.meets for t in strict.log.trials.values())

@@ -86,7 +86,8 @@ class _Runner:
 
     def __call__(self, candidate: Candidate) -> Trial:
         trial = self.log.get(candidate.key)
-        if trial is not None:
+        if trial is not None:  # judged by this run's budget: the log may come from another --accept-drop
+            trial.drop, trial.meets = self.ctx.budget.drop(trial.score.value), self.ctx.budget.meets(trial.score.value)
             self.resumed += 1
         else:
             trial, _ = self.ctx.run(candidate)
