@@ -15,8 +15,6 @@ from onnx import TensorProto, helper, numpy_helper
 
 import int8kit.amct as amct
 from int8kit.amct import config_file as cf
-from int8kit.amct.cfg import read_cfg, settings_from_cfg
-from int8kit.amct.graph import Source, quantizable_layers
 from int8kit.amct.record import read_record, write_record
 from int8kit.calib.collect import collect
 from int8kit.errors import CalibrationError, ConfigError

@@ -11,12 +11,11 @@ import difflib
 import json
 import math
 import numbers
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from int8kit.config import QuantConfig, TuneOptions, read_json
+from int8kit.config import QuantConfig, TuneOptions
 from int8kit.errors import ConfigError
 
 # The manual's defaults (config.json tables 15-26); IFMR's own defaults are the same.
@@ -215,11 +214,6 @@ def parse_settings(doc: Any, layers: list[str], fusable: list[str], source: str 
         bn_update_config=check_bn_update(f"{source}: bn_update_config", doc.get("bn_update_config", {})),
         layers=per_layer,
     )
-
-
-def read_settings(path: str | os.PathLike, layers: list[str], fusable: list[str]) -> AmctSettings:
-    return parse_settings(read_json(path, "AMCT config file", "write it with create_quant_config"), layers, fusable,
-                          f"config file '{path}'")
 
 
 # ---------------------------------------------------------------- onto the core

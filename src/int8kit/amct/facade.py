@@ -4,6 +4,7 @@ int8kit's one quantizer (optimize -> streaming statistics -> plan -> emit)."""
 from __future__ import annotations
 
 import difflib
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -76,9 +77,8 @@ def create_quant_config(config_file: str, model_file: str, weights_file: str | N
         settings = settings_from_cfg(cfg, {n: source.types.get(n, n) for n in layers}, source.fusable(),
                                      f"simple config file '{config_defination}'")
         if skip_layers:
-            settings = cf.AmctSettings(**{**settings.__dict__, "layers": {
-                n: cf.LayerSettings(ls.quant_enable and n not in skip_layers, ls.act, ls.wts)
-                for n, ls in settings.layers.items()}})
+            settings = replace(settings, layers={n: replace(ls, quant_enable=ls.quant_enable and n not in skip_layers)
+                                                 for n, ls in settings.layers.items()})
     else:
         cf.check_int("batch_num", batch_num, 1, 2**31 - 1, "greater than 0")
         cf.check_bool("activation_offset", activation_offset)
@@ -100,10 +100,11 @@ def init(config_file: str, model_file: str, weights_file: str | None, scale_offs
     log = setup_logging()
     source = Source.load(model_file, weights_file)
     raw = read_json(config_file, "AMCT config file", "write it with create_quant_config")
-    fusion = raw if isinstance(raw, dict) else {}
-    optimized = source.optimize(bool(fusion.get("do_fusion", True)), tuple(fusion.get("skip_fusion_layers", []) or ()))
+    fusion = raw if isinstance(raw, dict) else {}  # fusion first: it decides which layers there are
+    skip = fusion.get("skip_fusion_layers") or []
+    optimized = source.optimize(fusion.get("do_fusion", True) is not False, tuple(skip) if isinstance(skip, list) else ())
     layers = quantizable_layers(optimized)
-    settings = cf.read_settings(config_file, list(layers), source.fusable())
+    settings = cf.parse_settings(raw, list(layers), source.fusable(), f"config file '{config_file}'")
     quant = cf.to_quant_config(settings, layers, f"config file '{config_file}'")
     tune = cf.to_tune_options(settings)
     check_outputs({"scale_offset_record_file": scale_offset_record_file}, {"model_file": model_file,
