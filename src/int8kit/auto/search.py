@@ -116,7 +116,9 @@ def run_search(ctx: SearchContext, search_log: SearchLog, *, full: bool, metric:
             if not len(search_log):
                 raise
             interrupted = True
-    if not interrupted:  # the contenders timed side by side: their own timings came at different loads
+    if not interrupted and runner.resumed < len(search_log):
+        # the contenders timed side by side: their own timings came at different loads (a search
+        # read whole from its log keeps the side-by-side timing it was chosen by)
         ctx.time_together(contenders(search_log.trials.values(), full=full))
         if journal is not None:
             search_log.save(journal)

@@ -32,8 +32,9 @@ def make_context(optimized: onnx.ModelProto, stats: Stats, test_data: Any, base:
                         progress=progress)
     fp32 = options.fp32_score if options.fp32_score is not None else scorer.fp32("validation").value
     budget = Budget(fp32, options.accept_drop, options.relative)
-    ctx = SearchContext(optimized, stats, base, scorer, budget, layer_macs(optimized), scorer.latency_feed(),
-                        options.latency_runs, list(tuning_batches or []))
+    feed = scorer.latency_feed()
+    macs = layer_macs(optimized, {name: value.shape for name, value in feed.items()})
+    ctx = SearchContext(optimized, stats, base, scorer, budget, macs, feed, options.latency_runs, list(tuning_batches or []))
     return ctx, metric
 
 
