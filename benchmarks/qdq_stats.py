@@ -94,3 +94,20 @@ def int8_share(path: str | Path | onnx.ModelProto, feed: dict[str, np.ndarray]) 
         else:
             floats += 1
     return Int8Share(layers, floats, macs, int8_macs)
+
+
+def ort_int8_compute(path: str | Path) -> int:
+    """Integer compute kernels (QLinearConv, QLinearMatMul, ...) in onnxruntime's optimized graph of
+    ``path``: what really runs in INT8 on the CPU, where Q/DQ pairs fuse only in known patterns
+    (a Conv whose output goes to a BatchNormalization instead of a QuantizeLinear stays float)."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        ops = [n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node]
+    return sum(op in INTEGER_OPS or op == "MatMulIntegerToFloat" for op in ops)

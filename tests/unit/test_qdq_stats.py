@@ -12,7 +12,7 @@ _ROOT = Path(__file__).resolve().parents[2]
 if str(_ROOT) not in sys.path:  # benchmarks/ lives at the repo root, outside the package
     sys.path.insert(0, str(_ROOT))
 
-from benchmarks.qdq_stats import int8_share  # noqa: E402
+from benchmarks.qdq_stats import int8_share, ort_int8_compute  # noqa: E402
 
 
 def _model() -> onnx.ModelProto:
@@ -49,3 +49,33 @@ def test_only_layers_fed_by_dequantize_count_as_int8() -> None:
     assert share.macs == mac_a + mac_b + mac_c
     assert share.int8_macs == mac_a
     assert abs(share.int8_mac_fraction - mac_a / (mac_a + mac_b + mac_c)) < 1e-12
+
+
+def _conv_to_quantize(bn_between: bool) -> onnx.ModelProto:
+    """x -> Q/DQ -> Conv (DQ weight) [-> BatchNormalization] -> Q/DQ -> y."""
+    w = numpy_helper.from_array(np.ones((4, 3, 1, 1), np.int8), "w_q")
+    inits = [w, numpy_helper.from_array(np.array(0.02, np.float32), "s"),
+             numpy_helper.from_array(np.array(0, np.uint8), "zp"),
+             numpy_helper.from_array(np.array(0, np.int8), "wzp")]
+    inits += [numpy_helper.from_array(np.full(4, v, np.float32), n) for n, v in
+              (("g", 1.0), ("b", 0.0), ("m", 0.0), ("v", 1.0))]
+    conv_out = "c" if bn_between else "n"
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s", "zp"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w_q", "s", "wzp"], ["wd"]),
+             helper.make_node("Conv", ["xd", "wd"], [conv_out])]
+    if bn_between:
+        nodes.append(helper.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["n"]))
+    nodes += [helper.make_node("QuantizeLinear", ["n", "s", "zp"], ["nq"]),
+              helper.make_node("DequantizeLinear", ["nq", "s", "zp"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_onnxruntime_runs_the_conv_in_int8_only_when_a_quantize_follows_it(tmp_path) -> None:
+    for bn_between, expected in ((False, 1), (True, 0)):
+        path = tmp_path / f"bn{bn_between}.onnx"
+        onnx.save(_conv_to_quantize(bn_between), str(path))
+        assert int8_share(onnx.load(str(path)), {"x": np.zeros((1, 3, 4, 4), np.float32)}).float_layers == 0
+        assert ort_int8_compute(path) == expected
