@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 from int8kit.errors import ConfigError
@@ -15,6 +16,18 @@ LOG_DIR = "int8kit_log"
 LOG_FILE = "int8kit_amct.log"
 log = logging.getLogger("int8kit.amct")
 _FORMAT = "%(asctime)s [%(levelname)s] %(name)s: %(message)s"
+
+
+class _Screen(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (a redirected or captured stream too)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
 
 
 def _level(var: str) -> int:
@@ -32,7 +45,7 @@ def setup_logging() -> logging.Logger:
     path = (Path.cwd() / LOG_DIR / LOG_FILE).resolve()
     handlers = {getattr(h, "_amct", None): h for h in root.handlers}
     if "screen" not in handlers:
-        h = logging.StreamHandler()
+        h = _Screen()
         h.setFormatter(logging.Formatter("[%(levelname)s] %(message)s"))
         h._amct = "screen"  # type: ignore[attr-defined]
         root.addHandler(h)
