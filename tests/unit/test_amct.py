@@ -245,8 +245,9 @@ def test_cfg_changes_exactly_the_layers_it_names(onnx_file, tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("common_config { snq_quantize { max_iteration: 100 } }", "max_iteration must be a whole number from 500 to 2000, got 100"),
     ("common_config { ifmr_quantize { num_bits: 20 } }", r"num_bits must be a whole number from 8 to 16 \(8 or 12 recommended\), got 20"),
-    ("skip_layers: \"conv9\"", r"skip_layers names 'conv9', which is not a quantizable layer of the model; did you mean 'conv\d'\?"),
-    ("skip_layer_types: \"Convolution\"", "layer type 'Convolution' is not a type of any quantizable layer"),
+    ("skip_layers: \"conv9\"", r"skip_layers names 'conv9', which is not a layer of the model; did you mean 'conv\d'\?"),
+    ("skip_layer_types: \"Convolution\"", "skip_layer_types names 'Convolution', which is not a layer type of the model"),
+    ("override_layer_types { layer_type: \"Relu\" calibration_config {} }", "override_layer_types names 'Relu', which is not a type of any quantizable layer"),
     ("skip_layer: \"conv1\"", "not a valid AMCTConfig"),
 ])
 def test_cfg_out_of_range_is_one_clear_error(onnx_file, tmp_path, text, message):

@@ -123,3 +123,62 @@ def test_skip_fusion_layers_keep_that_batchnorm_everywhere(tmp_path: Path, monke
     with pytest.raises(Exception, match="skip_fusion_layers names 'conv_2'.*did you mean 'conv2'"):
         Path("bad.cfg").write_text('skip_fusion_layers: "conv_2"\n')
         amct.create_quant_config("c2.json", str(model), str(weights), config_defination="bad.cfg")
+
+
+MANUAL_CFG = """# the AMCT manual's non-uniform sample .cfg, as printed there
+skip_layers : "pool1"
+skip_layer_types:"Softmax"
+do_fusion: true
+skip_fusion_layers : "conv1"
+update_bn: true
+bn_update_config : {
+bn_update_iterations : 30
+bn_moving_average_fraction: 0.5
+bn_dump_dir: 'tmp/bn_data'
+}
+common_config : {
+ifmr_quantize : { search_range_start : 0.7 search_range_end : 1.3 search_step : 0.01 max_percentile : 0.999999 min_percentile : 0.999999 num_bits:8 }
+snq_quantize : { channel_wise : true max_iteration : 1000 min_distance : 1e-10 init_algo : 'gaussian' }
+}
+override_layer_types : {
+layer_type : "InnerProduct"
+calibration_config : {
+ifmr_quantize : { search_range_start : 0.7 search_range_end : 1.3 search_step : 0.01 max_percentile : 0.999999 min_percentile : 0.999999 num_bits:8 }
+arq_quantize : { channel_wise : false num_bits:8 }
+}
+}
+override_layer_configs : {
+layer_name : "conv1"
+calibration_config : {
+arq_quantize : { channel_wise : true num_bits:8 }
+ifmr_quantize : { search_range_start : 0.8 search_range_end : 1.2 search_step : 0.02 max_percentile : 0.999999 min_percentile : 0.999999 num_bits:8 }
+}
+}
+"""
+
+
+def test_the_manuals_sample_cfg_runs(tmp_path: Path, monkeypatch):
+    pytest.importorskip("int8kit.weights.snq", reason="the SNQ core (weights/snq.py) is not in this checkout")
+    monkeypatch.chdir(tmp_path)
+    net = conv_bn_net().add("Softmax", "prob", "fc")
+    model, weights = net.write(tmp_path)
+    Path("quant.cfg").write_text(MANUAL_CFG)
+    amct.create_quant_config("config.json", str(model), str(weights), config_defination="quant.cfg")
+    import json
+    config = json.load(open("config.json"))
+    assert config["pool1"] == {"quant_enable": False} and config["update_bn"] is True
+    assert config["conv1"]["weight_quant_params"]["wts_algo"] == "arq_quantize"
+    assert config["conv1"]["activation_quant_params"]["search_range"] == [0.8, 1.2]
+    assert config["conv2"]["weight_quant_params"]["wts_algo"] == "snq_quantize"
+    assert config["conv2"]["weight_quant_params"]["init_algo"] == "gaussian"
+    assert config["fc"]["weight_quant_params"] == {"wts_algo": "arq_quantize", "channel_wise": False, "num_bits": 8}
+    graph = amct.init("config.json", str(model), str(weights), "tmp/record.txt")
+    assert "pool1" in graph.quant.fp_layers and graph.quant.weight_algo == "snq"
+    assert {n.name: n.op_type for n in graph.optimized.graph.node}.get("bn1") == "BatchNormalization"  # skip_fusion_layers
+    sess = amct.calibration_session(graph)
+    for x in _feed(1):
+        sess.run(None, {"data": x})
+    amct.save_model(graph, "Both", "results/net")
+    record = {e.key: e.value for e in read_record("results/net_quant_param_record.txt").record}
+    assert record["conv2"].num_bits_w == 4 and record["conv1"].num_bits_w == 8 and len(record["fc"].scale_w) == 1
+    assert Path("tmp/bn_data/bn_update.npz").is_file()

@@ -68,21 +68,29 @@ def _f32(value: float) -> float:
     return short if np.float32(short) == np.float32(value) else float(value)
 
 
-def settings_from_cfg(cfg: Message, layers: dict[str, str], fusable: list[str], source: str) -> AmctSettings:
+def settings_from_cfg(cfg: Message, layers: dict[str, str], fusable: list[str], source: str,
+                      others: dict[str, str] | None = None) -> AmctSettings:
     """config.json settings from an AMCTConfig; ``layers`` maps each quantizable layer to its type
-    (the Caffe layer type for Caffe models, the ONNX op type for ONNX models)."""
-    names = list(layers)
+    (the Caffe layer type for Caffe models, the ONNX op type for ONNX models), ``others`` the
+    model's layers without weights (``skip_layers`` may name them: they stay float)."""
+    others = others or {}
+    names = list(layers) + list(others)
     types = sorted(set(layers.values()))
     for name in cfg.skip_layers:
-        if name not in layers:
+        if name not in names:
             close = difflib.get_close_matches(name, names, n=1)
-            raise ConfigError(f"{source}: skip_layers names '{name}', which is not a quantizable layer of the model"
+            raise ConfigError(f"{source}: skip_layers names '{name}', which is not a layer of the model"
                               + (f"; did you mean '{close[0]}'?" if close else "."))
-    for kind in list(cfg.skip_layer_types) + [o.layer_type for o in cfg.override_layer_types]:
+    for kind in cfg.skip_layer_types:
+        if kind not in types and kind not in others.values():
+            close = difflib.get_close_matches(kind, sorted(set(types) | set(others.values())), n=1)
+            raise ConfigError(f"{source}: skip_layer_types names '{kind}', which is not a layer type of the model"
+                              + (f"; did you mean '{close[0]}'?" if close else "."))
+    for kind in (o.layer_type for o in cfg.override_layer_types):
         if kind not in types:
             close = difflib.get_close_matches(kind, types, n=1)
-            raise ConfigError(f"{source}: layer type '{kind}' is not a type of any quantizable layer (the model has "
-                              f"{', '.join(types)})" + (f"; did you mean '{close[0]}'?" if close else "."))
+            raise ConfigError(f"{source}: override_layer_types names '{kind}', which is not a type of any quantizable "
+                              f"layer (the model has {', '.join(types)})" + (f"; did you mean '{close[0]}'?" if close else "."))
     by_type: dict[str, Message] = {}
     for o in cfg.override_layer_types:
         if o.layer_type in by_type:
@@ -109,6 +117,9 @@ def settings_from_cfg(cfg: Message, layers: dict[str, str], fusable: list[str], 
         else:
             act, wts = common.act, common.wts
         out[name] = LayerSettings(quant_enable=not skip, act=dict(act), wts=dict(wts))
+    for name, kind in others.items():  # layers without weights (pooling, Add...) named or typed: kept float
+        if name in cfg.skip_layers or kind in cfg.skip_layer_types:
+            out[name] = LayerSettings(quant_enable=False, plain=True)
     for name in cfg.skip_fusion_layers:
         if name not in fusable:
             close = difflib.get_close_matches(name, fusable, n=1)

@@ -41,6 +41,7 @@ class LayerSettings:
     quant_enable: bool = True
     act: dict[str, Any] = field(default_factory=lambda: dict(ACT_DEFAULTS))
     wts: dict[str, Any] = field(default_factory=lambda: dict(ARQ_DEFAULTS))
+    plain: bool = False  # a layer without weights (pooling, softmax...) that skip_layers keeps float
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,8 @@ class AmctSettings:
             doc["update_bn"] = True
             doc["bn_update_config"] = dict(self.bn_update_config)
         for name, ls in self.layers.items():
-            doc[name] = {"quant_enable": ls.quant_enable, "activation_quant_params": dict(ls.act),
-                         "weight_quant_params": dict(ls.wts)}
+            doc[name] = {"quant_enable": False} if ls.plain else {
+                "quant_enable": ls.quant_enable, "activation_quant_params": dict(ls.act), "weight_quant_params": dict(ls.wts)}
         return doc
 
 
@@ -177,9 +178,11 @@ def _names(where: str, raw: Any) -> tuple[str, ...]:
     return tuple(raw)
 
 
-def parse_settings(doc: Any, layers: list[str], fusable: list[str], source: str = "config.json") -> AmctSettings:
-    """Validate a config.json document against the model's quantizable ``layers`` and the layers
-    that can be fused (``skip_fusion_layers``)."""
+def parse_settings(doc: Any, layers: list[str], fusable: list[str], source: str = "config.json",
+                   others: tuple[str, ...] = ()) -> AmctSettings:
+    """Validate a config.json document against the model's quantizable ``layers``, the layers
+    that can be fused (``skip_fusion_layers``) and its ``others`` (layers without weights, which
+    may appear only as ``{"quant_enable": false}``: kept float)."""
     if not isinstance(doc, Mapping):
         raise ConfigError(f"{source} must hold a JSON object of global keys and layer names, got {type(doc).__name__}.")
     if doc.get("version", 1) != 1:
@@ -194,6 +197,12 @@ def parse_settings(doc: Any, layers: list[str], fusable: list[str], source: str 
     per_layer: dict[str, LayerSettings] = {}
     for key, raw in doc.items():
         if key in GLOBAL_KEYS:
+            continue
+        if key in others:
+            if raw != {"quant_enable": False}:
+                raise ConfigError(f"{source}: layer '{key}' has no weights to quantize; only {{\"quant_enable\": false}} "
+                                  f"(keep it float) applies to it, got {raw!r}.")
+            per_layer[key] = LayerSettings(quant_enable=False, plain=True)
             continue
         if key not in layers:
             hint = _nearest(key, layers + list(GLOBAL_KEYS))
@@ -265,7 +274,8 @@ def to_quant_config(settings: AmctSettings, inputs: dict[str, str], source: str 
         th_method="ifmr", th_params=_ifmr_params(ACT_DEFAULTS), method_rules=False, skew_ratio=0.0,
         activation_offset=settings.activation_offset, bitwidth=bits.pop(), bias_correction=False,
         channel_scales=False, integer_hardswish=False, stem_float=False,  # the config decides, as in AMCT
-        fp_layers=tuple(n for n in inputs if n not in enabled),  # quant_enable false, or left out of the file
+        # quant_enable false, or left out of the file; and layers without weights skip_layers named
+        fp_layers=tuple(n for n in inputs if n not in enabled) + tuple(n for n, ls in settings.layers.items() if ls.plain),
         overrides={k: v for k, v in overrides.items() if v},
     )
     if snq:

@@ -61,6 +61,12 @@ def _default_settings(layers: dict[str, str], types: dict[str, str], batch_num: 
     return cf.AmctSettings(batch_num=batch_num, activation_offset=activation_offset, layers=per_layer)
 
 
+def _others(source: Source, optimized: onnx.ModelProto) -> dict[str, str]:
+    """The model's layers without quantizable weights, by name, with their (Caffe or ONNX) type."""
+    layers = quantizable_layers(optimized)
+    return {n.name: source.types.get(n.name, n.op_type) for n in optimized.graph.node if n.name and n.name not in layers}
+
+
 def create_quant_config(config_file: str, model_file: str, weights_file: str | None, batch_num: int = 1,
                         activation_offset: bool = True, config_defination: str | None = None,
                         skip_layers: list[str] | None = None) -> None:
@@ -73,22 +79,26 @@ def create_quant_config(config_file: str, model_file: str, weights_file: str | N
     if config_defination is not None:
         cfg = read_cfg(config_defination)
         optimized = source.optimize(cfg.do_fusion, tuple(cfg.skip_fusion_layers))
-        layers = quantizable_layers(optimized)
+        layers, others = quantizable_layers(optimized), _others(source, optimized)
         settings = settings_from_cfg(cfg, {n: source.types.get(n, n) for n in layers}, source.fusable(),
-                                     f"simple config file '{config_defination}'")
-        if skip_layers:
-            settings = replace(settings, layers={n: replace(ls, quant_enable=ls.quant_enable and n not in skip_layers)
-                                                 for n, ls in settings.layers.items()})
+                                     f"simple config file '{config_defination}'", others)
     else:
         cf.check_int("batch_num", batch_num, 1, 2**31 - 1, "greater than 0")
         cf.check_bool("activation_offset", activation_offset)
-        layers = quantizable_layers(source.optimize())
-        settings = _default_settings(layers, source.types, batch_num, activation_offset, list(skip_layers or []))
+        optimized = source.optimize()
+        layers, others = quantizable_layers(optimized), _others(source, optimized)
+        settings = _default_settings(layers, source.types, batch_num, activation_offset, [])
+    per_layer = dict(settings.layers)
     for name in skip_layers or []:
-        if name not in layers:
-            close = difflib.get_close_matches(name, list(layers), n=1)
-            raise ConfigError(f"skip_layers names '{name}', which is not a quantizable layer of the model"
+        if name in layers:
+            per_layer[name] = replace(per_layer[name], quant_enable=False)
+        elif name in others:
+            per_layer[name] = cf.LayerSettings(quant_enable=False, plain=True)
+        else:
+            close = difflib.get_close_matches(name, list(layers) + list(others), n=1)
+            raise ConfigError(f"skip_layers names '{name}', which is not a layer of the model"
                               + (f"; did you mean '{close[0]}'?" if close else "."))
+    settings = replace(settings, layers=per_layer)
     write_text_atomic(config_file, cf.dump(settings))
     log.info("wrote %s: %d quantizable layers, %d enabled", config_file, len(layers),
              sum(ls.quant_enable for ls in settings.layers.values()))
@@ -104,7 +114,8 @@ def init(config_file: str, model_file: str, weights_file: str | None, scale_offs
     skip = fusion.get("skip_fusion_layers") or []
     optimized = source.optimize(fusion.get("do_fusion", True) is not False, tuple(skip) if isinstance(skip, list) else ())
     layers = quantizable_layers(optimized)
-    settings = cf.parse_settings(raw, list(layers), source.fusable(), f"config file '{config_file}'")
+    settings = cf.parse_settings(raw, list(layers), source.fusable(), f"config file '{config_file}'",
+                                 tuple(_others(source, optimized)))
     quant = cf.to_quant_config(settings, layers, f"config file '{config_file}'")
     tune = cf.to_tune_options(settings)
     check_outputs({"scale_offset_record_file": scale_offset_record_file}, {"model_file": model_file,
