@@ -68,6 +68,8 @@ def candidates_plot(result: SearchResult) -> str | None:
             ax.errorbar([t.latency_ratio for t in ts], [t.score.value for t in ts],
                         yerr=[[max(0.0, t.score.value - t.score.low) for t in ts], [max(0.0, t.score.high - t.score.value) for t in ts]],
                         fmt="o", color=colour, ecolor=colour, alpha=0.7, capsize=2, label=label)
+    for i, t in enumerate(result.log.trials.values(), 1):  # the numbers of the table's first column
+        ax.annotate(str(i), (t.latency_ratio, t.score.value), textcoords="offset points", xytext=(4, 3), fontsize=7)
     c = result.chosen
     ax.plot([c.latency_ratio], [c.score.value], marker="*", markersize=16, color="gold", markeredgecolor="k",
             linestyle="none", label=f"chosen: {c.name}")
