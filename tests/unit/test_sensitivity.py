@@ -279,6 +279,10 @@ def test_reports_name_the_rule_behind_a_range_cut_on_purpose(tmp_path) -> None:
     res = api.analyze(tmp_path / "hs.onnx", q.int8_model, tmp_path / "x.npy", samples=8, progress=False,
                       report=tmp_path / "an.html")
     assert "cut below -3 on purpose: HardSwish is flat there" in res.report.read_text(encoding="utf-8")
+    # the HardSwish reading the cut tensor owns that tensor's error, whether it runs as INT8 Add/Mul or in float
+    hswish = next(s for s in res.layers if s.layer == "hswish")
+    assert hswish.methods == {"c1": rec["method"]} and hswish.isolated.relative_error > 0 and hswish.isolated_weight is None
+    assert hswish.int8 == bool(json.loads(q.quant_json.read_text()).get("integer_hardswish"))
 
 
 def test_method_origin_says_why() -> None:

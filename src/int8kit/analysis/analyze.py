@@ -59,7 +59,7 @@ class AnalyzeResult:
         s = self.summary
         lines = [self.headline,
                  f"MACs per sample: {_macs(s.int8_macs)} in INT8, {_macs(s.float_macs)} in float "
-                 f"({s.int8_mac_share:.1%} INT8); {len(self.layers)} INT8 layers analysed on {self.options.get('samples')} samples",
+                 f"({s.int8_mac_share:.1%} INT8); {len(self.layers)} layers that read quantized tensors analysed on {self.options.get('samples')} samples",
                  "", self.evaluation.to_table(), ""]
         rank = self.ranking()[:worst]
         by = {x.layer: x for x in self.layers}
@@ -67,9 +67,9 @@ class AnalyzeResult:
         for name in rank:
             x = by[name]
             methods, clip = self.layer_notes(x)
-            rows.append([name, x.op_type, _macs(x.macs), _db(x.isolated), _db(x.isolated_weight), _db(x.isolated_activation),
+            rows.append([name, x.op_type if x.int8 else f"{x.op_type} (float)", _macs(x.macs), _db(x.isolated), _db(x.isolated_weight), _db(x.isolated_activation),
                          _db(x.isolated_output), _db(x.accumulated), methods + (f"; {clip}" if clip else "")])
-        lines.append(f"worst {len(rows)} of {len(self.layers)} INT8 layers by isolated error at the model output "
+        lines.append(f"worst {len(rows)} of {len(self.layers)} layers by isolated error at the model output "
                      "(SQNR dB, lower is worse; isolated/weights/inputs: at the layer's own output)")
         lines.append(tabulate(rows, headers=["layer", "op", "MACs", "isolated", "weights", "inputs", "at output",
                                              "accumulated", "input methods (why)"], disable_numparse=True))
@@ -84,7 +84,7 @@ class AnalyzeResult:
         def err(e: Any) -> dict | None:
             return None if e is None else {k: getattr(e, k) for k in ("sqnr_db", "cosine", "relative_error", "min_cosine",
                                                                       "max_abs_error", "samples")}
-        layers = [{"layer": x.layer, "op_type": x.op_type, "tensors": x.tensors, "output": x.output, "macs": x.macs,
+        layers = [{"layer": x.layer, "op_type": x.op_type, "int8": x.int8, "tensors": x.tensors, "output": x.output, "macs": x.macs,
                    "methods": x.methods, **{k: err(getattr(x, k)) for k in ("isolated", "isolated_weight",
                    "isolated_activation", "isolated_output", "accumulated")}} for x in self.layers]
         s = self.summary

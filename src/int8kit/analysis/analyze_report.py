@@ -132,7 +132,7 @@ def _worst(result: AnalyzeResult) -> str:
     for name in result.ranking()[:WORST]:
         s = by[name]
         methods, clip = result.layer_notes(s)
-        rows.append([name, index[name], s.op_type, _macs(s.macs), _db(s.isolated), _db(s.isolated_weight),
+        rows.append([name, index[name], s.op_type if s.int8 else f"{s.op_type} (float op)", _macs(s.macs), _db(s.isolated), _db(s.isolated_weight),
                      _db(s.isolated_activation), _db(s.isolated_output), _db(s.accumulated), methods, clip or "-"])
     return (f"<h2>The {len(rows)} most sensitive layers (by isolated SQNR at the model output, dB; lower is worse)</h2>"
             "<p>If accuracy must improve, these are the layers to keep float (<code>--fp-layers</code>) or to give another "

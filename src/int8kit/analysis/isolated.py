@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from int8kit.calib.taps import activation_tensors
 from int8kit.graph.ops import COMPUTE, FUSABLE, op_info
 from int8kit.graph.passes.linear import conv_group, conv_input_index
 from int8kit.numerics import dequantize, quantize
@@ -37,6 +38,7 @@ class Layer:
     output: str  # the tensor compared: the node's output, or that of the Relu/Clip fused into it
     fused: onnx.NodeProto | None = None
     constants: dict[str, np.ndarray] = field(default_factory=dict)  # every initializer the node(s) read
+    int8: bool = True  # False: a float op reading quantized tensors (HardSwish, Softmax): it owns their error
 
     @property
     def name(self) -> str:
@@ -44,8 +46,12 @@ class Layer:
 
 
 def plan_layers(model: onnx.ModelProto, plan: QuantPlan) -> list[Layer]:
-    """The nodes ``plan`` runs in INT8, in graph order. ``model``: the (optimized) FP32 model the
-    plan was made for. Nodes with non-float activation inputs (shape arithmetic) are left out."""
+    """The nodes that read what ``plan`` quantizes, in graph order: the INT8 nodes, and the float
+    ops fed by a DequantizeLinear (a HardSwish between two INT8 convs), which own the error of the
+    tensors they read (``Layer.int8`` tells them apart). ``model``: the (optimized) FP32 model the
+    plan was made for. Nodes with non-float inputs or outputs (shape arithmetic) are left out."""
+    floats = activation_tensors(model)
+    integer = {n for form in plan.integer_hardswish.values() for n in form.nodes}
     inits = {t.name: t for t in model.graph.initializer}
     consts = {n.output[0] for n in model.graph.node if n.op_type == "Constant"}
     fused_by_input: dict[str, onnx.NodeProto] = {}
@@ -56,7 +62,7 @@ def plan_layers(model: onnx.ModelProto, plan: QuantPlan) -> list[Layer]:
     layers = []
     for node in model.graph.node:
         info = op_info(node.op_type)
-        if info is None or info.role == FUSABLE or node.name in plan.float_nodes or node.name in plan.fused:
+        if (info is not None and info.role == FUSABLE) or node.name in plan.float_nodes or node.name in plan.fused:
             continue
         acts = [i for i in node.input if i and i not in inits]
         if any(i in consts for i in acts):
@@ -65,12 +71,15 @@ def plan_layers(model: onnx.ModelProto, plan: QuantPlan) -> list[Layer]:
         if not planned:
             continue
         fused = fused_by_input.get(node.output[0]) if node.output else None
+        output = fused.output[0] if fused is not None else node.output[0]
+        if output not in floats or any(i not in floats for i in acts):
+            continue
         weights = [i for i in node.input if i in inits and i in plan.tensors and plan.tensors[i].kind in ("weight", "bias")]
         weights += [i for i in node.input if i in plan.float_biases and i not in weights]
         reads = [i for n in (node, fused) if n is not None for i in n.input if i in inits]
         constants = {i: numpy_helper.to_array(inits[i]) for i in reads}
-        layers.append(Layer(node, acts, [i for i in acts if i in plan.tensors], weights,
-                            fused.output[0] if fused is not None else node.output[0], fused, constants))
+        layers.append(Layer(node, acts, [i for i in acts if i in plan.tensors], weights, output, fused, constants,
+                            int8=info is not None or node.name in integer))
     return layers
 
 

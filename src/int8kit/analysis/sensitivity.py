@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class LayerSensitivity:
-    """The error of one INT8 layer (a node of the FP32 model the plan runs in INT8).
+    """The error of one layer: a node of the FP32 model the plan runs in INT8, or a float op that
+    reads quantized tensors (``int8`` False; floating it changes nothing, its inputs stay quantized).
 
     ``accumulated``: the INT8 model's error at the layer's output (everything before it INT8 too;
     ``None`` when not computed). ``isolated``: only this layer's inputs and weights quantized, on
@@ -65,6 +66,7 @@ class LayerSensitivity:
     accumulated: ErrorStats | None = None
     isolated_output: ErrorStats | None = None  # the model's output, only this layer quantized
     methods: dict[str, str] = field(default_factory=dict)  # activation input -> threshold method that ran
+    int8: bool = True  # False: a float op (HardSwish, Softmax) that reads quantized tensors and owns their error
 
 
 def layer_sensitivity(
@@ -225,7 +227,7 @@ def _isolated(model: onnx.ModelProto, plan: QuantPlan, layers: list[Layer], eval
             output=layer.output, macs=macs, isolated=sums["both"].result() if qw else act, isolated_activation=act,
             isolated_weight=sums["weight"].result() if qw else None,
             isolated_output=carried.result() if rest is not None else None,
-            methods={n: plan.tensors[n].method for n in layer.quantized_inputs}))
+            methods={n: plan.tensors[n].method for n in layer.quantized_inputs}, int8=layer.int8))
         del fp, q, rest
     bar.close()
     return out

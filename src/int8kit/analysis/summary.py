@@ -48,7 +48,7 @@ def model_summary(model: onnx.ModelProto, plan: QuantPlan, input_shapes: dict[st
     (one sample, batch axis included) fixes dynamic sizes so that MACs can be counted."""
     shapes = _output_shapes(model, input_shapes or {})
     inits = {t.name: t for t in model.graph.initializer}
-    int8 = {l.name for l in plan_layers(model, plan)} | set(plan.fused)
+    int8 = {l.name for l in plan_layers(model, plan) if l.int8} | set(plan.fused)
     int8 |= {n for form in plan.integer_hardswish.values() for n in form.nodes}
     counts: dict[str, Counter] = {}
     summary = ModelSummary()
