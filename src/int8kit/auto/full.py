@@ -39,7 +39,7 @@ def full_search(ctx: SearchContext, run: Run, quick: list[Trial], *,
     ranked = sensitivity_ranking(ctx.optimized, built.plan, int8_layers, ctx.scorer.evaluator)
     # float first what removes the most error per MAC given up: the greedy order for the fewest
     # float MACs (EfficientNet-Lite0, agreement 0.972 on 250 samples: 72.6 % of MACs still INT8 in
-    # this order, 45.6 % floating by error alone; /tmp probe at 03:08, shared cores)
+    # this order, 45.6 % floating by error alone; measured 2026-12-05 03:08 UTC on the shared 2 cores, a probe script, not a benchmarks/ one)
     order = [name for name, _ in sorted(ranked, key=lambda item: -item[1] / max(ctx.macs.get(item[0], 0), 1))]
     if start.meets or not order:
         _stem_int8(ctx, run, base, expect)
