@@ -2,7 +2,8 @@
 extra, float the most sensitive layers (isolated error per MAC, most first) — how many found by
 doubling, then bisection (the manual's 7-12 extra trials) — then put layers back into INT8 one by
 one while the budget holds. Bias tuning is tried on the starting point and kept where it raises
-the score; the stem conv is tried in INT8 on the result. Every step is a ``Candidate`` scored by ``run``; nothing here times or scores."""
+the score; the stem conv is tried in INT8 on the result. Every step is a ``Candidate`` scored by
+``run``; nothing here times or scores."""
 
 from __future__ import annotations
 
