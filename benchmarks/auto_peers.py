@@ -82,7 +82,9 @@ def run_int8kit(task: Task, out: Path, progress: Progress, full: bool = False) -
     if model is None:
         return False
     Path(out).write_bytes(Path(model).read_bytes())
-    progress.write(trials=len(result.log))
+    # the same count as the peers': FP32's validation score, then every trial's ("trials" = evaluations - 1)
+    for score in [result.budget.fp32, *(t.score.value for t in result.log.trials.values())]:
+        progress.record(score)
     return True
 
 
