@@ -1,11 +1,11 @@
 """``--th-method auto``: per tensor, the candidate method whose range its readers see least error from.
 
 No single threshold method wins everywhere (benchmarks/bench_methods.py): KL clips the ReLU outputs
-of the demo's plain Conv-ReLU classifier too hard (output cosine 0.9968, mse 0.99996), MSE clips
-features of the PP-OCRv4 recogniser that its later layers add up (exact match 0.835, ifmr 0.965),
-max rounds coarsely where a few outliers stretch the range. ``auto`` computes each candidate's
-range (the memoized threshold searches) and scores it by the error of the **reading layers'
-outputs**, estimated from the calibration statistics and the readers' weights (no extra pass):
+of the demo's plain Conv-ReLU classifier too hard (output cosine 0.9968, mse 0.99996), max rounds
+coarsely where a few outliers stretch the range, MSE ignores how the next layer adds errors up.
+``auto`` computes each candidate's range (thresholds/auto.py ``CANDIDATES``, the memoized threshold
+searches) and scores it by the error of the **reading layers' outputs**, estimated from the
+calibration statistics and the readers' weights (no extra pass):
 
 * a range's error has a mean (clipping moves every clipped value towards the range) and a
   spread (rounding, and clipping's variation); thresholds/range_error.py gives both;
@@ -16,11 +16,14 @@ outputs**, estimated from the calibration statistics and the readers' weights (n
   the fan-in for weights of one sign). A global average of ``N`` values has ``G = N``; any other
   reader sees the error as it is, ``G = 1`` (then the score is the plain MSE).
 
-The score of a range is ``(spread + G * b**2) / E[x**2]`` with ``G`` the mean over the readers;
-the least score wins (ties: the earlier candidate). Per-channel statistics modelled as scaled
-copies of the tensor's histogram were tried and predicted worse (PP-OCRv4 rec exact match 0.515
-against 0.945): they undercount the clipping of the few channels that make the tail. The
-winner, every candidate's score and the readers are recorded (quant.json ``method_choice``).
+The score of a range is ``(spread + G * b**2) / E[x**2]`` with ``G`` the mean over the readers
+(a reader without weights passes the error on: the readers after it, up to four ops on, count);
+the least score wins (ties: the earlier candidate). What the estimate cannot see: per-channel
+structure (statistics keep one histogram per tensor; modelling each channel as the histogram
+scaled to its extremes predicted worse: PP-OCRv4 rec exact match 0.515 against 0.945) and how
+much rare large values matter after a nonlinearity (why the candidates leave out percentile and
+ifmr, and why LayerNorm outputs keep max by rule, plan/method_rules.py). The winner, every
+candidate's score and the readers are recorded (quant.json ``method_choice``).
 """
 
 from __future__ import annotations
