@@ -53,7 +53,9 @@ class QuantConfig(_Options):
                                         "quantized compute inputs only, no per-channel-step Muls or integer HardSwish; "
                                         "tensorrt: symmetric int8 activations)", metavar="RUNTIME")
     th_method: str = option("kl", "activation threshold method: max, percentile, kl, symkl, jsd, mse, admm, "
-                                  "aciq_laplace, aciq_gauss, ifmr (the manuals' names such as PERCENTILE9999 too)")
+                                  "aciq_laplace, aciq_gauss, ifmr (the manuals' names such as PERCENTILE9999 too), "
+                                  "or auto: per tensor, whichever of mse, kl, max its reading layers see least error "
+                                  "from (recorded in quant.json method_choice)")
     th_params: Params = option(Params(), "extra threshold method parameter, repeatable", flag="--th-param",
                                metavar="KEY=VALUE")
     method_rules: bool = option(True, "apply --th-method to every activation (default: max for model inputs and "
