@@ -66,6 +66,7 @@ class QuantizeResult:
     quant_json: Path | None = None
     calibration_table: Path | None = None
     tensorrt_cache: Path | None = None
+    int4_deploy_model: Path | None = None  # SNQ weights as 4-bit indices + codebooks (emit/int4_deploy.py)
     timings: dict[str, float] = field(default_factory=dict)
     optimize_log: list[str] = field(default_factory=list)
     bias_tuned: int = 0  # convs whose INT32 bias --bias-tuning moved
@@ -134,6 +135,7 @@ def run_config_of(config: Any) -> RunConfig:
 def write_outputs(result: QuantizeResult, names: dict[str, Path], model_name: str, save_config: Any) -> QuantizeResult:
     """Write the files ``names`` asks for (inside the caller's ``outputs_together``)."""
     from int8kit.emit.records import tensor_order, write_calibration_table, write_quant_json, write_tensorrt_cache
+    from int8kit.emit.int4_deploy import int4_deploy, snq_weights
     from int8kit.graph.io import save_model
 
     if save_config is not None:
@@ -148,4 +150,8 @@ def write_outputs(result: QuantizeResult, names: dict[str, Path], model_name: st
                                          config=result.run_config.to_dict(), order=order)
     result.calibration_table = write_calibration_table(result.plan, names["_calibration_table.txt"], order=order)
     result.tensorrt_cache = write_tensorrt_cache(result.plan, names["_trt_calib.cache"])
+    snq = snq_weights(result.plan)
+    if snq:  # --weight-algo snq: also the deploy form, beside the fake-quant INT8 model
+        path = names["_int8.onnx"].with_name(names["_int8.onnx"].name.replace("_int8.onnx", "_int4_deploy.onnx"))
+        result.int4_deploy_model = save_model(int4_deploy(result.model, snq), path)
     return result

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress, check_latency=not args.no_latency_check, **options, **given_options(args, CalibOptions),
         **cli_data.preprocess_kwargs(args), **cli_convert.source_kwargs(args),
     )
-    written = ("int8_model", "fp32_optimized_model", "quant_json", "calibration_table", "tensorrt_cache")
+    written = ("int8_model", "fp32_optimized_model", "quant_json", "calibration_table", "tensorrt_cache", "int4_deploy_model")
     summary = {
         **{key: str(getattr(result, key)) for key in written if getattr(result, key) is not None},
         **({"config": str(args.save_config)} if args.save_config else {}),

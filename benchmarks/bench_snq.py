@@ -1,0 +1,199 @@
+"""SNQ (INT4 non-uniform weights) with and without BN update against uniform INT8, in one run.
+
+    python benchmarks/bench_snq.py [--case effnet|facedet|all] [--calib 256] [--test 500] [--runs 30]
+
+EfficientNet-Lite0: top-1 agreement with FP32 on the ImageNet-like test crops (benchmarks/realdata.py).
+Caffe res10 SSD face detector (INT8KIT_FACEDET_DIR, as tests/e2e/test_caffe_facedet.py): face
+recall, FP32 faces (confidence >= 0.5) an INT8 detection matches at IoU >= 0.5, on scikit-image
+and darknet photos plus LFW mosaics; calibration on 48 random crops of other photos.
+Every variant is quantized through int8kit.quantize from one calibration pass (its statistics are
+reused); the SNQ deploy model (4-bit indices + codebooks) must give the fake-quant model's
+outputs exactly. Sizes are the files on disk; latency is batch 1, one thread, models taking turns
+of back-to-back runs (median), reported as the ratio to FP32.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` and `int8kit` importable
+    _root = Path(__file__).resolve().parents[1]
+    sys.path[:0] = [str(_root), str(_root / "src")]
+
+import numpy as np  # noqa: E402
+from tabulate import tabulate  # noqa: E402
+
+from benchmarks.bench_eval import latency_pair_ms, load_npz, run_model  # noqa: E402
+
+VARIANTS = {
+    "INT8 (arq)": {},
+    "SNQ INT4": {"weight_algo": "snq", "weight_bits": 4},
+    "SNQ INT4 + BN update": {"weight_algo": "snq", "weight_bits": 4, "update_bn": True},
+}
+
+
+def quantize_all(model: Path, calib: dict[str, np.ndarray], out: Path) -> dict[str, object]:
+    """Every variant's QuantizeResult, from one calibration pass."""
+    from int8kit import api
+
+    stats = out / "stats.npz"
+    results = {}
+    for name, options in VARIANTS.items():
+        kwargs = {"dump_stats": stats} if not results else {"stats": stats}
+        data = calib if not results or options.get("update_bn") else None
+        folder = out / name.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "and")
+        results[name] = api.quantize(model, data, output_dir=folder, progress=False, check_latency=False,
+                                     **kwargs, **options)
+    return results
+
+
+def sizes_and_latency(fp32: Path, results: dict[str, object], sample: dict[str, np.ndarray], runs: int) -> dict[str, list]:
+    """Per variant: fake-quant MB, deploy MB, INT8/FP32 latency (fake-quant model)."""
+    models = [fp32] + [Path(r.int8_model) for r in results.values()]
+    deploy = next((Path(r.int4_deploy_model) for r in results.values() if r.int4_deploy_model), None)
+    if deploy is not None:
+        models.append(deploy)
+    lat = latency_pair_ms(models, sample, runs=runs)
+    out = {"FP32": [os.path.getsize(fp32) / 2**20, None, 1.0, lat[0]]}
+    for k, (name, r) in enumerate(results.items()):
+        d = os.path.getsize(r.int4_deploy_model) / 2**20 if r.int4_deploy_model else None
+        out[name] = [os.path.getsize(r.int8_model) / 2**20, d, lat[k + 1] / lat[0], lat[k + 1]]
+    if deploy is not None:
+        out["SNQ deploy form"] = [None, os.path.getsize(deploy) / 2**20, lat[-1] / lat[0], lat[-1]]
+    return out
+
+
+def check_deploy(results: dict[str, object], data: dict[str, np.ndarray]) -> None:
+    """The deploy form rebuilds the fake-quant weights exactly: identical outputs."""
+    for name, r in results.items():
+        if r.int4_deploy_model:
+            a, b = run_model(Path(r.int8_model), data), run_model(Path(r.int4_deploy_model), data)
+            if not np.array_equal(a, b):
+                raise SystemExit(f"{name}: the deploy model's outputs differ from the fake-quant model's "
+                                 f"(max |diff| {np.abs(a - b).max():.3g})")
+
+
+def effnet(args: argparse.Namespace, out: Path) -> list[list]:
+    from benchmarks.realdata import effnet_case
+
+    case = effnet_case(args.calib, args.test)
+    calib, test = load_npz(case.calib_npz), load_npz(case.test_npz)
+    results = quantize_all(case.model_path, calib, out)
+    ref = run_model(case.model_path, test).argmax(1)
+    check_deploy(results, {k: v[:32] for k, v in test.items()})
+    table = sizes_and_latency(case.model_path, results, {k: v[:1] for k, v in test.items()}, args.runs)
+    rows = []
+    for name, (mb, dmb, ratio, ms) in table.items():
+        agree = 1.0 if name == "FP32" else (None if name not in results else
+                                            float((run_model(Path(results[name].int8_model), test).argmax(1) == ref).mean()))
+        rows.append(["EfficientNet-Lite0", name, agree, mb, dmb, ratio, ms])
+    return rows
+
+
+def _photos() -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(test photos, calibration pool) as BGR arrays, as tests/e2e/test_caffe_facedet.py builds them."""
+    import cv2
+    import skimage.data as skdata
+
+    def bgr(img: np.ndarray) -> np.ndarray:
+        img = np.dstack([img] * 3) if img.ndim == 2 else img[..., :3]
+        return np.ascontiguousarray(img[:, :, ::-1])
+
+    faces = (skdata.lfw_subset() * 255).astype(np.uint8)
+
+    def mosaic(start: int, n: int = 3) -> np.ndarray:
+        tiles = [cv2.resize(faces[start + i], (100, 100)) for i in range(n * n)]
+        return bgr(np.vstack([np.hstack(tiles[r * n:(r + 1) * n]) for r in range(n)]))
+
+    photos = [bgr(getattr(skdata, n)()) for n in ("astronaut", "camera", "coffee", "chelsea", "rocket")]
+    photos += [cv2.imread(p) for p in sorted(glob.glob("/usr/share/darknet/data/*.jpg"))]
+    test = photos + [mosaic(9 * i) for i in range(4)]
+    pool = photos + [mosaic(40 + 9 * j) for j in range(6)]
+    return test, pool
+
+
+def _blob(img: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.dnn.blobFromImage(cv2.resize(img, (300, 300)), 1.0, (300, 300), (104, 177, 123))
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def face_recall(fp32: Path, int8: Path, blobs: list[np.ndarray]) -> tuple[int, int]:
+    """(FP32 faces at confidence >= 0.5 that ``int8`` finds at IoU >= 0.5, FP32 faces)."""
+    ref = [run_model(fp32, {"data": b})[0, 0] for b in blobs]
+    got = [run_model(int8, {"data": b})[0, 0] for b in blobs]
+    found = total = 0
+    for r, g in zip(ref, got):
+        r, g = r[r[:, 2] >= 0.5], g[g[:, 2] >= 0.5]
+        total += len(r)
+        found += sum(any(_iou(d[3:], e[3:]) >= 0.5 for e in g) for d in r)
+    return found, total
+
+
+def facedet(args: argparse.Namespace, out: Path) -> list[list]:
+    import onnx
+
+    from int8kit.importers.caffe import convert
+
+    folder = os.environ.get("INT8KIT_FACEDET_DIR")
+    if not folder:
+        print("facedet skipped: INT8KIT_FACEDET_DIR is not set (folder with the res10_300x300 SSD face detector)")
+        return []
+    fp32 = out / "facedet.onnx"
+    onnx.save(convert(Path(folder) / "deploy.prototxt.txt", Path(folder) / "res10_300x300_ssd_iter_140000.caffemodel"), fp32)
+    test, pool = _photos()
+    rng = np.random.default_rng(0)
+    calib = []
+    for k in range(48):  # random crops and flips of photos the test set does not use as-is
+        img = pool[k % len(pool)]
+        h, w = img.shape[:2]
+        s = rng.uniform(0.6, 1.0)
+        ch, cw = int(h * s), int(w * s)
+        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        crop = img[y:y + ch, x:x + cw]
+        calib.append(_blob(crop[:, ::-1] if rng.random() < 0.5 else crop))
+    results = quantize_all(fp32, {"data": np.concatenate(calib)}, out)
+    blobs = [_blob(img) for img in test]
+    check_deploy(results, {"data": blobs[0]})
+    table = sizes_and_latency(fp32, results, {"data": blobs[0]}, args.runs)
+    rows = []
+    for name, (mb, dmb, ratio, ms) in table.items():
+        recall = None
+        if name in results:
+            found, total = face_recall(fp32, Path(results[name].int8_model), blobs)
+            recall = f"{found}/{total} = {found / total:.3f}"
+        rows.append(["res10 SSD faces", name, "1.000" if name == "FP32" else recall, mb, dmb, ratio, ms])
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--case", choices=("effnet", "facedet", "all"), default="all")
+    p.add_argument("--calib", type=int, default=256, help="EfficientNet-Lite0 calibration crops")
+    p.add_argument("--test", type=int, default=500, help="EfficientNet-Lite0 test crops")
+    p.add_argument("--runs", type=int, default=30, help="latency runs per model")
+    args = p.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.case in ("effnet", "all"):
+            rows += effnet(args, Path(tmp) / "effnet")
+        if args.case in ("facedet", "all"):
+            rows += facedet(args, Path(tmp) / "facedet")
+    print(tabulate(rows, headers=["model", "weights", "agreement / face recall", "fake-quant MB", "deploy MB",
+                                  "latency / FP32", "ms"], floatfmt=".3f"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
