@@ -28,3 +28,19 @@ def test_orientation_quick_mode_meets_a_no_loss_budget(orientation_case, tmp_pat
     log = json.loads(result.files["_search.json"].read_text())
     assert log["held_out"]["int8"]["n"] == result.held_out.n > 0
     assert "Automatic search" in result.files["_report.html"].read_text()
+
+
+def test_pp_ocrv4_rec_exact_match_plugin_within_half_a_point(ocr_rec_case, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from benchmarks.realdata_ocr_labels import ocr_rec_labels
+
+    labels = ocr_rec_labels(64)  # the 64 test lines' text as class indices
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])  # module:Class from the current folder, as a user runs it
+    result = int8kit.auto(str(ocr_rec_case.model_path), str(ocr_rec_case.calib_npz), str(ocr_rec_case.test_npz),
+                          labels=str(labels), metric="benchmarks.plugins.ocr_exact:ExactMatch", accept_drop=0.005,
+                          output_dir=tmp_path / "out", progress=False)
+    assert result.metric == "benchmarks.plugins.ocr_exact:ExactMatch"
+    assert result.budget.fp32 >= 0.9  # FP32 reads the rendered lines
+    assert result.meets, result.log.table()
+    assert result.chosen.drop <= 0.005 and result.held_out.n == 32
