@@ -150,6 +150,7 @@ def facedet(args: argparse.Namespace, out: Path) -> list[list]:
     if not folder:
         print("facedet skipped: INT8KIT_FACEDET_DIR is not set (folder with the res10_300x300 SSD face detector)")
         return []
+    out.mkdir(parents=True, exist_ok=True)
     fp32 = out / "facedet.onnx"
     onnx.save(convert(Path(folder) / "deploy.prototxt.txt", Path(folder) / "res10_300x300_ssd_iter_140000.caffemodel"), fp32)
     test, pool = _photos()
@@ -184,14 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test", type=int, default=500, help="EfficientNet-Lite0 test crops")
     p.add_argument("--runs", type=int, default=30, help="latency runs per model")
     args = p.parse_args(argv)
-    rows = []
+    headers = ["model", "weights", "agreement / face recall", "fake-quant MB", "deploy MB", "latency / FP32", "ms"]
     with tempfile.TemporaryDirectory() as tmp:
-        if args.case in ("effnet", "all"):
-            rows += effnet(args, Path(tmp) / "effnet")
-        if args.case in ("facedet", "all"):
-            rows += facedet(args, Path(tmp) / "facedet")
-    print(tabulate(rows, headers=["model", "weights", "agreement / face recall", "fake-quant MB", "deploy MB",
-                                  "latency / FP32", "ms"], floatfmt=".3f"))
+        for case, bench in (("facedet", facedet), ("effnet", effnet)):
+            if args.case in (case, "all"):
+                rows = bench(args, Path(tmp) / case)
+                print(tabulate(rows, headers=headers, floatfmt=".3f"), flush=True)
     return 0
 
 

@@ -103,7 +103,9 @@ def _unpack(name: str, codes: np.ndarray, axis: int | None, uint4: bool) -> tupl
                numpy_helper.from_array(offset, f"{tag}_offset")]
     nodes = []
     if uint4:
-        tensors.append(helper.make_tensor(f"{tag}_index", TensorProto.UINT4, index.shape, index.reshape(-1).tolist()))
+        flat = np.concatenate([index.reshape(-1), np.zeros(index.size % 2, np.uint8)])
+        pairs = (flat[0::2] | (flat[1::2] << 4)).astype(np.uint8)  # ONNX: the first of two in the low nibble
+        tensors.append(helper.make_tensor(f"{tag}_index", TensorProto.UINT4, index.shape, pairs.tobytes(), raw=True))
         nodes.append(helper.make_node("Cast", [f"{tag}_index"], [f"{tag}/index"], to=TensorProto.INT32))
     else:
         flat = index.reshape(-1)
