@@ -124,6 +124,8 @@ def test_full_mode_floats_the_sensitive_layer(outlier):
     assert "conv_c" in result.chosen.float_layers
     assert "conv_a" not in result.chosen.float_layers and "conv_b" not in result.chosen.float_layers
     assert any(t.stage == "float-search" for t in result.log.trials.values())
+    reference = [t for t in result.log.trials.values() if "16-bit" in t.name]
+    assert len(reference) == 1 and reference[0].int8_macs == 0.0 and reference[0] is not result.chosen
 
 
 def test_nothing_meets_the_budget_still_writes_the_best_and_says_so(outlier, capsys):

@@ -134,7 +134,9 @@ class SearchContext:
         score = Score.of(raw)
         trial = Trial(candidate.key, candidate.name, candidate.stage, dict(candidate.changes), candidate.bias_tuning,
                       score, self.budget.drop(score.value), self.budget.meets(score.value), floats,
-                      int8_mac_fraction(self.macs, set(floats)), int8_ms / fp32_ms if fp32_ms > 0 else float("inf"),
+                      # 9-16 bit activations run no INT8 kernel: none of their MACs count as INT8
+                      int8_mac_fraction(self.macs, set(floats)) if built.config.bitwidth == 8 else 0.0,
+                      int8_ms / fp32_ms if fp32_ms > 0 else float("inf"),
                       int8_ms, fp32_ms, built.model.ByteSize(), time.perf_counter() - start,
                       None if paired.low is None else [float(paired.low), float(paired.high)])
         return trial, built
