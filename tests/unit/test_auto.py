@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import int8kit
 from int8kit.auto.budget import Budget, Score
-from int8kit.auto.choose import choose
+from int8kit.auto.choose import choose, contenders
 from int8kit.auto.trial import SearchContext, Trial
 from int8kit.cli import main
 from int8kit.demo_data import demo_model_path, load_demo_data
@@ -82,6 +82,14 @@ def test_choose_keeps_the_fastest_that_meets_and_the_fewest_float_macs_in_full_m
     # within 3 % of the fastest, the smaller model wins
     close = [_trial("big", 0.99, 0.50, meets=True, size=200), _trial("small", 0.99, 0.51, meets=True, size=100)]
     assert choose(close, full=False)[0].name == "small"
+
+
+def test_contenders_are_the_meeting_trials_and_in_full_mode_only_those_with_the_most_int8_macs():
+    trials = [_trial("a", 0.99, 0.8, meets=True, macs=0.9), _trial("b", 0.97, 0.4, meets=True, macs=1.0),
+              _trial("c", 0.90, 0.3, meets=False, macs=1.0), _trial("d", 0.98, 0.6, meets=True, macs=1.0)]
+    assert [t.name for t in contenders(trials, full=False)] == ["b", "d", "a"]  # fastest first
+    assert [t.name for t in contenders(trials, full=True)] == ["b", "d"]
+    assert contenders(trials[2:3], full=False) == []
 
 
 def test_budget_absolute_and_relative():
