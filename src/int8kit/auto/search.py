@@ -63,7 +63,8 @@ class SearchResult:
             names = ", ".join(f"{n} ({e:.3g})" for n, e in self.costly_layers) or "none ranked"
             out.append(f"no candidate met the budget ({self.budget.text()}); the best, '{self.chosen.name}', scores "
                        f"{self.chosen.score.value:.4f}, {gap:.4f} short. The layers that cost most (isolated error): "
-                       f"{names}; try --full, a larger --accept-drop, or float them with --fp-layers.")
+                       f"{names}; {'try a larger --accept-drop' if self.full else 'try --full, a larger --accept-drop'}, "
+                       "or float them with --fp-layers.")
         if self.chosen.latency_ratio >= 1.0:
             out.append(f"the chosen INT8 model is not faster than FP32 (INT8/FP32 latency {self.chosen.latency_ratio:.2f}).")
         if not self.held_out_holds:
