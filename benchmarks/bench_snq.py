@@ -5,7 +5,8 @@
 EfficientNet-Lite0: top-1 agreement with FP32 on the ImageNet-like test crops (benchmarks/realdata.py).
 Caffe res10 SSD face detector (INT8KIT_FACEDET_DIR, as tests/e2e/test_caffe_facedet.py): face
 recall, FP32 faces (confidence >= 0.5) an INT8 detection matches at IoU >= 0.5, on scikit-image
-and darknet photos plus LFW mosaics; calibration on 48 random crops of other photos.
+and darknet photos plus LFW mosaics, with the matched boxes' mean IoU and mean |confidence
+difference|; calibration on 48 random crops of other photos.
 Every variant is quantized through int8kit.quantize from one calibration pass (its statistics are
 reused); the SNQ deploy model (4-bit indices + codebooks) must give the fake-quant model's
 outputs exactly. Sizes are the files on disk; latency is batch 1, one thread, models taking turns
@@ -129,16 +130,21 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def face_recall(fp32: Path, int8: Path, blobs: list[np.ndarray]) -> tuple[int, int]:
-    """(FP32 faces at confidence >= 0.5 that ``int8`` finds at IoU >= 0.5, FP32 faces)."""
+def face_recall(fp32: Path, int8: Path, blobs: list[np.ndarray]) -> tuple[int, int, float, float]:
+    """FP32 faces at confidence >= 0.5 that ``int8`` finds at IoU >= 0.5, FP32 faces, and over the
+    found ones the mean IoU of the best match and the mean |confidence difference|."""
     ref = [run_model(fp32, {"data": b})[0, 0] for b in blobs]
     got = [run_model(int8, {"data": b})[0, 0] for b in blobs]
-    found = total = 0
+    total, ious, confs = 0, [], []
     for r, g in zip(ref, got):
         r, g = r[r[:, 2] >= 0.5], g[g[:, 2] >= 0.5]
         total += len(r)
-        found += sum(any(_iou(d[3:], e[3:]) >= 0.5 for e in g) for d in r)
-    return found, total
+        for d in r:
+            best = max(g, key=lambda e: _iou(d[3:], e[3:]), default=None)
+            if best is not None and _iou(d[3:], best[3:]) >= 0.5:
+                ious.append(_iou(d[3:], best[3:]))
+                confs.append(abs(float(d[2]) - float(best[2])))
+    return len(ious), total, float(np.mean(ious)), float(np.mean(confs))
 
 
 def facedet(args: argparse.Namespace, out: Path) -> list[list]:
@@ -172,8 +178,8 @@ def facedet(args: argparse.Namespace, out: Path) -> list[list]:
     for name, (mb, dmb, ratio, ms) in table.items():
         recall = None
         if name in results:
-            found, total = face_recall(fp32, Path(results[name].int8_model), blobs)
-            recall = f"{found}/{total} = {found / total:.3f}"
+            found, total, iou, conf = face_recall(fp32, Path(results[name].int8_model), blobs)
+            recall = f"{found}/{total} = {found / total:.3f} (IoU {iou:.3f}, |dconf| {conf:.4f})"
         rows.append(["res10 SSD faces", name, "1.000" if name == "FP32" else recall, mb, dmb, ratio, ms])
     return rows
 
