@@ -31,7 +31,7 @@ def _distinct_per_channel(q: np.ndarray, axis: int = 0) -> list[int]:
     return [len(np.unique(r)) for r in rows]
 
 
-@pytest.mark.parametrize("init", ["uniform", "gaussian"])
+@pytest.mark.parametrize("init", ["uniform", "gaussian", "d2sampling"])
 def test_clustering_leaves_at_most_16_grid_codes_per_channel_each_the_nearest_level(init):
     w = (RNG.standard_normal((32, 16, 3, 3)) * RNG.uniform(0.1, 2, (32, 1, 1, 1))).astype(np.float32)
     q, _ = quantize_weight(w, axis=0)
@@ -87,7 +87,7 @@ def test_codebook_round_trip_and_refuses_unclustered_weights():
     ({"weight_algo": "snk", "weight_bits": 4}, "did you mean 'snq'"),
     ({**SNQ, "snq_iterations": 499}, "500 to 2000"),
     ({**SNQ, "snq_min_distance": 1e-2}, "1e-10 to 1e-3"),
-    ({**SNQ, "snq_init": "kmeans"}, "uniform, gaussian"),
+    ({**SNQ, "snq_init": "kmeans"}, "uniform, gaussian, d2sampling"),
 ])
 def test_config_checks_the_manuals_pairs_and_ranges(options, needle):
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(")):

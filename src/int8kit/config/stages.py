@@ -32,7 +32,7 @@ TARGETS: dict[str, dict[str, Any]] = {
 
 # Weight algorithms (AMCT wts_algo) and the one bit width each takes; SNQ's cluster initializations.
 WEIGHT_BITS: dict[str, int] = {"arq": 8, "snq": 4}
-SNQ_INITS: tuple[str, ...] = ("uniform", "gaussian")
+SNQ_INITS: tuple[str, ...] = ("uniform", "gaussian", "d2sampling")
 
 
 def _one_of(name: str, value: Any, allowed: Collection[str]) -> None:
@@ -90,8 +90,9 @@ class QuantConfig(_Options):
                                      "INT8 grid; needs --weight-bits 4; the first and last quantized layers stay arq)",
                               metavar="ALGO")
     weight_bits: int = option(8, "weight bits: 8 for arq, 4 for snq (the manual's only pairs)", metavar="BITS")
-    snq_init: str = option("uniform", "snq cluster centres start evenly spaced over the channel's range (uniform) or at "
-                                      "quantiles of a normal fit (gaussian)", metavar="INIT")
+    snq_init: str = option("uniform", "snq cluster centres start evenly spaced over the channel's range (uniform), at "
+                                      "quantiles of a normal fit (gaussian), or drawn k-means++ style, best of three "
+                                      "seeded starts (d2sampling)", metavar="INIT")
     snq_iterations: int = option(1000, "snq: at most this many clustering iterations per channel, 500 to 2000", metavar="N")
     snq_min_distance: float = option(1e-10, "snq: stop clustering when no centre moves more than this (in INT8 steps), "
                                             "1e-10 to 1e-3", metavar="D")

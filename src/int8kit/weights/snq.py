@@ -15,7 +15,9 @@ channel - tens of thousands of calls for a CNN - and measures its tolerance rela
 variance, not in the manual's absolute ``min_distance``.)
 
 * ``init``: "uniform" places the 16 centres evenly over the channel's [min, max]; "gaussian" at
-  the 16 quantiles (k + 0.5) / 16 of a normal with the channel's mean and standard deviation.
+  the 16 quantiles (k + 0.5) / 16 of a normal with the channel's mean and standard deviation;
+  "d2sampling" (k-means++, the third value AMCT's proto lists) draws them, seeded, and keeps the
+  best of three starts per channel.
 * ``max_iteration`` (500-2000) bounds the iterations; ``min_distance`` (1e-10-1e-3) stops them
   when no centre moved more than that many INT8 steps.
 """
@@ -28,6 +30,8 @@ from scipy.stats import norm
 from int8kit.errors import ConfigError
 
 LEVELS = 16  # 4-bit indices
+INITS = ("uniform", "gaussian", "d2sampling")
+_RESTARTS = 3  # d2sampling starts per channel
 _CODES = np.arange(-127, 128, dtype=np.float64)  # the restricted symmetric INT8 grid of ARQ weights
 
 
@@ -39,21 +43,60 @@ def cluster_codes(q: np.ndarray, axis: int | None, *, init: str = "uniform", max
     q = np.asarray(q)
     if q.dtype != np.int8:
         raise ConfigError(f"SNQ clusters INT8 weight codes, got dtype {q.dtype}; quantize the weights to 8 bits first.")
-    if init not in ("uniform", "gaussian"):
-        raise ConfigError(f"SNQ init must be 'uniform' or 'gaussian', got {init!r}.")
+    if init not in INITS:
+        raise ConfigError(f"SNQ init must be one of {', '.join(INITS)}, got {init!r}.")
     rows = (q.reshape(1, -1) if axis is None else np.moveaxis(q, axis, 0).reshape(q.shape[axis], -1)).astype(np.int64)
     counts = np.zeros((rows.shape[0], _CODES.size), dtype=np.float64)
     np.add.at(counts, (np.arange(rows.shape[0])[:, None], rows + 127), 1.0)
     table = np.tile(np.arange(-127, 128, dtype=np.int64), (rows.shape[0], 1))  # code -> new code, per channel
     busy = np.count_nonzero(counts, axis=1) > LEVELS
     if busy.any():
-        centres = _lloyd(counts[busy], _initial_centres(counts[busy], init), max_iteration, min_distance)
-        table[busy] = _snap(counts[busy], centres)
+        table[busy] = _snap(counts[busy], _cluster(counts[busy], init, max_iteration, min_distance))
     out = np.take_along_axis(table, rows + 127, axis=1).astype(np.int8)
     if axis is None:
         return out.reshape(q.shape)
     moved_shape = (q.shape[axis],) + tuple(np.delete(q.shape, axis))
     return np.moveaxis(out.reshape(moved_shape), 0, axis)
+
+
+def _cluster(counts: np.ndarray, init: str, max_iteration: int, min_distance: float) -> np.ndarray:
+    """Final centres per channel; d2sampling keeps, per channel, the best of a few seeded starts."""
+    if init != "d2sampling":
+        return _lloyd(counts, _initial_centres(counts, init), max_iteration, min_distance)
+    rng = np.random.default_rng(0)  # seeded: the same weights give the same model
+    best, best_error = None, None
+    for _ in range(_RESTARTS):
+        centres = _lloyd(counts, _d2_centres(counts, rng), max_iteration, min_distance)
+        error = _squared_error(counts, centres)
+        if best is None:
+            best, best_error = centres, error
+        else:
+            better = error < best_error
+            best[better], best_error[better] = centres[better], error[better]
+    return best
+
+
+def _squared_error(counts: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Per channel: the summed squared distance of every code to its nearest centre."""
+    return (counts * np.min(np.abs(_CODES[None, :, None] - centres[:, None, :]), axis=2) ** 2).sum(axis=1)
+
+
+def _d2_centres(counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """k-means++ (AMCT's d2sampling): each next centre a code drawn with probability proportional
+    to its count times its squared distance to the nearest centre so far."""
+    rows = np.arange(counts.shape[0])
+    centres = np.empty((counts.shape[0], LEVELS))
+    weight = counts.copy()
+    for k in range(LEVELS):
+        cumulative = np.cumsum(weight, axis=1)
+        draw = rng.random(counts.shape[0]) * cumulative[:, -1]
+        pick = np.minimum((cumulative < draw[:, None]).sum(axis=1), _CODES.size - 1)
+        centres[:, k] = _CODES[pick]
+        nearest = np.min(np.abs(_CODES[None, :, None] - centres[:, None, :k + 1]), axis=2)
+        weight = counts * nearest ** 2
+        done = weight.sum(axis=1) == 0  # fewer distinct codes than centres drawn: repeat the last
+        weight[done] = counts[done]
+    return centres[rows]
 
 
 def _initial_centres(counts: np.ndarray, init: str) -> np.ndarray:
