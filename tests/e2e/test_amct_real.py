@@ -73,4 +73,13 @@ def test_facedet_amct_flow_matches_quantize(facedet, tmp_path, monkeypatch):
             assert np.abs(outs[0] - outs[1]).max() < 1e-3
             compared += len(outs[0])
     assert compared >= 5
+    # the fused model + the record (what a vendor compiler takes) rebuild the same INT8 model
+    from int8kit.amct import convert_model
+
+    convert_model(str(results / "model_fused_model.prototxt"), str(results / "model_fused_model.caffemodel"),
+                  str(results / "model_quant_param_record.txt"), str(tmp_path / "from_fused" / "model"))
+    a, b = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in
+            (flow["fake"], tmp_path / "from_fused" / "model_fake_quant_model.onnx"))
+    for blob in calib[:4]:
+        assert np.array_equal(a.run(None, {"data": blob[None]})[0], b.run(None, {"data": blob[None]})[0])
     assert ort.InferenceSession(str(flow["deploy"]), providers=["CPUExecutionProvider"]) is not None

@@ -85,6 +85,12 @@ def test_caffe_sample_flow_names_fused_model_and_convert(tmp_path: Path, monkeyp
     amct.convert_model(str(model), str(weights), "results/net_quant_param_record.txt", "again/net")
     for suffix in ("fake_quant_model.onnx", "deploy_model.onnx"):
         assert Path(f"results/net_{suffix}").read_bytes() == Path(f"again/net_{suffix}").read_bytes()
+    # ... and from the fused Caffe model + record, the vendor-compiler input: the same integers
+    amct.convert_model("results/net_fused_model.prototxt", "results/net_fused_model.caffemodel",
+                       "results/net_quant_param_record.txt", "fused/net")
+    import onnxruntime as ort
+    a, b = (ort.InferenceSession(f"{d}/net_fake_quant_model.onnx").run(None, {"data": x})[0] for d in ("results", "fused"))
+    assert np.array_equal(a, b)
 
 
 def test_uninplace_model(tmp_path: Path, monkeypatch):
