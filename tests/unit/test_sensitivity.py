@@ -302,3 +302,14 @@ def test_method_origin_says_why() -> None:
     assert method_origin(facts, "c", {**signed, "method": "mse"}, {**config, "overrides": {"conv": {"th_method": "mse"}}}) \
         == "override for 'conv'"
     assert method_origin(facts, "c", {**signed, "method": "mse"}, {**config, "method_rules": False}) == "chosen by --th-method kl"
+
+
+def test_ranking_leaves_float_ops_out_unless_asked(outlier) -> None:
+    root, q = outlier
+    ev = Evaluator(root / "net.onnx", root / "test.npy", progress=False, cache=False)
+    sens = layer_sensitivity(q.optimized_model, q.plan, ev, samples=8, accumulated=False)
+    float_op = LayerSensitivity("soft", "Softmax", ["logits"], "p", 0, sens[0].isolated, sens[0].isolated, None,
+                                isolated_output=sens[0].isolated, int8=False)
+    float_op.isolated_output = type(sens[0].isolated)(**{**sens[0].isolated.__dict__, "relative_error": 99.0})
+    assert "soft" not in sensitivity_ranking(sens + [float_op])  # the search never floats a float op
+    assert sensitivity_ranking(sens + [float_op], int8_only=False)[0] == "soft"

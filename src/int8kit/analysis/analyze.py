@@ -42,9 +42,10 @@ class AnalyzeResult:
     report: Path | None = None
     facts: Any = field(default=None, repr=False)
 
-    def ranking(self, by: str = "isolated_output") -> list[str]:
-        """Layer names, most sensitive first (``sensitivity_ranking``)."""
-        return sensitivity_ranking(self.layers, by=by)
+    def ranking(self, by: str = "isolated_output", int8_only: bool = False) -> list[str]:
+        """Layer names, most sensitive first (``sensitivity_ranking``); float ops reading quantized
+        tensors are included unless ``int8_only`` (where the error arises, not what to float)."""
+        return sensitivity_ranking(self.layers, by=by, int8_only=int8_only)
 
     def layer_notes(self, s: LayerSensitivity) -> tuple[str, str]:
         """The methods of a layer's quantized inputs with why, and any range cut on purpose."""

@@ -127,8 +127,10 @@ _RANK_BY = ("isolated", "isolated_output", "isolated_weight", "isolated_activati
 
 
 def sensitivity_ranking(sensitivities: list[LayerSensitivity] | Any, *args: Any, by: str = "isolated_output",
-                        **kwargs: Any) -> list[str]:
+                        int8_only: bool = True, **kwargs: Any) -> list[str]:
     """Layer names, most sensitive first: largest relative error first, ties in graph order.
+    ``int8_only`` leaves out the float ops that read quantized tensors (``int8`` False): keeping
+    one of them float changes nothing, so the search never floats them; the report shows them.
 
     ``by``: ``isolated_output`` (default: the layer's isolated error carried to the model's output;
     ``isolated`` where it was not computed), ``isolated`` (at the layer's own output),
@@ -150,7 +152,7 @@ def sensitivity_ranking(sensitivities: list[LayerSensitivity] | Any, *args: Any,
         return -1.0 if e is None or np.isnan(e.relative_error) else e.relative_error
 
     order = sorted(range(len(sensitivities)), key=lambda i: (-error(sensitivities[i]), i))
-    return [sensitivities[i].layer for i in order]
+    return [sensitivities[i].layer for i in order if sensitivities[i].int8 or not int8_only]
 
 
 def resolve_plan(model: onnx.ModelProto, plan_or_int8: Any, quant_json: Any = None) -> tuple[QuantPlan, onnx.ModelProto | None]:
