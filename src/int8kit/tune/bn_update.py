@@ -101,7 +101,7 @@ class BnUpdate:
 
 
 def update_bn(fp32: onnx.ModelProto, plan: QuantPlan, batches: list[dict[str, np.ndarray]], *, iterations: int = 30,
-              fraction: float = 0.5, progress: bool = True) -> tuple[QuantPlan, BnUpdate]:
+              fraction: float = 0.9, progress: bool = True) -> tuple[QuantPlan, BnUpdate]:
     """Return a copy of ``plan`` whose per-channel quantized convs are re-normalized to FP32's
     output statistics (see the module docstring), and what changed. ``batches`` are model feeds
     (calibration samples); the first ``iterations`` of them (in turn, when fewer) are used."""
