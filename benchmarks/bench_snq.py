@@ -34,6 +34,7 @@ VARIANTS = {
     "INT8 (arq)": {},
     "SNQ INT4": {"weight_algo": "snq", "weight_bits": 4},
     "SNQ INT4 + BN update": {"weight_algo": "snq", "weight_bits": 4, "update_bn": True},
+    "SNQ INT4 d2sampling + BN update": {"weight_algo": "snq", "weight_bits": 4, "snq_init": "d2sampling", "update_bn": True},
 }
 
 
