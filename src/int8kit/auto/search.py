@@ -79,6 +79,7 @@ class _Runner:
     def __init__(self, ctx: SearchContext, search_log: SearchLog, journal: Path | None, bar: tqdm) -> None:
         self.ctx, self.log, self.journal, self.bar = ctx, search_log, journal, bar
         self.resumed = 0
+        self._earlier = set(search_log.trials)  # scored by an earlier run (a later repeat in this run is no resume)
 
     def expect(self, more: int) -> None:
         if self.bar.n + more > (self.bar.total or 0):
@@ -89,7 +90,9 @@ class _Runner:
         trial = self.log.get(candidate.key)
         if trial is not None:  # judged by this run's budget: the log may come from another --accept-drop
             trial.drop, trial.meets = self.ctx.budget.drop(trial.score.value), self.ctx.budget.meets(trial.score.value)
-            self.resumed += 1
+            if candidate.key in self._earlier:
+                self._earlier.discard(candidate.key)
+                self.resumed += 1
         else:
             trial, _ = self.ctx.run(candidate)
             self.log.add(trial)
