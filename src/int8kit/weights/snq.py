@@ -120,13 +120,11 @@ def _assign(centres: np.ndarray) -> np.ndarray:
 def _lloyd(counts: np.ndarray, centres: np.ndarray, max_iteration: int, min_distance: float) -> np.ndarray:
     """k-means on the weighted code histograms of all channels at once; a centre left without
     codes stays where it is."""
-    channels = np.arange(counts.shape[0])[:, None]
+    weighted = counts * _CODES[None, :]
     for _ in range(max_iteration):
-        nearest = _assign(centres)
-        mass = np.zeros_like(centres)
-        moment = np.zeros_like(centres)
-        np.add.at(mass, (channels, nearest), counts)
-        np.add.at(moment, (channels, nearest), counts * _CODES[None, :])
+        member = _assign(centres)[:, :, None] == np.arange(LEVELS)  # (channels, codes, centres)
+        mass = np.einsum("cv,cvk->ck", counts, member)
+        moment = np.einsum("cv,cvk->ck", weighted, member)
         updated = np.where(mass > 0, moment / np.maximum(mass, 1e-300), centres)
         step = float(np.max(np.abs(updated - centres)))
         centres = updated
