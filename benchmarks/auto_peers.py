@@ -44,14 +44,16 @@ class Progress:
 
     def __init__(self, path: Path) -> None:
         self.path, self.start, self.scores = path, time.perf_counter(), []
+        self.extra: dict = {}  # keys written once (tool, done) stay in every later write
 
     def record(self, score: float) -> None:
         self.scores.append(float(score))
         self.write()
 
     def write(self, **extra) -> None:
+        self.extra.update(extra)
         info = {"evaluations": len(self.scores), "scores": self.scores,
-                "elapsed_s": time.perf_counter() - self.start, **extra}
+                "elapsed_s": time.perf_counter() - self.start, **self.extra}
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(info))
         os.replace(tmp, self.path)
