@@ -83,7 +83,8 @@ def _headline(result: AnalyzeResult) -> str:
         if w is not None:
             share = f" (weights alone {_db(w)} dB, inputs alone {_db(a)} dB)"
         methods, clip = result.layer_notes(top)
-        text.append(f"<p>Most sensitive layer on its own: <code>{_e(top.layer)}</code> ({_e(top.op_type)}): quantized alone it "
+        kind = top.op_type if top.int8 else f"{top.op_type}, a float op: the error is its quantized input's"
+        text.append(f"<p>Most sensitive layer on its own: <code>{_e(top.layer)}</code> ({_e(kind)}): quantized alone it "
                     f"leaves the model output at SQNR {_db(top.isolated_output)} dB; at its own output {_db(top.isolated)} dB"
                     f"{_e(share)}; its inputs use {_e(methods or 'no quantized input')}"
                     f"{'; ' + _e(clip) if clip else ''}.</p>")
