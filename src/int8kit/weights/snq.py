@@ -25,7 +25,7 @@ variance, not in the manual's absolute ``min_distance``.)
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import norm
+from statistics import NormalDist
 
 from int8kit.errors import ConfigError
 
@@ -108,7 +108,8 @@ def _initial_centres(counts: np.ndarray, init: str) -> np.ndarray:
     total = counts.sum(1, keepdims=True)
     mean = (counts * _CODES).sum(1, keepdims=True) / total
     std = np.sqrt((counts * (_CODES - mean) ** 2).sum(1, keepdims=True) / total)
-    quantiles = norm.ppf((np.arange(LEVELS) + 0.5) / LEVELS)[None, :]
+    # the standard library's normal quantiles: scipy is not a dependency of the core
+    quantiles = np.array([NormalDist().inv_cdf((k + 0.5) / LEVELS) for k in range(LEVELS)])[None, :]
     return np.clip(mean + std * quantiles, lo[:, None], hi[:, None])
 
 
