@@ -161,3 +161,22 @@ def test_auto_on_a_histogram_alone_is_the_least_mse_candidate():
     assert (lo, hi) in ranges.values()
     errors = {m: range_error(h, *r, r[1] / 255)[1] for m, r in ranges.items()}
     assert range_error(h, lo, hi, hi / 255)[1] == min(errors.values())
+
+
+def test_layernorm_outputs_keep_max_under_auto():
+    """The rule before the estimate: a transformer's few outlier features stay inside the range."""
+    clear_plan_caches()
+    rng = np.random.default_rng(5)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+             helper.make_node("LayerNormalization", ["h", "g", "b"], ["n"], name="ln", axis=-1),
+             helper.make_node("MatMul", ["n", "w2"], ["y"], name="mm2")]
+    inits = [numpy_helper.from_array(a.astype(np.float32), k) for k, a in
+             (("w1", rng.standard_normal((16, 16))), ("g", np.ones(16)), ("b", np.zeros(16)), ("w2", rng.standard_normal((16, 4))))]
+    graph = helper.make_graph(nodes, "ln", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((256, 16)).astype(np.float32)
+    stats = collect(model, x, tensors=candidate_tensors(model), progress=False)
+    auto = plan(model, stats, QuantConfig(th_method="auto"))
+    assert auto.tensors["n"].method == "max" and "n" not in auto.method_choices
+    assert plan(model, stats, QuantConfig(th_method="kl")).tensors["n"].method == "mse"  # the kl rule is unchanged
