@@ -46,8 +46,8 @@ def cluster_codes(q: np.ndarray, axis: int | None, *, init: str = "uniform", max
     if init not in INITS:
         raise ConfigError(f"SNQ init must be one of {', '.join(INITS)}, got {init!r}.")
     rows = (q.reshape(1, -1) if axis is None else np.moveaxis(q, axis, 0).reshape(q.shape[axis], -1)).astype(np.int64)
-    counts = np.zeros((rows.shape[0], _CODES.size), dtype=np.float64)
-    np.add.at(counts, (np.arange(rows.shape[0])[:, None], rows + 127), 1.0)
+    flat = (np.arange(rows.shape[0])[:, None] * _CODES.size + rows + 127).reshape(-1)
+    counts = np.bincount(flat, minlength=rows.shape[0] * _CODES.size).reshape(rows.shape[0], -1).astype(np.float64)
     table = np.tile(np.arange(-127, 128, dtype=np.int64), (rows.shape[0], 1))  # code -> new code, per channel
     busy = np.count_nonzero(counts, axis=1) > LEVELS
     if busy.any():
