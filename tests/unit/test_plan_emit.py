@@ -239,6 +239,11 @@ def _matmul_model() -> onnx.ModelProto:
 
 def test_outlier_inputs_keep_matmul_float():
     model = _matmul_model()
+    w1 = model.graph.initializer[0]
+    assert w1.name == "w1"
+    quiet = numpy_helper.to_array(w1).copy()
+    quiet[5] = 0.0  # fc1 does not pass channel 5 on: fc2's input has no outliers whatever the random weights
+    w1.CopyFrom(numpy_helper.from_array(quiet, "w1"))
     x = RNG.standard_normal((4096, 16)).astype(np.float32)
     x[::1024, 5] = 60.0  # rare huge outliers in one channel (0.006 %), as in BERT FFN inputs
     stats = collect(model, x, tensors=candidate_tensors(model), progress=False)
@@ -329,7 +334,9 @@ def test_outputs_of_the_float_stem_are_never_clipped():
     data = (RNG.standard_normal((32, 3, 8, 8)) ** 3).astype(np.float32)  # heavy tails
     stats = collect(model, data, tensors=candidate_tensors(model), progress=False)
     near = plan(model, stats, QuantConfig(th_method="kl")).tensors["c1"]  # dw1 is float: c1 is the stem's output
-    assert near.method == "max" and near.hi == pytest.approx(stats.tensors["c1"].hist.max, rel=1e-6)
+    h = stats.tensors["c1"].hist
+    # the whole range: a symmetric grid may reach past one end (|min| > max), never short of either
+    assert near.method == "max" and near.hi >= h.max * (1 - 1e-6) and near.lo <= h.min * (1 - 1e-6)
     inner = plan(model, stats, QuantConfig(th_method="kl", stem_float=False)).tensors["c1"]
     assert inner.method != "max" and inner.hi < near.hi
 
