@@ -22,6 +22,7 @@ from int8kit.calib.stats import Stats, model_fingerprint
 from int8kit.data.sources import KeepFirst, batches_from, model_input_specs
 from int8kit.tune.bias_tuning import TUNING_BYTES, tune_biases
 from int8kit.tune.bn_update import bn_update_samples, update_bn
+from int8kit.tune.weight_rounding import gptq_rounding, rounding_samples
 from int8kit.emit.qdq import emit_qdq
 from int8kit.errors import ConfigError
 from int8kit.graph.io import as_model, check_outputs, outputs_together, save_model
@@ -216,10 +217,13 @@ class _StageInputs:
             raise ConfigError("--bias-tuning runs the INT8 model on calibration samples; pass --data as well as --stats.")
         if self.data is None and tune.update_bn:
             raise ConfigError("--update-bn runs the quantized model on calibration samples; pass --data as well as --stats.")
-        if self.data is not None and not (tune.bias_tuning or tune.update_bn):
+        if self.data is None and tune.weight_rounding == "gptq":
+            raise ConfigError("--weight-rounding gptq reads the layers' inputs on calibration samples; pass --data as well as --stats.")
+        reads = tune.bias_tuning or tune.update_bn or tune.weight_rounding == "gptq"
+        if self.data is not None and not reads:
             raise ConfigError("--data is not read when --stats is given (the saved statistics replace the calibration pass; "
                               "only --bias-tuning reads samples again); drop one of them.")
-        if self.explicit_calib.get("iterations") is not None and not (tune.bias_tuning or tune.update_bn):
+        if self.explicit_calib.get("iterations") is not None and not reads:
             raise ConfigError("--iterations chooses the calibration samples, but --stats skips the calibration pass; drop --iterations.")
         if self.dump_stats is not None:
             raise ConfigError("--dump-stats saves a new calibration pass, but --stats skips it; drop --dump-stats.")
@@ -242,12 +246,12 @@ def _quantize(model: ModelLike, given: _StageInputs, run: RunConfig, names: dict
     given.check(run.tune)
 
     data, tuning = given.data, None
-    keep = max(run.tune.bias_tuning, bn_update_samples(run.tune))
+    keep = max(run.tune.bias_tuning, bn_update_samples(run.tune), rounding_samples(run.tune))
     if data is not None and keep:  # the first samples are read again after planning
         data = tuning = KeepFirst(batches_from(_open_data(optimized, data, preprocess, preprocess_template, strict),
                                                model_input_specs(optimized), batch_size=run.calib.batch_size,
                                                iterations=run.calib.iterations), keep, max_bytes=TUNING_BYTES,
-                                  what=f"--bias-tuning {run.tune.bias_tuning}" if run.tune.bias_tuning else "--update-bn")
+                                  what=f"--bias-tuning {run.tune.bias_tuning}" if run.tune.bias_tuning else "the tuning samples")
     start = time.perf_counter()
     if given.stats is not None:
         stats = given.stats if isinstance(given.stats, Stats) else Stats.load(given.stats, model_id=model_fingerprint(optimized))
@@ -267,6 +271,12 @@ def _quantize(model: ModelLike, given: _StageInputs, run: RunConfig, names: dict
     start = time.perf_counter()
     quant_plan = plan(optimized, stats, run.quant)
     timings["plan"] = time.perf_counter() - start
+    if tuning is not None and run.tune.weight_rounding == "gptq":
+        start = time.perf_counter()
+        quant_plan, rounding = gptq_rounding(optimized, quant_plan, tuning.kept, bias_correction=run.quant.bias_correction,
+                                             progress=progress)
+        log.info("GPTQ rounding: %d layers re-rounded", sum(rounding.gptq[k] < rounding.nearest[k] for k in rounding.gptq))
+        timings["weight_rounding"] = time.perf_counter() - start
     if tuning is not None and run.tune.update_bn:
         start = time.perf_counter()
         quant_plan = _update_bn(optimized, quant_plan, tuning, run.tune, progress)

@@ -247,6 +247,11 @@ class TuneOptions(_Options):
                                  "deep networks whose accuracy swings with the calibration set; adds a fifth to two "
                                  "fifths to the time; the N samples are kept in memory, at most 2 GB)", metavar="N")
 
+    weight_rounding: str = option("nearest", "how weights take their INT8 grid point: nearest, or gptq (each layer's "
+                                             "weights rounded column by column with the rounding error moved onto the "
+                                             "columns not yet rounded, so the layer's output error on the first 64 "
+                                             "calibration samples is smallest; same scales and grid; needs --data)",
+                                  metavar="MODE")
     update_bn: bool = option(False, "after quantizing (useful with --weight-algo snq), re-estimate each quantized conv's "
                                     "per-channel output mean and variance on calibration batches flowing through the "
                                     "quantized model and re-normalize it to FP32's (AMCT update_bn; BatchNorms are "
@@ -262,6 +267,7 @@ class TuneOptions(_Options):
 
     def __post_init__(self) -> None:
         self._check_types()
+        _one_of("weight_rounding", self.weight_rounding, ("nearest", "gptq"))
         if self.bias_tuning < 0:
             raise ConfigError(f"--bias-tuning takes a number of samples (0 turns it off), got {self.bias_tuning!r}; pass e.g. 32.")
         if not 0 < self.bn_update_iterations < 1000:
