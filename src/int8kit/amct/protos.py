@@ -5,23 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from google.protobuf import descriptor_pool, message_factory
-from google.protobuf.message import Message
+from int8kit.importers.caffe.protoparse import ProtoFile
 
-from int8kit.importers.caffe.protoparse import parse_proto
-
-_PROTO = Path(__file__).with_name("amct.proto")
-_POOL = descriptor_pool.DescriptorPool()
-_FILE = parse_proto(_PROTO.read_text(encoding="utf-8"), "int8kit/amct.proto")
-_POOL.AddSerializedFile(_FILE.SerializeToString())
-
-
-def _message(name: str) -> type[Message]:
-    desc = _POOL.FindMessageTypeByName(f"{_FILE.package}.{name}")
-    if hasattr(message_factory, "GetMessageClass"):  # protobuf >= 4.22
-        return message_factory.GetMessageClass(desc)
-    return message_factory.MessageFactory(_POOL).GetPrototype(desc)  # pragma: no cover
-
+_AMCT = ProtoFile(Path(__file__).with_name("amct.proto"), "int8kit/amct.proto")
+_message = _AMCT.message
 
 ScaleOffsetRecord = _message("ScaleOffsetRecord")
 SingleLayerRecord = _message("SingleLayerRecord")

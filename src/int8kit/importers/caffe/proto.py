@@ -13,26 +13,20 @@ import re
 from pathlib import Path
 
 import numpy as np
-from google.protobuf import descriptor_pool, message_factory, text_format
+from google.protobuf import text_format
 from google.protobuf.message import DecodeError, Message
 
 from int8kit.errors import DataError, ModelError
-from int8kit.importers.caffe.protoparse import parse_proto
+from int8kit.importers.caffe.protoparse import ProtoFile
 
 log = logging.getLogger("int8kit")
 
-_PROTO = Path(__file__).with_name("caffe.proto")
-_POOL = descriptor_pool.DescriptorPool()
-_FILE = parse_proto(_PROTO.read_text(encoding="utf-8"), "int8kit/caffe.proto")
-_POOL.AddSerializedFile(_FILE.SerializeToString())
+_CAFFE = ProtoFile(Path(__file__).with_name("caffe.proto"), "int8kit/caffe.proto")
 
 
 def message_class(name: str) -> type[Message]:
     """The message class for ``name`` (e.g. ``"LayerParameter"`` or ``"PriorBoxParameter"``)."""
-    desc = _POOL.FindMessageTypeByName(f"{_FILE.package}.{name}")
-    if hasattr(message_factory, "GetMessageClass"):  # protobuf >= 4.22
-        return message_factory.GetMessageClass(desc)
-    return message_factory.MessageFactory(_POOL).GetPrototype(desc)  # pragma: no cover
+    return _CAFFE.message(name)
 
 
 NetParameter = message_class("NetParameter")
@@ -75,8 +69,8 @@ PriorBoxParameter = message_class("PriorBoxParameter")
 DetectionOutputParameter = message_class("DetectionOutputParameter")
 NonMaximumSuppressionParameter = message_class("NonMaximumSuppressionParameter")
 FillerParameter = message_class("FillerParameter")
-TRAIN = _POOL.FindEnumTypeByName(f"{_FILE.package}.Phase").values_by_name["TRAIN"].number
-TEST = _POOL.FindEnumTypeByName(f"{_FILE.package}.Phase").values_by_name["TEST"].number
+TRAIN = _CAFFE.enum_value("Phase", "TRAIN")
+TEST = _CAFFE.enum_value("Phase", "TEST")
 
 _UNKNOWN = re.compile(r'has no field named "?([\w.]+)"?')
 _LINE = re.compile(r"^(\d+):(\d+)")

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
-from google.protobuf import descriptor_pb2
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import Message
 
 _F = descriptor_pb2.FieldDescriptorProto
 
@@ -158,3 +160,24 @@ class _Parser:
 def parse_proto(text: str, name: str) -> descriptor_pb2.FileDescriptorProto:
     """Parse proto2 ``text`` (file ``name``) into a ``FileDescriptorProto``."""
     return _Parser(text, name).parse()
+
+
+class ProtoFile:
+    """The message and enum types of one ``.proto`` file, built in a private descriptor pool (so two
+    files may use the same message names without clashing with each other or with generated code)."""
+
+    def __init__(self, path: Path, name: str) -> None:
+        self.pool = descriptor_pool.DescriptorPool()
+        self.file = parse_proto(path.read_text(encoding="utf-8"), name)
+        self.pool.AddSerializedFile(self.file.SerializeToString())
+
+    def message(self, name: str) -> type[Message]:
+        """The message class for ``name`` (e.g. ``"LayerParameter"``)."""
+        desc = self.pool.FindMessageTypeByName(f"{self.file.package}.{name}")
+        if hasattr(message_factory, "GetMessageClass"):  # protobuf >= 4.22
+            return message_factory.GetMessageClass(desc)
+        return message_factory.MessageFactory(self.pool).GetPrototype(desc)  # pragma: no cover
+
+    def enum_value(self, enum: str, value: str) -> int:
+        """The number of ``value`` in enum type ``enum``."""
+        return self.pool.FindEnumTypeByName(f"{self.file.package}.{enum}").values_by_name[value].number
