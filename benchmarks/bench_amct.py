@@ -15,7 +15,6 @@ Every flow also checks that convert_model rebuilds save_model's models from the 
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from tabulate import tabulate  # noqa: E402
 import int8kit.amct as amct  # noqa: E402
 from int8kit import api  # noqa: E402
 from int8kit.evaluate.metrics import top1_agreement  # noqa: E402
+from benchmarks.realdata_facedet import facedet_blob, facedet_calib, facedet_images  # noqa: E402
 
 
 def amct_flow(model: str, weights: str | None, batches: list[np.ndarray], input_name: str, out: Path) -> dict:
@@ -132,50 +132,6 @@ def effnet_ablation(n_calib: int, n_test: int, out: Path) -> list[list]:
     return rows
 
 
-def _facedet_images():
-    import cv2
-    import skimage.data as skdata
-
-    def bgr(img):
-        img = np.dstack([img] * 3) if img.ndim == 2 else img[..., :3]
-        return np.ascontiguousarray(img[:, :, ::-1])
-
-    def mosaic(faces, start, n=3):
-        tiles = [cv2.resize(faces[start + i], (100, 100)) for i in range(n * n)]
-        return bgr(np.vstack([np.hstack(tiles[r * n:(r + 1) * n]) for r in range(n)]))
-
-    photos = {n: bgr(getattr(skdata, n)()) for n in ("astronaut", "camera", "coffee", "chelsea", "rocket")}
-    for path in sorted(glob.glob("/usr/share/darknet/data/*.jpg")):
-        photos[Path(path).name] = cv2.imread(path)
-    faces = (skdata.lfw_subset() * 255).astype(np.uint8)
-    for i in range(4):
-        photos[f"lfw_mosaic{i}"] = mosaic(faces, 9 * i)
-    pool = list(photos.values())[:-4] + [mosaic(faces, 40 + 9 * j) for j in range(6)]
-    return photos, pool
-
-
-def _blob(img):
-    import cv2
-
-    return cv2.dnn.blobFromImage(cv2.resize(img, (300, 300)), 1.0, (300, 300), (104, 177, 123))
-
-
-def facedet_calib(n: int) -> np.ndarray:
-    """Random crops and flips of the photos (tests/e2e/test_caffe_facedet.py's recipe)."""
-    _, pool = _facedet_images()
-    rng = np.random.default_rng(0)
-    out = []
-    for k in range(n):
-        img = pool[k % len(pool)]
-        h, w = img.shape[:2]
-        s = rng.uniform(0.6, 1.0)
-        ch, cw = int(h * s), int(w * s)
-        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-        crop = img[y:y + ch, x:x + cw]
-        out.append(_blob(crop[:, ::-1] if rng.random() < 0.5 else crop))
-    return np.concatenate(out)
-
-
 def _iou(a, b) -> float:
     x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
     inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
@@ -185,12 +141,12 @@ def _iou(a, b) -> float:
 
 def face_recall(fp32_model, int8_model) -> tuple[int, int]:
     """(matched, total): FP32 faces (confidence >= 0.5) an INT8 detection matches at IoU >= 0.5."""
-    photos, _ = _facedet_images()
+    photos, _ = facedet_images()
     f = ort.InferenceSession(str(fp32_model), providers=["CPUExecutionProvider"])
     q = ort.InferenceSession(str(int8_model), providers=["CPUExecutionProvider"])
     total = matched = 0
     for img in photos.values():
-        blob = _blob(img)
+        blob = facedet_blob(img)
         ref, got = f.run(None, {"data": blob})[0][0, 0], q.run(None, {"data": blob})[0][0, 0]
         ref, got = ref[ref[:, 2] >= 0.5], got[got[:, 2] >= 0.5]
         for det in ref:

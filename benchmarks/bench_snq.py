@@ -15,7 +15,6 @@ of back-to-back runs (median), reported as the ratio to FP32.
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import numpy as np  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
 from benchmarks.bench_eval import latency_pair_ms, load_npz, run_model  # noqa: E402
+from benchmarks.realdata_facedet import facedet_blob, facedet_calib, facedet_images  # noqa: E402
 
 VARIANTS = {
     "INT8 (arq)": {},
@@ -96,34 +96,6 @@ def effnet(args: argparse.Namespace, out: Path) -> list[list]:
     return rows
 
 
-def _photos() -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(test photos, calibration pool) as BGR arrays, as tests/e2e/test_caffe_facedet.py builds them."""
-    import cv2
-    import skimage.data as skdata
-
-    def bgr(img: np.ndarray) -> np.ndarray:
-        img = np.dstack([img] * 3) if img.ndim == 2 else img[..., :3]
-        return np.ascontiguousarray(img[:, :, ::-1])
-
-    faces = (skdata.lfw_subset() * 255).astype(np.uint8)
-
-    def mosaic(start: int, n: int = 3) -> np.ndarray:
-        tiles = [cv2.resize(faces[start + i], (100, 100)) for i in range(n * n)]
-        return bgr(np.vstack([np.hstack(tiles[r * n:(r + 1) * n]) for r in range(n)]))
-
-    photos = [bgr(getattr(skdata, n)()) for n in ("astronaut", "camera", "coffee", "chelsea", "rocket")]
-    photos += [cv2.imread(p) for p in sorted(glob.glob("/usr/share/darknet/data/*.jpg"))]
-    test = photos + [mosaic(9 * i) for i in range(4)]
-    pool = photos + [mosaic(40 + 9 * j) for j in range(6)]
-    return test, pool
-
-
-def _blob(img: np.ndarray) -> np.ndarray:
-    import cv2
-
-    return cv2.dnn.blobFromImage(cv2.resize(img, (300, 300)), 1.0, (300, 300), (104, 177, 123))
-
-
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
     inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
@@ -160,19 +132,9 @@ def facedet(args: argparse.Namespace, out: Path) -> list[list]:
     out.mkdir(parents=True, exist_ok=True)
     fp32 = out / "facedet.onnx"
     onnx.save(convert(Path(folder) / "deploy.prototxt.txt", Path(folder) / "res10_300x300_ssd_iter_140000.caffemodel"), fp32)
-    test, pool = _photos()
-    rng = np.random.default_rng(0)
-    calib = []
-    for k in range(48):  # random crops and flips of photos the test set does not use as-is
-        img = pool[k % len(pool)]
-        h, w = img.shape[:2]
-        s = rng.uniform(0.6, 1.0)
-        ch, cw = int(h * s), int(w * s)
-        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-        crop = img[y:y + ch, x:x + cw]
-        calib.append(_blob(crop[:, ::-1] if rng.random() < 0.5 else crop))
-    results = quantize_all(fp32, {"data": np.concatenate(calib)}, out)
-    blobs = [_blob(img) for img in test]
+    photos, _ = facedet_images()
+    results = quantize_all(fp32, {"data": facedet_calib(48)}, out)
+    blobs = [facedet_blob(img) for img in photos.values()]
     check_deploy(results, {"data": blobs[0]})
     table = sizes_and_latency(fp32, results, {"data": blobs[0]}, args.runs)
     rows = []
