@@ -503,7 +503,8 @@ def _write_auto(result: Any, names: dict[str, Path], stem: str, optimized: onnx.
     from int8kit.graph.io import write_text_atomic
 
     built = result.built
-    chosen_run = RunConfig(built.config, run.calib, TuneOptions(bias_tuning=result.chosen.bias_tuning))
+    chosen_run = RunConfig(built.config, run.calib, TuneOptions(bias_tuning=result.chosen.bias_tuning,
+                                                                weight_rounding=result.chosen.weight_rounding))
     html = report_html(result, optimized, model_name=stem, stats=stats)  # before staging: it reads its own temp file back
     quantized = QuantizeResult(built.model, optimized, built.plan, chosen_run, optimize_log=opt_log, bias_tuned=built.bias_tuned)
     with outputs_together(names.values()):

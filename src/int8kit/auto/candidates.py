@@ -23,19 +23,23 @@ class Candidate:
     changes: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     bias_tuning: int = 0
     stage: str = "quick"  # quick | float-search | put-back | extra
+    weight_rounding: str = "nearest"  # or "gptq" (tune/weight_rounding.py; full mode tries it)
 
     @property
     def key(self) -> str:
         """What makes two candidates the same trial (the search log is keyed by it)."""
         changes = {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(self.changes.items())}
-        return json.dumps({"changes": changes, "bias_tuning": self.bias_tuning}, sort_keys=True)
+        key = {"changes": changes, "bias_tuning": self.bias_tuning}
+        if self.weight_rounding != "nearest":  # the keys of logs written before it existed stay valid
+            key["weight_rounding"] = self.weight_rounding
+        return json.dumps(key, sort_keys=True)
 
     def config(self, base: QuantConfig) -> QuantConfig:
         return base.replace(**self.changes) if self.changes else base
 
     def with_changes(self, name: str, stage: str, **changes: Any) -> "Candidate":
         """This candidate with more changes (later ones win)."""
-        return Candidate(name, {**self.changes, **changes}, self.bias_tuning, stage)
+        return Candidate(name, {**self.changes, **changes}, self.bias_tuning, stage, self.weight_rounding)
 
 
 def _method_known(name: str) -> bool:

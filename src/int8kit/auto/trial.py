@@ -22,6 +22,7 @@ from int8kit.plan.planner import plan
 from int8kit.plan.types import QuantPlan
 from int8kit.runtime.session import make_session
 from int8kit.tune.bias_tuning import tune_biases
+from int8kit.tune.weight_rounding import RoundingMemo, gptq_rounding
 
 
 @dataclass
@@ -44,6 +45,7 @@ class Trial:
     size_bytes: int
     seconds: float
     drop_interval: list[float] | None = None  # paired 95 % interval of the drop against FP32 on the same samples
+    weight_rounding: str = "nearest"
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -59,7 +61,7 @@ class Trial:
 
     def candidate(self) -> Candidate:
         changes = {k: tuple(v) if isinstance(v, list) else v for k, v in self.changes.items()}
-        return Candidate(self.name, changes, self.bias_tuning, self.stage)
+        return Candidate(self.name, changes, self.bias_tuning, self.stage, self.weight_rounding)
 
 
 @dataclass
@@ -86,11 +88,15 @@ class SearchContext:
     latency_runs: int = 20
     tuning_batches: list[dict[str, np.ndarray]] = field(default_factory=list)  # calibration samples for bias tuning
     _fp32_session: Any = None
+    _rounding: RoundingMemo = field(default_factory=RoundingMemo)  # GPTQ's input statistics, shared by trials
 
     def build(self, candidate: Candidate) -> Built:
         """Plan and emit ``candidate`` (and tune its biases when it asks): milliseconds to seconds."""
         config = candidate.config(self.base)
         quant_plan = plan(self.optimized, self.stats, config)
+        if candidate.weight_rounding == "gptq" and self.tuning_batches:
+            quant_plan, _ = gptq_rounding(self.optimized, quant_plan, self.tuning_batches,
+                                          bias_correction=config.bias_correction, progress=False, memo=self._rounding)
         model = emit_qdq(self.optimized, quant_plan)
         tuned = 0
         if candidate.bias_tuning and self.tuning_batches:
@@ -138,5 +144,5 @@ class SearchContext:
                       int8_mac_fraction(self.macs, set(floats)) if built.config.bitwidth == 8 else 0.0,
                       int8_ms / fp32_ms if fp32_ms > 0 else float("inf"),
                       int8_ms, fp32_ms, built.model.ByteSize(), time.perf_counter() - start,
-                      None if paired.low is None else [float(paired.low), float(paired.high)])
+                      None if paired.low is None else [float(paired.low), float(paired.high)], candidate.weight_rounding)
         return trial, built
