@@ -249,7 +249,7 @@ class TuneOptions(_Options):
 
     weight_rounding: str = option("nearest", "how weights take their INT8 grid point: nearest, or gptq (each layer's "
                                              "weights rounded column by column with the rounding error moved onto the "
-                                             "columns not yet rounded, so the layer's output error on the first 64 "
+                                             "columns not yet rounded, so the layer's output error on the first 32 "
                                              "calibration samples is smallest; same scales and grid; needs --data)",
                                   metavar="MODE")
     update_bn: bool = option(False, "after quantizing (useful with --weight-algo snq), re-estimate each quantized conv's "
