@@ -139,11 +139,11 @@ def test_a_bias_pushed_into_the_relu_floor_is_moved_back_in_one_step():
 
 
 def test_bias_tuning_samples_are_bounded_in_memory(tmp_path, monkeypatch):
-    import int8kit.api as api
+    import int8kit.pipeline as pipeline
 
     model = _two_convs()
     x = RNG.standard_normal((24, 8, 6, 6)).astype(np.float32)  # 1152 bytes a sample
-    monkeypatch.setattr(api, "TUNING_BYTES", 10 * 1152)
+    monkeypatch.setattr(pipeline, "TUNING_BYTES", 10 * 1152)
     with pytest.raises(DataError, match=r"--bias-tuning 16 \(16 samples\) are kept in memory.*ask for at most 10 samples"):
         int8kit.quantize(model, x, output_dir=tmp_path, bias_tuning=16, progress=False)
     assert int8kit.quantize(model, x, output_dir=tmp_path, bias_tuning=8, progress=False).bias_tuned >= 0

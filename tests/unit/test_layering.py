@@ -30,7 +30,7 @@ LAYERS: list[set[str]] = [
     {"evaluate"},
     {"analysis", "importers"},
     {"auto", "amct"},
-    {"api", "results", "preflight", "describe", "demo", "demo_data", "evaluation", "__init__"},
+    {"api", "pipeline", "results", "preflight", "describe", "demo", "demo_data", "evaluation", "__init__"},
     {"cli", "__main__"},
 ]
 

@@ -143,13 +143,14 @@ def test_report_never_calibrates_and_shows_the_summary_table(quantized, tmp_path
     """Without --stats the histograms come from the per-layer pass's stored FP32 values, and the
     summary is EvalResult.to_table's rows (one renderer)."""
     import int8kit.calib.collect as collect_mod
+    import int8kit.pipeline as pipeline
     from int8kit.evaluate.result import summary_rows
 
     def no_calibration(*args, **kwargs):
         raise AssertionError("the report calibrated")
 
     monkeypatch.setattr(collect_mod, "collect", no_calibration)
-    monkeypatch.setattr(api, "collect", no_calibration, raising=False)
+    monkeypatch.setattr(pipeline, "collect", no_calibration, raising=False)
     root, q, _ = quantized
     out = tmp_path / "r.html"
     res = api.evaluate(q.fp32_optimized_model, q.int8_model, root / "data.npy", report=out, latency=False, progress=False)
