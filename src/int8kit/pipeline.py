@@ -18,19 +18,18 @@ from int8kit.calib.collect import collect
 from int8kit.calib.stats import Stats, model_fingerprint
 from int8kit.config import CalibOptions, RunConfig, TuneOptions
 from int8kit.data.sources import KeepFirst, batches_from, model_input_specs
-from int8kit.emit.qdq import emit_qdq
 from int8kit.errors import ConfigError
 from int8kit.evaluate.reference import ModelLike
 from int8kit.graph.io import as_model
 from int8kit.graph.model_checks import check_float_model
 from int8kit.graph.optimize import optimize_model
 from int8kit.plan.planner import candidate_tensors, plan
-from int8kit.plan.types import QuantPlan
 from int8kit.preflight import check_layer_names
 from int8kit.results import QuantizeResult, write_outputs
-from int8kit.tune.bias_tuning import TUNING_BYTES, tune_biases
-from int8kit.tune.bn_update import bn_update_samples, update_bn
-from int8kit.tune.weight_rounding import gptq_rounding, rounding_samples
+from int8kit.tune.bias_tuning import TUNING_BYTES
+from int8kit.tune.bn_update import bn_update_samples
+from int8kit.tune.steps import tune_and_emit
+from int8kit.tune.weight_rounding import rounding_samples
 
 log = logging.getLogger("int8kit.api")
 
@@ -43,7 +42,6 @@ def model_stem(model: ModelLike) -> str:
     return stem[: -len(".prototxt")] if stem.endswith(".prototxt") else stem
 
 
-
 def source_model(model: ModelLike, framework: str | None, weights: Any, input_shapes: Any) -> ModelLike:
     """An ONNX model as given; another framework's files (Caffe, Darknet, PyTorch, ...) converted first."""
     plain = framework in (None, "onnx") and weights is None and input_shapes is None
@@ -52,7 +50,6 @@ def source_model(model: ModelLike, framework: str | None, weights: Any, input_sh
     from int8kit.importers import load_any_model
 
     return load_any_model(model, framework=framework, weights=weights, input_shapes=input_shapes)
-
 
 
 def latency_check(result: QuantizeResult, data: Any, preprocess: str | None, template: str | None, strict: bool):
@@ -78,7 +75,6 @@ def latency_check(result: QuantizeResult, data: Any, preprocess: str | None, tem
     if not speed.faster:
         log.warning(speed.advice())
     return speed
-
 
 
 @dataclass
@@ -108,7 +104,6 @@ class StageInputs:
             raise ConfigError("--iterations chooses the calibration samples, but --stats skips the calibration pass; drop --iterations.")
         if self.dump_stats is not None:
             raise ConfigError("--dump-stats saves a new calibration pass, but --stats skips it; drop --dump-stats.")
-
 
 
 def run_quantize(model: ModelLike, given: StageInputs, run: RunConfig, names: dict[str, Path], *, save_config: Any,
@@ -153,49 +148,12 @@ def run_quantize(model: ModelLike, given: StageInputs, run: RunConfig, names: di
     start = time.perf_counter()
     quant_plan = plan(optimized, stats, run.quant)
     timings["plan"] = time.perf_counter() - start
-    if tuning is not None and run.tune.weight_rounding == "gptq":
-        start = time.perf_counter()
-        quant_plan, rounding = gptq_rounding(optimized, quant_plan, tuning.kept, bias_correction=run.quant.bias_correction,
-                                             progress=progress)
-        log.info("GPTQ rounding: %d layers re-rounded", sum(rounding.gptq[k] < rounding.nearest[k] for k in rounding.gptq))
-        timings["weight_rounding"] = time.perf_counter() - start
-    if tuning is not None and run.tune.update_bn:
-        start = time.perf_counter()
-        quant_plan = _update_bn(optimized, quant_plan, tuning, run.tune, progress)
-        timings["update_bn"] = time.perf_counter() - start
-    start = time.perf_counter()
-    int8 = emit_qdq(optimized, quant_plan)
-    timings["emit"] = time.perf_counter() - start
-    bias_tuned = 0
-    if tuning is not None and run.tune.bias_tuning:
-        start = time.perf_counter()
-        int8, bias_tuned = _tune(optimized, int8, quant_plan, tuning, run.tune, progress)
-        timings["bias_tuning"] = time.perf_counter() - start
+    tuned = tune_and_emit(optimized, quant_plan, tuning.kept if tuning is not None else None, run.tune,
+                          bias_correction=run.quant.bias_correction, progress=progress)
+    timings.update(tuned.timings)
+    int8, quant_plan, bias_tuned = tuned.model, tuned.plan, tuned.bias_tuned
     result = QuantizeResult(int8, optimized, quant_plan, run, timings=timings, optimize_log=opt_log, bias_tuned=bias_tuned)
     return write_outputs(result, names, model_stem(model), save_config)
-
-
-
-def _update_bn(optimized: onnx.ModelProto, quant_plan: QuantPlan, tuning: KeepFirst, tune: TuneOptions,
-               progress: bool) -> QuantPlan:
-    """BN update on the kept calibration samples (``--update-bn``); the statistics go to ``bn_dump_dir``."""
-    updated, report = update_bn(optimized, quant_plan, tuning.kept, iterations=tune.bn_update_iterations,
-                                fraction=tune.bn_moving_average_fraction, progress=progress)
-    log.info("BN update: %d convs re-normalized", report.convs)
-    if tune.bn_dump_dir is not None:
-        report.save(tune.bn_dump_dir)
-    return updated
-
-
-
-def _tune(optimized: onnx.ModelProto, int8: onnx.ModelProto, quant_plan: QuantPlan, tuning: KeepFirst,
-          tune: TuneOptions, progress: bool) -> tuple[onnx.ModelProto, int]:
-    """Bias tuning on the kept calibration samples (``--bias-tuning N``)."""
-    kept = sum(len(next(iter(b.values()))) for b in tuning.kept)
-    if kept < tune.bias_tuning:
-        log.warning("--bias-tuning asked %d samples but the data holds %d; tuning on those", tune.bias_tuning, kept)
-    return tune_biases(optimized, int8, quant_plan, tuning.kept, progress=progress)
-
 
 
 def open_data_for(model: ModelLike, data: Any, preprocess: str | None, template: str | None, strict: bool) -> Any:
@@ -210,7 +168,6 @@ def open_data_for(model: ModelLike, data: Any, preprocess: str | None, template:
     specs = model_input_specs(as_model(model))
     return open_data(data, preprocess=preprocess, preprocess_template=template, strict=strict,
                      input_shapes=[s.shape for s in specs], input_names=[s.name for s in specs])
-
 
 
 def collect_stats(optimized: onnx.ModelProto, data: Any, calib: CalibOptions, progress: bool) -> Stats:

@@ -15,14 +15,13 @@ from int8kit.auto.candidates import Candidate
 from int8kit.auto.macs import int8_mac_fraction
 from int8kit.auto.scorer import TaskScorer
 from int8kit.calib.stats import Stats
-from int8kit.config import QuantConfig
-from int8kit.emit.qdq import emit_qdq
+from int8kit.config import QuantConfig, TuneOptions
 from int8kit.evaluate.latency import measure_latencies
 from int8kit.plan.planner import plan
 from int8kit.plan.types import QuantPlan
 from int8kit.runtime.session import make_session
-from int8kit.tune.bias_tuning import tune_biases
-from int8kit.tune.weight_rounding import RoundingMemo, gptq_rounding
+from int8kit.tune.steps import tune_and_emit
+from int8kit.tune.weight_rounding import RoundingMemo
 
 
 @dataclass
@@ -93,15 +92,10 @@ class SearchContext:
     def build(self, candidate: Candidate) -> Built:
         """Plan and emit ``candidate`` (and tune its biases when it asks): milliseconds to seconds."""
         config = candidate.config(self.base)
-        quant_plan = plan(self.optimized, self.stats, config)
-        if candidate.weight_rounding == "gptq" and self.tuning_batches:
-            quant_plan, _ = gptq_rounding(self.optimized, quant_plan, self.tuning_batches,
-                                          bias_correction=config.bias_correction, progress=False, memo=self._rounding)
-        model = emit_qdq(self.optimized, quant_plan)
-        tuned = 0
-        if candidate.bias_tuning and self.tuning_batches:
-            model, tuned = tune_biases(self.optimized, model, quant_plan, self.tuning_batches, progress=False)
-        return Built(model, quant_plan, config, tuned)
+        tune = TuneOptions(bias_tuning=candidate.bias_tuning, weight_rounding=candidate.weight_rounding)
+        tuned = tune_and_emit(self.optimized, plan(self.optimized, self.stats, config), self.tuning_batches, tune,
+                              bias_correction=config.bias_correction, rounding_memo=self._rounding)
+        return Built(tuned.model, tuned.plan, config, tuned.bias_tuned)
 
     def latencies(self, model: onnx.ModelProto) -> tuple[float, float]:
         """FP32 and INT8 milliseconds on one sample, one thread, the two taking turns."""
