@@ -37,7 +37,7 @@ def full_search(ctx: SearchContext, run: Run, quick: list[Trial], *,
         if tuned.score.value > start.score.value:
             start, base = tuned, tuned.candidate()
     if ctx.tuning_batches and base.weight_rounding == "nearest":
-        # GPTQ rounding (EfficientNet-Lite0: output MSE against FP32 0.00356 -> 0.00237; notes/rounding.md)
+        # GPTQ rounding (EfficientNet-Lite0: output MSE against FP32 0.00356 -> 0.00237; benchmarks/bench_rounding.py)
         expect(1)
         rounded = run(Candidate(f"{start.name} + GPTQ rounding", dict(base.changes), base.bias_tuning, "extra", "gptq"))
         if rounded.score.value > start.score.value:

@@ -15,7 +15,7 @@ and leave an unquantized model exactly as it was (AMCT's target would move FP32 
 the calibration set).
 
 Two choices measured on EfficientNet-Lite0 with SNQ (top-1 agreement with FP32 on 200 test crops,
-0.705 without the update; notes/snq.md):
+0.705 without the update; measured 2026-12-05 while writing it, see docs/snq.md):
 * The statistics are those of the output as the next layer reads it, clipped to its
   QuantizeLinear range (a fused ReLU6 keeps [0, 6]): a channel that is mostly negative before its
   ReLU has a pre-activation mean and variance driven by values nobody reads (0.78, against 0.75
