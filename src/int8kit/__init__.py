@@ -4,14 +4,13 @@
 ``int8kit.api``, and ``int8kit.inspect`` is ``int8kit inspect`` (``int8kit.demo.run_demo`` is
 ``int8kit demo``). They are imported lazily so that ``import int8kit`` stays cheap. ``QuantConfig``,
 ``CalibOptions``, ``TuneOptions`` and ``RunConfig`` are the configuration (``int8kit.config``).
+
+This file runs before the ``int8kit`` command can catch a Ctrl-C (``int8kit.__main__``), so it
+imports nothing heavy: a Ctrl-C during an import here would be a KeyboardInterrupt traceback.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
-from int8kit.errors import CalibrationError, ConfigError, DataError, Int8kitError, ModelError
 from int8kit.runtime.import_guard import install as _keep_ctrl_c
 
 _keep_ctrl_c()  # a Ctrl-C while onnxruntime imports stays a Ctrl-C, not an ImportError traceback
@@ -21,6 +20,7 @@ __version__ = "0.1.0"
 
 _API = ("convert", "quantize", "calibrate", "optimize", "evaluate", "analyze", "auto")
 _CONFIG = ("QuantConfig", "CalibOptions", "TuneOptions", "RunConfig")
+_ERRORS = ("CalibrationError", "ConfigError", "DataError", "Int8kitError", "ModelError")
 
 __all__ = [
     "CalibOptions",
@@ -38,7 +38,11 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
+    import importlib  # here, not above: see the module docstring
+
+    if name in _ERRORS:
+        return getattr(importlib.import_module("int8kit.errors"), name)
     if name in _API:
         return getattr(importlib.import_module("int8kit.api"), name)
     if name in _CONFIG:

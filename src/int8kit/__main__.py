@@ -1,7 +1,51 @@
-"""``python -m int8kit`` runs the command line."""
+"""The ``int8kit`` command: the console script and ``python -m int8kit`` both start in :func:`main`.
 
+A Ctrl-C must end the command with one line, never a traceback, from as early as possible. Until
+:func:`main`'s ``try`` is entered nothing can catch it, so this module (like ``int8kit/__init__``)
+imports only what Python has loaded at start-up; everything else, the command line included, is
+imported inside the ``try``.
+"""
+
+import os
 import sys
 
-from int8kit.cli import main
+INTERRUPTED = "int8kit: interrupted; no partial output was left behind."
 
-sys.exit(main())
+
+def main() -> int:
+    """Run the command line on ``sys.argv`` and return its exit code; after a Ctrl-C, print one line
+    and end the process at once with exit code 130."""
+    sigint: list[int] = []
+    try:
+        import signal
+
+        def on_sigint(signum: int, frame: object) -> None:
+            sigint.append(signum)
+            raise KeyboardInterrupt
+
+        # Python's own handler, plus a note that the user pressed Ctrl-C: some compiled modules
+        # (numpy, onnxruntime) turn a KeyboardInterrupt during their import into an ImportError.
+        signal.signal(signal.SIGINT, on_sigint)
+        try:
+            from int8kit.cli import main as run
+
+            code = run()
+        finally:
+            # The work is over: a Ctrl-C from here on ends the process at once, not as a
+            # KeyboardInterrupt in the interpreter's teardown (which would print a traceback).
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+    except SystemExit:  # argparse: --help, --version, usage errors
+        raise
+    except BaseException as exc:
+        if not (sigint or isinstance(exc, KeyboardInterrupt)):
+            raise  # a bug: its traceback is the report
+        print(INTERRUPTED, file=sys.stderr)
+        # Skip the interpreter's teardown: after a Ctrl-C, onnxruntime's threads can abort it (exit 134).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,15 +1,22 @@
-"""A Ctrl-C while onnxruntime imports is a Ctrl-C (one "interrupted" line), not an ImportError
-traceback: onnxruntime's compiled module reports any exception in its initialisation, a
-KeyboardInterrupt included, as ``ImportError: initialization failed``."""
+"""A Ctrl-C is one "interrupted" line and exit code 130, never a traceback: from the first moment
+the ``int8kit`` command runs code of its own (``int8kit.__main__``), while onnxruntime imports
+(its compiled module reports any exception in its initialisation, a KeyboardInterrupt included,
+as ``ImportError: initialization failed``), and after the work, during the interpreter's teardown."""
 
 from __future__ import annotations
 
+import re
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 import int8kit  # noqa: F401  (installs the import guard)
+from int8kit.__main__ import INTERRUPTED
 from int8kit.runtime import import_guard as _interrupt
 
 
@@ -38,3 +45,109 @@ def test_onnxruntime_still_imports_through_the_guard():
     code = "import int8kit, onnxruntime; print(onnxruntime.InferenceSession.__name__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "InferenceSession", out.stderr
+
+
+# --- Ctrl-C at any moment of the command's start-up -------------------------------------------------
+
+_STARTUP_MODULES = {"__future__", "int8kit", "int8kit.__main__", "int8kit.runtime", "int8kit.runtime.import_guard"}
+
+
+def _command() -> list[list[str]]:
+    """The real console script (when this Python has it) and ``python -m int8kit``."""
+    script = Path(sys.executable).parent / "int8kit"
+    return ([[str(script)]] if script.is_file() else []) + [[sys.executable, "-m", "int8kit"]]
+
+
+def test_the_command_imports_almost_nothing_before_it_can_catch_ctrl_c():
+    # Until int8kit.__main__.main runs, a Ctrl-C is Python's KeyboardInterrupt traceback: what the
+    # console script imports before it (the package and the entry module) must stay this small.
+    code = ("import sys; before = set(sys.modules); import int8kit.__main__; "
+            "print(*sorted(set(sys.modules) - before))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert set(out.stdout.split()) <= _STARTUP_MODULES, out.stdout
+
+
+def _before_main(err: str, script: str) -> bool:
+    """A traceback from before ``int8kit.__main__.main`` could catch anything: Python's own start-up
+    (site) or the console script's import of the package and the entry module, nothing further."""
+    frames = re.findall(r'File "([^"]+)", line -?\d+, in (\S+)', err)
+    startup_files = ("int8kit/__init__.py", "int8kit/__main__.py", "int8kit/runtime/__init__.py",
+                     "int8kit/runtime/import_guard.py", "__future__.py")
+    return bool(frames) and all(
+        path.startswith("<frozen ") or (func == "<module>" and (path == script or path.endswith(startup_files)))
+        for path, func in frames)
+
+
+def test_ctrl_c_at_any_moment_of_the_start_up_is_one_line(tmp_path):
+    """SIGINT at 30 moments spread over the first 0.3 s of `int8kit --help` (which imports every verb's
+    modules: argparse, numpy, the configuration): each try ends with the one "interrupted" line and
+    exit code 130, finishes (exit 0), or is killed silently before Python has its handler."""
+    commands = _command()
+    outcomes: list[str] = []
+    for i, delay in enumerate(np.linspace(0.0, 0.3, 30)):
+        cmd = commands[i % len(commands)]
+        p = subprocess.Popen([*cmd, "--help"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+        time.sleep(delay)
+        p.send_signal(signal.SIGINT)
+        err = p.communicate(timeout=120)[1]
+        where = f"try {i}, SIGINT after {delay * 1000:.0f} ms, exit code {p.returncode}:\n{err}"
+        if "Traceback" in err or "Fatal Python error" in err:
+            # Python's start-up and the console script's two small imports (the test above keeps
+            # them small) come before any code of ours runs; a traceback from later is a failure.
+            assert _before_main(err, cmd[0]), where
+            assert p.returncode != 0, where
+            outcomes.append("before main")
+        elif p.returncode == 0:
+            outcomes.append("finished")
+        elif p.returncode == -signal.SIGINT:
+            assert err == "", where  # killed before Python installed its handler
+            outcomes.append("killed")
+        else:
+            assert (p.returncode, err) == (130, INTERRUPTED + "\n"), where
+            outcomes.append("interrupted")
+    # The window before main is a few ms of the 300: most tries must have hit our own code.
+    assert outcomes.count("interrupted") >= 20, outcomes
+
+
+def test_a_ctrl_c_that_a_library_turned_into_another_error_is_still_a_ctrl_c():
+    # numpy's import turns a KeyboardInterrupt in its C part into "ImportError: PyCapsule_Import
+    # could not import module datetime", without the KeyboardInterrupt as cause or context.
+    code = """if True:
+        import os, signal, sys
+        import int8kit.cli
+        from int8kit.__main__ import main
+
+        def swallowing_import():
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(10_000):
+                    pass
+            except KeyboardInterrupt:
+                pass
+            raise ImportError('PyCapsule_Import could not import module "datetime"')
+
+        int8kit.cli.main = swallowing_import if sys.argv[1] == "ctrl-c" else lambda: int("not a number")
+        sys.exit(main())
+    """
+    out = subprocess.run([sys.executable, "-c", code, "ctrl-c"], capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stderr) == (130, INTERRUPTED + "\n")
+    bug = subprocess.run([sys.executable, "-c", code, "bug"], capture_output=True, text=True, timeout=60)
+    assert bug.returncode == 1 and "Traceback" in bug.stderr and "ValueError" in bug.stderr  # a real error stays visible
+
+
+def test_a_ctrl_c_after_the_work_ends_the_process_silently():
+    # After main() returned, a KeyboardInterrupt would be raised in the interpreter's teardown
+    # (a traceback, or "Exception ignored" from an atexit handler): the signal ends the process.
+    code = """if True:
+        import os, signal, sys, time
+        import int8kit.cli
+        from int8kit.__main__ import main
+
+        int8kit.cli.main = lambda: 0
+        code = main()
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+        sys.exit(code)
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stderr) == (-signal.SIGINT, "")

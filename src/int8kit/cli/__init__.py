@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 from int8kit import __version__
@@ -36,19 +35,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; user errors print one line and return their exit code (2)."""
+    """Run one command; user errors print one line and return their exit code (2).
+
+    A Ctrl-C propagates as KeyboardInterrupt: the ``int8kit`` command (``int8kit.__main__``) turns
+    it into one line, from the first moment it can catch it, which is before this module imports."""
     try:
         return _run(argv)
     except Int8kitError as exc:
         print(f"int8kit: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:  # also while the verb's modules import (numpy, onnxruntime)
-        print("int8kit: interrupted; no partial output was left behind.", file=sys.stderr)
-        if argv is None:  # the console command: skip interpreter teardown, where onnxruntime's
-            sys.stdout.flush()  # threads can abort the process (exit 134) after a Ctrl-C
-            sys.stderr.flush()
-            os._exit(130)
-        return 130
 
 
 def _run(argv: list[str] | None) -> int:

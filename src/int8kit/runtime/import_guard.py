@@ -5,14 +5,19 @@ KeyboardInterrupt included, into ``ImportError: initialization failed`` (pybind1
 original as the cause). A Ctrl-C in the first second of a run then printed that traceback instead
 of the one "interrupted" line. This finder wraps the import of the named packages and re-raises
 such an ImportError as the KeyboardInterrupt it was; every other ImportError passes unchanged.
+
+``import int8kit`` installs it before the command can catch a Ctrl-C, so this module imports
+nothing that is not loaded at start-up already (``importlib.util`` only when a guarded package
+imports; a finder needs no ``importlib.abc`` base class).
 """
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.util
 import sys
-from types import ModuleType
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import ModuleType
 
 GUARDED = {"onnxruntime"}
 
@@ -29,7 +34,7 @@ def caused_by_interrupt(exc: BaseException) -> bool:
     return False
 
 
-class _InterruptedImportFinder(importlib.abc.MetaPathFinder):
+class _InterruptedImportFinder:
     """Finds nothing itself: it asks the other finders and wraps the loader of a guarded package."""
 
     def __init__(self) -> None:
@@ -38,6 +43,8 @@ class _InterruptedImportFinder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname: str, path=None, target=None):  # noqa: ANN001 - importlib's signature
         if fullname not in GUARDED or self._busy:
             return None
+        import importlib.util
+
         self._busy = True  # the lookup below walks sys.meta_path again, this finder included
         try:
             spec = importlib.util.find_spec(fullname)
