@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +16,14 @@ import pytest
 lmdb = pytest.importorskip("lmdb", reason="the LMDB writer needs the lmdb package")
 pytest.importorskip("PIL", reason="original images need Pillow")
 
+from int8kit.cli import main  # noqa: E402
 from int8kit.data import LmdbWriter  # noqa: E402
 from int8kit.data import lmdb_store  # noqa: E402
 from int8kit.data.lmdb_source import LmdbSource  # noqa: E402
 from int8kit.data.lmdb_store import refresh_lmdb  # noqa: E402
 from int8kit.errors import OutputError  # noqa: E402
 from int8kit.graph.io import UMASK  # noqa: E402
-from tests.unit.faults import fault_at  # noqa: E402
+from tests.unit.faults import as_unprivileged, fault_at, readable_tmp, remove_tree  # noqa: E402
 
 _STEPS = ("replace", "rename", "symlink", "link", "unlink", "rmdir", "mkdir")
 
@@ -143,13 +145,38 @@ def test_an_unwritable_folder_is_one_line(tmp_path, monkeypatch):
         _db(tmp_path / "db")
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders; needs a non-root user")
-def test_a_read_only_folder_as_a_user_is_one_line(tmp_path):
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    os.chmod(ro, 0o555)
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else b"" for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the calls run in a forked child as a user without root's rights")
+def test_a_folder_the_user_cannot_write_is_one_line_as_a_real_user():
+    # Nothing injected: a user without root's rights (nobody, when the tests run as root) and a
+    # folder it cannot write, so the file system itself refuses. ``create`` stages inside the
+    # folder, ``refresh`` beside the LMDB: both must be one line that leaves everything as it was.
+    base = readable_tmp()
     try:
-        with pytest.raises(OutputError, match="permission denied"):
-            _db(ro / "db")
+        _db(base / "warm")  # as this user first: the child can use only modules loaded here
+        assert main(["lmdb", "refresh", str(base / "warm")]) == 0
+        ro = base / "ro"
+        _db(ro / "db")
+        next((ro / "db" / "original_images").iterdir()).unlink()  # refresh has a sample to drop
+        for path in (ro, ro / "db", ro / "db" / "original_images"):
+            path.chmod(0o555)
+        before = _files(ro)
+
+        def create() -> int:
+            try:
+                _db(ro / "new")
+            except OutputError as exc:  # what the command line prints for it
+                print(f"int8kit: error: {exc}", file=sys.stderr)
+                return exc.exit_code
+            return 0
+
+        for what, call in (("create", create), ("refresh", lambda: main(["lmdb", "refresh", str(ro / "db")]))):
+            code, err = as_unprivileged(call)
+            assert code == 2 and len(err.splitlines()) == 1, f"{what}: exit code {code}\n{err}"
+            assert "permission denied" in err and str(ro) in err, f"{what}: {err}"
+            assert _files(ro) == before, what  # no staging folder, no lock file, the LMDB untouched
     finally:
-        os.chmod(ro, 0o755)
+        remove_tree(base)
