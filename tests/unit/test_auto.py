@@ -130,7 +130,9 @@ def test_full_mode_floats_the_sensitive_layer(outlier):
     assert not base.meets, "the outlier must make the all-INT8 model miss the budget"
     assert result.meets
     assert "conv_c" in result.chosen.float_layers
-    assert "conv_a" not in result.chosen.float_layers and "conv_b" not in result.chosen.float_layers
+    assert "conv_a" not in result.chosen.float_layers
+    # float conv_c reads conv_b's output unquantized, so onnxruntime runs conv_b in float too: counted
+    assert "conv_b" in result.chosen.float_layers
     assert any(t.stage == "float-search" for t in result.log.trials.values())
     reference = [t for t in result.log.trials.values() if "16-bit" in t.name]
     assert len(reference) == 1 and reference[0].int8_macs == 0.0 and reference[0] is not result.chosen

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from int8kit.analysis.ort_fusion import convs_run_in_float
 from int8kit.auto.budget import Budget, Score
 from int8kit.auto.candidates import Candidate
 from int8kit.auto.macs import int8_mac_fraction
@@ -119,9 +120,13 @@ class SearchContext:
             trial.fp32_ms, trial.int8_ms = fp32_ms, ms
             trial.latency_ratio = ms / fp32_ms if fp32_ms > 0 else float("inf")
 
-    def float_layers(self, quant_plan: QuantPlan) -> list[str]:
-        """Compute layers the plan keeps float, in graph order."""
-        return [name for name in self.macs if name in quant_plan.float_nodes]
+    def float_layers(self, built: Built) -> list[str]:
+        """Compute layers that run in float, in graph order: those the plan keeps float and, for
+        onnxruntime, the convs it runs in float because a float layer reads their output too."""
+        floats = set(built.plan.float_nodes)
+        if not built.config.inputs_only:
+            floats.update(convs_run_in_float(built.model))
+        return [name for name in self.macs if name in floats]
 
     def run(self, candidate: Candidate) -> tuple[Trial, Built]:
         """Build, score and time one candidate."""
@@ -130,7 +135,7 @@ class SearchContext:
         raw = self.scorer.score(built.model)
         paired = self.scorer.drop(raw, relative=self.budget.relative)
         fp32_ms, int8_ms = self.latencies(built.model)
-        floats = self.float_layers(built.plan)
+        floats = self.float_layers(built)
         score = Score.of(raw)
         trial = Trial(candidate.key, candidate.name, candidate.stage, dict(candidate.changes), candidate.bias_tuning,
                       score, self.budget.drop(score.value), self.budget.meets(score.value), floats,

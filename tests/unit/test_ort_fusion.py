@@ -1,0 +1,54 @@
+"""The convs counted as float because onnxruntime cannot give them an integer kernel are exactly
+those onnxruntime itself leaves as float Conv after its graph optimizations."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+import int8kit
+from int8kit.analysis.ort_fusion import convs_run_in_float
+
+
+def _chain(path) -> str:
+    """x -> conv_a -> Relu -> conv_b -> Relu -> conv_c -> Add(conv_b's output) -> y."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 8, 3, 3)).astype(np.float32) * 0.2, n) for n in ("wa", "wb", "wc")]
+    nodes = [
+        helper.make_node("Conv", ["x", "wa"], ["a"], name="conv_a", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["ar"], name="relu_a"),
+        helper.make_node("Conv", ["ar", "wb"], ["b"], name="conv_b", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["b"], ["br"], name="relu_b"),
+        helper.make_node("Conv", ["br", "wc"], ["c"], name="conv_c", pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c", "br"], ["y"], name="add"),
+    ]
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 8, 8])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return str(path)
+
+
+def _float_convs_in_onnxruntime(model: onnx.ModelProto, tmp_path) -> set[str]:
+    """Names of the float Conv nodes onnxruntime keeps after optimizing (QLinearConv are integer)."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED  # QDQ fusion, no layout rewrites
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return {n.name for n in onnx.load(opts.optimized_model_filepath).graph.node if n.op_type in ("Conv", "FusedConv")}
+
+
+def test_a_conv_feeding_a_float_conv_is_named_and_onnxruntime_agrees(tmp_path):
+    model = _chain(tmp_path / "chain.onnx")
+    calib = np.random.default_rng(1).standard_normal((16, 8, 8, 8)).astype(np.float32)
+    plain = int8kit.quantize(model, calib, output_dir=None, th_method="max", stem_float=False, progress=False)
+    assert convs_run_in_float(plain.model) == []
+    assert _float_convs_in_onnxruntime(plain.model, tmp_path) == set()
+
+    floated = int8kit.quantize(model, calib, output_dir=None, th_method="max", stem_float=False, progress=False,
+                               fp_layers=["conv_c"])
+    assert "conv_b" not in floated.plan.float_nodes  # planned INT8 ...
+    assert convs_run_in_float(floated.model) == ["conv_b"]  # ... but its output also feeds float conv_c
+    in_ort = _float_convs_in_onnxruntime(floated.model, tmp_path)
+    assert "conv_b" in in_ort and "conv_a" not in in_ort
