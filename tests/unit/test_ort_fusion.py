@@ -52,3 +52,15 @@ def test_a_conv_feeding_a_float_conv_is_named_and_onnxruntime_agrees(tmp_path):
     assert convs_run_in_float(floated.model) == ["conv_b"]  # ... but its output also feeds float conv_c
     in_ort = _float_convs_in_onnxruntime(floated.model, tmp_path)
     assert "conv_b" in in_ort and "conv_a" not in in_ort
+
+
+def test_float_cost_adds_the_feeding_conv_unless_it_is_float_already(tmp_path):
+    from int8kit.auto.macs import float_cost, layer_macs
+
+    model = onnx.load(_chain(tmp_path / "chain.onnx"))
+    macs = layer_macs(model, {"x": (1, 8, 8, 8)})
+    assert set(macs) == {"conv_a", "conv_b", "conv_c"} and all(v > 0 for v in macs.values())
+    cost = float_cost(model, macs, set())
+    assert cost == {"conv_a": macs["conv_a"], "conv_b": macs["conv_b"] + macs["conv_a"],
+                    "conv_c": macs["conv_c"] + macs["conv_b"]}
+    assert float_cost(model, macs, {"conv_b"})["conv_c"] == macs["conv_c"]

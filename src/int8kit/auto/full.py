@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from int8kit.auto.candidates import Candidate, keeps_float_set
 from int8kit.auto.choose import best_score
+from int8kit.auto.macs import float_cost
 from int8kit.auto.ranking import sensitivity_ranking
 from int8kit.auto.trial import SearchContext, Trial
 
@@ -51,10 +52,12 @@ def full_search(ctx: SearchContext, run: Run, quick: list[Trial], *,
     built = ctx.build(base)
     int8_layers = [name for name in ctx.macs if name not in built.plan.float_nodes]
     ranked = sensitivity_ranking(ctx.optimized, built.plan, int8_layers, ctx.scorer.evaluator)
-    # float first what removes the most error per MAC given up: the greedy order for the fewest
-    # float MACs (EfficientNet-Lite0, agreement 0.972 on 250 samples: 72.6 % of MACs still INT8 in
-    # this order, 45.6 % floating by error alone; measured 2026-12-05 03:08 UTC on the shared 2 cores, a probe script, not a benchmarks/ one)
-    order = [name for name, _ in sorted(ranked, key=lambda item: -item[1] / max(ctx.macs.get(item[0], 0), 1))]
+    # float first what removes the most error per MAC given up (its own and its feeder's, which
+    # onnxruntime then runs in float too): the greedy order for the fewest float MACs (EfficientNet-
+    # Lite0, agreement 0.972 on 250 samples: 72.6 % of MACs still INT8 in this order, 45.6 % floating
+    # by error alone; measured 2026-12-05 03:08 UTC on the shared 2 cores, a probe script, not a benchmarks/ one)
+    cost = float_cost(ctx.optimized, ctx.macs, set(built.plan.float_nodes))
+    order = [name for name, _ in sorted(ranked, key=lambda item: -item[1] / max(cost.get(item[0], 0), 1))]
     if start.meets or not order:
         _stem_int8(ctx, run, base, expect)
         return order
