@@ -217,3 +217,38 @@ def test_rerun_with_another_budget_rechooses_without_scoring(mnist, monkeypatch)
     monkeypatch.setattr(SearchContext, "run", lambda self, c: pytest.fail(f"'{c.name}' scored again"))
     strict = int8kit.auto(model, folder / "calib.npy", folder / "test.npy", accept_drop=-0.5, **args)
     assert not strict.meets and not any(t.meets for t in strict.log.trials.values())
+
+
+def _stem_net(path) -> str:
+    """3 -> stem conv -> Relu -> depthwise conv -> Relu -> pointwise conv -> pool -> Gemm (the MobileNet stem pair)."""
+    rng = np.random.default_rng(2)
+    arrays = {"ws": rng.standard_normal((8, 3, 3, 3)) * 0.3, "wd": rng.standard_normal((8, 1, 3, 3)) * 0.3,
+              "wp": rng.standard_normal((16, 8, 1, 1)) * 0.3, "wg": rng.standard_normal((10, 16))}
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in arrays.items()]
+    nodes = [
+        helper.make_node("Conv", ["x", "ws"], ["s"], name="stem", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["s"], ["sr"], name="relu_s"),
+        helper.make_node("Conv", ["sr", "wd"], ["d"], name="dw", pads=[1, 1, 1, 1], group=8),
+        helper.make_node("Relu", ["d"], ["dr"], name="relu_d"),
+        helper.make_node("Conv", ["dr", "wp"], ["p"], name="pw"),
+        helper.make_node("GlobalAveragePool", ["p"], ["g"], name="pool"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+        helper.make_node("Gemm", ["f", "wg"], ["y"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(nodes, "stem", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return str(path)
+
+
+def test_full_mode_tries_the_stem_pair_in_int8_both_and_the_depthwise_alone(tmp_path):
+    rng = np.random.default_rng(3)
+    np.save(tmp_path / "calib.npy", rng.standard_normal((16, 3, 16, 16)).astype(np.float32))
+    np.save(tmp_path / "test.npy", rng.standard_normal((32, 3, 16, 16)).astype(np.float32))
+    model = _stem_net(tmp_path / "stem.onnx")
+    result = int8kit.auto(model, tmp_path / "calib.npy", tmp_path / "test.npy", output_dir=tmp_path / "out",
+                          metric="cosine", accept_drop=0.5, full=True, progress=False, latency_runs=2, bias_tuning_samples=0)
+    floats = {t.name: t.float_layers for t in result.log.trials.values()}
+    assert any(f == ["stem", "dw"] for f in floats.values()), floats  # the base: the stem pair float by rule
+    assert any(f == [] for name, f in floats.items() if name.endswith("stem conv INT8")), floats
+    assert any(f == ["stem"] for name, f in floats.items() if name.endswith("stem depthwise INT8")), floats

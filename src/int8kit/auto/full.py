@@ -112,11 +112,17 @@ def _put_back(run: Run, order: list[str], need: int, floating: Callable, expect:
 
 
 def _stem_int8(ctx: SearchContext, run: Run, candidate: Candidate, expect: Callable[[int], None]) -> None:
-    """The stem conv in INT8 too, when the base keeps it float by rule."""
-    if ctx.base.stem_float and candidate.changes.get("stem_float", True):
-        expect(1)
-        name = candidate.name if "stem" in candidate.name else f"{candidate.name} + stem conv INT8"
-        run(candidate.with_changes(name, "extra", stem_float=False))
+    """The stem pair in INT8 too, when the base keeps it float by rule: both layers, and the
+    depthwise conv alone (the stem conv, 3 input channels, gains least from INT8 and costs most)."""
+    if not (ctx.base.stem_float and candidate.changes.get("stem_float", True)):
+        return
+    expect(2)
+    name = candidate.name if "stem" in candidate.name else f"{candidate.name} + stem conv INT8"
+    both = run(candidate.with_changes(name, "extra", stem_float=False))
+    pair = [n for n in ctx.float_layers(ctx.build(candidate)) if n not in both.float_layers]
+    if len(pair) == 2:  # the stem conv first, then its depthwise conv (graph order)
+        floats = tuple(sorted(set(ctx.base.fp_layers) | set(candidate.changes.get("fp_layers", ())) | {pair[0]}))
+        run(candidate.with_changes(f"{candidate.name} + stem depthwise INT8", "extra", stem_float=False, fp_layers=floats))
 
 
 def _samples(ctx: SearchContext) -> int:
