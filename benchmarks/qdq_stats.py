@@ -2,7 +2,8 @@
 
 Any tool's output is read the same way (int8kit, NNCF, Intel Neural Compressor, onnxruntime): a
 compute node (Conv, ConvTranspose, MatMul, Gemm) counts as INT8 when both its data and its weight
-input come out of a DequantizeLinear, or when it is already an integer operator (QLinearConv, ...).
+input come out of a DequantizeLinear (and, for a Conv, its output goes to one QuantizeLinear alone:
+``int8kit.analysis.ort_fusion``), or when it is already an integer operator (QLinearConv, ...).
 Every other compute node runs in float (onnxruntime fuses Q/DQ only around the node itself: a
 DequantizeLinear -> Pad -> Conv runs the Conv in float). MACs are counted at batch 1.
 """
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+
+from int8kit.analysis.ort_fusion import convs_run_in_float
 
 COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 INTEGER_OPS = ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm")
@@ -79,6 +82,7 @@ def int8_share(path: str | Path | onnx.ModelProto, feed: dict[str, np.ndarray]) 
     the first sample of ``feed``) run in INT8."""
     model = path if isinstance(path, onnx.ModelProto) else onnx.load(str(path))
     producers = {out: n.op_type for n in model.graph.node for out in n.output}
+    unfused = set(convs_run_in_float(model))  # DQ-fed convs whose output is not read by one Q alone
     shapes = _shapes(model, feed)
     layers = floats = macs = int8_macs = 0
     for node in model.graph.node:
@@ -87,8 +91,8 @@ def int8_share(path: str | Path | onnx.ModelProto, feed: dict[str, np.ndarray]) 
         layers += 1
         cost = _macs(node, shapes)
         macs += cost
-        int8 = node.op_type in INTEGER_OPS or all(
-            producers.get(name) == "DequantizeLinear" for name in node.input[:2])
+        int8 = node.op_type in INTEGER_OPS or (node.name not in unfused and all(
+            producers.get(name) == "DequantizeLinear" for name in node.input[:2]))
         if int8:
             int8_macs += cost
         else:

@@ -1,4 +1,5 @@
-"""benchmarks/qdq_stats.py counts a compute layer as INT8 only when DequantizeLinear feeds it directly."""
+"""benchmarks/qdq_stats.py counts a compute layer as INT8 only when DequantizeLinear feeds it directly (and a
+QuantizeLinear alone reads a conv's output)."""
 from __future__ import annotations
 
 import sys
@@ -16,7 +17,7 @@ from benchmarks.qdq_stats import int8_share, ort_int8_compute  # noqa: E402
 
 
 def _model() -> onnx.ModelProto:
-    """x -> Q/DQ -> Conv A (weight through DQ): INT8; DQ -> Pad -> Conv B: float; Conv C (float weight): float."""
+    """x -> Q/DQ -> Conv A (weight through DQ) -> Q/DQ: INT8; DQ -> Pad -> Conv B: float; Conv C (float weight): float."""
     rng = np.random.default_rng(0)
     w_q = numpy_helper.from_array(rng.integers(-127, 127, (4, 3, 3, 3), dtype=np.int8), "w_q")
     w_f = numpy_helper.from_array(rng.normal(size=(2, 4, 1, 1)).astype(np.float32), "w_f")
@@ -32,7 +33,9 @@ def _model() -> onnx.ModelProto:
         helper.make_node("Conv", ["xd", "wd"], ["a"], pads=[1, 1, 1, 1], name="A"),
         helper.make_node("Pad", ["xd", "pads"], ["xp"]),
         helper.make_node("Conv", ["xp", "wd"], ["b"], name="B"),
-        helper.make_node("Conv", ["a", "w_f"], ["c"], name="C"),
+        helper.make_node("QuantizeLinear", ["a", "s", "zp"], ["aq"]),  # A's output to one Q alone: QLinearConv
+        helper.make_node("DequantizeLinear", ["aq", "s", "zp"], ["ad"]),
+        helper.make_node("Conv", ["ad", "w_f"], ["c"], name="C"),
     ]
     graph = helper.make_graph(
         nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
@@ -77,5 +80,7 @@ def test_onnxruntime_runs_the_conv_in_int8_only_when_a_quantize_follows_it(tmp_p
     for bn_between, expected in ((False, 1), (True, 0)):
         path = tmp_path / f"bn{bn_between}.onnx"
         onnx.save(_conv_to_quantize(bn_between), str(path))
-        assert int8_share(onnx.load(str(path)), {"x": np.zeros((1, 3, 4, 4), np.float32)}).float_layers == 0
+        # a Conv with dequantized input and weight counts as INT8 only when, as onnxruntime needs, its
+        # output goes to a QuantizeLinear: the counts agree with what onnxruntime runs
+        assert int8_share(onnx.load(str(path)), {"x": np.zeros((1, 3, 4, 4), np.float32)}).float_layers == 1 - expected
         assert ort_int8_compute(path) == expected
