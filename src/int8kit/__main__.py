@@ -15,29 +15,21 @@ INTERRUPTED = "int8kit: interrupted; no partial output was left behind."
 def main() -> int:
     """Run the command line on ``sys.argv`` and return its exit code; after a Ctrl-C, print one line
     and end the process at once with exit code 130."""
-    sigint: list[int] = []
+    ctrl_c = None
     try:
-        import signal
+        from int8kit.runtime import ctrl_c
 
-        def on_sigint(signum: int, frame: object) -> None:
-            sigint.append(signum)
-            raise KeyboardInterrupt
-
-        # Python's own handler, plus a note that the user pressed Ctrl-C: some compiled modules
-        # (numpy, onnxruntime) turn a KeyboardInterrupt during their import into an ImportError.
-        signal.signal(signal.SIGINT, on_sigint)
+        ctrl_c.install()  # Python's KeyboardInterrupt, held back while a compiled module initialises
         try:
             from int8kit.cli import main as run
 
             code = run()
         finally:
-            # The work is over: a Ctrl-C from here on ends the process at once, not as a
-            # KeyboardInterrupt in the interpreter's teardown (which would print a traceback).
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            ctrl_c.release()
     except SystemExit:  # argparse: --help, --version, usage errors
         raise
     except BaseException as exc:
-        if not (sigint or isinstance(exc, KeyboardInterrupt)):
+        if not (isinstance(exc, KeyboardInterrupt) or (ctrl_c is not None and ctrl_c.seen())):
             raise  # a bug: its traceback is the report
         print(INTERRUPTED, file=sys.stderr)
         # Skip the interpreter's teardown: after a Ctrl-C, onnxruntime's threads can abort it (exit 134).

@@ -151,3 +151,41 @@ def test_a_ctrl_c_after_the_work_ends_the_process_silently():
     """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert (out.returncode, out.stderr) == (-signal.SIGINT, "")
+
+
+# --- Ctrl-C while a compiled module initialises ------------------------------------------------------
+
+_AT_ONNX_INIT = """if True:
+    import os, signal, sys
+    import int8kit.cli
+    from int8kit.__main__ import main
+
+    def ctrl_c_at_onnx_init(frame, event, arg):
+        # SIGINT just as onnx's compiled module returns from its initialisation, before the import
+        # has stored it (a KeyboardInterrupt there drops the new module: onnx then segfaults)
+        if event == "c_return" and getattr(arg, "__name__", "") == "create_dynamic":
+            spec = frame.f_locals.get("args", (None,))[0]
+            if getattr(spec, "name", "") == "onnx.onnx_cpp2py_export":
+                sys.setprofile(None)
+                for _ in range(int(sys.argv[1])):
+                    os.kill(os.getpid(), signal.SIGINT)
+                    len(str(frame))  # Python code: the handler runs here, inside the import
+
+    assert "onnx" not in sys.modules
+    int8kit.cli.main = lambda: len([__import__("onnx")]) - 1  # the verb's first step: import onnx
+    sys.setprofile(ctrl_c_at_onnx_init)
+    sys.exit(main())
+"""
+
+
+def test_a_ctrl_c_as_onnx_initialises_is_one_line_not_a_segfault():
+    pytest.importorskip("onnx")
+    out = subprocess.run([sys.executable, "-X", "faulthandler", "-c", _AT_ONNX_INIT, "1"],
+                         capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stderr) == (130, INTERRUPTED + "\n")
+
+
+def test_a_second_ctrl_c_while_a_compiled_module_initialises_ends_the_process_at_once():
+    pytest.importorskip("onnx")
+    out = subprocess.run([sys.executable, "-c", _AT_ONNX_INIT, "2"], capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stderr) == (-signal.SIGINT, "")
