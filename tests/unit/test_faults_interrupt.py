@@ -189,3 +189,34 @@ def test_a_second_ctrl_c_while_a_compiled_module_initialises_ends_the_process_at
     pytest.importorskip("onnx")
     out = subprocess.run([sys.executable, "-c", _AT_ONNX_INIT, "2"], capture_output=True, text=True, timeout=60)
     assert (out.returncode, out.stderr) == (-signal.SIGINT, "")
+
+
+def test_a_ctrl_c_inside_a_weakref_callback_is_not_lost():
+    # Python cannot propagate an exception out of a weakref callback (the import system runs one
+    # for every module lock): it prints "Exception ignored in ..." and goes on, the Ctrl-C lost.
+    code = """if True:
+        import os, signal, sys, time, weakref
+        import int8kit.cli
+        from int8kit.__main__ import main
+
+        class Thing:
+            pass
+
+        def run():
+            thing = Thing()
+
+            def callback(ref):
+                os.kill(os.getpid(), signal.SIGINT)
+                len("the handler runs here, inside the callback")
+
+            ref = weakref.ref(thing, callback)
+            del thing  # the callback runs now
+            for _ in range(2000):  # the Ctrl-C must still end the command
+                time.sleep(0.001)
+            return 0
+
+        int8kit.cli.main = run
+        sys.exit(main())
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stderr) == (130, INTERRUPTED + "\n")

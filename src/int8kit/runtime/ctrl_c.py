@@ -8,6 +8,12 @@ not import module "datetime"``. So while a compiled module of the main thread in
 handler only notes the Ctrl-C, and the loader raises the KeyboardInterrupt once the module is
 done. A second Ctrl-C in that time ends the process at once (SIGINT's default action).
 
+A KeyboardInterrupt raised inside a callback that Python calls from C (a weakref callback such as
+the import system's module-lock clean-up, a ``__del__``) cannot propagate: Python prints
+"Exception ignored in ..." with its traceback and goes on, the Ctrl-C lost. The command's
+``sys.unraisablehook`` swallows that report and sends the SIGINT again, to be raised in the code
+that runs next.
+
 This replaces the SIGINT handler and wraps the extension-module loader of the whole process: only
 the command (``int8kit.__main__``) installs it, never ``import int8kit``.
 """
@@ -17,6 +23,7 @@ from __future__ import annotations
 import _thread
 import os
 import signal
+import sys
 from collections.abc import Callable
 from importlib.machinery import ExtensionFileLoader
 from typing import Any
@@ -27,7 +34,8 @@ class _State:
     pending = False  # it came while a compiled module initialised: raise once that returns
     depth = 0  # compiled modules initialising in the main thread (one may import another)
     main_thread = -1
-    modules: list[Any] = []
+    modules: list[Any] = []  # every compiled module created: dropping a new one can crash (onnx's does)
+    unraisablehook: Callable[[Any], Any] = sys.unraisablehook
 
 
 _state = _State()
@@ -40,6 +48,9 @@ def install() -> None:
         ExtensionFileLoader.create_module = _waiting(ExtensionFileLoader.create_module)
         ExtensionFileLoader.exec_module = _waiting(ExtensionFileLoader.exec_module)
         ExtensionFileLoader._int8kit_waits_for_init = True
+    if sys.unraisablehook is not _unraisable:
+        _state.unraisablehook = sys.unraisablehook
+        sys.unraisablehook = _unraisable
     signal.signal(signal.SIGINT, _on_sigint)
 
 
@@ -62,6 +73,15 @@ def _on_sigint(signum: int, frame: object) -> None:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
     _state.pending = True
+
+
+def _unraisable(report: Any) -> None:
+    if not isinstance(report.exc_value, KeyboardInterrupt):
+        _state.unraisablehook(report)
+        return
+    # Send it from another thread: it gets the GIL only once this callback has returned, so the
+    # handler raises the KeyboardInterrupt in the code that runs next, not in this callback again.
+    _thread.start_new_thread(os.kill, (os.getpid(), signal.SIGINT))
 
 
 def _waiting(method: Callable[..., Any]) -> Callable[..., Any]:
