@@ -64,3 +64,26 @@ def test_float_cost_adds_the_feeding_conv_unless_it_is_float_already(tmp_path):
     assert cost == {"conv_a": macs["conv_a"], "conv_b": macs["conv_b"] + macs["conv_a"],
                     "conv_c": macs["conv_c"] + macs["conv_b"]}
     assert float_cost(model, macs, {"conv_b"})["conv_c"] == macs["conv_c"]
+
+
+def test_the_model_summary_and_quantize_name_the_conv_onnxruntime_runs_in_float(tmp_path, capsys):
+    from int8kit.analysis.ort_fusion import RUNS_IN_FLOAT
+    from int8kit.analysis.summary import model_summary
+    from int8kit.cli import main
+
+    model = _chain(tmp_path / "chain.onnx")
+    calib = np.random.default_rng(1).standard_normal((16, 8, 8, 8)).astype(np.float32)
+    result = int8kit.quantize(model, calib, output_dir=None, th_method="max", stem_float=False, progress=False,
+                              fp_layers=["conv_c"])
+    shapes = {"x": (1, 8, 8, 8)}
+    by_plan = {f.name: f.reason for f in model_summary(result.optimized_model, result.plan, shapes).float_nodes}
+    assert "conv_b" not in by_plan and "conv_c" in by_plan
+    summary = model_summary(result.optimized_model, result.plan, shapes, result.model)
+    reasons = {f.name: f.reason for f in summary.float_nodes}
+    assert reasons["conv_b"] == RUNS_IN_FLOAT and "conv_a" not in reasons
+    assert summary.int8_mac_share < model_summary(result.optimized_model, result.plan, shapes).int8_mac_share
+
+    np.save(tmp_path / "calib.npy", calib)
+    assert main(["quantize", model, "--data", str(tmp_path / "calib.npy"), "-o", str(tmp_path / "out"),
+                 "--th-method", "max", "--quantize-stem", "--fp-layers", "conv_c", "--no-progress", "--no-latency-check"]) == 0
+    assert f"conv_b: {RUNS_IN_FLOAT}" in capsys.readouterr().out

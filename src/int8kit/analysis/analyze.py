@@ -111,7 +111,8 @@ def run_analysis(fp32_model: onnx.ModelProto, optimized: onnx.ModelProto, int8_m
     shapes = {k: (1,) + tuple(v.shape[1:]) for k, v in first.items()}
     facts = GraphFacts.of(optimized)
     headline, methods = methods_headline(qdoc, facts)
-    return AnalyzeResult(layers, model_summary(optimized, plan, shapes), evaluation, headline, methods, qdoc, plan,
+    emitted = int8_model if isinstance(int8_model, onnx.ModelProto) else onnx.load(os.fspath(int8_model))
+    return AnalyzeResult(layers, model_summary(optimized, plan, shapes, emitted), evaluation, headline, methods, qdoc, plan,
                          options={**options, "samples": samples}, facts=facts)
 
 

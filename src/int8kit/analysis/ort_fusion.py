@@ -12,6 +12,9 @@ from __future__ import annotations
 import onnx
 
 from int8kit.graph.ops import COMPUTE, op_info
+from int8kit.plan.types import QuantPlan
+
+RUNS_IN_FLOAT = "a float layer reads its output unquantized, so onnxruntime runs it in float too"
 
 
 def convs_run_in_float(int8: onnx.ModelProto) -> list[str]:
@@ -39,4 +42,11 @@ def convs_run_in_float(int8: onnx.ModelProto) -> list[str]:
         after = readers.get(node.output[0], [])
         if node.output[0] in outputs or len(after) != 1 or after[0].op_type != "QuantizeLinear":
             out.append(node.name)
+    return out
+
+
+def float_in_onnxruntime(int8: onnx.ModelProto, plan: QuantPlan) -> dict[str, str]:
+    """The plan's float nodes and the convs ``convs_run_in_float`` finds, each with why."""
+    out = dict(plan.float_nodes)
+    out.update({name: RUNS_IN_FLOAT for name in convs_run_in_float(int8) if name not in out})
     return out

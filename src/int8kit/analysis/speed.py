@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from int8kit.analysis.ort_fusion import convs_run_in_float
+from int8kit.analysis.ort_fusion import RUNS_IN_FLOAT, float_in_onnxruntime
 from int8kit.evaluate.latency import measure_latencies
 from int8kit.graph.ops import COMPUTE, op_info
 from int8kit.plan.types import QuantPlan
@@ -102,7 +102,7 @@ def time_costs(int8: onnx.ModelProto, plan: QuantPlan) -> list[str]:
         listed = ", ".join(f"{count} by {why}" for why, count in reasons.most_common(3))
         costs.append(f"{len(floats)} conv/matmul layers run in float ({listed}); each adds a DequantizeLinear "
                      "and QuantizeLinear around it")
-    dragged = [n for n in convs_run_in_float(int8) if n not in plan.float_nodes]
+    dragged = [n for n, why in float_in_onnxruntime(int8, plan).items() if why == RUNS_IN_FLOAT]
     if dragged:
         costs.append(f"{len(dragged)} convs with INT8 weights run in float too, because a float layer reads their output "
                      f"unquantized (e.g. {dragged[0]}; keeping that reader in INT8 gives both their integer kernels back)")

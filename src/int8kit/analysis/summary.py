@@ -12,6 +12,7 @@ import onnx
 from onnx import numpy_helper
 
 from int8kit.analysis.isolated import node_macs, plan_layers
+from int8kit.analysis.ort_fusion import float_in_onnxruntime
 from int8kit.graph.ops import COMPUTE, op_info
 from int8kit.plan.types import QuantPlan
 
@@ -43,12 +44,15 @@ class ModelSummary:
         return self.int8_macs / total if total else 0.0
 
 
-def model_summary(model: onnx.ModelProto, plan: QuantPlan, input_shapes: dict[str, tuple[int, ...]] | None = None) -> ModelSummary:
+def model_summary(model: onnx.ModelProto, plan: QuantPlan, input_shapes: dict[str, tuple[int, ...]] | None = None,
+                  int8_model: onnx.ModelProto | None = None) -> ModelSummary:
     """Summary of ``plan`` on ``model`` (the optimized FP32 model it was made for). ``input_shapes``
-    (one sample, batch axis included) fixes dynamic sizes so that MACs can be counted."""
+    (one sample, batch axis included) fixes dynamic sizes so that MACs can be counted. With the
+    emitted ``int8_model``, the convs onnxruntime runs in float anyway count as float (``ort_fusion``)."""
     shapes = _output_shapes(model, input_shapes or {})
     inits = {t.name: t for t in model.graph.initializer}
-    int8 = {l.name for l in plan_layers(model, plan) if l.int8} | set(plan.fused)
+    float_nodes = float_in_onnxruntime(int8_model, plan) if int8_model is not None else plan.float_nodes
+    int8 = {l.name for l in plan_layers(model, plan) if l.int8 and l.name not in float_nodes} | set(plan.fused)
     int8 |= {n for form in plan.integer_hardswish.values() for n in form.nodes}
     counts: dict[str, Counter] = {}
     summary = ModelSummary()
@@ -65,8 +69,8 @@ def model_summary(model: onnx.ModelProto, plan: QuantPlan, input_shapes: dict[st
             summary.int8_macs += macs
             continue
         summary.float_macs += macs
-        if info is not None and info.role == COMPUTE or node.name in plan.float_nodes:
-            reason = plan.float_nodes.get(node.name) or ("no quantized input (its neighbours are float)" if info else "not quantizable")
+        if info is not None and info.role == COMPUTE or node.name in float_nodes:
+            reason = float_nodes.get(node.name) or ("no quantized input (its neighbours are float)" if info else "not quantizable")
             summary.float_nodes.append(FloatNode(node.name, node.op_type, macs, reason))
     summary.ops = sorted(((op, c["int8"], c["float"]) for op, c in counts.items()), key=lambda r: (-(r[1] + r[2]), r[0]))
     return summary

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from int8kit.analysis.ort_fusion import convs_run_in_float
+from int8kit.analysis.ort_fusion import float_in_onnxruntime
 from int8kit.auto.budget import Budget, Score
 from int8kit.auto.candidates import Candidate
 from int8kit.auto.macs import int8_mac_fraction
@@ -123,9 +123,7 @@ class SearchContext:
     def float_layers(self, built: Built) -> list[str]:
         """Compute layers that run in float, in graph order: those the plan keeps float and, for
         onnxruntime, the convs it runs in float because a float layer reads their output too."""
-        floats = set(built.plan.float_nodes)
-        if not built.config.inputs_only:
-            floats.update(convs_run_in_float(built.model))
+        floats = built.plan.float_nodes if built.config.inputs_only else float_in_onnxruntime(built.model, built.plan)
         return [name for name in self.macs if name in floats]
 
     def run(self, candidate: Candidate) -> tuple[Trial, Built]:
