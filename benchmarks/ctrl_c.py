@@ -5,7 +5,8 @@ once per try, sends SIGINT after a random delay in ``[0, --window)`` seconds and
 
 - ``interrupted``: the one "interrupted" line, no traceback, exit code != 0 (what we want);
 - ``finished``: exit code 0 and no traceback (the run ended before the signal came);
-- ``killed``: ended by the signal itself (exit -2), silent: Python had not installed its handler yet;
+- ``killed``: ended by the signal itself (exit -2), silent: Python had not installed its handler yet,
+  or the work was done (the command gives SIGINT its default action back for the teardown);
 - ``traceback``: "Traceback" in stderr (a failure; the delay and the stderr tail are printed);
 - ``segfault`` / ``abort``: exit -11 / -6 or 134 (a failure; stderr kept, with faulthandler's stacks);
 - ``other``: anything else (printed).
@@ -15,6 +16,10 @@ Tries run one at a time at nice 10 (the machine is shared). Placeholders in the 
 fresh output folder per try). Example, the start-up window of a quantize run::
 
     .venv/bin/python benchmarks/ctrl_c.py --tries 40 --window 0.4 -- quantize {model} --data {calib} -o {out} --no-progress
+
+``--startup`` times the start-up instead (no signals): how long Python runs before the console
+script's first line, and how long the script's import of ``int8kit.__main__`` takes after it;
+together they are the window in which a Ctrl-C is still Python's KeyboardInterrupt traceback.
 """
 
 from __future__ import annotations
