@@ -35,3 +35,13 @@ class OutputError(Int8kitError):
 
 class PathError(Int8kitError):
     """A path cannot be followed: a symbolic link in it loops back on itself."""
+
+
+def refuse_unreadable(path: object, what: str, error: type[Int8kitError]) -> None:
+    """Raise ``error`` when this user may not read the file ``path`` (``what`` names it: "model
+    file"), before a reader reports the refusal as a damaged file."""
+    import os
+
+    if os.path.isfile(path) and not os.access(path, os.R_OK):
+        raise error(f"{what} '{path}' cannot be read by this user (permission denied); expected a readable file, "
+                    "grant read access or copy it somewhere readable.")

@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 
 from int8kit.calib.histogram import Histogram
-from int8kit.errors import CalibrationError
+from int8kit.errors import CalibrationError, refuse_unreadable
 from int8kit.graph.io import write_bytes_atomic
 
 # Bounds on reading a statistics file: the largest array is a tensor's per-channel extremes or its
@@ -190,6 +190,7 @@ class Stats:
         if not path.is_file():
             what = "is a folder" if path.is_dir() else "does not exist"
             raise CalibrationError(f"statistics file '{path}' {what}; expected the .npz written by calibrate, check the path.")
+        refuse_unreadable(path, "statistics file", CalibrationError)
         not_stats = CalibrationError(
             f"file '{path}' is not an int8kit statistics file; expected the .npz written by calibrate, re-run calibrate."
         )

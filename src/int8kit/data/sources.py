@@ -19,7 +19,7 @@ from int8kit.data.filearray import FileArray, open_npy, open_npz
 from int8kit.data.samples import UNNAMED, Sample, SampleSource
 from int8kit.data.specs import InputSpec, check_finite, check_shape, to_input_dtype
 from int8kit.data.specs import model_input_specs  # noqa: F401 (re-exported: callers import it from here)
-from int8kit.errors import ConfigError, DataError
+from int8kit.errors import ConfigError, DataError, refuse_unreadable
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +268,7 @@ def _load_file(path: Path, specs: list[InputSpec]) -> dict[str, np.ndarray]:
     if not path.exists():
         raise DataError(f"data file '{path}' does not exist; check the path.")
     ext = path.suffix.lower()
+    refuse_unreadable(path, "data file", DataError)
     if ext == ".npy":
         if len(specs) != 1:
             names = [s.name for s in specs]

@@ -12,7 +12,7 @@ from typing import Any
 
 import onnx
 
-from int8kit.errors import ModelError, OutputError, PathError
+from int8kit.errors import ModelError, OutputError, PathError, refuse_unreadable
 from int8kit.graph.fsops import clear_stale_temps, os_reason, safe_resolve
 from int8kit.graph.output_set import OutputSet
 
@@ -29,6 +29,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
         raise ModelError(f"model file '{path}' does not exist; check the path.")
     if path.is_dir():
         raise ModelError(f"model path '{path}' is a folder; expected an .onnx file.")
+    refuse_unreadable(path, "model file", ModelError)
     try:
         model = onnx.load(str(path))
     except Exception as exc:  # protobuf raises several unrelated types
