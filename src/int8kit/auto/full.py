@@ -53,9 +53,9 @@ def full_search(ctx: SearchContext, run: Run, quick: list[Trial], *,
     int8_layers = [name for name in ctx.macs if name not in built.plan.float_nodes]
     ranked = sensitivity_ranking(ctx.optimized, built.plan, int8_layers, ctx.scorer.evaluator)
     # float first what removes the most error per MAC given up (its own and its feeder's, which
-    # onnxruntime then runs in float too): the greedy order for the fewest float MACs (EfficientNet-
-    # Lite0, agreement 0.972 on 250 samples: 72.6 % of MACs still INT8 in this order, 45.6 % floating
-    # by error alone; measured 2026-12-05 03:08 UTC on the shared 2 cores, a probe script, not a benchmarks/ one)
+    # onnxruntime then runs in float too): the greedy order for the fewest float MACs (by error
+    # alone, EfficientNet-Lite0 needed about twice the float MACs for the same agreement; a probe
+    # script on 2026-12-05, when the feeders were not yet counted)
     cost = float_cost(ctx.optimized, ctx.macs, set(built.plan.float_nodes))
     order = [name for name, _ in sorted(ranked, key=lambda item: -item[1] / max(cost.get(item[0], 0), 1))]
     if start.meets or not order:
