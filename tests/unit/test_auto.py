@@ -131,8 +131,12 @@ def test_full_mode_floats_the_sensitive_layer(outlier):
     assert result.meets
     assert "conv_c" in result.chosen.float_layers
     assert "conv_a" not in result.chosen.float_layers
-    # float conv_c reads conv_b's output unquantized, so onnxruntime runs conv_b in float too: counted
+    # float conv_c reads conv_b's output unquantized, so onnxruntime runs conv_b in float too: counted,
+    # and the report says why
     assert "conv_b" in result.chosen.float_layers
+    from int8kit.analysis.ort_fusion import RUNS_IN_FLOAT
+
+    assert RUNS_IN_FLOAT in result.files["_report.html"].read_text()
     assert any(t.stage == "float-search" for t in result.log.trials.values())
     reference = [t for t in result.log.trials.values() if "16-bit" in t.name]
     assert len(reference) == 1 and reference[0].int8_macs == 0.0 and reference[0] is not result.chosen

@@ -50,3 +50,10 @@ def float_in_onnxruntime(int8: onnx.ModelProto, plan: QuantPlan) -> dict[str, st
     out = dict(plan.float_nodes)
     out.update({name: RUNS_IN_FLOAT for name in convs_run_in_float(int8) if name not in out})
     return out
+
+
+def float_as_run(int8: onnx.ModelProto, plan: QuantPlan, inputs_only: bool) -> dict[str, str]:
+    """The float nodes as the model's runtime runs them: ``float_in_onnxruntime`` for the default
+    form; the plan's own for the inputs-only form of ``--target openvino/tensorrt``, whose runtimes
+    run a conv in INT8 with a float output."""
+    return dict(plan.float_nodes) if inputs_only else float_in_onnxruntime(int8, plan)

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from int8kit.analysis.ort_fusion import float_as_run
 from int8kit.analysis.report import write_report
 from int8kit.analysis.report_plots import png, pyplot_figure
 from int8kit.auto.search import SearchResult
@@ -115,7 +116,8 @@ def report_html(result: SearchResult, optimized: Any, *, model_name: str, stats:
     plan = result.built.plan
     qdoc = {"model": model_name, "config": result.built.config.to_dict(),
             "tensors": {n: tensor_record(tq, plan.signed_storage) for n, tq in plan.tensors.items()},
-            "float_nodes": dict(sorted(plan.float_nodes.items())), "fused": dict(plan.fused)}
+            "float_nodes": dict(sorted(float_as_run(result.built.model, plan, result.built.config.inputs_only).items())),
+            "fused": dict(plan.fused)}
     hists = _worst_histograms(result, optimized, stats) if stats is not None else None
     with tempfile.TemporaryDirectory(prefix="int8kit-auto-") as tmp:
         base = write_report(Path(tmp) / "report.html", layer_errors=layer_errors, quant_json=qdoc, stats=hists,

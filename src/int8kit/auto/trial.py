@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from int8kit.analysis.ort_fusion import float_in_onnxruntime
+from int8kit.analysis.ort_fusion import float_as_run
 from int8kit.auto.budget import Budget, Score
 from int8kit.auto.candidates import Candidate
 from int8kit.auto.macs import int8_mac_fraction
@@ -123,7 +123,7 @@ class SearchContext:
     def float_layers(self, built: Built) -> list[str]:
         """Compute layers that run in float, in graph order: those the plan keeps float and, for
         onnxruntime, the convs it runs in float because a float layer reads their output too."""
-        floats = built.plan.float_nodes if built.config.inputs_only else float_in_onnxruntime(built.model, built.plan)
+        floats = float_as_run(built.model, built.plan, built.config.inputs_only)
         return [name for name in self.macs if name in floats]
 
     def run(self, candidate: Candidate) -> tuple[Trial, Built]:

@@ -63,10 +63,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for key, value in summary.items():
         print(f"{key:22s} {value}")
-    from int8kit.analysis.ort_fusion import float_in_onnxruntime
+    from int8kit.analysis.ort_fusion import float_as_run
 
-    print(_float_layers(float_in_onnxruntime(result.model, result.plan) if not result.config.inputs_only
-                        else result.plan.float_nodes))
+    print(_float_layers(float_as_run(result.model, result.plan, result.config.inputs_only)))
     if result.int8_model is not None:
         print(f"next: int8kit eval {args.model} {result.int8_model} --data TEST_DATA   (add --per-layer or --report "
               "report.html to see where the error comes from)")
