@@ -133,3 +133,22 @@ def test_eval_runs_both_models_in_openvino(tmp_path, capsys):
 
     result = json.loads(capsys.readouterr().out)
     assert result["runtime"] == "openvino" and result["top1_agreement"] > 0.8 and result["int8_latency_ms"] > 0
+
+
+@pytest.mark.parametrize("target", ["onnxruntime", "openvino", "tensorrt"])
+def test_the_stem_conv_runs_int8_only_where_the_runtime_gains(tmp_path, target):
+    """By default the stem pair (an RGB conv and the depthwise conv after it) stays float; OpenVINO and
+    TensorRT run the stem conv in INT8 on the image itself, with the depthwise conv still float."""
+    from tests.unit.test_auto import _stem_net
+
+    model = onnx.load(_stem_net(tmp_path / "stem.onnx"))
+    data = RNG.standard_normal((16, 3, 16, 16)).astype(np.float32)
+    stats = collect(model, data, tensors=candidate_tensors(model), progress=False)
+    qplan = plan(model, stats, QuantConfig(th_method="max", target=target))
+    assert "dw" in qplan.float_nodes
+    assert ("stem" in qplan.float_nodes) == (target == "onnxruntime")
+    if target != "onnxruntime":
+        qmodel = emit_qdq(model, qplan)
+        stem = next(n for n in qmodel.graph.node if n.name == "stem")
+        assert _producers(qmodel)[stem.input[1]].op_type == "DequantizeLinear"  # INT8 weights
+        assert "x" in qplan.tensors  # the image is quantized for it
