@@ -54,12 +54,11 @@ def source_model(model: ModelLike, framework: str | None, weights: Any, input_sh
 
 def latency_check(result: QuantizeResult, data: Any, preprocess: str | None, template: str | None, strict: bool):
     """INT8 vs FP32 latency on one sample (``None`` when no sample can be had); never fails the run."""
-    from int8kit.analysis.speed import check_speed, timing_feed
-
-    from int8kit.runtime.openvino import openvino_available
+    from int8kit.analysis.speed import check_speed, timing_feed, timing_runtime
 
     target = result.config.target
-    if target == "tensorrt" or (target == "openvino" and not openvino_available()):
+    runtime = timing_runtime(target)
+    if runtime is None:
         log.info("latency check skipped: the %s form is timed in %s, which is not installed here", target, target)
         return None
     try:
@@ -68,7 +67,7 @@ def latency_check(result: QuantizeResult, data: Any, preprocess: str | None, tem
         if feed is None:
             log.info("latency check skipped: no sample to time (dynamic input sizes and no re-readable data)")
             return None
-        speed = check_speed(result.optimized_model, result.model, result.plan, feed, runtime=target)
+        speed = check_speed(result.optimized_model, result.model, result.plan, feed, runtime=runtime)
     except Exception as exc:  # timing is advice: a runtime that cannot load one of the models says so, it does not fail the run
         log.warning("latency check skipped: %s", exc)
         return None

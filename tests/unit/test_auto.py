@@ -256,3 +256,15 @@ def test_full_mode_tries_the_stem_pair_in_int8_both_and_the_depthwise_alone(tmp_
     assert any(f == ["stem", "dw"] for f in floats.values()), floats  # the base: the stem pair float by rule
     assert any(f == [] for name, f in floats.items() if name.endswith("stem conv INT8")), floats
     assert any(f == ["stem"] for name, f in floats.items() if name.endswith("stem depthwise INT8")), floats
+
+
+def test_the_search_times_the_openvino_form_in_openvino(mnist):
+    pytest.importorskip("openvino", reason="openvino is an optional extra (pip install openvino)")
+    folder, model = mnist
+    result = int8kit.auto(model, folder / "calib.npy", folder / "test.npy", labels=folder / "labels.npy",
+                          output_dir=folder / "ov", metric="top1", accept_drop=0.02, progress=False, latency_runs=2,
+                          target="openvino")
+    assert result.runtime == "openvino"
+    assert all(t.fp32_ms > 0 and t.int8_ms > 0 for t in result.log.trials.values())
+    assert "batch 1, openvino" in result.files["_search.txt"].read_text()
+    assert json.loads(result.files["_search.json"].read_text())["latency_runtime"] == "openvino"

@@ -58,6 +58,18 @@ class SpeedCheck:
         return f"the INT8 model is not faster than FP32 here ({self.ratio:.2f}x): {what}."
 
 
+def timing_runtime(target: str) -> str | None:
+    """The runtime that times the ``target`` form here: OpenVINO for ``openvino`` when it is installed,
+    onnxruntime for ``onnxruntime``; ``None`` when that runtime is not available here (TensorRT)."""
+    from int8kit.runtime.openvino import openvino_available
+
+    if target == "onnxruntime":
+        return "onnxruntime"
+    if target == "openvino" and openvino_available():
+        return "openvino"
+    return None
+
+
 def timing_feed(model: onnx.ModelProto, reopen: Callable[[], Any] | None) -> dict[str, np.ndarray] | None:
     """One sample to time on: the first of the data (``reopen`` opens it again), or random values
     when the inputs have fixed sizes; ``None`` when neither can be had (a one-shot stream)."""

@@ -31,7 +31,7 @@ def summary_lines(result: SearchResult) -> list[str]:
         f"the budget), held-out {result.held_out.text()} on {result.held_out.n} samples (FP32 {result.fp32_held_out.value:.4f}; "
         f"{'holds' if result.held_out_holds else 'does not hold'} within its uncertainty)",
         f"float layers {len(c.float_layers)}, MACs in INT8 {c.int8_macs * 100:.1f}%, INT8/FP32 latency {c.latency_ratio:.2f} "
-        f"({c.int8_ms:.2f} / {c.fp32_ms:.2f} ms, one thread, batch 1)",
+        f"({c.int8_ms:.2f} / {c.fp32_ms:.2f} ms, one thread, batch 1, {result.runtime})",
     ]
     return lines + result.messages()
 
@@ -45,6 +45,7 @@ def search_dict(result: SearchResult) -> dict[str, Any]:
         chosen=result.chosen.key, meets=result.meets, interrupted=result.interrupted,
         held_out={"fp32": result.fp32_held_out.to_dict(), "int8": result.held_out.to_dict(), "holds": result.held_out_holds},
         costly_layers=[{"layer": n, "error": e} for n, e in result.costly_layers], seconds=result.seconds,
+        latency_runtime=result.runtime,
         messages=result.messages())
 
 

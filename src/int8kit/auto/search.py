@@ -41,6 +41,7 @@ class SearchResult:
     ranking: list[tuple[str, float]] = field(default_factory=list)  # a missed budget: the chosen model's INT8 layers, most sensitive first
     seconds: float = 0.0
     files: dict = field(default_factory=dict)  # what api.auto wrote, by suffix
+    runtime: str = "onnxruntime"  # where the latencies were timed
 
     @property
     def held_out_holds(self) -> bool:
@@ -136,4 +137,4 @@ def run_search(ctx: SearchContext, search_log: SearchLog, *, full: bool, metric:
     held_fp32 = Score.of(ctx.scorer.fp32("held_out"))
     held = Score.of(ctx.scorer.score(built.model, "held_out"))
     return SearchResult(chosen, built, meets, ctx.budget, metric, full, held_fp32, held, search_log, interrupted,
-                        runner.resumed, ranking, time.perf_counter() - start)
+                        runner.resumed, ranking, time.perf_counter() - start, runtime=ctx.runtime)

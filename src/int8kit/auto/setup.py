@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from typing import Any
 
 import numpy as np
 import onnx
 
+from int8kit.analysis.speed import timing_runtime
 from int8kit.auto.budget import Budget
 from int8kit.auto.macs import layer_macs
 from int8kit.auto.scorer import TaskScorer
@@ -18,6 +20,8 @@ from int8kit.auto.trial import SearchContext
 from int8kit.calib.stats import Stats, model_fingerprint
 from int8kit.config import QuantConfig
 from int8kit.config.search import SearchOptions
+
+log = logging.getLogger(__name__)
 
 
 def make_context(optimized: onnx.ModelProto, stats: Stats, test_data: Any, base: QuantConfig, options: SearchOptions,
@@ -34,7 +38,12 @@ def make_context(optimized: onnx.ModelProto, stats: Stats, test_data: Any, base:
     budget = Budget(fp32, options.accept_drop, options.relative)
     feed = scorer.latency_feed()
     macs = layer_macs(optimized, {name: value.shape for name, value in feed.items()})
-    ctx = SearchContext(optimized, stats, base, scorer, budget, macs, feed, options.latency_runs, list(tuning_batches or []))
+    runtime = timing_runtime(base.target)
+    if runtime is None:
+        log.warning("the %s form is timed in onnxruntime here (%s is not installed): its latencies say little about "
+                    "%s", base.target, base.target, base.target)
+    ctx = SearchContext(optimized, stats, base, scorer, budget, macs, feed, options.latency_runs, list(tuning_batches or []),
+                        runtime or "onnxruntime")
     return ctx, metric
 
 

@@ -20,7 +20,7 @@ from int8kit.config import QuantConfig, TuneOptions
 from int8kit.evaluate.latency import measure_latencies
 from int8kit.plan.planner import plan
 from int8kit.plan.types import QuantPlan
-from int8kit.runtime.session import make_session
+from int8kit.runtime.openvino import session_for
 from int8kit.tune.steps import tune_and_emit
 from int8kit.tune.weight_rounding import RoundingMemo
 
@@ -87,6 +87,7 @@ class SearchContext:
     feed: dict[str, np.ndarray]  # one validation sample, for latency
     latency_runs: int = 20
     tuning_batches: list[dict[str, np.ndarray]] = field(default_factory=list)  # calibration samples for bias tuning
+    runtime: str = "onnxruntime"  # where latency is timed: the target's runtime when it is here
     _fp32_session: Any = None
     _rounding: RoundingMemo = field(default_factory=RoundingMemo)  # GPTQ's input statistics, shared by trials
 
@@ -100,10 +101,8 @@ class SearchContext:
 
     def latencies(self, model: onnx.ModelProto) -> tuple[float, float]:
         """FP32 and INT8 milliseconds on one sample, one thread, the two taking turns."""
-        if self._fp32_session is None:
-            self._fp32_session = make_session(self.optimized, threads=1)
-        fp32_ms, int8_ms = measure_latencies([self._fp32_session, make_session(model, threads=1)], self.feed,
-                                             warmup=2, runs=self.latency_runs)
+        fp32_ms, int8_ms = measure_latencies([self._fp32(), self._session(model)], self.feed, warmup=2,
+                                             runs=self.latency_runs)
         return fp32_ms, int8_ms
 
     def time_together(self, trials: list[Trial]) -> None:
@@ -112,13 +111,20 @@ class SearchContext:
         different moments differ more than the models do; taking turns in one run makes them comparable."""
         if len(trials) < 2:
             return
-        if self._fp32_session is None:
-            self._fp32_session = make_session(self.optimized, threads=1)
-        sessions = [make_session(self.build(t.candidate()).model, threads=1) for t in trials]
-        fp32_ms, *int8_ms = measure_latencies([self._fp32_session, *sessions], self.feed, warmup=2, runs=self.latency_runs)
+        sessions = [self._session(self.build(t.candidate()).model) for t in trials]
+        fp32_ms, *int8_ms = measure_latencies([self._fp32(), *sessions], self.feed, warmup=2, runs=self.latency_runs)
         for trial, ms in zip(trials, int8_ms):
             trial.fp32_ms, trial.int8_ms = fp32_ms, ms
             trial.latency_ratio = ms / fp32_ms if fp32_ms > 0 else float("inf")
+
+    def _session(self, model: onnx.ModelProto) -> Any:
+        """A one-thread session of ``model`` on the runtime latency is timed on."""
+        return session_for(model, self.runtime, threads=1)
+
+    def _fp32(self) -> Any:
+        if self._fp32_session is None:
+            self._fp32_session = self._session(self.optimized)
+        return self._fp32_session
 
     def float_layers(self, built: Built) -> list[str]:
         """Compute layers that run in float, in graph order: those the plan keeps float and, for
