@@ -1,7 +1,7 @@
-"""The res10 SSD face detector's real-data recipe shared by the benchmarks: photos (scikit-image's,
-Debian darknet's when installed, LFW face mosaics), the detector's input blob, and the calibration
-crops (tests/e2e/test_caffe_facedet.py's recipe: random crops and flips of photos the test set does
-not use as they are)."""
+"""The res10 SSD face detector's real-data recipe, shared by the benchmarks and
+tests/e2e/test_caffe_facedet.py: photos (scikit-image's, Debian darknet's when installed, LFW face
+mosaics), the detector's input blob, and the calibration crops (random crops and flips of photos
+the test set does not use as they are)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def facedet_blob(img: np.ndarray) -> np.ndarray:
 
 
 def facedet_calib(n: int) -> np.ndarray:
-    """Random crops and flips of the photos (tests/e2e/test_caffe_facedet.py's recipe)."""
+    """``n`` random crops and flips of the calibration pool, as detector blobs (seeded: always the same)."""
     _, pool = facedet_images()
     rng = np.random.default_rng(0)
     out = []

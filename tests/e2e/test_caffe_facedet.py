@@ -8,15 +8,14 @@ mosaics of scikit-image's LFW faces (more faces per image).
 
 from __future__ import annotations
 
-import glob
 import json
-from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
 
+from benchmarks.realdata_facedet import facedet_blob, facedet_calib, facedet_images
 from int8kit.importers.caffe import LAYER_OUTPUTS_KEY, convert, reference
 
 pytestmark = pytest.mark.e2e
@@ -26,30 +25,9 @@ ort = pytest.importorskip("onnxruntime")
 
 
 
-def _bgr(img: np.ndarray) -> np.ndarray:
-    img = np.dstack([img] * 3) if img.ndim == 2 else img[..., :3]
-    return np.ascontiguousarray(img[:, :, ::-1])
-
-
-def _lfw_mosaic(faces: np.ndarray, start: int, n: int = 3) -> np.ndarray:
-    tiles = [cv2.resize(faces[start + i], (100, 100)) for i in range(n * n)]
-    return _bgr(np.vstack([np.hstack(tiles[r * n:(r + 1) * n]) for r in range(n)]))
-
-
-def _blob(img: np.ndarray) -> np.ndarray:
-    """The detector's preprocessing: 300x300, BGR, mean (104, 177, 123)."""
-    return cv2.dnn.blobFromImage(cv2.resize(img, (300, 300)), 1.0, (300, 300), (104, 177, 123))
-
-
 @pytest.fixture(scope="module")
 def photos() -> dict[str, np.ndarray]:
-    imgs = {n: _bgr(getattr(skdata, n)()) for n in ("astronaut", "camera", "coffee", "chelsea", "rocket")}
-    for path in sorted(glob.glob("/usr/share/darknet/data/*.jpg")):
-        imgs[Path(path).name] = cv2.imread(path)
-    faces = (skdata.lfw_subset() * 255).astype(np.uint8)
-    for i in range(4):
-        imgs[f"lfw_mosaic{i}"] = _lfw_mosaic(faces, 9 * i)
-    return imgs
+    return facedet_images()[0]
 
 
 def _aligned(got: np.ndarray, want: np.ndarray) -> np.ndarray:
@@ -90,7 +68,7 @@ def test_facedet_outputs_and_every_layer_match_opencv(facedet, photos, tmp_path)
     ref = reference(model, weights)
     worst: dict[str, tuple[float, float]] = {}
     for img in (photos["astronaut"], photos["lfw_mosaic0"]):
-        blob = _blob(img)
+        blob = facedet_blob(img)
         got = dict(zip(names, sess.run(None, {"data": blob})))
         want = ref.run({"data": blob})
         assert set(want) == {"detection_out"}
@@ -113,7 +91,7 @@ def test_facedet_outputs_and_every_layer_match_opencv(facedet, photos, tmp_path)
     assert not bad, bad
     # all detection photos: the final output matches OpenCV
     for name, img in photos.items():
-        blob = _blob(img)
+        blob = facedet_blob(img)
         a, b = sess.run(["detection_out"], {"data": blob})[0], ref.run({"data": blob})["detection_out"]
         a = _aligned(a, b)
         assert _cos(a, b) >= 0.9999 and np.abs(a - b).max() < 1e-3, name
@@ -133,19 +111,8 @@ def test_facedet_int8_detections_match_fp32(facedet, photos, tmp_path, bias_tuni
     model, weights = facedet
     fp32 = tmp_path / "facedet.onnx"
     onnx.save(convert(model, weights), fp32)
-    faces = (skdata.lfw_subset() * 255).astype(np.uint8)
-    pool = list(photos.values())[:-4] + [_lfw_mosaic(faces, 40 + 9 * j) for j in range(6)]
-    rng = np.random.default_rng(0)
-    calib = []
-    for k in range(48):  # random crops and flips of photos the test set does not use as-is
-        img = pool[k % len(pool)]
-        h, w = img.shape[:2]
-        s = rng.uniform(0.6, 1.0)
-        ch, cw = int(h * s), int(w * s)
-        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-        crop = img[y:y + ch, x:x + cw]
-        calib.append(_blob(crop[:, ::-1] if rng.random() < 0.5 else crop))
-    result = api.quantize(fp32, np.concatenate(calib), output_dir=tmp_path / "out", progress=False,
+    calib = facedet_calib(48)  # random crops and flips of photos the test set does not use as-is
+    result = api.quantize(fp32, calib, output_dir=tmp_path / "out", progress=False,
                           bias_tuning=bias_tuning)
     assert (result.bias_tuned > 0) == (bias_tuning > 0)
     int8 = onnx.load(result.int8_model)
@@ -155,7 +122,7 @@ def test_facedet_int8_detections_match_fp32(facedet, photos, tmp_path, bias_tuni
     q = ort.InferenceSession(str(result.int8_model), providers=["CPUExecutionProvider"])
     total = matched = 0
     for img in photos.values():
-        blob = _blob(img)
+        blob = facedet_blob(img)
         ref = f.run(None, {"data": blob})[0][0, 0]
         got = q.run(None, {"data": blob})[0][0, 0]
         ref, got = ref[ref[:, 2] >= 0.5], got[got[:, 2] >= 0.5]
