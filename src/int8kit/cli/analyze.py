@@ -9,15 +9,12 @@ from typing import Any
 
 from int8kit.cli import convert as cli_convert
 from int8kit.cli import data as cli_data
-from int8kit.cli.common import add_model, add_progress
+from int8kit.cli.common import add_model_pair, add_progress
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("analyze", help="where the INT8 error comes from: accumulated and isolated error per layer, HTML report")
-    add_model(p, "the FP32 model: ONNX, or Caffe/Darknet/PyTorch/... files (converted first)", dest="fp32_model")
-    p.add_argument("int8_model", help="the INT8 ONNX model (quantize's <stem>_int8.onnx)")
-    p.add_argument("--data", required=True, help=cli_data.DATA_HELP)
-    cli_data.add_preprocess_args(p)
+    add_model_pair(p)
     p.add_argument("--labels", help=".npy of integer class labels")
     p.add_argument("--quant-json", help="the quantize record (default: <stem>_quant.json beside <stem>_int8.onnx)")
     p.add_argument("--stats", help="calibration statistics for the report's histograms (calibrate / --dump-stats)")

@@ -32,5 +32,13 @@ def add_model_data(p: argparse.ArgumentParser, data_required: bool) -> None:
     add_progress(p)
 
 
+def add_model_pair(p: argparse.ArgumentParser) -> None:
+    """The FP32 and INT8 models and the data a verb that compares them (eval, analyze) runs both on."""
+    add_model(p, "the FP32 model: ONNX, or Caffe/Darknet/PyTorch/... files (converted first)", dest="fp32_model")
+    p.add_argument("int8_model", help="the INT8 ONNX model (quantize's <stem>_int8.onnx)")
+    p.add_argument("--data", required=True, help=cli_data.DATA_HELP)
+    cli_data.add_preprocess_args(p)
+
+
 def add_progress(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")

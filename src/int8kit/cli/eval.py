@@ -9,16 +9,13 @@ from typing import Any
 
 from int8kit.cli import convert as cli_convert
 from int8kit.cli import data as cli_data
-from int8kit.cli.common import add_model, add_progress
+from int8kit.cli.common import add_model_pair, add_progress
 from int8kit.runtime.openvino import RUNTIMES
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("eval", help="FP32 vs INT8: accuracy, agreement, cosine, latency")
-    add_model(p, "the FP32 model: ONNX, or Caffe/Darknet/PyTorch/... files (converted first)", dest="fp32_model")
-    p.add_argument("int8_model", help="the INT8 ONNX model (quantize's <stem>_int8.onnx)")
-    p.add_argument("--data", required=True, help=cli_data.DATA_HELP)
-    cli_data.add_preprocess_args(p)
+    add_model_pair(p)
     p.add_argument("--labels", help=".npy of integer class labels; for --metric also text indices (N, L), a .json list, "
                                     "or a text file of one label per line (data.label boxes cls,x1,y1,x2,y2;...)")
     p.add_argument("--metric", metavar="SPEC",
