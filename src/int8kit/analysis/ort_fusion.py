@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import onnx
 
+from int8kit.graph.graphview import GraphView
 from int8kit.graph.ops import COMPUTE, op_info
 from int8kit.plan.types import QuantPlan
 
@@ -20,27 +21,21 @@ RUNS_IN_FLOAT = "a float layer reads its output unquantized, so onnxruntime runs
 def convs_run_in_float(int8: onnx.ModelProto) -> list[str]:
     """Names of the convs of an emitted QDQ model whose input and weight are dequantized but whose
     output does not go to exactly one QuantizeLinear (so no integer kernel), in graph order."""
-    graph = int8.graph
-    producer = {o: n for n in graph.node for o in n.output}
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
-    outputs = {o.name for o in graph.output}
+    view = GraphView(int8.graph)
 
     def dequantized(tensor: str) -> bool:
-        node = producer.get(tensor)
+        node = view.producer(tensor)
         return node is not None and node.op_type == "DequantizeLinear"
 
     out = []
-    for node in graph.node:
+    for node in int8.graph.node:
         info = op_info(node.op_type)
         if info is None or info.role != COMPUTE or info.matrix or not info.int8_kernel or len(node.input) < 2:
             continue  # MatMul/Gemm run integer with a float output; ConvTranspose has no kernel at all
         if not (dequantized(node.input[0]) and dequantized(node.input[1])):
             continue  # a float layer, counted by the plan
-        after = readers.get(node.output[0], [])
-        if node.output[0] in outputs or len(after) != 1 or after[0].op_type != "QuantizeLinear":
+        reader = view.sole_consumer(node.output[0])
+        if reader is None or reader.op_type != "QuantizeLinear":
             out.append(node.name)
     return out
 

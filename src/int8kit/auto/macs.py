@@ -7,6 +7,7 @@ from __future__ import annotations
 import onnx
 
 from int8kit.analysis.summary import model_summary
+from int8kit.graph.graphview import GraphView
 from int8kit.graph.ops import COMPUTE, FUSABLE, op_info
 from int8kit.plan.types import QuantPlan
 
@@ -29,13 +30,13 @@ def float_cost(model: onnx.ModelProto, macs: dict[str, int], already_float: set[
     """MACs that floating each layer puts in float: its own, plus those of the conv that feeds it
     (through a Relu/Clip) when that one is still INT8, since a float layer reads the unquantized
     tensor and onnxruntime then runs its producer in float too (``analysis.ort_fusion``)."""
-    producer = {o: n for n in model.graph.node for o in n.output}
+    view = GraphView(model.graph)
     nodes = {n.name: n for n in model.graph.node}
     cost = {}
     for name, own in macs.items():
-        feeder = producer.get(nodes[name].input[0]) if name in nodes and nodes[name].input else None
+        feeder = view.producer(nodes[name].input[0]) if name in nodes and nodes[name].input else None
         while feeder is not None and op_info(feeder.op_type) is not None and op_info(feeder.op_type).role == FUSABLE:
-            feeder = producer.get(feeder.input[0])
+            feeder = view.producer(feeder.input[0])
         info = op_info(feeder.op_type) if feeder is not None else None
         dragged = (info is not None and info.role == COMPUTE and not info.matrix and info.int8_kernel
                    and feeder.name not in already_float)
