@@ -69,8 +69,11 @@ def test_the_command_imports_almost_nothing_before_it_can_catch_ctrl_c():
 
 def _before_main(err: str, script: str) -> bool:
     """A traceback from before ``int8kit.__main__.main`` could catch anything: Python's own start-up
-    (site) or the console script's import of the package and the entry module, nothing further."""
+    (site, with whatever the installed packages' .pth files import) or the console script's import of
+    the package and the entry module, nothing further."""
     frames = re.findall(r'File "([^"]+)", line -?\d+, in (\S+)', err)
+    if any(path in ("<frozen site>", "site.py") or path.endswith("/site.py") for path, _ in frames):
+        return True  # site runs, and fails with "init_import_site", before any script
     startup_files = ("int8kit/__init__.py", "int8kit/__main__.py", "int8kit/runtime/__init__.py",
                      "int8kit/runtime/import_guard.py", "__future__.py")
     return bool(frames) and all(
