@@ -87,3 +87,17 @@ def test_the_model_summary_and_quantize_name_the_conv_onnxruntime_runs_in_float(
     assert main(["quantize", model, "--data", str(tmp_path / "calib.npy"), "-o", str(tmp_path / "out"),
                  "--th-method", "max", "--quantize-stem", "--fp-layers", "conv_c", "--no-progress", "--no-latency-check"]) == 0
     assert f"conv_b: {RUNS_IN_FLOAT}" in capsys.readouterr().out
+
+
+def test_a_relu_kept_by_signed_activations_is_the_reason_and_onnxruntime_agrees(tmp_path):
+    from int8kit.analysis.ort_fusion import ACTIVATION_KEPT, unfused_convs
+    from int8kit.analysis.speed import time_costs
+
+    model = _chain(tmp_path / "chain.onnx")
+    calib = np.random.default_rng(1).standard_normal((16, 8, 8, 8)).astype(np.float32)
+    signed = int8kit.quantize(model, calib, output_dir=None, th_method="max", stem_float=False, progress=False,
+                              signed_activations=True)
+    # int8 with zero point 0 reaches below 0: each Relu stays between its conv and the QuantizeLinear
+    assert unfused_convs(signed.model) == {"conv_a": ACTIVATION_KEPT, "conv_b": ACTIVATION_KEPT}
+    assert _float_convs_in_onnxruntime(signed.model, tmp_path) >= {"conv_a", "conv_b"}
+    assert any("runs the 2 convs before them in float" in cost for cost in time_costs(signed.model, signed.plan))

@@ -16,18 +16,26 @@ from int8kit.graph.ops import COMPUTE, op_info
 from int8kit.plan.types import QuantPlan
 
 RUNS_IN_FLOAT = "a float layer reads its output unquantized, so onnxruntime runs it in float too"
+# signed int8 (zero point 0) reaches below 0, so a Relu/Clip cannot fold into the QuantizeLinear after it
+ACTIVATION_KEPT = "its Relu/Clip stays a node between it and its QuantizeLinear, so onnxruntime runs it in float"
+_ACTIVATIONS = ("Relu", "Clip")
 
 
 def convs_run_in_float(int8: onnx.ModelProto) -> list[str]:
     """Names of the convs of an emitted QDQ model whose input and weight are dequantized but whose
     output does not go to exactly one QuantizeLinear (so no integer kernel), in graph order."""
+    return list(unfused_convs(int8))
+
+
+def unfused_convs(int8: onnx.ModelProto) -> dict[str, str]:
+    """``convs_run_in_float``, each with why: a float reader of its output, or a Relu/Clip kept as a node."""
     view = GraphView(int8.graph)
 
     def dequantized(tensor: str) -> bool:
         node = view.producer(tensor)
         return node is not None and node.op_type == "DequantizeLinear"
 
-    out = []
+    out = {}
     for node in int8.graph.node:
         info = op_info(node.op_type)
         if info is None or info.role != COMPUTE or info.matrix or not info.int8_kernel or len(node.input) < 2:
@@ -35,15 +43,17 @@ def convs_run_in_float(int8: onnx.ModelProto) -> list[str]:
         if not (dequantized(node.input[0]) and dequantized(node.input[1])):
             continue  # a float layer, counted by the plan
         reader = view.sole_consumer(node.output[0])
-        if reader is None or reader.op_type != "QuantizeLinear":
-            out.append(node.name)
+        if reader is not None and reader.op_type in _ACTIVATIONS:
+            out[node.name] = ACTIVATION_KEPT
+        elif reader is None or reader.op_type != "QuantizeLinear":
+            out[node.name] = RUNS_IN_FLOAT
     return out
 
 
 def float_in_onnxruntime(int8: onnx.ModelProto, plan: QuantPlan) -> dict[str, str]:
     """The plan's float nodes and the convs ``convs_run_in_float`` finds, each with why."""
     out = dict(plan.float_nodes)
-    out.update({name: RUNS_IN_FLOAT for name in convs_run_in_float(int8) if name not in out})
+    out.update({name: why for name, why in unfused_convs(int8).items() if name not in out})
     return out
 
 

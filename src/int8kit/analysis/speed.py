@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from int8kit.analysis.ort_fusion import RUNS_IN_FLOAT, float_in_onnxruntime
+from int8kit.analysis.ort_fusion import ACTIVATION_KEPT, RUNS_IN_FLOAT, float_in_onnxruntime
 from int8kit.evaluate.latency import measure_latencies
 from int8kit.graph.ops import COMPUTE, op_info
 from int8kit.plan.types import QuantPlan
@@ -114,7 +114,8 @@ def time_costs(int8: onnx.ModelProto, plan: QuantPlan) -> list[str]:
         listed = ", ".join(f"{count} by {why}" for why, count in reasons.most_common(3))
         costs.append(f"{len(floats)} conv/matmul layers run in float ({listed}); each adds a DequantizeLinear "
                      "and QuantizeLinear around it")
-    dragged = [n for n, why in float_in_onnxruntime(int8, plan).items() if why == RUNS_IN_FLOAT]
+    as_run = float_in_onnxruntime(int8, plan)
+    dragged = [n for n, why in as_run.items() if why == RUNS_IN_FLOAT]
     if dragged:
         costs.append(f"{len(dragged)} convs with INT8 weights run in float too, because a float layer reads their output "
                      f"unquantized (e.g. {dragged[0]}; keeping that reader in INT8 gives both their integer kernels back)")
@@ -127,8 +128,10 @@ def time_costs(int8: onnx.ModelProto, plan: QuantPlan) -> list[str]:
         costs.append(f"{hardswish} HardSwish/HardSigmoid run in float between QDQ pairs (drop --float-hardswish, or "
                      "--no-channel-scales where per-channel steps rule out the INT8 form)")
     if plan.keep_activation_nodes and (ops["Relu"] or ops["Clip"]):
+        behind = sum(why == ACTIVATION_KEPT for why in as_run.values())
         costs.append(f"{ops['Relu'] + ops['Clip']} Relu/Clip are kept as nodes (--signed-activations or a bitwidth "
-                     "over 8), which splits onnxruntime's fused INT8 chains")
+                     f"over 8), so onnxruntime runs the {behind} convs before them in float (the default unsigned form "
+                     "folds them away)")
     no_kernel = Counter(n.op_type for n in int8.graph.node
                         if n.name not in plan.float_nodes and _is_compute(n) and not op_info(n.op_type).int8_kernel)
     for op_type, count in no_kernel.items():
