@@ -13,6 +13,13 @@ all crops and on the halves ``int8kit auto`` cuts (validation = first half, held
 with 95 % Wilson intervals, and the mean squared error of the logits against FP32's. The first row
 is FP32 itself on inputs moved by uniform noise of half a pixel step (the crops are (x - 127) / 128
 of 0..255 pixels): how far the top-1 of these crops moves when nothing is quantized.
+
+``--budget`` adds where the error of the GPTQ model comes from: the same model with the rounding
+of one group of activations switched off (each QuantizeLinear -> DequantizeLinear pair of the group
+becomes a Clip to the pair's range, so what the range clips stays clipped), by what the tensor feeds:
+depthwise convs (the expand convs' ReLU6 outputs), project convs (the depthwise convs' outputs), or
+the expand convs and the head conv (the residual stream: project conv and Add outputs); and with
+every activation's rounding off, which leaves the INT8 weights and the clipping alone.
 """
 from __future__ import annotations
 
@@ -25,6 +32,8 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `int8kit
     sys.path[:0] = [str(_root), str(_root / "src")]
 
 import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+from onnx import numpy_helper  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
 import int8kit  # noqa: E402
@@ -52,6 +61,7 @@ def main() -> None:
     p.add_argument("--calib", type=int, default=256)
     p.add_argument("--test", type=int, default=500)
     p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated names from: " + ", ".join(CONFIGS))
+    p.add_argument("--budget", action="store_true", help="also: the GPTQ model's error by activation group")
     args = p.parse_args()
     task = Task("effnet", args.calib, args.test)
     fp32 = task._fp32_logits
@@ -71,6 +81,58 @@ def main() -> None:
     print(f"EfficientNet-Lite0, top-1 agreement with FP32; {args.calib} calibration, {args.test} test crops")
     print(tabulate(rows, headers=["configuration", f"all {args.test}", f"validation {task.half}",
                                   f"held-out {args.test - task.half}", "logits MSE"], tablefmt="github"))
+    if args.budget:
+        error_budget(task)
+
+
+# what a quantized activation feeds, by the name of its conv reader in EfficientNet-Lite0's graph
+GROUPS = {"depthwise conv inputs": ("_depthwise_conv",), "project conv inputs": ("_project_conv",),
+          "residual stream (expand and head conv inputs)": ("_expand_conv", "_conv_head")}
+
+
+def rounding_off(model: onnx.ModelProto, feeds: tuple[str, ...] | None) -> onnx.ModelProto:
+    """``model`` with every activation Q -> DQ pair whose DQ feeds a node named with one of ``feeds``
+    (all pairs: ``None``) replaced by a Clip of the float tensor to the pair's range."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    inits = {t.name: t for t in graph.initializer}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    for q in [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in inits]:
+        dqs = readers[q.output[0]]
+        fed = [r.name for dq in dqs for r in readers.get(dq.output[0], [])]
+        if feeds is not None and not any(key in name for name in fed for key in feeds):
+            continue
+        scale, zero = (numpy_helper.to_array(inits[q.input[k]]) for k in (1, 2))
+        grid = np.iinfo(zero.dtype)
+        bounds = [numpy_helper.from_array(np.array((v - int(zero)) * float(scale), np.float32), f"{q.name}_{end}")
+                  for v, end in ((grid.min, "low"), (grid.max, "high"))]
+        graph.initializer.extend(bounds)
+        for dq in dqs:  # the DQ becomes the Clip, so its readers need no rewiring
+            dq.op_type = "Clip"
+            dq.ClearField("input")
+            dq.input.extend([q.input[0], bounds[0].name, bounds[1].name])
+        graph.node.remove(q)
+    return out
+
+
+def error_budget(task: Task) -> None:
+    """The GPTQ model with the rounding of each activation group off in turn, then of all."""
+    fp32 = task._fp32_logits
+    model = int8kit.quantize(str(task.model), task.calib, output_dir=None, progress=False, **CONFIGS["GPTQ rounding"]).model
+    variants = {"GPTQ rounding, all INT8": model}
+    variants.update({f"rounding off: {name}": rounding_off(model, feeds) for name, feeds in GROUPS.items()})
+    variants["rounding off: every activation (INT8 weights and clipping left)"] = rounding_off(model, None)
+    rows = []
+    for name, variant in variants.items():
+        out = run_any(variant, task.test)
+        hits = (out.argmax(1) == fp32.argmax(1)).astype(np.int64)
+        rows.append([name, Scored.of(hits).text(), f"{float(np.mean((out - fp32) ** 2)):.2e}"])
+    print("\nWhere the error comes from (GPTQ rounding; activation rounding switched off by group)")
+    print(tabulate(rows, headers=["model", f"agreement, all {task.n_test}", "logits MSE"], tablefmt="github"))
 
 
 if __name__ == "__main__":
