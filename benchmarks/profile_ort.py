@@ -31,13 +31,12 @@ from tabulate import tabulate  # noqa: E402
 
 from benchmarks import bench_eval as ev  # noqa: E402
 from benchmarks.realdata import get_case  # noqa: E402
-from int8kit.evaluate.latency import measure_latencies  # noqa: E402
+from int8kit.evaluate.latency import LATENCY_TURN_RUNS, measure_latencies  # noqa: E402
 
 FORMS = {
     "orientation": {"default": {}, "--no-channel-scales": {"channel_scales": False}},
     "effnet": {"default": {}, "signed (--target tensorrt)": {"target": "tensorrt"}},
 }
-TURN = 10  # runs per turn: a deployed model runs back to back, and the first run after a switch is cold
 
 
 def _session(model: Path, profile_dir: Path) -> ort.InferenceSession:
@@ -84,9 +83,9 @@ def profile(models: dict[str, Path], feed: dict[str, np.ndarray], runs: int, war
         for _ in range(warmup):
             for sess in sessions.values():
                 sess.run(None, feed)
-        for start in range(0, runs, TURN):
+        for start in range(0, runs, LATENCY_TURN_RUNS):  # turns as measure_latencies takes them
             for sess in sessions.values():
-                for _ in range(min(TURN, runs - start)):
+                for _ in range(min(LATENCY_TURN_RUNS, runs - start)):
                     sess.run(None, feed)
         traces = {name: json.loads(Path(sess.end_profiling()).read_text()) for name, sess in sessions.items()}
     walls = measure_latencies(list(models.values()), feed, threads=1, warmup=warmup, runs=runs)
