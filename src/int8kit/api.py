@@ -177,6 +177,7 @@ def evaluate(
     input_shapes: Any = None,
     metric: str | None = None,
     postprocess: str | None = None,
+    profile: bool = False,
 ):
     """FP32 vs INT8 on the same data: accuracy, agreement, cosine, latency (an ``EvalResult``).
 
@@ -189,10 +190,15 @@ def evaluate(
     ``<stem>_quant.json`` beside a ``<stem>_int8.onnx``) and ``stats`` add clipping ranges and
     calibration histograms to it. ``runtime``: where both models run, ``onnxruntime`` or
     ``openvino`` (its default precision; ``pip install openvino``); the per-layer comparison always
-    runs in onnxruntime, which can return any intermediate tensor.
+    runs in onnxruntime, which can return any intermediate tensor. ``profile`` also asks
+    onnxruntime's profiler where each model spends its time, per op type (``result.op_profile``).
     """
     from int8kit.evaluate.evaluator import LAYER_SAMPLES, Evaluator
     from int8kit.evaluate.tasks import make_metric
+
+    if profile and runtime != "onnxruntime":
+        raise ConfigError(f"profile runs in onnxruntime (its own profiler), but runtime is '{runtime}'; "
+                          "drop the profile or run with runtime onnxruntime.")
 
     if report is not None and quant_json is None:  # the record the report reads by default is an input too
         from int8kit.analysis.report import find_quant_json
@@ -207,6 +213,11 @@ def evaluate(
                           runtime=runtime, progress=progress)
     task = make_metric(metric, postprocess=postprocess) if metric is not None else None  # a bad spec fails before any pass
     result = evaluator.evaluate(int8_model, latency=latency, metric=task)
+    feed = evaluator.latency_feed() if profile else None
+    if feed is not None:
+        from int8kit.evaluate.op_profile import profile_ops
+
+        result.op_profile = dict(zip(("FP32", "INT8"), profile_ops([fp32_model, int8_model], feed)))
     if per_layer or report is not None:
         from int8kit.analysis.layerwise import layer_errors
 

@@ -33,6 +33,9 @@ def add_parser(sub: Any) -> None:
                    help="where both models run: onnxruntime, or openvino in its default precision (pip install openvino); "
                         "--per-layer always runs in onnxruntime")
     p.add_argument("--no-latency", action="store_true", help="skip the batch-1 latency measurement")
+    p.add_argument("--profile", action="store_true",
+                   help="also print where onnxruntime spends each model's time, per op type of the graph it runs "
+                        "(its profiler, batch 1, one thread, 100 runs each in turns)")
     add_progress(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--per-layer", action="store_true", help="also compare every tensor; print the 20 worst")
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         args.fp32_model, args.int8_model, args.data, labels=args.labels, output=args.output, batch_size=args.batch_size,
         threads=args.threads, runtime=args.runtime, latency=not args.no_latency, progress=not args.no_progress, per_layer=args.per_layer,
         report=args.report, quant_json=args.quant_json, stats=args.stats, **cli_data.preprocess_kwargs(args),
-        **cli_convert.source_kwargs(args), metric=args.metric, postprocess=args.postprocess,
+        **cli_convert.source_kwargs(args), metric=args.metric, postprocess=args.postprocess, profile=args.profile,
     )
     payload = result.to_dict()
     if not args.per_layer:
@@ -57,6 +60,11 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps(payload, indent=2) if args.json else result.to_table())
     if result.task is not None and not args.json:
         print(task_verdict(result.task))
+    if result.op_profile is not None and not args.json:
+        from int8kit.evaluate.op_profile import op_table
+
+        print("\nwhere onnxruntime spends the time (its profiler; batch 1, one thread; median of 100 runs)")
+        print(op_table(result.op_profile))
     if args.per_layer and not args.json:
         from int8kit.analysis.layerwise import layer_table
 

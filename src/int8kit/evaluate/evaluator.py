@@ -241,9 +241,17 @@ class Evaluator:
         if task is not None:
             fp32, int8 = self.task_score(None, spec), task.score()
             result.task = TaskComparison(spec.name, fp32, int8, drop(fp32, int8))
-        if latency and ref.records("feed"):
-            self._add_latency(result, q_proto, ref.record("feed", 0))
+        feed = self.latency_feed()
+        if latency and feed is not None:
+            self._add_latency(result, q_proto, feed)
         return result
+
+    def latency_feed(self) -> dict[str, np.ndarray] | None:
+        """The batch-1 sample (or the model's fixed batch) that latency and the op profile run on."""
+        ref = self.reference
+        if not ref.records("feed"):
+            return None
+        return {k: np.array(v) for k, v in ref.record("feed", 0).items()}  # onnxruntime reads plain arrays, not maps
 
     def task_score(self, model: ModelLike | None, metric: MetricSpec | str | Any, *,
                    samples: slice | range | None = None) -> Score:
@@ -335,7 +343,6 @@ class Evaluator:
             )
 
     def _add_latency(self, result: EvalResult, q_proto: onnx.ModelProto, feed: dict[str, np.ndarray]) -> None:
-        feed = {k: np.array(v) for k, v in feed.items()}  # onnxruntime reads plain arrays, not maps
         sessions = [session_for(m, self.runtime, threads=1) for m in (self.model, q_proto)]
         result.fp32_latency_ms, result.int8_latency_ms = measure_latencies(sessions, feed)
         result.latency_batch = len(next(iter(feed.values())))

@@ -73,12 +73,16 @@ class EvalResult:
     int8_size_bytes: int | None = None
     layers: list[Any] | None = None  # per-tensor ``analysis.layerwise.LayerError``s when asked for (evaluate(per_layer=True))
     task: TaskComparison | None = None  # the task metric's scores when asked for (evaluate(metric=...))
+    # onnxruntime's time per op type when asked for (evaluate(profile=True)): {"FP32"|"INT8": {op: [nodes, us]}}
+    op_profile: dict[str, dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict; non-finite floats become ``None`` (``layers`` only when measured)."""
         d = finite(dataclasses.asdict(self))
         if self.layers is None:
             d.pop("layers")
+        if self.op_profile is None:
+            d.pop("op_profile")
         if self.task is None:
             d.pop("task")
         else:
