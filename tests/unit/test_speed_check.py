@@ -30,6 +30,7 @@ def test_a_slower_int8_model_is_said_to_be_slower_with_its_costs(files, monkeypa
     assert result.speed.ratio == pytest.approx(1.3) and not result.speed.faster
     warning = " ".join(r.getMessage() for r in caplog.records)
     assert "not faster than FP32" in warning and "1 by --fp-layers" in warning and "per-channel steps" in warning
+    assert "--profile shows where the time goes" in warning  # onnxruntime's own account, one command away
 
 
 def test_costs_name_channel_steps_kept_activations_and_ops_without_kernels(files):
