@@ -10,6 +10,7 @@ from typing import Any
 from int8kit.cli import convert as cli_convert
 from int8kit.cli import data as cli_data
 from int8kit.cli.common import add_model_pair, add_progress
+from int8kit.evaluate.op_profile import PROFILE_RUNS
 from int8kit.runtime.openvino import RUNTIMES
 
 
@@ -35,7 +36,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--no-latency", action="store_true", help="skip the batch-1 latency measurement")
     p.add_argument("--profile", action="store_true",
                    help="also print where onnxruntime spends each model's time, per op type of the graph it runs "
-                        "(its profiler, batch 1, one thread, 100 runs each in turns)")
+                        f"(its profiler, batch 1, one thread, {PROFILE_RUNS} runs each in turns)")
     add_progress(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--per-layer", action="store_true", help="also compare every tensor; print the 20 worst")
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     if result.op_profile is not None and not args.json:
         from int8kit.evaluate.op_profile import op_table
 
-        print("\nwhere onnxruntime spends the time (its profiler; batch 1, one thread; median of 100 runs)")
+        print(f"\nwhere onnxruntime spends the time (its profiler; batch 1, one thread; median of {PROFILE_RUNS} runs)")
         print(op_table(result.op_profile))
     if args.per_layer and not args.json:
         from int8kit.analysis.layerwise import layer_table

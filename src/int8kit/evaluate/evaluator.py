@@ -241,8 +241,8 @@ class Evaluator:
         if task is not None:
             fp32, int8 = self.task_score(None, spec), task.score()
             result.task = TaskComparison(spec.name, fp32, int8, drop(fp32, int8))
-        feed = self.latency_feed()
-        if latency and feed is not None:
+        feed = self.latency_feed() if latency else None
+        if feed is not None:
             self._add_latency(result, q_proto, feed)
         return result
 

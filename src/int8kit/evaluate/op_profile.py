@@ -23,9 +23,10 @@ from int8kit.evaluate.latency import LATENCY_TURN_RUNS
 from int8kit.evaluate.reference import ModelLike
 
 OpTimes = dict[str, tuple[int, float]]  # op type -> (nodes, median microseconds per inference)
+PROFILE_RUNS = 100  # counted runs per model
 
 
-def profile_ops(models: Sequence[ModelLike], feed: dict[str, np.ndarray], *, runs: int = 100,
+def profile_ops(models: Sequence[ModelLike], feed: dict[str, np.ndarray], *, runs: int = PROFILE_RUNS,
                 warmup: int = 10) -> list[OpTimes]:
     """Per op type, the nodes and median kernel microseconds per inference of each model on ``feed``."""
     import onnxruntime as ort
