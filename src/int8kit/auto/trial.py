@@ -99,6 +99,11 @@ class SearchContext:
                               bias_correction=config.bias_correction, rounding_memo=self._rounding)
         return Built(tuned.model, tuned.plan, config, tuned.bias_tuned)
 
+    def uses_channel_steps(self) -> bool:
+        """Whether the base plan gives any conv input per-channel steps (without, dropping them changes nothing)."""
+        return self.base.channel_scales and any(
+            tq.channel_step is not None for tq in plan(self.optimized, self.stats, self.base).tensors.values())
+
     def latencies(self, model: onnx.ModelProto) -> tuple[float, float]:
         """FP32 and INT8 milliseconds on one sample, one thread, the two taking turns."""
         fp32_ms, int8_ms = measure_latencies([self._fp32(), self._session(model)], self.feed, warmup=2,
