@@ -190,15 +190,11 @@ def evaluate(
     ``<stem>_quant.json`` beside a ``<stem>_int8.onnx``) and ``stats`` add clipping ranges and
     calibration histograms to it. ``runtime``: where both models run, ``onnxruntime`` or
     ``openvino`` (its default precision; ``pip install openvino``); the per-layer comparison always
-    runs in onnxruntime, which can return any intermediate tensor. ``profile`` also asks
-    onnxruntime's profiler where each model spends its time, per op type (``result.op_profile``).
+    runs in onnxruntime, which can return any intermediate tensor. ``profile`` also asks the
+    runtime's profiler where each model spends its time, per op type (``result.op_profile``).
     """
     from int8kit.evaluate.evaluator import LAYER_SAMPLES, Evaluator
     from int8kit.evaluate.tasks import make_metric
-
-    if profile and runtime != "onnxruntime":
-        raise ConfigError(f"profile runs in onnxruntime (its own profiler), but runtime is '{runtime}'; "
-                          "drop the profile or run with runtime onnxruntime.")
 
     if report is not None and quant_json is None:  # the record the report reads by default is an input too
         from int8kit.analysis.report import find_quant_json
@@ -217,7 +213,7 @@ def evaluate(
     if feed is not None:
         from int8kit.evaluate.op_profile import profile_ops
 
-        result.op_profile = dict(zip(("FP32", "INT8"), profile_ops([fp32_model, int8_model], feed)))
+        result.op_profile = dict(zip(("FP32", "INT8"), profile_ops([fp32_model, int8_model], feed, runtime=runtime)))
     if per_layer or report is not None:
         from int8kit.analysis.layerwise import layer_errors
 

@@ -44,14 +44,20 @@ def test_the_profile_counts_the_ops_onnxruntime_runs_after_its_fusions(pair):
     assert "QLinearConv" in table and "2 / " in table and "0.500" in table  # the wall ratio row
 
 
-def test_eval_profile_prints_the_table_and_refuses_another_runtime(pair, tmp_path, capsys):
+def test_eval_profile_prints_the_table(pair, tmp_path, capsys):
     from int8kit.cli import main
 
     model, int8, _ = pair
     assert main(["eval", model, int8, "--data", str(tmp_path / "calib.npy"), "--profile", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "where onnxruntime spends the time" in out and "QLinearConv" in out and "total (kernels)" in out
+    assert "where onnxruntime spends the time" in out and "QLinearConv" in out and "total (ops)" in out
 
-    assert main(["eval", model, int8, "--data", str(tmp_path / "calib.npy"), "--profile", "--runtime", "openvino"]) == 2
-    err = capsys.readouterr().err
-    assert "profile runs in onnxruntime" in err and "Traceback" not in err
+
+def test_openvino_profiles_op_types_with_the_precision_they_ran_in(pair):
+    pytest.importorskip("openvino", reason="OpenVINO profile test needs openvino (pip install openvino)")
+    model, int8, calib = pair
+    fp32_ops, int8_ops = profile_ops([model, int8], {"x": calib[:1]}, runs=5, warmup=2, runtime="openvino")
+    assert fp32_ops and int8_ops and all(us >= 0 for _, us in (*fp32_ops.values(), *int8_ops.values()))
+    # OpenVINO runs the QDQ model's convs as integer convolutions
+    assert any(op.startswith("Convolution") and ("(I8)" in op or "(U8)" in op) for op in int8_ops), int8_ops
+    assert not any("(I8)" in op or "(U8)" in op for op in fp32_ops if op.startswith("Convolution")), fp32_ops

@@ -35,7 +35,7 @@ def add_parser(sub: Any) -> None:
                         "--per-layer always runs in onnxruntime")
     p.add_argument("--no-latency", action="store_true", help="skip the batch-1 latency measurement")
     p.add_argument("--profile", action="store_true",
-                   help="also print where onnxruntime spends each model's time, per op type of the graph it runs "
+                   help="also print where the runtime spends each model's time, per op type of the graph it runs "
                         f"(its profiler, batch 1, one thread, {PROFILE_RUNS} runs each in turns)")
     add_progress(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     if result.op_profile is not None and not args.json:
         from int8kit.evaluate.op_profile import op_table
 
-        print(f"\nwhere onnxruntime spends the time (its profiler; batch 1, one thread; median of {PROFILE_RUNS} runs)")
+        print(f"\nwhere {result.runtime} spends the time (its profiler; batch 1, one thread; median of {PROFILE_RUNS} runs)")
         print(op_table(result.op_profile))
     if args.per_layer and not args.json:
         from int8kit.analysis.layerwise import layer_table
