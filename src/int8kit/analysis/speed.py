@@ -55,8 +55,9 @@ class SpeedCheck:
         if self.faster:
             return ""
         what = "; ".join(self.costs) if self.costs else "no float islands or extra nodes found: the model may be too small to gain"
-        profile = " (int8kit eval FP32 INT8 --data TEST --profile shows where the time goes)" if self.runtime == "onnxruntime" else ""
-        return f"the INT8 model is not faster than FP32 here ({self.ratio:.2f}x): {what}.{profile}"
+        runtime = "" if self.runtime == "onnxruntime" else f" --runtime {self.runtime}"
+        return (f"the INT8 model is not faster than FP32 here ({self.ratio:.2f}x): {what}. "
+                f"(int8kit eval FP32 INT8 --data TEST{runtime} --profile shows where the time goes)")
 
 
 def timing_runtime(target: str) -> str | None:
