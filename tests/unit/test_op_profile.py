@@ -39,7 +39,9 @@ def test_the_profile_counts_the_ops_onnxruntime_runs_after_its_fusions(pair):
     fp32_ops, int8_ops = profile_ops([model, int8], {"x": calib[:1]}, runs=5, warmup=2)
     assert sum(n for n, _ in fp32_ops.values()) >= 2 and "QLinearConv" not in fp32_ops
     assert int8_ops["QLinearConv"][0] == 2  # both convs fused into integer kernels, each counted once
-    assert all(us > 0 for _, us in (*fp32_ops.values(), *int8_ops.values()))
+    # a whole microsecond is the profiler's grain: a tiny op may read 0, the model as a whole may not
+    assert all(us >= 0 for _, us in (*fp32_ops.values(), *int8_ops.values()))
+    assert sum(us for _, us in fp32_ops.values()) > 0 and sum(us for _, us in int8_ops.values()) > 0
     table = op_table({"FP32": fp32_ops, "INT8": int8_ops}, {"FP32": 100.0, "INT8": 50.0})
     assert "QLinearConv" in table and "2 / " in table and "0.500" in table  # the wall ratio row
 
