@@ -52,7 +52,7 @@ def test_eval_profile_prints_the_table(pair, tmp_path, capsys):
     model, int8, _ = pair
     assert main(["eval", model, int8, "--data", str(tmp_path / "calib.npy"), "--profile", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "where onnxruntime spends the time" in out and "QLinearConv" in out and "total (ops)" in out
+    assert "where onnxruntime spends the time" in out and "QLinearConv" in out and "total (kernels)" in out
 
 
 def test_openvino_profiles_op_types_with_the_precision_they_ran_in(pair):

@@ -112,11 +112,11 @@ def _trace_times(trace: list[dict], warmup: int, runs: int) -> OpTimes:
 
 def op_table(profiles: dict[str, OpTimes], walls_us: dict[str, float] | None = None) -> str:
     """Op types as rows (slowest first), models as columns: ``nodes / us`` per inference, a total
-    row of the op times and, when given, the wall times timed without the profiler."""
+    row of the kernel times and, when given, the wall times timed without the profiler."""
     names = list(profiles)
     ops = sorted({op for p in profiles.values() for op in p}, key=lambda op: -max(p.get(op, (0, 0.0))[1] for p in profiles.values()))
     rows = [[op] + [f"{profiles[n][op][0]} / {profiles[n][op][1]:.0f}" if op in profiles[n] else "" for n in names] for op in ops]
-    rows.append(["total (ops)"] + [f"{sum(us for _, us in profiles[n].values()):.0f}" for n in names])
+    rows.append(["total (kernels)"] + [f"{sum(us for _, us in profiles[n].values()):.0f}" for n in names])
     if walls_us:
         rows.append(["wall"] + [f"{walls_us[n]:.0f}" for n in names])
         rows.append([f"wall / {names[0]}"] + [f"{walls_us[n] / walls_us[names[0]]:.3f}" for n in names])
