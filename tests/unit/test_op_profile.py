@@ -46,13 +46,17 @@ def test_the_profile_counts_the_ops_onnxruntime_runs_after_its_fusions(pair):
     assert "QLinearConv" in table and "2 / " in table and "0.500" in table  # the wall ratio row
 
 
-def test_eval_profile_prints_the_table(pair, tmp_path, capsys):
+def test_eval_profile_prints_the_table_and_puts_it_in_the_report(pair, tmp_path, capsys):
     from int8kit.cli import main
 
     model, int8, _ = pair
-    assert main(["eval", model, int8, "--data", str(tmp_path / "calib.npy"), "--profile", "--no-progress"]) == 0
+    report = tmp_path / "report.html"
+    assert main(["eval", model, int8, "--data", str(tmp_path / "calib.npy"), "--profile", "--no-progress",
+                 "--report", str(report)]) == 0
     out = capsys.readouterr().out
     assert "where onnxruntime spends the time" in out and "QLinearConv" in out and "total (kernels)" in out
+    html = report.read_text()  # the report carries the same table
+    assert "Where onnxruntime spends the time" in html and "<td class=\"name\">QLinearConv</td>" in html
 
 
 def test_openvino_profiles_op_types_with_the_precision_they_ran_in(pair):

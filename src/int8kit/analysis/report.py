@@ -22,6 +22,7 @@ from typing import Any
 from int8kit.analysis.explain import clip_reason, methods_headline
 from int8kit.analysis.report_plots import WORST_LABELS, histogram_plot, layers_plot, pyplot_figure, quant_label
 from int8kit.calib.histogram import Histogram
+from int8kit.evaluate.op_profile import op_rows
 from int8kit.evaluate.result import SUMMARY_HEADERS, EvalResult, num, summary_rows
 from int8kit.graph.io import write_text_atomic
 
@@ -199,6 +200,14 @@ def _float_nodes(qdoc: dict, facts: Any = None) -> str:
 # ---------------------------------------------------------------- entry points
 
 
+def _op_profile(result: EvalResult) -> str:
+    """Where the runtime spent each model's time, per op type (``evaluate(profile=True)``)."""
+    headers, rows = op_rows(result.op_profile)
+    return (f"<h2>Where {_e(result.runtime)} spends the time</h2><p>Its own profiler, batch 1, one thread; per op "
+            "type of the graph it really runs, the nodes and the median microseconds per inference.</p>"
+            + _table(headers, rows))
+
+
 def write_report(
     path: str | os.PathLike,
     *,
@@ -242,6 +251,8 @@ def write_report(
     if eval_result is not None:
         result = eval_result if isinstance(eval_result, EvalResult) else EvalResult.from_dict(dict(eval_result))
         parts.append(_summary(result))
+        if result.op_profile:
+            parts.append(_op_profile(result))
     if layer_errors:
         parts.append(_layers(list(layer_errors), qdoc, Figure, facts))
     if hists is not None and Figure is not None:

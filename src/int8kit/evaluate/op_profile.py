@@ -110,9 +110,9 @@ def _trace_times(trace: list[dict], warmup: int, runs: int) -> OpTimes:
     return tally.result()
 
 
-def op_table(profiles: dict[str, OpTimes], walls_us: dict[str, float] | None = None) -> str:
-    """Op types as rows (slowest first), models as columns: ``nodes / us`` per inference, a total
-    row of the kernel times and, when given, the wall times timed without the profiler."""
+def op_rows(profiles: dict[str, OpTimes], walls_us: dict[str, float] | None = None) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of the op table: op types (slowest first) by models, ``nodes / us`` per
+    inference, a total row of the kernel times and, when given, the wall times timed without the profiler."""
     names = list(profiles)
     ops = sorted({op for p in profiles.values() for op in p}, key=lambda op: -max(p.get(op, (0, 0.0))[1] for p in profiles.values()))
     rows = [[op] + [f"{profiles[n][op][0]} / {profiles[n][op][1]:.0f}" if op in profiles[n] else "" for n in names] for op in ops]
@@ -120,4 +120,10 @@ def op_table(profiles: dict[str, OpTimes], walls_us: dict[str, float] | None = N
     if walls_us:
         rows.append(["wall"] + [f"{walls_us[n]:.0f}" for n in names])
         rows.append([f"wall / {names[0]}"] + [f"{walls_us[n] / walls_us[names[0]]:.3f}" for n in names])
-    return tabulate(rows, headers=["op type (nodes / us per inference)", *names], tablefmt="github")
+    return ["op type (nodes / us per inference)", *names], rows
+
+
+def op_table(profiles: dict[str, OpTimes], walls_us: dict[str, float] | None = None) -> str:
+    """``op_rows`` as a text table."""
+    headers, rows = op_rows(profiles, walls_us)
+    return tabulate(rows, headers=headers, tablefmt="github")
