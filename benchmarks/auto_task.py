@@ -18,6 +18,7 @@ import numpy as np
 
 from benchmarks import bench_eval as ev
 from benchmarks.realdata import Case, get_case
+from int8kit.evaluate.uncertainty import wilson
 
 # case -> (metric, accepted absolute drop from the FP32 score on the same samples)
 BUDGETS = {"effnet": ("agreement", 0.03), "orientation": ("top1", 0.0)}
@@ -35,11 +36,9 @@ class Scored:
 
     @classmethod
     def of(cls, hits: np.ndarray) -> "Scored":
-        from scipy.stats import binomtest
-
         n, k = int(hits.size), int(hits.sum())
-        ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
-        return cls(k / n, n, float(ci.low), float(ci.high))
+        low, high = wilson(k, n)  # int8kit's own interval, the one `auto` and `eval` print
+        return cls(k / n, n, low, high)
 
     def text(self) -> str:
         return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}]"
