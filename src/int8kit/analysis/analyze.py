@@ -103,7 +103,7 @@ def run_analysis(fp32_model: onnx.ModelProto, optimized: onnx.ModelProto, int8_m
     from int8kit.analysis.report import _load_quant_json, find_quant_json
 
     record = quant_json if quant_json is not None else find_quant_json(int8_model)
-    plan, _ = resolve_plan(optimized, int8_model, record)
+    plan, emitted = resolve_plan(optimized, int8_model, record)  # the INT8 model, loaded once
     qdoc = _load_quant_json(record)
     evaluation = evaluator.evaluate(int8_model, latency=latency)
     layers = layer_sensitivity(optimized, plan, evaluator, samples=samples, accumulated=True, progress=progress)
@@ -111,7 +111,6 @@ def run_analysis(fp32_model: onnx.ModelProto, optimized: onnx.ModelProto, int8_m
     shapes = {k: (1,) + tuple(v.shape[1:]) for k, v in first.items()}
     facts = GraphFacts.of(optimized)
     headline, methods = methods_headline(qdoc, facts)
-    emitted = int8_model if isinstance(int8_model, onnx.ModelProto) else onnx.load(os.fspath(int8_model))
     return AnalyzeResult(layers, model_summary(optimized, plan, shapes, emitted), evaluation, headline, methods, qdoc, plan,
                          options={**options, "samples": samples}, facts=facts)
 

@@ -21,6 +21,13 @@ ACTIVATION_KEPT = "its Relu/Clip stays a node between it and its QuantizeLinear,
 _ACTIVATIONS = ("Relu", "Clip")
 
 
+def integer_conv(node: onnx.NodeProto) -> bool:
+    """A conv onnxruntime can run as QLinearConv (MatMul/Gemm run integer with a float output, and
+    ConvTranspose has no integer kernel at all)."""
+    info = op_info(node.op_type)
+    return info is not None and info.role == COMPUTE and not info.matrix and info.int8_kernel
+
+
 def convs_run_in_float(int8: onnx.ModelProto) -> list[str]:
     """Names of the convs of an emitted QDQ model whose input and weight are dequantized but whose
     output does not go to exactly one QuantizeLinear (so no integer kernel), in graph order."""
@@ -37,9 +44,8 @@ def unfused_convs(int8: onnx.ModelProto) -> dict[str, str]:
 
     out = {}
     for node in int8.graph.node:
-        info = op_info(node.op_type)
-        if info is None or info.role != COMPUTE or info.matrix or not info.int8_kernel or len(node.input) < 2:
-            continue  # MatMul/Gemm run integer with a float output; ConvTranspose has no kernel at all
+        if not integer_conv(node) or len(node.input) < 2:
+            continue
         if not (dequantized(node.input[0]) and dequantized(node.input[1])):
             continue  # a float layer, counted by the plan
         reader = view.sole_consumer(node.output[0])

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import onnx
 
+from int8kit.analysis.ort_fusion import integer_conv
 from int8kit.analysis.summary import model_summary
 from int8kit.graph.graphview import GraphView
-from int8kit.graph.ops import COMPUTE, FUSABLE, op_info
+from int8kit.graph.ops import FUSABLE, op_info
 from int8kit.plan.types import QuantPlan
 
 
@@ -31,14 +32,13 @@ def float_cost(model: onnx.ModelProto, macs: dict[str, int], already_float: set[
     (through a Relu/Clip) when that one is still INT8, since a float layer reads the unquantized
     tensor and onnxruntime then runs its producer in float too (``analysis.ort_fusion``)."""
     view = GraphView(model.graph)
-    nodes = {n.name: n for n in model.graph.node}
+    nodes = {n.name: n for n in model.graph.node}  # one map: GraphView finds nodes by name with a scan
     cost = {}
     for name, own in macs.items():
-        feeder = view.producer(nodes[name].input[0]) if name in nodes and nodes[name].input else None
+        node = nodes.get(name)
+        feeder = view.producer(node.input[0]) if node is not None and node.input else None
         while feeder is not None and op_info(feeder.op_type) is not None and op_info(feeder.op_type).role == FUSABLE:
             feeder = view.producer(feeder.input[0])
-        info = op_info(feeder.op_type) if feeder is not None else None
-        dragged = (info is not None and info.role == COMPUTE and not info.matrix and info.int8_kernel
-                   and feeder.name not in already_float)
+        dragged = feeder is not None and integer_conv(feeder) and feeder.name not in already_float
         cost[name] = own + (macs.get(feeder.name, 0) if dragged else 0)
     return cost
