@@ -8,6 +8,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from int8kit.calib.collect import collect
 from int8kit.config import LayerOverride, QuantConfig
+from int8kit.emit.qdq import emit_qdq
+from int8kit.plan import method_choice
 from int8kit.plan.planner import candidate_tensors, plan
 
 
@@ -28,7 +30,8 @@ def _model() -> onnx.ModelProto:
     return onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
 
 
-def test_signed_tensors_use_mse_instead_of_a_divergence_method():
+def test_signed_tensors_use_mse_instead_of_a_divergence_method(monkeypatch):
+    monkeypatch.setattr(method_choice, "DIVERGENCE_GUARD", float("inf"))  # the guard has its own test below
     model = _model()
     x = np.random.default_rng(8).standard_normal((64, 8, 4, 4)).astype(np.float32)
     stats = collect(model, x, tensors=candidate_tensors(model), progress=False)
@@ -71,6 +74,37 @@ def test_an_override_inherits_the_global_parameters_of_its_method_or_takes_its_o
     narrow = plan(model, stats, QuantConfig(th_method="kl", overrides={"r": LayerOverride.from_dict("r", ifmr)}))
     default = plan(model, stats, QuantConfig(th_method="kl", overrides={"r": LayerOverride(th_method="ifmr")}))
     assert narrow.tensors["r"].method == "ifmr" and narrow.tensors["r"].hi < default.tensors["r"].hi
+
+
+def _output_error(model: onnx.ModelProto, qplan) -> float:
+    import onnxruntime as ort
+
+    x = {"x": np.random.default_rng(9).standard_normal((32, 8, 4, 4)).astype(np.float32)}
+    fp32, int8 = (ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]
+                  for m in (model, emit_qdq(model, qplan)))
+    return float(np.mean((fp32 - int8) ** 2))
+
+
+def test_a_divergence_range_that_costs_its_readers_far_more_error_is_replaced(monkeypatch):
+    model, stats = _stats()
+    guarded = plan(model, stats, QuantConfig(th_method="kl"))
+    why = guarded.method_choices["r"]
+    ratio = why["scores"]["kl"] / why["scores"][why["method"]]
+    # KL clips this ReLU output hard (64 samples): its readers' estimated error is > 10x max's or mse's
+    assert ratio > method_choice.DIVERGENCE_GUARD
+    assert guarded.tensors["r"].method == why["method"] in ("mse", "max") and "guard" in why["why"]
+    monkeypatch.setattr(method_choice, "DIVERGENCE_GUARD", ratio * 1.01)  # just above: KL's range stays
+    kept = plan(model, stats, QuantConfig(th_method="kl"))
+    assert kept.tensors["r"].method == "kl" and "r" not in kept.method_choices
+    assert kept.tensors["r"].hi < guarded.tensors["r"].hi
+    # the estimate is right about the outputs: the replaced range gives the model a smaller output error
+    assert _output_error(model, guarded) < _output_error(model, kept) / 2
+    monkeypatch.setattr(method_choice, "DIVERGENCE_GUARD", ratio * 0.99)
+    assert plan(model, stats, QuantConfig(th_method="jsd")).tensors["r"].method in ("mse", "max")
+    # the user's own choices are not second-guessed: no rules, an override, th_params
+    assert plan(model, stats, QuantConfig(th_method="kl", method_rules=False)).tensors["r"].method == "kl"
+    explicit = plan(model, stats, QuantConfig(th_method="kl", overrides={"r": LayerOverride(th_method="kl")}))
+    assert explicit.tensors["r"].method == "kl" and not explicit.method_choices
 
 
 def test_the_manuals_th_strategy_values():

@@ -60,7 +60,8 @@ class QuantConfig(_Options):
                                metavar="KEY=VALUE")
     method_rules: bool = option(True, "apply --th-method to every activation (default: max for model inputs and "
                                       "bounded outputs, mse where kl/symkl/jsd would clip signed or one-sided "
-                                      "tensors; overrides still apply)", off_flag="--no-method-rules")
+                                      "tensors, mse or max where their range would give the readers over 10x the "
+                                      "estimated error; overrides still apply)", off_flag="--no-method-rules")
     per_channel: bool = option(True, "one weight scale per tensor (the vendor tools' default; hurts depthwise convs)",
                                flag="--per-channel", off_flag="--per-tensor",
                                on_help="one weight scale per output channel (the default)")

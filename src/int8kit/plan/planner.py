@@ -24,14 +24,14 @@ from int8kit.plan.context import PlanContext, context_for
 from int8kit.plan.domains import value_domain
 from int8kit.plan.graph_facts import GraphFacts, float_nodes
 from int8kit.plan.integer_ops import drop_inner_tensors, integer_hardswish
-from int8kit.plan.method_choice import choose
+from int8kit.plan.method_choice import choose, guard_divergence
 from int8kit.plan.method_rules import auto_candidates, override_method, rule_choice
 from int8kit.plan.node_choice import choose_nodes, fusable_activation, shared_sources, tensors_to_quantize
 from int8kit.plan.override_check import check_overrides_apply
 from int8kit.plan.params import activation_quant
 from int8kit.plan.types import QuantPlan, TensorQuant
 from int8kit.plan.weight_plan import plan_weights, snq_layers
-from int8kit.thresholds import Target
+from int8kit.thresholds import DIVERGENCE_METHODS, Target, resolve
 
 log = logging.getLogger(__name__)
 
@@ -209,9 +209,15 @@ def _activation(ctx: PlanContext, config: QuantConfig, name: str, near_input: bo
     if ov is not None and ov.with_offset is not None and not signed:  # AMCT's per-layer with_offset
         symmetric = not ov.with_offset
     domain = None if signed else value_domain(facts, name)  # TensorRT's symmetric int8 cannot start a range at -3
+    choice = None
     if method == "auto":  # per tensor, the candidate whose readers see least error (plan/method_choice.py)
         choice = choose(ctx, name, tstats, auto_candidates(tstats.hist, producer), bits=config.bitwidth,
                         symmetric=symmetric, signed=signed, domain=domain)
+    elif config.method_rules and not params and not (ov is not None and (ov.th_method or ov.threshold)) \
+            and resolve(method)[0] in DIVERGENCE_METHODS:  # the user's own choices are not second-guessed
+        choice = guard_divergence(ctx, name, tstats, method, bits=config.bitwidth, symmetric=symmetric,
+                                  signed=signed, domain=domain)
+    if choice is not None:
         method, params = choice.method, {}
         if choices is not None:
             choices[name] = choice.record()
