@@ -186,6 +186,8 @@ def int8kit_rows(bench: Bench, methods: list[str]) -> tuple[dict[str, tuple], di
         start = time.perf_counter()
         quant_plan = plan(optimized, stats, QuantConfig(th_method=method))
         plan_s = time.perf_counter() - start
+        if method == "kl":
+            print("  " + _guard_line(quant_plan, plan(optimized, stats, QuantConfig(th_method="auto"))), flush=True)
         int8 = emit_qdq(optimized, quant_plan)
         rows[method] = bench.score(fp32, run_outputs(int8.SerializeToString(), bench.test))
         acts = [t.method for t in quant_plan.tensors.values() if t.kind == "activation"]
@@ -193,6 +195,21 @@ def int8kit_rows(bench: Bench, methods: list[str]) -> tuple[dict[str, tuple], di
         print(f"  {method:12s} {rows[method][0]} {rows[method][1]:.4f} cosine {rows[method][2]:.5f} "
               f"(plan {plan_s:.2f} s; methods {chosen[method]})", flush=True)
     return rows, chosen
+
+
+def _guard_line(kl_plan, auto_plan) -> str:
+    """How far the guard on divergence methods (plan/method_choice.py) is from acting on this model: the
+    ratio of KL's estimated reader error to the best of mse's and max's, for the tensors it replaced and
+    the largest among those where KL stays (``auto`` records every candidate's score)."""
+    def ratio(scores: dict) -> float:
+        return scores["kl"] / max(min(scores["mse"], scores["max"]), 1e-30)
+
+    replaced = sorted(ratio(c["scores"]) for c in kl_plan.method_choices.values())
+    kept = [ratio(c["scores"]) for name, c in auto_plan.method_choices.items()
+            if "kl" in c["scores"] and kl_plan.tensors[name].method == "kl"]
+    return (f"kl guard: {len(replaced)} tensors replaced"
+            + (f" (KL's reader error {replaced[0]:.0f}-{replaced[-1]:.0f} times mse's/max's)" if replaced else "")
+            + (f"; the largest ratio where KL stays: {max(kept):.2f}" if kept else "; KL stays nowhere"))
 
 
 def peer_rows(bench: Bench, peers: list[str], hist_calib: int) -> dict[str, tuple]:
