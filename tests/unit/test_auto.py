@@ -14,6 +14,8 @@ from onnx import TensorProto, helper, numpy_helper
 import int8kit
 from int8kit.auto.budget import Budget, Score
 from int8kit.auto.choose import choose, contenders
+from int8kit.auto.search import SearchResult
+from int8kit.auto.searchlog import SearchLog
 from int8kit.auto.trial import SearchContext, Trial
 from int8kit.cli import main
 from int8kit.demo_data import demo_model_path, load_demo_data
@@ -90,6 +92,24 @@ def test_contenders_are_the_meeting_trials_and_in_full_mode_only_those_with_the_
     assert [t.name for t in contenders(trials, full=False)] == ["b", "d", "a"]  # fastest first
     assert [t.name for t in contenders(trials, full=True)] == ["b", "d"]
     assert contenders(trials[2:3], full=False) == []
+
+
+def test_a_chosen_model_slower_than_fp32_names_the_best_faster_trial_and_the_budget_that_gets_it():
+    trials = [_trial("base", 0.952, 0.39, meets=False), _trial("float 2", 0.964, 0.48, meets=False),
+              _trial("float 20", 0.976, 1.15, meets=True), _trial("16-bit", 0.972, 3.5, meets=True)]
+    held = Score(0.97, 100, 0.95, 0.99)
+    result = SearchResult(chosen=trials[2], built=None, meets=True, budget=Budget(1.0, 0.03), metric="agreement",
+                          full=True, fp32_held_out=Score(1.0, 100, 0.96, 1.0), held_out=held, log=SearchLog("k", trials))
+    text = " ".join(result.messages())
+    assert "not faster than FP32 (INT8/FP32 latency 1.15)" in text
+    assert "#2 'float 2': 0.9640 (drop +0.0360) at 0.48" in text and "--accept-drop 0.0360" in text
+    rejudged = Budget(1.0, 0.0360)  # that budget hands back that trial
+    for t in trials:
+        t.meets = rejudged.meets(t.score.value)
+    assert choose(trials, full=True)[0].name == "float 2"
+    slow = SearchResult(chosen=trials[2], built=None, meets=True, budget=Budget(1.0, 0.03), metric="agreement",
+                        full=True, fp32_held_out=Score(1.0, 100, 0.96, 1.0), held_out=held, log=SearchLog("k", trials[2:]))
+    assert "not faster than FP32 (INT8/FP32 latency 1.15); no trial was." in " ".join(slow.messages())
 
 
 def test_budget_absolute_and_relative():

@@ -5,6 +5,7 @@ and keeps the best trial so far. The chosen candidate is rebuilt and reported on
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,7 @@ from tqdm import tqdm
 
 from int8kit.auto.budget import Budget, Score
 from int8kit.auto.candidates import Candidate, quick_candidates
-from int8kit.auto.choose import choose, contenders
+from int8kit.auto.choose import best_score, choose, contenders
 from int8kit.auto.full import full_search
 from int8kit.auto.ranking import sensitivity_ranking
 from int8kit.auto.searchlog import SearchLog
@@ -67,11 +68,24 @@ class SearchResult:
                        f"{names}; {'try a larger --accept-drop' if self.full else 'try --full, a larger --accept-drop'}, "
                        "or float them with --fp-layers.")
         if self.chosen.latency_ratio >= 1.0:
-            out.append(f"the chosen INT8 model is not faster than FP32 (INT8/FP32 latency {self.chosen.latency_ratio:.2f}).")
+            out.append(self._slower_than_fp32())
         if not self.held_out_holds:
             out.append(f"on the held-out half the chosen model scores {self.held_out.text()} against FP32 "
                        f"{self.fp32_held_out.value:.4f}: the budget does not hold there within the score's uncertainty.")
         return out
+
+
+    def _slower_than_fp32(self) -> str:
+        """Say that the chosen model is slower than FP32, and which trial is the best of those that are not."""
+        text = f"the chosen INT8 model is not faster than FP32 (INT8/FP32 latency {self.chosen.latency_ratio:.2f})"
+        trials = list(self.log.trials.values())
+        faster = best_score(t for t in trials if t.latency_ratio < 1.0)
+        if faster is None:
+            return text + "; no trial was."
+        number = trials.index(faster) + 1
+        return (text + f"; the best trial that is faster is #{number} '{faster.name}': {faster.score.value:.4f} "
+                f"(drop {faster.drop:+.4f}) at {faster.latency_ratio:.2f}. To get it, rerun with the same arguments and "
+                f"--accept-drop {math.ceil(faster.drop * 1e4 - 1e-6) / 1e4:.4f}: the search reads its log and scores nothing again.")
 
 
 class _Runner:
