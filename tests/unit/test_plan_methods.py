@@ -107,6 +107,25 @@ def test_a_divergence_range_that_costs_its_readers_far_more_error_is_replaced(mo
     assert explicit.tensors["r"].method == "kl" and not explicit.method_choices
 
 
+def test_the_guard_is_recorded_and_named_where_the_methods_are_explained(tmp_path):
+    import json
+
+    import int8kit
+    from int8kit.analysis.explain import method_origin, quant_config
+    from int8kit.plan.graph_facts import GraphFacts
+
+    model = _model()
+    onnx.save(model, tmp_path / "m.onnx")
+    x = np.random.default_rng(8).standard_normal((64, 8, 4, 4)).astype(np.float32)
+    result = int8kit.quantize(str(tmp_path / "m.onnx"), x, output_dir=tmp_path / "out", check_latency=False,
+                              progress=False)
+    doc = json.loads(result.quant_json.read_text())
+    choice = doc["method_choice"]["r"]
+    assert doc["tensors"]["r"]["method"] == choice["method"] != "kl" and "guard" in choice["why"]
+    origin = method_origin(GraphFacts.of(model), "r", doc["tensors"]["r"], quant_config(doc), doc["method_choice"])
+    assert origin.startswith("int8kit rule: kl's range would give its readers") and "guard" in origin
+
+
 def test_the_manuals_th_strategy_values():
     model, stats = _stats()
     assert LayerOverride.from_dict("r", {"th_method": "USE_DEFAULT"}).th_method is None

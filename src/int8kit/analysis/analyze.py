@@ -51,7 +51,9 @@ class AnalyzeResult:
         """The methods of a layer's quantized inputs with why, and any range cut on purpose."""
         acts = activation_records(self.quant_record)
         config = quant_config(self.quant_record)
-        methods = "; ".join(f"{m} ({method_origin(self.facts, t, acts.get(t, {}), config)})" for t, m in s.methods.items())
+        choices = (self.quant_record or {}).get("method_choice")
+        methods = "; ".join(f"{m} ({method_origin(self.facts, t, acts.get(t, {}), config, choices)})"
+                            for t, m in s.methods.items())
         clips = [clip_reason(self.facts, t, acts[t]) for t in s.methods if t in acts]
         return methods, "; ".join(c for c in clips if c)
 

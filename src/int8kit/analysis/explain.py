@@ -27,8 +27,10 @@ def quant_config(qdoc: dict | None) -> dict:
     return config.get("quantization", config) if isinstance(config, dict) else {}
 
 
-def method_origin(facts: GraphFacts | None, name: str, record: dict, config: dict) -> str:
-    """Where the method of activation ``name`` came from, in a few words (``config``: ``quant_config``)."""
+def method_origin(facts: GraphFacts | None, name: str, record: dict, config: dict, choices: dict | None = None) -> str:
+    """Where the method of activation ``name`` came from, in a few words (``config``: ``quant_config``;
+    ``choices``: the quant record's ``method_choice``, where ``auto`` and the guard on divergence
+    methods say why)."""
     method, global_method = record.get("method", ""), str(config.get("th_method", ""))
     producer = facts.producer.get(name) if facts is not None else None
     overrides = config.get("overrides") or {}
@@ -44,6 +46,9 @@ def method_origin(facts: GraphFacts | None, name: str, record: dict, config: dic
         return f"chosen by --th-method {global_method}"
     if global_method == "auto":
         return "--th-method auto: least error of the candidate methods"
+    choice = (choices or {}).get(name)
+    if choice and choice.get("method") == method and choice.get("why"):  # the guard on divergence methods
+        return "int8kit rule: " + choice["why"]
     return "int8kit rule: " + _rule_facts(producer, record)
 
 
@@ -94,7 +99,7 @@ def methods_headline(qdoc: dict, facts: GraphFacts | None = None) -> tuple[str, 
     config = quant_config(qdoc)
     counts: Counter = Counter()
     for name, rec in acts.items():
-        origin = method_origin(facts, name, rec, config)
+        origin = method_origin(facts, name, rec, config, qdoc.get("method_choice"))
         kind = origin.split(":")[0] if origin.startswith("int8kit rule") else origin
         counts[(rec.get("method", "?"), kind)] += 1
     by_method: Counter = Counter()
