@@ -74,7 +74,6 @@ class SearchResult:
                        f"{self.fp32_held_out.value:.4f}: the budget does not hold there within the score's uncertainty.")
         return out
 
-
     def _slower_than_fp32(self) -> str:
         """Say that the chosen model is slower than FP32, and which trial is the best of those that are not."""
         text = f"the chosen INT8 model is not faster than FP32 (INT8/FP32 latency {self.chosen.latency_ratio:.2f})"
