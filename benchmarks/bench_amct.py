@@ -32,7 +32,7 @@ from tabulate import tabulate  # noqa: E402
 import int8kit.amct as amct  # noqa: E402
 from int8kit import api  # noqa: E402
 from int8kit.evaluate.metrics import top1_agreement  # noqa: E402
-from benchmarks.realdata_facedet import facedet_blob, facedet_calib, facedet_images  # noqa: E402
+from benchmarks.realdata_facedet import face_matches, facedet_blob, facedet_calib, facedet_images  # noqa: E402
 
 
 def amct_flow(model: str, weights: str | None, batches: list[np.ndarray], input_name: str, out: Path) -> dict:
@@ -132,13 +132,6 @@ def effnet_ablation(n_calib: int, n_test: int, out: Path) -> list[list]:
     return rows
 
 
-def _iou(a, b) -> float:
-    x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def face_recall(fp32_model, int8_model) -> tuple[int, int]:
     """(matched, total): FP32 faces (confidence >= 0.5) an INT8 detection matches at IoU >= 0.5."""
     photos, _ = facedet_images()
@@ -147,11 +140,9 @@ def face_recall(fp32_model, int8_model) -> tuple[int, int]:
     total = matched = 0
     for img in photos.values():
         blob = facedet_blob(img)
-        ref, got = f.run(None, {"data": blob})[0][0, 0], q.run(None, {"data": blob})[0][0, 0]
-        ref, got = ref[ref[:, 2] >= 0.5], got[got[:, 2] >= 0.5]
-        for det in ref:
-            total += 1
-            matched += any(_iou(det[3:], g[3:]) >= 0.5 for g in got)
+        matches = face_matches(f.run(None, {"data": blob})[0][0, 0], q.run(None, {"data": blob})[0][0, 0])
+        total += len(matches)
+        matched += sum(m is not None for m in matches)
     return matched, total
 
 

@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
 from benchmarks.bench_eval import latency_pair_ms, load_npz, run_model  # noqa: E402
-from benchmarks.realdata_facedet import facedet_blob, facedet_calib, facedet_images  # noqa: E402
+from benchmarks.realdata_facedet import face_matches, facedet_blob, facedet_calib, facedet_images  # noqa: E402
 
 VARIANTS = {
     "INT8 (arq)": {},
@@ -96,28 +96,14 @@ def effnet(args: argparse.Namespace, out: Path) -> list[list]:
     return rows
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def face_recall(fp32: Path, int8: Path, blobs: list[np.ndarray]) -> tuple[int, int, float, float]:
     """FP32 faces at confidence >= 0.5 that ``int8`` finds at IoU >= 0.5, FP32 faces, and over the
     found ones the mean IoU of the best match and the mean |confidence difference|."""
     ref = [run_model(fp32, {"data": b})[0, 0] for b in blobs]
     got = [run_model(int8, {"data": b})[0, 0] for b in blobs]
-    total, ious, confs = 0, [], []
-    for r, g in zip(ref, got):
-        r, g = r[r[:, 2] >= 0.5], g[g[:, 2] >= 0.5]
-        total += len(r)
-        for d in r:
-            best = max(g, key=lambda e: _iou(d[3:], e[3:]), default=None)
-            if best is not None and _iou(d[3:], best[3:]) >= 0.5:
-                ious.append(_iou(d[3:], best[3:]))
-                confs.append(abs(float(d[2]) - float(best[2])))
-    return len(ious), total, float(np.mean(ious)), float(np.mean(confs))
+    matches = [m for r, g in zip(ref, got) for m in face_matches(r, g)]
+    found = [m for m in matches if m is not None]
+    return len(found), len(matches), float(np.mean([m[0] for m in found])), float(np.mean([m[1] for m in found]))
 
 
 def facedet(args: argparse.Namespace, out: Path) -> list[list]:

@@ -55,3 +55,24 @@ def facedet_calib(n: int) -> np.ndarray:
         crop = img[y:y + ch, x:x + cw]
         out.append(facedet_blob(crop[:, ::-1] if rng.random() < 0.5 else crop))
     return np.concatenate(out)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two ``(x1, y1, x2, y2)`` boxes."""
+    x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def face_matches(ref: np.ndarray, got: np.ndarray, conf: float = 0.5, iou: float = 0.5) -> list[tuple[float, float] | None]:
+    """One image's detections (``DetectionOutput`` rows ``[_, label, confidence, x1, y1, x2, y2]``):
+    for each reference face at ``confidence >= conf``, the IoU and |confidence difference| of the
+    best-overlapping face of ``got`` (also at ``>= conf``), or ``None`` where none reaches ``iou``."""
+    ref, got = ref[ref[:, 2] >= conf], got[got[:, 2] >= conf]
+    out: list[tuple[float, float] | None] = []
+    for det in ref:
+        best = max(got, key=lambda g: box_iou(det[3:], g[3:]), default=None)
+        overlap = box_iou(det[3:], best[3:]) if best is not None else 0.0
+        out.append((overlap, abs(float(det[2]) - float(best[2]))) if overlap >= iou else None)
+    return out

@@ -15,7 +15,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from benchmarks.realdata_facedet import facedet_blob, facedet_calib, facedet_images
+from benchmarks.realdata_facedet import face_matches, facedet_blob, facedet_calib, facedet_images
 from int8kit.importers.caffe import LAYER_OUTPUTS_KEY, convert, reference
 
 pytestmark = pytest.mark.e2e
@@ -97,13 +97,6 @@ def test_facedet_outputs_and_every_layer_match_opencv(facedet, photos, tmp_path)
         assert _cos(a, b) >= 0.9999 and np.abs(a - b).max() < 1e-3, name
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 @pytest.mark.parametrize("bias_tuning", [0, 16])  # tuning runs through the detector's NMS tail too
 def test_facedet_int8_detections_match_fp32(facedet, photos, tmp_path, bias_tuning):
     from int8kit import api
@@ -123,12 +116,9 @@ def test_facedet_int8_detections_match_fp32(facedet, photos, tmp_path, bias_tuni
     total = matched = 0
     for img in photos.values():
         blob = facedet_blob(img)
-        ref = f.run(None, {"data": blob})[0][0, 0]
-        got = q.run(None, {"data": blob})[0][0, 0]
-        ref, got = ref[ref[:, 2] >= 0.5], got[got[:, 2] >= 0.5]
-        for det in ref:
-            total += 1
-            matched += any(_iou(det[3:], g[3:]) >= 0.5 for g in got)
+        matches = face_matches(f.run(None, {"data": blob})[0][0, 0], q.run(None, {"data": blob})[0][0, 0])
+        total += len(matches)
+        matched += sum(m is not None for m in matches)
     print(f"\nfacedet INT8 (bias tuning {bias_tuning}) vs FP32: {matched}/{total} faces (confidence >= 0.5) matched at IoU >= 0.5")
     assert total >= 10
     assert matched / total >= 0.95
