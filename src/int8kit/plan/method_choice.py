@@ -107,7 +107,7 @@ def guard_divergence(ctx: "PlanContext", name: str, tstats: TensorStats, method:
                     domain=domain)
     best = min(others, key=lambda m: scored.scores[m])
     ratio = scored.scores[method] / max(scored.scores[best], 1e-30)
-    if ratio <= DIVERGENCE_GUARD:
+    if not ratio > DIVERGENCE_GUARD:  # (a NaN estimate keeps the divergence method too)
         return None
     return replace(scored, method=best, why=f"{method}'s range would give its readers {ratio:.0f} times the "
                    f"estimated error of {best}'s (more than {DIVERGENCE_GUARD:g} times: the guard on divergence methods)")
