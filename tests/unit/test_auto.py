@@ -112,6 +112,31 @@ def test_a_chosen_model_slower_than_fp32_names_the_best_faster_trial_and_the_bud
     assert "not faster than FP32 (INT8/FP32 latency 1.15); no trial was." in " ".join(slow.messages())
 
 
+def test_put_back_tries_every_floated_layer_then_once_more_those_still_float(monkeypatch):
+    from types import SimpleNamespace
+
+    from int8kit.auto import full
+
+    order = [f"L{i}" for i in range(12)]  # most sensitive first; all 12 were needed by the bisection
+    tried: list[frozenset] = []
+
+    def run(floats):  # L0 and L11 must float; L5 may go back to INT8 only once L3 is back
+        tried.append(floats)
+        return SimpleNamespace(meets={"L0", "L11"} <= floats and ("L5" in floats or "L3" not in floats))
+
+    def floating(names, label, stage):
+        return frozenset(names)
+
+    kept = full._put_back(run, order, 12, floating, lambda n: None)
+    assert kept == ["L0", "L11"]  # L5 came back in the second pass, after L3
+    assert len(tried) == 14  # 11 in the first pass (not 8), then L11, L5, L0 again
+    assert tried[-2] == frozenset({"L0", "L11"}) and tried[-3] == frozenset({"L0", "L5"})
+    monkeypatch.setattr(full, "MAX_PUT_BACK", 5)
+    tried.clear()
+    assert full._put_back(run, order, 12, floating, lambda n: None) == ["L0", "L1", "L2", "L3", "L4", "L5", "L11"]
+    assert len(tried) == 5
+
+
 def test_budget_absolute_and_relative():
     b = Budget(0.9, 0.01)
     assert b.meets(0.89) and not b.meets(0.8899)
