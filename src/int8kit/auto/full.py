@@ -16,9 +16,10 @@ from int8kit.auto.macs import float_cost
 from int8kit.auto.ranking import sensitivity_ranking
 from int8kit.auto.trial import SearchContext, Trial
 
-# put-back trials at most, both passes together. With 8, EfficientNet-Lite0's search stopped at 19
-# float layers, 74.5 % of MACs in INT8, 1.15 of FP32's latency; trying the other 8 floated layers
-# too ended at 7 float layers, 87.2 %, 0.77, and the held-out half held (bench_auto.py, 2026-12-05)
+# put-back trials at most, both passes together. With 8 (one pass), EfficientNet-Lite0's search
+# stopped at 19 float layers, 74.5 % of MACs in INT8, 1.15 of FP32's latency; trying every floated
+# layer, then those left once more, ends at 6 float layers, 90.0 %, 0.69, and the held-out half
+# holds (benchmarks/bench_auto.py, 2026-12-05)
 MAX_PUT_BACK = 24
 Run = Callable[[Candidate], Trial]
 
@@ -51,7 +52,7 @@ def full_search(ctx: SearchContext, run: Run, quick: list[Trial], *,
         # has no 16-bit kernels, so this one is slower than FP32 and counts no MACs as INT8)
         expect(1)
         run(Candidate(f"{start.name} + 16-bit activations (reference)", {**base.changes, "bitwidth": 16},
-                      base.bias_tuning, "extra"))
+                      base.bias_tuning, "extra", base.weight_rounding))
     built = ctx.build(base)
     int8_layers = [name for name in ctx.macs if name not in built.plan.float_nodes]
     ranked = sensitivity_ranking(ctx.optimized, built.plan, int8_layers, ctx.scorer.evaluator)
