@@ -106,13 +106,12 @@ def _put_back(run: Run, order: list[str], need: int, floating: Callable, expect:
     """Try each floated layer back in INT8, least sensitive first, keeping it there while the
     budget holds; then once more those still float, the bisection's last layer too (needed when it
     was added, maybe not once others are back in INT8). At most ``MAX_PUT_BACK`` tries."""
-    kept, tries = list(order[:need]), 0
-    for names in (list(reversed(order[: need - 1])), None):
-        names = [n for n in (names if names is not None else reversed(kept)) if n in kept]
-        names = names[: MAX_PUT_BACK - tries]
+    kept, left = list(order[:need]), MAX_PUT_BACK
+    for candidates in (order[: need - 1], order[:need]):  # the second pass: what still floats, the last one too
+        names = [n for n in reversed(candidates) if n in kept][:left]
+        left -= len(names)
         expect(len(names))
         for name in names:
-            tries += 1
             without = [n for n in kept if n != name]
             if run(floating(without, f"put back {name} ({len(without)} float)", "put-back")).meets:
                 kept = without
