@@ -37,6 +37,7 @@ from onnx import numpy_helper  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
 import int8kit  # noqa: E402
+from int8kit.graph.graphview import GraphView  # noqa: E402
 from benchmarks.auto_task import Scored, Task, run_any  # noqa: E402
 
 _LAST_TWO = ["/_conv_head/Conv", "/_fc/Gemm"]
@@ -97,13 +98,10 @@ def rounding_off(model: onnx.ModelProto, feeds: tuple[str, ...] | None) -> onnx.
     out.CopyFrom(model)
     graph = out.graph
     inits = {t.name: t for t in graph.initializer}
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    view = GraphView(graph)  # indexed before the loop rewires the pairs: each pair's readers are its own
     for q in [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in inits]:
-        dqs = readers[q.output[0]]
-        fed = [r.name for dq in dqs for r in readers.get(dq.output[0], [])]
+        dqs = view.consumers_of(q.output[0])
+        fed = [r.name for dq in dqs for r in view.consumers_of(dq.output[0])]
         if feeds is not None and not any(key in name for name in fed for key in feeds):
             continue
         scale, zero = (numpy_helper.to_array(inits[q.input[k]]) for k in (1, 2))

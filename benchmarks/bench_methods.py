@@ -161,11 +161,9 @@ def make_bench(name: str) -> Bench | None:
     return _case_bench(name)
 
 
-def _batch(model: Path | bytes) -> int:
+def _batch(first_dim: object) -> int:
     """8, or the model's own batch size where its first input fixes one (the converted Caffe face detector: 1)."""
-    proto = onnx.load_model_from_string(model) if isinstance(model, bytes) else onnx.load(str(model), load_external_data=False)
-    dims = proto.graph.input[0].type.tensor_type.shape.dim if proto.graph.input else []
-    return dims[0].dim_value if dims and dims[0].dim_value > 0 else 8
+    return first_dim if isinstance(first_dim, int) and first_dim > 0 else 8
 
 
 def run_outputs(model: Path | bytes, test: dict[str, np.ndarray]) -> np.ndarray:
@@ -176,7 +174,7 @@ def run_outputs(model: Path | bytes, test: dict[str, np.ndarray]) -> np.ndarray:
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     sess = ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts, providers=["CPUExecutionProvider"])
-    batch = _batch(model)
+    batch = _batch(sess.get_inputs()[0].shape[0])
     n = len(next(iter(test.values())))
     return np.concatenate([sess.run(None, {k: v[i:i + batch] for k, v in test.items()})[0] for i in range(0, n, batch)])
 
@@ -213,11 +211,10 @@ def _guard_line(kl_plan, auto_plan) -> str:
     """How far the guard on divergence methods (plan/method_choice.py) is from acting on this model: the
     ratio of KL's estimated reader error to the best of mse's and max's, for the tensors it replaced and
     the largest among those where KL stays (``auto`` records every candidate's score)."""
-    def ratio(scores: dict) -> float:
-        return scores["kl"] / max(min(scores["mse"], scores["max"]), 1e-30)
+    from int8kit.plan.method_choice import divergence_ratio
 
-    replaced = sorted(ratio(c["scores"]) for c in kl_plan.method_choices.values())
-    kept = [ratio(c["scores"]) for name, c in auto_plan.method_choices.items()
+    replaced = sorted(divergence_ratio(c["scores"], "kl") for c in kl_plan.method_choices.values())
+    kept = [divergence_ratio(c["scores"], "kl") for name, c in auto_plan.method_choices.items()
             if "kl" in c["scores"] and kl_plan.tensors[name].method == "kl"]
     return (f"kl guard: {len(replaced)} tensors replaced"
             + (f" (KL's reader error {replaced[0]:.0f}-{replaced[-1]:.0f} times mse's/max's)" if replaced else "")
@@ -232,6 +229,8 @@ def peer_rows(bench: Bench, peers: list[str], hist_calib: int) -> dict[str, tupl
     out_dir = cache_dir() / "bench_out" / "methods" / bench.name
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = {}
+    dims = onnx.load(str(bench.model), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    batch = _batch(dims[0].dim_value if dims else 0)
     for peer in peers:
         label = f"onnxruntime {peer}" if peer != "NNCF" else "NNCF"
         path = out_dir / f"{peer}.onnx"
@@ -242,7 +241,7 @@ def peer_rows(bench: Bench, peers: list[str], hist_calib: int) -> dict[str, tupl
             else:
                 limit = hist_calib if peer in ("Entropy", "Percentile") else None
                 label += f" (n={limit})" if limit else ""
-                m = ort_quantize_measured(bench.model, bench.calib, path, peer, limit=limit, batch=_batch(bench.model))
+                m = ort_quantize_measured(bench.model, bench.calib, path, peer, limit=limit, batch=batch)
                 if not m.ok:
                     raise RuntimeError((m.output.strip().splitlines() or ["no output"])[-1][:80])
             rows[label] = bench.score(fp32, run_outputs(path, bench.test))

@@ -106,11 +106,18 @@ def guard_divergence(ctx: "PlanContext", name: str, tstats: TensorStats, method:
     scored = choose(ctx, name, tstats, (method, *others), bits=bits, symmetric=symmetric, signed=signed,
                     domain=domain)
     best = min(others, key=lambda m: scored.scores[m])
-    ratio = scored.scores[method] / max(scored.scores[best], 1e-30)
+    ratio = divergence_ratio(scored.scores, method)
     if not ratio > DIVERGENCE_GUARD:  # (a NaN estimate keeps the divergence method too)
         return None
     return replace(scored, method=best, why=f"{method}'s range would give its readers {ratio:.0f} times the "
                    f"estimated error of {best}'s (more than {DIVERGENCE_GUARD:g} times: the guard on divergence methods)")
+
+
+def divergence_ratio(scores: dict[str, float], method: str) -> float:
+    """The estimated reader error of divergence ``method``'s range over the least of the
+    non-divergence candidates' among ``scores`` (what the guard compares with ``DIVERGENCE_GUARD``)."""
+    others = [v for m, v in scores.items() if resolve(m)[0] not in DIVERGENCE_METHODS]
+    return scores[method] / max(min(others), 1e-30)
 
 
 def _averaged(tstats: TensorStats, samples: int) -> float:
