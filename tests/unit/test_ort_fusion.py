@@ -101,3 +101,36 @@ def test_a_relu_kept_by_signed_activations_is_the_reason_and_onnxruntime_agrees(
     assert unfused_convs(signed.model) == {"conv_a": ACTIVATION_KEPT, "conv_b": ACTIVATION_KEPT}
     assert _float_convs_in_onnxruntime(signed.model, tmp_path) >= {"conv_a", "conv_b"}
     assert any("runs the 2 convs before them in float" in cost for cost in time_costs(signed.model, signed.plan))
+
+
+def test_a_conv_onnxruntime_runs_in_float_reads_float_weights_with_the_same_values(tmp_path):
+    """DequantizeLinear weights keep a conv that runs in float off onnxruntime's fast float kernels;
+    the emitter writes them as their dequantized values, so the model computes the same."""
+    import dataclasses
+
+    from int8kit.emit.qdq import emit_qdq
+
+    model = _chain(tmp_path / "chain.onnx")
+    calib = np.random.default_rng(1).standard_normal((16, 8, 8, 8)).astype(np.float32)
+    floated = int8kit.quantize(model, calib, output_dir=None, th_method="max", stem_float=False, progress=False,
+                               fp_layers=["conv_c"])
+    inits = {t.name: numpy_helper.to_array(t) for t in floated.model.graph.initializer}
+    dequantized = {n.output[0] for n in floated.model.graph.node if n.op_type == "DequantizeLinear"}
+    assert "wb" in inits and inits["wb"].dtype == np.float32 and "wb" not in dequantized  # conv_b runs in float
+    assert "wa" in dequantized and "wa" not in inits  # conv_a still fuses into QLinearConv
+    tq = floated.plan.tensors["wb"]
+    np.testing.assert_array_equal(inits["wb"], tq.values.astype(np.float32) * np.asarray(tq.scale, np.float32).reshape(-1, 1, 1, 1))
+
+    with_dq = emit_qdq(floated.optimized_model, dataclasses.replace(floated.plan, float_weights_when_unfused=False))
+    assert "wb" in {n.output[0] for n in with_dq.graph.node if n.op_type == "DequantizeLinear"}
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the graphs as written
+    x = {"x": calib[:4]}
+    outs = [ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(None, x)[0]
+            for m in (floated.model, with_dq)]
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+    # OpenVINO runs that conv in INT8 with a float output: its weights stay dequantized there
+    openvino = int8kit.quantize(model, calib, output_dir=None, th_method="max", stem_float=False, progress=False,
+                                fp_layers=["conv_c"], target="openvino")
+    assert "wb" in {n.output[0] for n in openvino.model.graph.node if n.op_type == "DequantizeLinear"}

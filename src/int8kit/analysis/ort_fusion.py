@@ -1,7 +1,8 @@
 """Which planned-INT8 convs onnxruntime will still run in float.
 
 onnxruntime runs a Conv as QLinearConv only when DequantizeLinear feeds its input and weight and
-its output goes to one QuantizeLinear alone. A conv whose output a float layer also reads (float
+its output goes to one QuantizeLinear alone. (The emitter writes the weights of such a conv as
+float constants, so only its input tells it was planned INT8.) A conv whose output a float layer also reads (float
 convs read the unquantized tensor: emit/qdq.py) keeps its Q/DQ inputs but runs in float, as FP32
 does. The search and the speed check count those as float: floating one depthwise conv of
 EfficientNet-Lite0 takes the expand conv before it along (two float convs, not one).
@@ -12,7 +13,7 @@ from __future__ import annotations
 import onnx
 
 from int8kit.graph.graphview import GraphView
-from int8kit.graph.ops import COMPUTE, op_info
+from int8kit.graph.ops import op_info
 from int8kit.plan.types import QuantPlan
 
 RUNS_IN_FLOAT = "a float layer reads its output unquantized, so onnxruntime runs it in float too"
@@ -22,10 +23,9 @@ _ACTIVATIONS = ("Relu", "Clip")
 
 
 def integer_conv(node: onnx.NodeProto) -> bool:
-    """A conv onnxruntime can run as QLinearConv (MatMul/Gemm run integer with a float output, and
-    ConvTranspose has no integer kernel at all)."""
+    """A conv onnxruntime can run as QLinearConv (``OpInfo.integer_conv``)."""
     info = op_info(node.op_type)
-    return info is not None and info.role == COMPUTE and not info.matrix and info.int8_kernel
+    return info is not None and info.integer_conv
 
 
 def convs_run_in_float(int8: onnx.ModelProto) -> list[str]:
@@ -46,8 +46,9 @@ def unfused_convs(int8: onnx.ModelProto) -> dict[str, str]:
     for node in int8.graph.node:
         if not integer_conv(node) or len(node.input) < 2:
             continue
-        if not (dequantized(node.input[0]) and dequantized(node.input[1])):
-            continue  # a float layer, counted by the plan
+        if not dequantized(node.input[0]):
+            continue  # reads a float tensor: a float layer, counted by the plan
+        # its weight is dequantized, or written as float constants (emit/qdq.py) because it runs in float
         reader = view.sole_consumer(node.output[0])
         if reader is not None and reader.op_type in _ACTIVATIONS:
             out[node.name] = ACTIVATION_KEPT

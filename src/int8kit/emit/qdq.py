@@ -59,7 +59,9 @@ def emit_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
     kept_inits = [t for t in graph.initializer if t.name not in constant_names]
     kept_inputs = [i for i in graph.input if i.name not in constant_names]
 
-    qdq_nodes, inits, uses_contrib = _insert_qdq(nodes, producer, graph_inputs, {t.name for t in graph.initializer}, plan)
+    as_float = _unfused_conv_constants(nodes, float_reads, plan) if plan.float_weights_when_unfused else set()
+    qdq_nodes, inits, uses_contrib = _insert_qdq(nodes, producer, graph_inputs, {t.name for t in graph.initializer},
+                                                 plan, as_float)
     new_inits += inits
     _feed_float_readers(nodes, float_reads, fused_acts, graph_inputs)
     _assemble(graph, nodes + qdq_nodes, kept_inits + new_inits, kept_inputs)
@@ -69,9 +71,10 @@ def emit_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
 
 
 def _insert_qdq(nodes: list[onnx.NodeProto], producer: dict, graph_inputs: set[str], init_names: set[str],
-                plan: QuantPlan) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], bool]:
+                plan: QuantPlan, as_float: set[str]) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], bool]:
     """The Q/DQ nodes and their initializers for every planned tensor; producers and readers of
-    activations are rewired in place (``x`` is written as ``x_float``, readers see DQ's ``x``)."""
+    activations are rewired in place (``x`` is written as ``x_float``, readers see DQ's ``x``).
+    Planned constants named in ``as_float`` are written as their dequantized values instead."""
     qdq_nodes: list[onnx.NodeProto] = []
     new_inits: list[onnx.TensorProto] = []
     uses_contrib = False
@@ -85,6 +88,9 @@ def _insert_qdq(nodes: list[onnx.NodeProto], producer: dict, graph_inputs: set[s
         if tq.values is not None:
             if tq.name not in init_names:
                 raise ModelError(f"planned constant '{tq.name}' is not an initializer of the model; re-run the optimizer.")
+            if tq.name in as_float:
+                new_inits.append(numpy_helper.from_array(_dequantized(tq), tq.name))
+                continue
             qname = tq.name + "_quantized"
             new_inits.append(numpy_helper.from_array(np.asarray(tq.values, dtype=_NP_DTYPES[tq.dtype]), qname))
             qdq_nodes.append(_dq(qname, scale.name, zp.name, tq.name, tq.axis, contrib))
@@ -231,6 +237,38 @@ def _channel_scaled_qdq(tq: TensorQuant, plan: QuantPlan, readers: list[onnx.Nod
     qdq_nodes.append(_q(fname + "_scaled", scale, zp, qname, False))
     qdq_nodes.append(_dq(qname, scale, zp, scaled, None, False))
     return [gain_init]
+
+
+def _unfused_conv_constants(nodes: list[onnx.NodeProto], float_reads: list, plan: QuantPlan) -> set[str]:
+    """Weights and biases onnxruntime reads in float: those of convs planned INT8 whose output does not
+    go to one QuantizeLinear alone (a float layer reads it, ``analysis.ort_fusion``), so that they run
+    in float. DequantizeLinear weights would keep such a conv off onnxruntime's fast float kernels
+    (its blocked NCHWc layout needs constant weights): EfficientNet-Lite0's blocks.1 depthwise conv
+    ran 8x slower than in FP32. Its dequantized values run the same arithmetic. A constant another
+    node reads dequantized keeps its DequantizeLinear."""
+    read_float = {tensor for _, _, tensor in float_reads}
+    readers: dict[str, list[bool]] = {}  # planned constant -> per reader: runs in float?
+    for node in nodes:
+        info = op_info(node.op_type)
+        out = node.output[0] if node.output else ""
+        in_float = (info is not None and info.integer_conv
+                    and (out not in plan.tensors or out in read_float))
+        for name in set(node.input):
+            tq = plan.tensors.get(name)
+            if tq is not None and tq.values is not None:
+                readers.setdefault(name, []).append(in_float)
+    return {name for name, flags in readers.items() if all(flags)}
+
+
+def _dequantized(tq: TensorQuant) -> np.ndarray:
+    """The float32 values a DequantizeLinear of planned constant ``tq`` produces, as onnxruntime computes them."""
+    values = np.asarray(tq.values, np.int64)
+    scale, zero = np.asarray(tq.scale, np.float32), np.asarray(tq.zero_point, np.int64)
+    if tq.axis is not None and scale.size > 1:
+        shape = [1] * values.ndim
+        shape[tq.axis] = -1
+        scale, zero = scale.reshape(shape), zero.reshape(shape)
+    return (values - zero).astype(np.float32) * scale
 
 
 def _float_compute_reads(nodes, producer, plan: QuantPlan) -> list[tuple[onnx.NodeProto, int, str]]:

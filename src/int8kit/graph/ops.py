@@ -55,6 +55,12 @@ class OpInfo:
     # weight per tensor by itself (its WeightBiasQuantization pass)
     ort_quantizes_float_weight: bool = False
 
+    @property
+    def integer_conv(self) -> bool:
+        """onnxruntime can run it as QLinearConv (MatMul/Gemm run integer with a float output, and
+        ConvTranspose has no integer kernel at all)."""
+        return self.role == COMPUTE and not self.matrix and self.int8_kernel
+
     def channel_axis(self, node: onnx.NodeProto, weight_rank: int) -> int:
         """The weight's output-channel axis for ``node`` (a rank-``weight_rank`` weight)."""
         axis = self.weight_axis if self.weight_axis is not None else 0
