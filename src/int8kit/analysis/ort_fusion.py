@@ -50,11 +50,17 @@ def unfused_convs(int8: onnx.ModelProto) -> dict[str, str]:
             continue  # reads a float tensor: a float layer, counted by the plan
         # its weight is dequantized, or written as float constants (emit/qdq.py) because it runs in float
         reader = view.sole_consumer(node.output[0])
-        if reader is not None and reader.op_type in _ACTIVATIONS:
+        if reader is not None and reader.op_type in _ACTIVATIONS and _quantized(view, reader.output[0]):
             out[node.name] = ACTIVATION_KEPT
-        elif reader is None or reader.op_type != "QuantizeLinear":
+        elif not _quantized(view, node.output[0]):
             out[node.name] = RUNS_IN_FLOAT
     return out
+
+
+def _quantized(view: GraphView, tensor: str) -> bool:
+    """Exactly one QuantizeLinear reads ``tensor``, and nothing else."""
+    reader = view.sole_consumer(tensor)
+    return reader is not None and reader.op_type == "QuantizeLinear"
 
 
 def float_in_onnxruntime(int8: onnx.ModelProto, plan: QuantPlan) -> dict[str, str]:

@@ -60,10 +60,11 @@ def emit_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
     kept_inputs = [i for i in graph.input if i.name not in constant_names]
 
     as_float = _unfused_conv_constants(nodes, float_reads, plan) if plan.float_weights_when_unfused else set()
+    unread = _read_only_in_float(nodes, float_reads, plan, {o.name for o in graph.output})
     qdq_nodes, inits, uses_contrib = _insert_qdq(nodes, producer, graph_inputs, {t.name for t in graph.initializer},
-                                                 plan, as_float)
+                                                 plan, as_float | unread)
     new_inits += inits
-    _feed_float_readers(nodes, float_reads, fused_acts, graph_inputs)
+    _feed_float_readers(nodes, float_reads, fused_acts, graph_inputs, unread, producer)
     _assemble(graph, nodes + qdq_nodes, kept_inits + new_inits, kept_inputs)
     if uses_contrib and not any(o.domain == _CONTRIB for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(_CONTRIB, 1))
@@ -71,16 +72,19 @@ def emit_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
 
 
 def _insert_qdq(nodes: list[onnx.NodeProto], producer: dict, graph_inputs: set[str], init_names: set[str],
-                plan: QuantPlan, as_float: set[str]) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], bool]:
+                plan: QuantPlan, skip: set[str]) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], bool]:
     """The Q/DQ nodes and their initializers for every planned tensor; producers and readers of
     activations are rewired in place (``x`` is written as ``x_float``, readers see DQ's ``x``).
-    Planned constants named in ``as_float`` are written as their dequantized values instead."""
+    Planned constants named in ``skip`` are written as their dequantized values instead, and planned
+    activations named there get no QuantizeLinear/DequantizeLinear at all."""
     qdq_nodes: list[onnx.NodeProto] = []
     new_inits: list[onnx.TensorProto] = []
     uses_contrib = False
     # readers of channel-scaled tensors, found in one pass (a scan per tensor cost 4 ms on PP-OCRv4 rec)
     readers = _readers(nodes) if any(tq.channel_step is not None for tq in plan.tensors.values()) else {}
     for tq in plan.tensors.values():
+        if tq.name in skip and tq.values is None:
+            continue
         scale, zp = _param_inits(tq, plan.signed_storage)
         new_inits += [scale, zp]
         contrib = tq.dtype in ("int16", "uint16")
@@ -88,7 +92,7 @@ def _insert_qdq(nodes: list[onnx.NodeProto], producer: dict, graph_inputs: set[s
         if tq.values is not None:
             if tq.name not in init_names:
                 raise ModelError(f"planned constant '{tq.name}' is not an initializer of the model; re-run the optimizer.")
-            if tq.name in as_float:
+            if tq.name in skip:
                 new_inits.append(numpy_helper.from_array(_dequantized(tq), tq.name))
                 continue
             qname = tq.name + "_quantized"
@@ -118,21 +122,26 @@ def _insert_qdq(nodes: list[onnx.NodeProto], producer: dict, graph_inputs: set[s
 
 
 def _feed_float_readers(nodes: list[onnx.NodeProto], float_reads: list, fused_acts: dict[str, onnx.NodeProto],
-                        graph_inputs: set[str]) -> None:
+                        graph_inputs: set[str], unread: set[str], producer: dict) -> None:
     """Point each float reader found by ``_float_compute_reads`` at the unquantized tensor (with a
-    fused activation applied again where the float source is its pre-activation input)."""
+    fused activation applied again where the float source is its pre-activation input). A tensor
+    in ``unread`` has no QuantizeLinear: its producer, or the activation applied again, writes it
+    under its own name (which the per-layer comparison reads)."""
     activated: set[str] = set()
     for node, idx, tensor in float_reads:
-        source = tensor if tensor in graph_inputs else tensor + "_float"
         act = fused_acts.get(tensor)
+        if tensor in unread and act is not None and tensor not in activated:
+            producer[tensor][0].output[producer[tensor][1]] = tensor + "_float"  # the pre-activation values
+        source = tensor if tensor in graph_inputs or (tensor in unread and act is None) else tensor + "_float"
+        activated_name = tensor if tensor in unread else tensor + "_float_activated"
         if act is not None and tensor in activated:
-            source = tensor + "_float_activated"  # another float reader already re-applies it
+            source = activated_name  # another float reader already re-applies it
         elif act is not None:
             activated.add(tensor)
             again = copy.deepcopy(act)
             again.name = act.name + "_for_float"
             again.input[0] = source
-            source = tensor + "_float_activated"
+            source = activated_name
             again.output[0] = source
             nodes.append(again)
         node.input[idx] = source
@@ -237,6 +246,22 @@ def _channel_scaled_qdq(tq: TensorQuant, plan: QuantPlan, readers: list[onnx.Nod
     qdq_nodes.append(_q(fname + "_scaled", scale, zp, qname, False))
     qdq_nodes.append(_dq(qname, scale, zp, scaled, None, False))
     return [gain_init]
+
+
+def _read_only_in_float(nodes: list[onnx.NodeProto], float_reads: list, plan: QuantPlan, graph_outputs: set[str]) -> set[str]:
+    """Planned activations every reader of which reads the unquantized source (``_float_compute_reads``):
+    a QuantizeLinear there would feed nothing, yet cost its run and keep onnxruntime from fusing the
+    producer's activation into it (a second reader)."""
+    float_readings: dict[str, int] = {}
+    for _, _, tensor in float_reads:
+        float_readings[tensor] = float_readings.get(tensor, 0) + 1
+    readings: dict[str, int] = {}
+    for node in nodes:
+        for name in node.input:
+            if name in float_readings:
+                readings[name] = readings.get(name, 0) + 1
+    return {name for name, count in float_readings.items()
+            if readings.get(name) == count and name not in graph_outputs and plan.tensors[name].channel_step is None}
 
 
 def _unfused_conv_constants(nodes: list[onnx.NodeProto], float_reads: list, plan: QuantPlan) -> set[str]:
