@@ -134,3 +134,39 @@ def test_a_conv_onnxruntime_runs_in_float_reads_float_weights_with_the_same_valu
     openvino = int8kit.quantize(model, calib, output_dir=None, th_method="max", stem_float=False, progress=False,
                                 fp_layers=["conv_c"], target="openvino")
     assert "wb" in {n.output[0] for n in openvino.model.graph.node if n.op_type == "DequantizeLinear"}
+
+
+def test_bn_update_leaves_out_a_conv_onnxruntime_runs_in_float(tmp_path):
+    """--update-bn re-normalizes INT8 convs through their weights' DequantizeLinear; a conv that runs
+    in float has float weights and is not one of them (it used to fail with a KeyError)."""
+    from int8kit.tune.bn_update import update_bn
+
+    rng = np.random.default_rng(2)
+    model = onnx.load(_chain(tmp_path / "chain.onnx"))
+    for conv, bias in zip([n for n in model.graph.node if n.op_type == "Conv"], ("ba", "bb", "bc")):
+        model.graph.initializer.append(numpy_helper.from_array(rng.standard_normal(8).astype(np.float32) * 0.1, bias))
+        conv.input.append(bias)
+    calib = rng.standard_normal((32, 8, 8, 8)).astype(np.float32)
+    floated = int8kit.quantize(model, calib, output_dir=None, th_method="max", stem_float=False, progress=False,
+                               fp_layers=["conv_c"])
+    assert convs_run_in_float(floated.model) == ["conv_b"]
+    batches = [{"x": calib[k:k + 8]} for k in range(0, 32, 8)]
+    _, report = update_bn(floated.optimized_model, floated.plan, batches, iterations=4, progress=False)
+    assert set(report.gains) == {"conv_a"}
+
+
+def test_analyze_reads_back_the_integer_weights_of_a_conv_written_in_float(tmp_path):
+    """``int8kit analyze`` rebuilds the plan from quant.json and the INT8 file; a conv that runs in
+    float holds its weights as dequantized floats there, and their integers come back exactly."""
+    from int8kit.analysis.sensitivity import resolve_plan
+
+    model = _chain(tmp_path / "chain.onnx")
+    calib = np.random.default_rng(1).standard_normal((16, 8, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "calib.npy", calib)
+    result = int8kit.quantize(model, calib, output_dir=tmp_path / "out", th_method="max", stem_float=False,
+                              progress=False, fp_layers=["conv_c"])
+    rebuilt, _ = resolve_plan(result.optimized_model, str(result.int8_model))
+    for weight in ("wa", "wb"):  # dequantized in the file, and written as floats
+        np.testing.assert_array_equal(rebuilt.tensors[weight].values, result.plan.tensors[weight].values)
+    analysis = int8kit.analyze(model, str(result.int8_model), str(tmp_path / "calib.npy"), progress=False)
+    assert {"conv_a", "conv_b"} <= {layer.layer for layer in analysis.layers}

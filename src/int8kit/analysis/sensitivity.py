@@ -175,6 +175,8 @@ def resolve_plan(model: onnx.ModelProto, plan_or_int8: Any, quant_json: Any = No
     for name, tq in plan.tensors.items():
         if tq.kind in ("weight", "bias") and name + "_quantized" in inits:
             tq.values = numpy_helper.to_array(inits[name + "_quantized"])
+        elif tq.kind in ("weight", "bias") and name in inits:  # a conv run in float: its dequantized values
+            tq.values = tq.integers_of(numpy_helper.to_array(inits[name]))
     fp_inits = {t.name for t in model.graph.initializer}
     for name in fp_inits & set(inits):  # biases kept float (OpenVINO, TensorRT) carry their correction
         if name not in plan.tensors and any(name in n.input for n in int8.graph.node if n.op_type in ("Conv", "Gemm", "ConvTranspose")):

@@ -93,7 +93,7 @@ def _insert_qdq(nodes: list[onnx.NodeProto], producer: dict, graph_inputs: set[s
             if tq.name not in init_names:
                 raise ModelError(f"planned constant '{tq.name}' is not an initializer of the model; re-run the optimizer.")
             if tq.name in skip:
-                new_inits.append(numpy_helper.from_array(_dequantized(tq), tq.name))
+                new_inits.append(numpy_helper.from_array(tq.dequantized(), tq.name))
                 continue
             qname = tq.name + "_quantized"
             new_inits.append(numpy_helper.from_array(np.asarray(tq.values, dtype=_NP_DTYPES[tq.dtype]), qname))
@@ -283,17 +283,6 @@ def _unfused_conv_constants(nodes: list[onnx.NodeProto], float_reads: list, plan
             if tq is not None and tq.values is not None:
                 readers.setdefault(name, []).append(in_float)
     return {name for name, flags in readers.items() if all(flags)}
-
-
-def _dequantized(tq: TensorQuant) -> np.ndarray:
-    """The float32 values a DequantizeLinear of planned constant ``tq`` produces, as onnxruntime computes them."""
-    values = np.asarray(tq.values, np.int64)
-    scale, zero = np.asarray(tq.scale, np.float32), np.asarray(tq.zero_point, np.int64)
-    if tq.axis is not None and scale.size > 1:
-        shape = [1] * values.ndim
-        shape[tq.axis] = -1
-        scale, zero = scale.reshape(shape), zero.reshape(shape)
-    return (values - zero).astype(np.float32) * scale
 
 
 def _float_compute_reads(nodes, producer, plan: QuantPlan) -> list[tuple[onnx.NodeProto, int, str]]:

@@ -44,6 +44,28 @@ class TensorQuant:
             return "uint8", np.asarray(self.zero_point).astype(np.int32) + 128
         return self.dtype, np.asarray(self.zero_point)
 
+    def dequantized(self) -> np.ndarray:
+        """The float32 values a DequantizeLinear of this constant's ``values`` produces, computed
+        as onnxruntime does (the emitter writes them so for a conv that runs in float)."""
+        scale, zero = self._along_axis(np.ndim(self.values))
+        return (np.asarray(self.values, np.int64) - zero).astype(np.float32) * scale
+
+    def integers_of(self, dequantized: np.ndarray) -> np.ndarray:
+        """The ``values`` that ``dequantized()`` turned into ``dequantized``."""
+        scale, zero = self._along_axis(np.ndim(dequantized))
+        info = np.iinfo(np.dtype(self.dtype))
+        ints = np.rint(np.asarray(dequantized, np.float64) / scale.astype(np.float64)) + zero
+        return np.clip(ints, info.min, info.max).astype(self.dtype)
+
+    def _along_axis(self, ndim: int) -> tuple[np.ndarray, np.ndarray]:
+        """Scale (float32) and zero point (int64) shaped to broadcast over an ``ndim``-D constant."""
+        scale, zero = np.asarray(self.scale, np.float32), np.asarray(self.zero_point, np.int64)
+        if self.axis is not None and scale.size > 1:
+            shape = [1] * ndim
+            shape[self.axis] = -1
+            scale, zero = scale.reshape(shape), zero.reshape(shape)
+        return scale, zero
+
     @property
     def threshold(self) -> float:
         """The symmetric threshold the vendor tools print: ``max(|lo|, |hi|)``."""

@@ -114,6 +114,11 @@ def update_bn(fp32: onnx.ModelProto, plan: QuantPlan, batches: list[dict[str, np
         batches = _rebatch(batches, BN_BATCH)
     batches = [batches[k % len(batches)] for k in range(iterations)]
     int8 = emit_qdq(fp32, plan)
+    dq = {n.output[0]: n for n in int8.graph.node if n.op_type == "DequantizeLinear"}
+    # a conv onnxruntime runs in float (a float layer reads its output) has float weights: not an INT8 layer
+    convs = [c for c in convs if c.weight in dq]
+    if not convs:
+        return plan, BnUpdate(0, {}, {}, {}, {})
     by_name = {n.name: n for n in int8.graph.node}
     ranges = _ranges(int8, [by_name[c.node].output[0] for c in convs])
     reference, names = _probed(fp32, convs, ranges)
@@ -121,7 +126,6 @@ def update_bn(fp32: onnx.ModelProto, plan: QuantPlan, batches: list[dict[str, np
     ref_runs = [[np.asarray(v, np.float64) for v in session.run(names, b)] for b in batches]
     del session
     run = PiecewiseRun(int8, batches)
-    dq = {n.output[0]: n for n in int8.graph.node if n.op_type == "DequantizeLinear"}
     report = BnUpdate(len(convs), {}, {}, {}, {})
     updated = plan
     for j, c in enumerate(tqdm(convs, desc="BN update", unit="conv", file=sys.stderr, disable=not progress, leave=False)):
