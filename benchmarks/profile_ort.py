@@ -6,7 +6,9 @@ Issue 18 asks for INT8/FP32 latency in onnxruntime of <= 0.7 on rapid-orientatio
 signed (TensorRT) form to be no slower than the default form, or for the gap to be explained with a
 profile. This is that profile. Per model it quantizes FP32 with int8kit in the forms that matter
 (the default; ``--no-channel-scales``, which drops the per-channel-step Muls; ``--quantize-stem``,
-the stem conv and its depthwise conv in INT8 too; the signed form),
+the stem conv and its depthwise conv in INT8 too; the signed form; for EfficientNet-Lite0 also the
+float layers ``int8kit auto --full`` chose, and the same plan with the weights of the convs that
+onnxruntime runs in float written as DequantizeLinear, as the emitter did before),
 runs each model at batch 1 on one thread with onnxruntime's profiler on, the models taking turns,
 and prints, per op type of the graph onnxruntime really runs (after its fusions), the nodes and
 the microseconds per inference (the median over runs of the op type's summed kernel time). The
@@ -17,6 +19,7 @@ sessions without the profiler (int8kit's latency measure, in turns). The profile
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 from pathlib import Path
@@ -26,17 +29,26 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `int8kit
     sys.path[:0] = [str(_root), str(_root / "src")]
 
 import numpy as np  # noqa: E402
+import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
 from benchmarks import bench_eval as ev  # noqa: E402
 from benchmarks.realdata import get_case  # noqa: E402
+from int8kit.emit.qdq import emit_qdq  # noqa: E402
 from int8kit.evaluate.latency import measure_latencies  # noqa: E402
 from int8kit.evaluate.op_profile import op_table, profile_ops  # noqa: E402
 
+# the layers `int8kit auto --full` floated on EfficientNet-Lite0 at agreement >= 0.97 (docs/auto.md);
+# blocks.1's depthwise conv runs in float with them, since its reader does
+_AUTO_FLOAT = ["/_blocks.0/_project_conv/Conv", "/_blocks.1/_project_conv/Conv", "/_blocks.5/_expand_conv/Conv"]
+# re-emit the plan as before the emitter wrote float constants for convs onnxruntime runs in float
+_DQ_WEIGHTS = "dequantized_weights"
 FORMS = {
     "orientation": {"default": {}, "--no-channel-scales": {"channel_scales": False},
                     "--quantize-stem": {"stem_float": False}},
-    "effnet": {"default": {}, "signed (--target tensorrt)": {"target": "tensorrt"}},
+    "effnet": {"default": {}, "signed (--target tensorrt)": {"target": "tensorrt"},
+               "auto --full's float set": {"fp_layers": _AUTO_FLOAT},
+               "same, weights of convs run in float as DequantizeLinear": {"fp_layers": _AUTO_FLOAT, _DQ_WEIGHTS: True}},
 }
 
 
@@ -61,9 +73,14 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             models = {"FP32": Path(case.model_path)}
             for form, options in FORMS[name].items():
+                options = dict(options)
+                dq_weights = options.pop(_DQ_WEIGHTS, False)
                 res = int8kit.quantize(str(case.model_path), str(case.calib_npz), output=Path(tmp) / f"{len(models)}.onnx",
                                        progress=False, check_latency=False, **options)
                 models[form] = Path(res.int8_model)
+                if dq_weights:
+                    plan = dataclasses.replace(res.plan, float_weights_when_unfused=False)
+                    onnx.save(emit_qdq(res.optimized_model, plan), models[form])
             print(f"\n{name}: onnxruntime {ort.__version__}, batch 1, one thread, {args.runs} runs each in turns")
             print(profile(models, feed, args.runs))
     return 0
