@@ -275,3 +275,22 @@ def test_cli_refuses_an_snq_option_out_of_range_in_one_line(tmp_path, capsys):
                  "--weight-algo", "snq", "--weight-bits", "4", "--snq-iterations", "100", "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert code != 0 and "500 to 2000" in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_an_snq_conv_that_runs_in_float_keeps_its_codes_for_the_int4_deploy_model(chain):
+    """conv2's output feeds float conv3, so onnxruntime runs conv2 in float; a uniform conv there
+    would get float weights, but SNQ weights keep their 4-bit codes, which int4_deploy packs."""
+    from int8kit.analysis.ort_fusion import convs_run_in_float
+
+    model, stats, _ = chain
+    p = plan(model, stats, QuantConfig(th_method="max", fp_layers=("conv3",), **SNQ))
+    assert p.tensors["w2"].method == "snq"
+    q = emit_qdq(model, p)
+    assert "conv2" in convs_run_in_float(q)
+    inits = {t.name for t in q.graph.initializer}
+    assert "w2_quantized" in inits and "w2" not in inits
+    packed = int4_deploy(q, snq_weights(p))
+    assert "w2_quantized" not in {t.name for t in packed.graph.initializer}  # now 4-bit indices and codebooks
+
+    uniform = emit_qdq(model, plan(model, stats, QuantConfig(th_method="max", fp_layers=("conv3",))))
+    assert "w2" in {t.name for t in uniform.graph.initializer}  # written as float: the conv runs in float

@@ -270,13 +270,15 @@ def _unfused_conv_constants(nodes: list[onnx.NodeProto], float_reads: list, plan
     in float. DequantizeLinear weights would keep such a conv off onnxruntime's fast float kernels
     (its blocked NCHWc layout needs constant weights): EfficientNet-Lite0's blocks.1 depthwise conv
     ran 8x slower than in FP32. Its dequantized values run the same arithmetic. A constant another
-    node reads dequantized keeps its DequantizeLinear."""
+    node reads dequantized keeps its DequantizeLinear, and so does a conv with SNQ weights (their
+    4-bit codes are what the INT4 deploy model packs)."""
     read_float = {tensor for _, _, tensor in float_reads}
     readers: dict[str, list[bool]] = {}  # planned constant -> per reader: runs in float?
     for node in nodes:
         info = op_info(node.op_type)
         out = node.output[0] if node.output else ""
-        in_float = (info is not None and info.integer_conv
+        weight = plan.tensors.get(node.input[1]) if len(node.input) > 1 else None
+        in_float = (info is not None and info.integer_conv and not (weight is not None and weight.method == "snq")
                     and (out not in plan.tensors or out in read_float))
         for name in set(node.input):
             tq = plan.tensors.get(name)
