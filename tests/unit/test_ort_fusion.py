@@ -170,3 +170,14 @@ def test_analyze_reads_back_the_integer_weights_of_a_conv_written_in_float(tmp_p
         np.testing.assert_array_equal(rebuilt.tensors[weight].values, result.plan.tensors[weight].values)
     analysis = int8kit.analyze(model, str(result.int8_model), str(tmp_path / "calib.npy"), progress=False)
     assert {"conv_a", "conv_b"} <= {layer.layer for layer in analysis.layers}
+
+
+def test_the_signed_form_keeps_int8_weights_on_the_convs_it_runs_in_float(tmp_path):
+    """--signed-activations keeps each Relu as a node (onnxruntime then runs the convs in float),
+    but the form is TensorRT's: its weights stay INT8 behind DequantizeLinear."""
+    model = _chain(tmp_path / "chain.onnx")
+    calib = np.random.default_rng(1).standard_normal((16, 8, 8, 8)).astype(np.float32)
+    signed = int8kit.quantize(model, calib, output_dir=None, th_method="max", stem_float=False, progress=False,
+                              signed_activations=True)
+    dequantized = {n.output[0] for n in signed.model.graph.node if n.op_type == "DequantizeLinear"}
+    assert {"wa", "wb", "wc"} <= dequantized

@@ -78,9 +78,9 @@ def plan(model: onnx.ModelProto, stats: Stats, config: QuantConfig) -> QuantPlan
     """
     ctx = context_for(model, stats)
     facts = ctx.facts
-    result = QuantPlan(signed_storage=config.signed_activations,
-                       keep_activation_nodes=config.signed_activations or config.inputs_only or 8 < config.bitwidth < 16,
-                       float_weights_when_unfused=not config.inputs_only)
+    keep_activation_nodes = config.signed_activations or config.inputs_only or 8 < config.bitwidth < 16
+    result = QuantPlan(signed_storage=config.signed_activations, keep_activation_nodes=keep_activation_nodes,
+                       float_weights_when_unfused=not keep_activation_nodes)
     user_float = float_nodes(facts, config)
     forced_float = dict(user_float)
     forced_float.update(_outlier_inputs(ctx, config))

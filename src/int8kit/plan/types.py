@@ -105,8 +105,9 @@ class QuantPlan:
     # fused Relu/Clip stay nodes before their QuantizeLinear: signed storage cannot clip at 0, and a
     # 9-15 bit grid in a 16-bit type saturates past the Clip's bound
     keep_activation_nodes: bool = False
-    # onnxruntime's form: a conv planned INT8 that cannot fuse into QLinearConv (a float layer reads
-    # its output) runs in float, so its weights are written as float constants (emit/qdq.py)
+    # onnxruntime's plain form: a conv planned INT8 that cannot fuse into QLinearConv (a float layer
+    # reads its output) runs in float, so its weights are written as float constants (emit/qdq.py);
+    # not where activation nodes stay (the signed form keeps its convs' INT8 weights for TensorRT)
     float_weights_when_unfused: bool = False
     # biases left float (OpenVINO, TensorRT: no INT32 bias DequantizeLinear), by initializer name,
     # with the mean shift of weight rounding already removed
