@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from int8kit.numerics import INT_RANGES  # noqa: F401  (the plan's dtypes are its keys)
+from int8kit.numerics import INT_RANGES, dequantize, quantize  # noqa: F401  (INT_RANGES: the plan's dtypes are its keys)
 
 
 
@@ -45,26 +45,13 @@ class TensorQuant:
         return self.dtype, np.asarray(self.zero_point)
 
     def dequantized(self) -> np.ndarray:
-        """The float32 values a DequantizeLinear of this constant's ``values`` produces, computed
-        as onnxruntime does (the emitter writes them so for a conv that runs in float)."""
-        scale, zero = self._along_axis(np.ndim(self.values))
-        return (np.asarray(self.values, np.int64) - zero).astype(np.float32) * scale
+        """The float32 values a DequantizeLinear of this constant's ``values`` produces (the emitter
+        writes them so for a conv that runs in float)."""
+        return dequantize(self.values, self.scale, self.zero_point, self.axis)
 
     def integers_of(self, dequantized: np.ndarray) -> np.ndarray:
         """The ``values`` that ``dequantized()`` turned into ``dequantized``."""
-        scale, zero = self._along_axis(np.ndim(dequantized))
-        info = np.iinfo(np.dtype(self.dtype))
-        ints = np.rint(np.asarray(dequantized, np.float64) / scale.astype(np.float64)) + zero
-        return np.clip(ints, info.min, info.max).astype(self.dtype)
-
-    def _along_axis(self, ndim: int) -> tuple[np.ndarray, np.ndarray]:
-        """Scale (float32) and zero point (int64) shaped to broadcast over an ``ndim``-D constant."""
-        scale, zero = np.asarray(self.scale, np.float32), np.asarray(self.zero_point, np.int64)
-        if self.axis is not None and scale.size > 1:
-            shape = [1] * ndim
-            shape[self.axis] = -1
-            scale, zero = scale.reshape(shape), zero.reshape(shape)
-        return scale, zero
+        return quantize(dequantized, self.scale, self.zero_point, self.dtype, self.axis)
 
     @property
     def threshold(self) -> float:
