@@ -1,10 +1,10 @@
 """Which planned-INT8 convs onnxruntime will still run in float.
 
 onnxruntime runs a Conv as QLinearConv only when DequantizeLinear feeds its input and weight and
-its output goes to one QuantizeLinear alone. (The emitter writes the weights of such a conv as
-float constants, so only its input tells it was planned INT8.) A conv whose output a float layer also reads (float
-convs read the unquantized tensor: emit/qdq.py) keeps its Q/DQ inputs but runs in float, as FP32
-does. The search and the speed check count those as float: floating one depthwise conv of
+its output goes to one QuantizeLinear alone. A conv whose output a float layer also reads (float
+convs read the unquantized tensor: emit/qdq.py) keeps its dequantized input but runs in float, as
+FP32 does (the emitter writes its weights as float constants, so its input alone tells it was
+planned INT8). The search and the speed check count those as float: floating one depthwise conv of
 EfficientNet-Lite0 takes the expand conv before it along (two float convs, not one).
 """
 
