@@ -75,9 +75,10 @@ def _before_main(err: str, script: str) -> bool:
     if any(path in ("<frozen site>", "site.py") or path.endswith("/site.py") for path, _ in frames):
         return True  # site runs, and fails with "init_import_site", before any script
     startup_files = ("int8kit/__init__.py", "int8kit/__main__.py", "int8kit/runtime/__init__.py",
-                     "int8kit/runtime/import_guard.py", "__future__.py")
+                     "int8kit/runtime/import_guard.py")
     return bool(frames) and all(
-        path.startswith("<frozen ") or (func == "<module>" and (path == script or path.endswith(startup_files)))
+        path.startswith("<frozen ") or path.endswith("/__future__.py")  # the stdlib module, class bodies too
+        or (func == "<module>" and (path == script or path.endswith(startup_files)))
         for path, func in frames)
 
 
