@@ -86,6 +86,17 @@ def test_choose_keeps_the_fastest_that_meets_and_the_fewest_float_macs_in_full_m
     assert choose(close, full=False)[0].name == "small"
 
 
+def test_full_mode_ranks_int8_macs_before_latency_among_trials_faster_than_fp32():
+    trials = [_trial("89.5 %", 0.972, 0.54, meets=True, macs=0.895), _trial("91.5 %", 0.980, 0.56, meets=True, macs=0.915)]
+    assert choose(trials, full=True)[0].name == "91.5 %"  # two points of MACs outrank 0.02 of latency
+    trials.append(_trial("91.4 %", 0.976, 0.55, meets=True, macs=0.914))
+    assert choose(trials, full=True)[0].name == "91.4 %"  # within MAC_TIE: the faster
+    trials.append(_trial("all INT8, slower than FP32", 0.972, 1.14, meets=True, macs=1.0))
+    assert choose(trials, full=True)[0].name == "91.4 %"
+    assert [t.name for t in contenders(trials, full=True)] == ["91.4 %", "91.5 %"]
+    assert choose(trials[3:], full=True)[0].name == "all INT8, slower than FP32"  # no faster one: said so, not hidden
+
+
 def test_contenders_are_the_meeting_trials_and_in_full_mode_only_those_with_the_most_int8_macs():
     trials = [_trial("a", 0.99, 0.8, meets=True, macs=0.9), _trial("b", 0.97, 0.4, meets=True, macs=1.0),
               _trial("c", 0.90, 0.3, meets=False, macs=1.0), _trial("d", 0.98, 0.6, meets=True, macs=1.0)]
@@ -155,6 +166,29 @@ def test_full_mode_last_tries_the_fastest_most_int8_meeting_trial_without_per_ch
     full._without_channel_steps(ctx, ran.append, trials, lambda n: None)
     full._without_channel_steps(SimpleNamespace(uses_channel_steps=lambda: False), ran.append, trials[:2], lambda n: None)
     assert ran == []
+
+
+def test_swap_trades_each_float_layer_most_macs_first_for_a_cheaper_one_that_keeps_the_budget(monkeypatch):
+    from types import SimpleNamespace
+
+    from int8kit.auto import full
+
+    order = ["A", "B", "C", "D", "E", "F"]  # most error per MAC first
+    cost = {"A": 50, "B": 40, "C": 5, "D": 30, "E": 4, "F": 3}
+    tried: list[frozenset] = []
+
+    def run(floats):  # A must float; B's accuracy can come from E instead, nothing else can carry it
+        tried.append(floats)
+        return SimpleNamespace(meets="A" in floats and bool({"B", "E"} & floats))
+
+    kept = full._swap(run, order, ["A", "B"], cost, lambda names, label, stage: frozenset(names), lambda n: None)
+    assert kept == ["A", "E"]
+    # A (50 MACs) first: C, D, E, F are cheaper and fail without A; then B: C misses, D misses, E holds
+    assert tried == [frozenset(s) for s in ("CB", "DB", "EB", "FB", "AC", "AD", "AE")]
+    monkeypatch.setattr(full, "SWAP_TRIES", 2)
+    tried.clear()
+    assert full._swap(run, order, ["A", "B"], cost, lambda names, label, stage: frozenset(names), lambda n: None) == ["A", "B"]
+    assert len(tried) == 4
 
 
 def test_budget_absolute_and_relative():

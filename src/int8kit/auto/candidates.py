@@ -22,7 +22,7 @@ class Candidate:
     name: str
     changes: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     bias_tuning: int = 0
-    stage: str = "quick"  # quick | float-search | put-back | extra
+    stage: str = "quick"  # quick | float-search | put-back | swap | extra
     weight_rounding: str = "nearest"  # or "gptq" (tune/weight_rounding.py; full mode tries it)
 
     @property

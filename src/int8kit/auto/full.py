@@ -21,6 +21,8 @@ from int8kit.auto.trial import SearchContext, Trial
 # layer, then those left once more, ends at 6 float layers, 90.0 %, 0.69, and the held-out half
 # holds (benchmarks/bench_auto.py, 2026-12-05)
 MAX_PUT_BACK = 24
+# cheaper layers tried in place of each float layer after put-back
+SWAP_TRIES = 4
 Run = Callable[[Candidate], Trial]
 
 
@@ -87,6 +89,7 @@ def _float_search(ctx: SearchContext, run: Run, quick: list[Trial], expect: Call
     if need is None:
         return order
     kept = _put_back(run, order, need, floating, expect)
+    kept = _swap(run, order, kept, cost, floating, expect)
     _stem_int8(ctx, run, floating(kept, f"{len(kept)} float + stem conv INT8", "extra"), expect)
     return order
 
@@ -128,6 +131,25 @@ def _put_back(run: Run, order: list[str], need: int, floating: Callable, expect:
             without = [n for n in kept if n != name]
             if run(floating(without, f"put back {name} ({len(without)} float)", "put-back")).meets:
                 kept = without
+    return kept
+
+
+def _swap(run: Run, order: list[str], kept: list[str], cost: dict[str, int], floating: Callable,
+          expect: Callable[[int], None]) -> list[str]:
+    """Trade each float layer, most MACs first, for one INT8 layer that costs fewer (most error
+    per MAC first, at most ``SWAP_TRIES`` of them), keeping the first trade the budget allows:
+    put-back ends where no single layer can go back, and a cheaper layer may carry the same
+    accuracy."""
+    for name in sorted(kept, key=lambda n: -cost.get(n, 0)):
+        if name not in kept:
+            continue
+        cheaper = [n for n in order if n not in kept and cost.get(n, 0) < cost.get(name, 0)][:SWAP_TRIES]
+        expect(len(cheaper))
+        for other in cheaper:
+            traded = [other if n == name else n for n in kept]
+            if run(floating(traded, f"swap {name} for {other}", "swap")).meets:
+                kept = traded
+                break
     return kept
 
 
