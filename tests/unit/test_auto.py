@@ -89,12 +89,14 @@ def test_choose_keeps_the_fastest_that_meets_and_the_fewest_float_macs_in_full_m
 def test_full_mode_ranks_int8_macs_before_latency_among_trials_faster_than_fp32():
     trials = [_trial("89.5 %", 0.972, 0.54, meets=True, macs=0.895), _trial("91.5 %", 0.980, 0.56, meets=True, macs=0.915)]
     assert choose(trials, full=True)[0].name == "91.5 %"  # two points of MACs outrank 0.02 of latency
-    trials.append(_trial("91.4 %", 0.976, 0.55, meets=True, macs=0.914))
+    trials.append(_trial("91.4 %", 0.976, 0.50, meets=True, macs=0.914))
     assert choose(trials, full=True)[0].name == "91.4 %"  # within MAC_TIE: the faster
     trials.append(_trial("all INT8, slower than FP32", 0.972, 1.14, meets=True, macs=1.0))
     assert choose(trials, full=True)[0].name == "91.4 %"
     assert [t.name for t in contenders(trials, full=True)] == ["91.4 %", "91.5 %"]
     assert choose(trials[3:], full=True)[0].name == "all INT8, slower than FP32"  # no faster one: said so, not hidden
+    as_good = [_trial("92.0 %", 0.976, 0.458, meets=True, macs=0.920), _trial("92.1 %", 0.984, 0.460, meets=True, macs=0.921)]
+    assert choose(as_good, full=True)[0].name == "92.1 %"  # as many MACs, as fast: the better score
 
 
 def test_contenders_are_the_meeting_trials_and_in_full_mode_only_those_with_the_most_int8_macs():
@@ -168,6 +170,25 @@ def test_full_mode_last_tries_the_fastest_most_int8_meeting_trial_without_per_ch
     assert ran == []
 
 
+def test_full_mode_starts_closest_to_fp32_and_keeps_a_tuning_step_that_lowers_the_error_without_losing_the_budget():
+    from int8kit.auto import full
+
+    def trial(name, value, sqnr, meets, **changes):
+        t = _trial(name, value, 0.5, meets=meets)
+        t.output_sqnr_db, t.changes = sqnr, changes
+        return t
+
+    quick = [trial("kl", 0.952, 29.6, True), trial("mse", 0.952, 29.7, True), trial("per-tensor", 0.960, 31.0, False),
+             trial("float dw", 0.964, 33.0, True, accuracy_opt=True)]
+    assert full.starting_point(quick).name == "mse"  # meets, changes no float layer, least output error
+    assert full.starting_point([t for t in quick if t.name == "per-tensor"]).name == "per-tensor"
+    start = quick[1]
+    assert full._improves(trial("tuned", 0.948, 35.0, False), quick[2])  # the start missed anyway: lower error wins
+    assert not full._improves(trial("tuned", 0.956, 35.0, False), start)  # loses the budget the start met
+    assert not full._improves(trial("tuned", 0.960, 29.0, True), start)  # a better score on n samples is not less error
+    assert full._improves(trial("tuned", 0.948, 30.0, True), start)
+
+
 def test_swap_trades_each_float_layer_most_macs_first_for_a_cheaper_one_that_keeps_the_budget(monkeypatch):
     from types import SimpleNamespace
 
@@ -209,9 +230,12 @@ def test_quick_mode_writes_the_fastest_candidate_meeting_the_budget(mnist):
     best = min(t.latency_ratio for t in meeting)
     assert result.chosen.latency_ratio <= best * 1.03 + 1e-9  # the fastest, within the tie margin
     for suffix in ("_int8.onnx", "_quant.json", "_config.json", "_search.json", "_search.txt", "_report.html"):
-        assert (out / f"net{suffix}").is_file() if False else result.files[suffix].is_file()
+        assert result.files[suffix].is_file()
     log = json.loads(result.files["_search.json"].read_text())
     assert log["chosen"] == result.chosen.key and len(log["trials"]) == len(result.log)
+    # every trial's output error against FP32, from the scoring pass, kept in the log and its table
+    assert all(t["output_sqnr_db"] > 10 for t in log["trials"])
+    assert "output SQNR dB" in result.files["_search.txt"].read_text()
     html = result.files["_report.html"].read_text()
     assert "Automatic search" in html and "data:image/png;base64" in html
     # the configuration replays: quantize --config gives the same INT8 model

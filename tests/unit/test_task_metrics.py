@@ -79,6 +79,18 @@ def test_builtin_metrics_match_numpy(case) -> None:
     assert ev.task_score(None, "cosine").value == pytest.approx(1.0)
 
 
+def test_task_score_folds_the_output_error_of_the_same_rows(case) -> None:
+    from int8kit.evaluate.accumulate import ErrorAccumulator, sqnr_db
+
+    fp32, q, x, labels, s_fp, s_q = case
+    ev = Evaluator(fp32, x, labels=labels, batch_size=8, cache=False, progress=False)
+    error = ErrorAccumulator()
+    ev.task_score(q, "top1", samples=slice(5, 30), output_error=error)
+    d = (s_fp - s_q)[5:30]
+    assert error.samples == 25
+    assert error.result().sqnr_db == pytest.approx(sqnr_db(float((d * d).sum()), float((s_fp[5:30] ** 2).sum())), rel=1e-4)
+
+
 def test_fp32_score_comes_from_the_reference(case, fed) -> None:
     fp32, q, x, labels, *_ = case
     ev = Evaluator(fp32, x, labels=labels, batch_size=8, cache=False, progress=False)

@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 
 from int8kit.errors import DataError
+from int8kit.evaluate.accumulate import ErrorAccumulator
 from int8kit.evaluate.evaluator import Evaluator
 from int8kit.evaluate.tasks import make_metric
 from int8kit.evaluate.uncertainty import Drop, Score, drop
@@ -42,9 +43,11 @@ class TaskScorer:
             self._fp32[part] = self.evaluator.task_score(None, self.spec, samples=self.parts[part])
         return self._fp32[part]
 
-    def score(self, model: onnx.ModelProto, part: str = "validation") -> Score:
-        """``model``'s score on ``part``: one INT8 pass over that half against the stored FP32 reference."""
-        return self.evaluator.task_score(model, self.spec, samples=self.parts[part])
+    def score(self, model: onnx.ModelProto, part: str = "validation", *,
+              output_error: ErrorAccumulator | None = None) -> Score:
+        """``model``'s score on ``part``: one INT8 pass over that half against the stored FP32
+        reference (which also folds the output's error against FP32 into ``output_error``)."""
+        return self.evaluator.task_score(model, self.spec, samples=self.parts[part], output_error=output_error)
 
     def drop(self, score: Score, part: str = "validation", relative: bool = False) -> Drop:
         """FP32 minus ``score`` on the same samples, with its paired interval."""

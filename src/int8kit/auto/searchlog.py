@@ -15,7 +15,8 @@ from int8kit.auto.trial import Trial
 
 log = logging.getLogger(__name__)
 LOG_VERSION = 1
-HEADERS = ["#", "strategy", "score [95% interval]", "drop", "budget", "float layers", "MACs INT8", "INT8/FP32 latency", "s"]
+HEADERS = ["#", "strategy", "score [95% interval]", "drop", "budget", "output SQNR dB", "float layers", "MACs INT8",
+           "INT8/FP32 latency", "s"]
 
 
 class SearchLog:
@@ -65,6 +66,7 @@ class SearchLog:
         for i, t in enumerate(self.trials.values(), 1):
             floats = ", ".join(t.float_layers[:3]) + (f" +{len(t.float_layers) - 3}" if len(t.float_layers) > 3 else "")
             rows.append([f"{i}{'*' if t.key == chosen else ''}", t.name, t.score.text(), f"{t.drop:+.4f}",
-                         "meets" if t.meets else "misses", f"{len(t.float_layers)}: {floats}" if t.float_layers else "0",
+                         "meets" if t.meets else "misses", "-" if t.output_sqnr_db is None else f"{t.output_sqnr_db:.2f}",
+                         f"{len(t.float_layers)}: {floats}" if t.float_layers else "0",
                          f"{t.int8_macs * 100:.1f}%", f"{t.latency_ratio:.2f}", f"{t.seconds:.1f}"])
         return tabulate(rows, headers=HEADERS, tablefmt="simple", disable_numparse=True)

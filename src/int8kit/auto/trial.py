@@ -3,6 +3,7 @@ validation half and time against FP32. Nothing here calibrates or writes files."
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,7 @@ from int8kit.auto.macs import int8_mac_fraction
 from int8kit.auto.scorer import TaskScorer
 from int8kit.calib.stats import Stats
 from int8kit.config import QuantConfig, TuneOptions
+from int8kit.evaluate.accumulate import ErrorAccumulator
 from int8kit.evaluate.latency import measure_latencies
 from int8kit.plan.planner import plan
 from int8kit.plan.types import QuantPlan
@@ -46,6 +48,10 @@ class Trial:
     seconds: float
     drop_interval: list[float] | None = None  # paired 95 % interval of the drop against FP32 on the same samples
     weight_rounding: str = "nearest"
+    # the scored output's SQNR against FP32 on the same samples (dB; None in logs written before
+    # it): far steadier than a task score on n samples, so the search decides by it where the
+    # float set stays the same (tuning) and between trials that are otherwise as good
+    output_sqnr_db: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -141,7 +147,8 @@ class SearchContext:
         """Build, score and time one candidate."""
         start = time.perf_counter()
         built = self.build(candidate)
-        raw = self.scorer.score(built.model)
+        error = ErrorAccumulator()
+        raw = self.scorer.score(built.model, output_error=error)
         paired = self.scorer.drop(raw, relative=self.budget.relative)
         fp32_ms, int8_ms = self.latencies(built.model)
         floats = self.float_layers(built)
@@ -152,5 +159,11 @@ class SearchContext:
                       int8_mac_fraction(self.macs, set(floats)) if built.config.bitwidth == 8 else 0.0,
                       int8_ms / fp32_ms if fp32_ms > 0 else float("inf"),
                       int8_ms, fp32_ms, built.model.ByteSize(), time.perf_counter() - start,
-                      None if paired.low is None else [float(paired.low), float(paired.high)], candidate.weight_rounding)
+                      None if paired.low is None else [float(paired.low), float(paired.high)], candidate.weight_rounding,
+                      _finite(error.result().sqnr_db))
         return trial, built
+
+
+def _finite(value: float) -> float | None:
+    """``value``, or None where it is not finite (an output equal to FP32's: no error to rank by)."""
+    return value if math.isfinite(value) else None

@@ -32,6 +32,7 @@ from int8kit.calib.stats import model_fingerprint
 from int8kit.calib.taps import activation_tensors
 from int8kit.data.sources import batches_from, model_input_specs
 from int8kit.errors import DataError, ModelError
+from int8kit.evaluate.accumulate import ErrorAccumulator
 from int8kit.evaluate.chance import warn_if_chance
 from int8kit.evaluate.labels import label_mismatch, labels_and_width, load_task_labels, source_class_labels, source_labels
 from int8kit.evaluate.latency import measure_latencies
@@ -254,7 +255,7 @@ class Evaluator:
         return {k: np.array(v) for k, v in ref.record("feed", 0).items()}  # onnxruntime reads plain arrays, not maps
 
     def task_score(self, model: ModelLike | None, metric: MetricSpec | str | Any, *,
-                   samples: slice | range | None = None) -> Score:
+                   samples: slice | range | None = None, output_error: ErrorAccumulator | None = None) -> Score:
         """The task score (``Score``: value, n, 95 % interval) of ``model`` on the evaluation samples
         ``samples`` (default: all); ``model=None`` scores the FP32 model from the stored reference.
 
@@ -284,6 +285,8 @@ class Evaluator:
                     out = dict(zip(self.names, run_checked(session, self.names, feed, where=f"{at} (model scored)")))
                     out = out if part else pick_rows(out, local, per_record[i], at)
                 run.add(fp, out, first + local)
+                if output_error is not None:
+                    output_error.add(fp[self.output], out[self.output])
                 bar.update(len(local))
         return run.score()
 
