@@ -125,6 +125,25 @@ def test_a_chosen_model_slower_than_fp32_names_the_best_faster_trial_and_the_bud
     assert "not faster than FP32 (INT8/FP32 latency 1.15); no trial was." in " ".join(slow.messages())
 
 
+def test_a_chosen_model_whose_output_is_further_from_fp32_than_a_missing_trial_is_said_to_meet_partly_by_chance():
+    trials = [_trial("start", 0.956, 0.40, meets=False), _trial("float 3", 0.960, 0.44, meets=False),
+              _trial("stem INT8", 0.984, 0.49, meets=True)]
+    for t, sqnr in zip(trials, (26.5, 26.9, 25.6)):
+        t.output_sqnr_db = sqnr
+    held = Score(0.956, 250, 0.923, 0.975)
+
+    def result(log):
+        return SearchResult(chosen=trials[2], built=None, meets=True, budget=Budget(1.0, 0.03), metric="agreement",
+                            full=True, fp32_held_out=Score(1.0, 250, 0.985, 1.0), held_out=held, log=SearchLog("k", log))
+
+    text = " ".join(result(trials).messages())
+    assert "further from FP32's (SQNR 25.6 dB) than that of #2 'float 3' (26.9 dB), which misses the budget at 0.9600" in text
+    assert "held-out half is the check (0.956" in text
+    trials[1].output_sqnr_db = 25.9  # within CHANCE_DB of the chosen one: nothing to say
+    trials[0].output_sqnr_db = None
+    assert not any("further from FP32" in m for m in result(trials).messages())
+
+
 def test_put_back_tries_every_floated_layer_then_once_more_those_still_float(monkeypatch):
     from types import SimpleNamespace
 

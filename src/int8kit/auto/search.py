@@ -22,6 +22,8 @@ from int8kit.auto.trial import Built, SearchContext, Trial
 
 log = logging.getLogger(__name__)
 COSTLY_SHOWN = 5  # layers named when the budget is missed
+# output SQNR differences this large between two trials on the same samples are not noise
+CHANCE_DB = 0.5
 
 
 @dataclass
@@ -69,10 +71,29 @@ class SearchResult:
                        "or float them with --fp-layers.")
         if self.chosen.latency_ratio >= 1.0:
             out.append(self._slower_than_fp32())
+        closer = self._closer_but_missing()
+        if closer:
+            out.append(closer)
         if not self.held_out_holds:
             out.append(f"on the held-out half the chosen model scores {self.held_out.text()} against FP32 "
                        f"{self.fp32_held_out.value:.4f}: the budget does not hold there within the score's uncertainty.")
         return out
+
+    def _closer_but_missing(self) -> str:
+        """When the chosen model meets the budget, a trial that misses it although its output is
+        closer to FP32's (by ``CHANCE_DB`` or more): the chosen one's margin is then partly chance."""
+        c = self.chosen
+        if not self.meets or c.output_sqnr_db is None:
+            return ""
+        trials = list(self.log.trials.values())
+        missing = [t for t in trials if not t.meets and t.output_sqnr_db is not None]
+        best = max(missing, key=lambda t: t.output_sqnr_db, default=None)
+        if best is None or best.output_sqnr_db < c.output_sqnr_db + CHANCE_DB:
+            return ""
+        return (f"the chosen model's output is further from FP32's (SQNR {c.output_sqnr_db:.1f} dB) than that of "
+                f"#{trials.index(best) + 1} '{best.name}' ({best.output_sqnr_db:.1f} dB), which misses the budget at "
+                f"{best.score.value:.4f}: on {c.score.n} samples part of the chosen model's score is chance; the held-out "
+                f"half is the check ({self.held_out.text()}).")
 
     def _slower_than_fp32(self) -> str:
         """Say that the chosen model is slower than FP32, and which trial is the best of those that are not."""
