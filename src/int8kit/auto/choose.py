@@ -40,7 +40,8 @@ def error_rank(trial: Trial) -> tuple[float, float]:
     """Sorts the trial whose output is closest to FP32's first: by output SQNR, which varies far
     less from sample to sample than a task score on n samples (on EfficientNet-Lite0's float sets,
     validation agreement 0.984 held out at 0.932 while the output error was the same on both
-    halves), then by score. A trial without an SQNR (an older log) sorts after those with one."""
+    halves), then by score. A trial without an SQNR (from an older log, or with an output equal to
+    FP32's, which leaves no error to rank) sorts after those with one."""
     sqnr = trial.output_sqnr_db
     return (-sqnr if sqnr is not None else math.inf, -trial.score.value)
 
